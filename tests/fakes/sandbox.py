@@ -1,0 +1,201 @@
+"""Contributor sandbox: both fakes and the real bot process; send /imagine, see what members see.
+
+    python -m tests.fakes.sandbox "a pony astronaut --ar 16:9 --seed 42"
+
+The bot runs exactly as `python -m bot` (its own process, full gateway), pointed at the fakes
+through `tests/fakes/sitecustomize`. Every message the bot posts or edits is printed as a member
+would read it, and the bot's own log lines are shown as they come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fakes import payloads
+from tests.fakes.fake_discord import FakeDiscord, FakeMessage
+from tests.fakes.fake_runpod import FakeRunPod
+
+ROOT = Path(__file__).resolve().parents[2]
+SITECUSTOMIZE = Path(__file__).resolve().parent / "sitecustomize"
+
+
+def render_message(message: FakeMessage) -> str:
+    """A message the way a member reads it: content, embeds, files and buttons."""
+    lines = [f"┌ message {message.id}" + (" (only you can see this)" if message.ephemeral else "")]
+    lines += [f"│ {line}" for line in (message.content or "").splitlines()]
+    for embed in message.embeds:
+        if embed.get("title"):
+            lines.append(f"│ ▌ {embed['title']}")
+        lines += [f"│ ▌ {line}" for line in (embed.get("description") or "").splitlines()]
+        for embed_field in embed.get("fields", []):
+            lines.append(f"│ ▌ {embed_field['name']}: {embed_field['value']}")
+        if embed.get("footer"):
+            lines.append(f"│ ▌ {embed['footer'].get('text', '')}")
+    for attachment in message.attachments:
+        size = f"{attachment.width}x{attachment.height}" if attachment.width else "?"
+        spoiler = " (spoiler)" if attachment.spoiler else ""
+        lines.append(
+            f"│ 📎 {attachment.filename} {size}, {attachment.size / 1024:.1f} KiB{spoiler}"
+        )
+    buttons = [
+        c.get("label") or c.get("emoji", {}).get("name", "?")
+        for row in message.components
+        for c in row.get("components", [])
+    ]
+    if buttons:
+        lines.append("│ [" + "] [".join(buttons) + "]")
+    lines.append("└")
+    return "\n".join(lines)
+
+
+@dataclass
+class Sandbox:
+    """Both fakes plus the bot process; prints what changes in Discord."""
+
+    discord: FakeDiscord
+    runpod: FakeRunPod
+    workdir: Path
+    show: Callable[[str], None] = print
+    process: asyncio.subprocess.Process | None = None
+    _seen: dict[int, tuple[Any, ...]] = field(default_factory=dict)
+    _relays: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def environment(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNPOD_"))}
+        env.update(
+            DISCORD_TOKEN=self.discord.token,
+            RUNPOD_API_KEY=self.runpod.api_key,
+            RUNPOD_ENDPOINT_ID=self.runpod.endpoint_id,
+            RUNPOD_API_BASE=self.runpod.api_base,
+            DATABASE_PATH=str(self.workdir / "sandbox.db"),
+            STABLEHAND_FAKE_DISCORD_URL=self.discord.url,
+            PYTHONPATH=os.pathsep.join([str(SITECUSTOMIZE), str(ROOT)]),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    async def start_bot(self, *args: str, **env: str) -> None:
+        self.discord.connected.clear()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            *args,
+            cwd=self.workdir,
+            env=self.environment(**env),
+            stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._relays = [
+            asyncio.create_task(self._relay(self.process.stderr)),
+            asyncio.create_task(self._relay(self.process.stdout)),
+        ]
+        await asyncio.wait_for(self.discord.connected.wait(), 30)
+
+    async def stop_bot(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = await asyncio.wait_for(self.process.wait(), 30)
+        self.show(f"(bot exited with status {code})")
+        return code
+
+    async def _relay(self, stream: asyncio.StreamReader | None) -> None:
+        while stream is not None and (line := await stream.readline()):
+            self.show(f"  bot │ {line.decode(errors='replace').rstrip()}")
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.discord.dispatch("INTERACTION_CREATE", payload)
+
+    async def imagine(self, prompt: str, **options: Any) -> dict[str, Any]:
+        payload = payloads.slash_command("imagine", {"prompt": prompt, **options})
+        self.show(f"\n> member types: /imagine prompt:{prompt}")
+        await self.send(payload)
+        return payload
+
+    def print_changes(self) -> bool:
+        """Print every message that appeared or changed since last time; True if any did."""
+        changed = False
+        for message in sorted(self.discord.messages.values(), key=lambda m: m.id):
+            state = (
+                message.content,
+                message.edits,
+                len(message.attachments),
+                message.deleted,
+                str(message.embeds),
+            )
+            if self._seen.get(message.id) == state:
+                continue
+            self._seen[message.id] = state
+            changed = True
+            self.show(
+                "(deleted) " + str(message.id) if message.deleted else render_message(message)
+            )
+        return changed
+
+    async def watch_until(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                self.print_changes()
+                if done():
+                    return
+                await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def sandbox(
+    *, queue_delay: float = 0.5, run_delay: float = 2.0, show=print
+) -> AsyncIterator[Sandbox]:
+    with tempfile.TemporaryDirectory(prefix="stablehand-sandbox-") as workdir:
+        async with (
+            FakeDiscord() as discord,
+            FakeRunPod(queue_delay=queue_delay, run_delay=run_delay) as runpod,
+        ):
+            box = Sandbox(discord, runpod, Path(workdir), show=show)
+            try:
+                yield box
+            finally:
+                if box.process is not None and box.process.returncode is None:
+                    box.process.kill()
+                    await box.process.wait()
+
+
+def _finished(box: Sandbox) -> bool:
+    return any(m.attachments or "Failed" in m.content for m in box.discord.messages.values())
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "prompt", nargs="?", default="a pony astronaut on the moon --ar 16:9 --seed 42"
+    )
+    parser.add_argument(
+        "--queue-delay", type=float, default=0.5, help="seconds the fake job waits for a GPU"
+    )
+    parser.add_argument(
+        "--run-delay", type=float, default=2.0, help="seconds the fake job generates"
+    )
+    args = parser.parse_args(argv)
+    async with sandbox(queue_delay=args.queue_delay, run_delay=args.run_delay) as box:
+        print(f"fake Discord at {box.discord.url}, fake RunPod at {box.runpod.api_base}")
+        print("starting the bot: python -m bot")
+        await box.start_bot()
+        await box.imagine(args.prompt)
+        await box.watch_until(lambda: _finished(box))
+        await asyncio.sleep(0.2)
+        box.print_changes()
+        return 0 if await box.stop_bot() == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,25 @@
+"""Contributor-only: point discord.py at a fake Discord, for running the bot as a subprocess.
+
+When ``STABLEHAND_FAKE_DISCORD_URL`` (e.g. ``http://127.0.0.1:PORT``) is set, Python imports this
+module at start-up (tests/sandbox puts this directory on ``PYTHONPATH``) and redirects discord.py's
+REST base and gateway to that server. Without the variable it does nothing, not even import
+discord. Never set it in production.
+"""
+
+import os
+
+
+def _redirect_discord(url: str) -> None:
+    """Set discord.py's private REST base and default gateway to the fake at ``url``."""
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    base = yarl.URL(url.rstrip("/"))
+    discord.http.Route.BASE = str(base / "api" / "v10")
+    ws_scheme = "wss" if base.scheme == "https" else "ws"
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = base.with_scheme(ws_scheme) / "gateway"
+
+
+if os.environ.get("STABLEHAND_FAKE_DISCORD_URL"):
+    _redirect_discord(os.environ["STABLEHAND_FAKE_DISCORD_URL"])
