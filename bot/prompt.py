@@ -1,0 +1,758 @@
+"""Prompt text + typed options + server policy -> a `GenerationRequest`, or a `PromptError`."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import random
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from bot.config import DEFAULT_NEGATIVE, DEFAULT_QUALITY_TAGS, Settings
+from bot.samplers import A1111_SAMPLERS, SAMPLERS, SCHEDULERS
+from bot.workflows import Lora, Template, TemplateLibrary
+
+MAX_SEED = 2**64 - 1
+MAX_LORAS = 5
+MAX_LORA_STRENGTH = 2.0
+SIZE_MULTIPLE = 8
+MIN_SIDE = 64
+MAX_SIDE = 4096
+CFG_RANGE = (1.0, 30.0)
+HIRES_RANGE = (1.1, 2.0)
+HIRES_DEFAULT = 1.5
+SAFE_POSITIVE = "rating_safe"
+SAFE_NEGATIVE = "rating_questionable, rating_explicit"
+
+# SDXL resolution buckets (~1 MP, multiples of 64) for a 1024x1024 base.
+SDXL_BUCKETS: tuple[tuple[int, int], ...] = (
+    (1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216),
+    (1344, 768), (768, 1344), (1536, 640), (640, 1536),
+)  # fmt: skip
+
+# Allowed inside a prompt although they are format characters: emoji sequences need them.
+_ALLOWED_FORMAT_CHARS = {"\u200d", "\ufe0f"}
+_FLAG = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)([A-Za-z][A-Za-z0-9_-]*)")
+_LORA_TAG = re.compile(r"<lora:([^>]*)>", re.IGNORECASE)
+_LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.()+-]{0,99}$")
+
+
+class PromptError(ValueError):
+    """A request that cannot run, with a message telling the member what to change."""
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    """What a server allows and defaults to; the parser's only source of limits."""
+
+    nsfw_policy: str = "safe_tags"
+    blocked_words: tuple[str, ...] = ()
+    max_steps: int = 50
+    max_count: int = 4
+    max_pixels: int = 1536 * 1536
+    max_prompt_length: int = 1500
+    allowed_samplers: frozenset[str] | None = None
+    allowed_templates: frozenset[str] | None = None
+    allowed_loras: frozenset[str] | None = None
+    default_template: str = "pony-v6-xl"
+    default_steps: int | None = None
+    default_cfg: float | None = None
+    quality_tags: str = DEFAULT_QUALITY_TAGS
+    default_negative: str = DEFAULT_NEGATIVE
+    checkpoint: str = "ponyDiffusionV6XL.safetensors"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ContentPolicy:
+        return cls(
+            nsfw_policy=settings.nsfw_policy,
+            blocked_words=settings.blocked_words,
+            max_steps=settings.max_steps,
+            max_count=settings.max_count,
+            max_pixels=settings.max_pixels,
+            max_prompt_length=settings.max_prompt_length,
+            default_template=settings.default_workflow,
+            quality_tags=settings.quality_tags,
+            default_negative=settings.default_negative,
+            checkpoint=settings.checkpoint,
+        )
+
+
+@dataclass(frozen=True)
+class Options:
+    """Typed slash-command options; `None` means the member did not give it."""
+
+    negative: str | None = None
+    aspect: str | None = None
+    count: int | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    workflow: str | None = None
+    denoise: float | None = None
+    hires: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An input image already verified and stored with the job; travels in `input.images`."""
+
+    name: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything needed to render a workflow and to show a member what they asked for."""
+
+    template: str
+    prompt: str
+    negative: str
+    positive_text: str
+    negative_text: str
+    seed: int
+    width: int
+    height: int
+    count: int = 1
+    steps: int | None = None
+    cfg: float | None = None
+    sampler: str | None = None
+    scheduler: str | None = None
+    checkpoint: str | None = None
+    loras: tuple[Lora, ...] = ()
+    raw: bool = False
+    hires_scale: float | None = None
+    denoise: float | None = None
+    image: ImageInput | None = None
+    spoiler: bool = False
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The size of the images the workflow produces (after any hires or upscale pass)."""
+        scale = self.hires_scale or 1.0
+        return round(self.width * scale), round(self.height * scale)
+
+    def values(self) -> dict[str, Any]:
+        """The template parameters this request sets."""
+        values: dict[str, Any] = {
+            "prompt": self.positive_text,
+            "negative": self.negative_text,
+            "seed": self.seed,
+            "steps": self.steps,
+            "cfg": self.cfg,
+            "sampler": self.sampler,
+            "scheduler": self.scheduler,
+            "width": self.width,
+            "height": self.height,
+            "count": self.count,
+            "checkpoint": self.checkpoint,
+            "denoise": self.denoise,
+            "scale": self.hires_scale,
+            "image": self.image.name if self.image else None,
+            "color": self.seed % 0x1000000,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> GenerationRequest:
+        data = json.loads(text)
+        data["loras"] = tuple(Lora(**lora) for lora in data.get("loras", ()))
+        if data.get("image") is not None:
+            data["image"] = ImageInput(**data["image"])
+        return cls(**data)
+
+    def with_seed(self, seed: int) -> GenerationRequest:
+        return replace(self, seed=seed)
+
+
+@dataclass
+class _Draft:
+    """Values gathered from the text before defaults and limits are applied."""
+
+    prompt: str = ""
+    flags: dict[str, str] = field(default_factory=dict)
+    loras: list[Lora] = field(default_factory=list)
+
+
+FLAG_NAMES = (
+    "ar", "aspect", "size", "seed", "steps", "cfg", "sampler", "scheduler", "no", "count",
+    "workflow", "raw", "hires", "denoise",
+)  # fmt: skip
+_FLAG_ALIASES = {"aspect": "ar", "n": "count", "batch": "count", "w": "workflow"}
+_VALUELESS = {"raw"}
+_OPTIONAL_VALUE = {"hires"}
+_MULTI_WORD = {"no", "sampler"}
+
+
+def random_seed() -> int:
+    return random.SystemRandom().randrange(2**32)
+
+
+def parse(
+    text: str,
+    *,
+    library: TemplateLibrary,
+    policy: ContentPolicy,
+    options: Options | None = None,
+    channel_nsfw: bool = False,
+    image: ImageInput | None = None,
+    seed: int | None = None,
+) -> GenerationRequest:
+    """Turn what the member typed into a request, or raise `PromptError` saying what to fix."""
+    options = options or Options()
+    _check_text(text, policy, "prompt")
+    if options.negative:
+        _check_text(options.negative, policy, "negative prompt")
+    draft = _split_flags(_normalise(text))
+    if not draft.prompt and "workflow" not in draft.flags:
+        raise PromptError("Describe what you want to see, e.g. `a pony astronaut on the moon`.")
+    _check_blocked(draft.prompt, policy)
+
+    template = _choose_template(draft, options, library, policy, image)
+    if policy.nsfw_policy == "refuse" and not channel_nsfw:
+        raise PromptError(
+            "On this server images can only be made in age-restricted channels. "
+            "Try again in one of those."
+        )
+    _check_applies(draft, options, template)
+
+    width, height = _size(draft, options, template, image)
+    hires = _hires(draft, options, template)
+    if hires is None:
+        _check_pixels(width, height, policy, "That size")
+    steps = _steps(draft, options, template, policy)
+    count = _int_value(
+        "count", options.count, draft.flags.get("count"), template, 1, policy.max_count
+    )
+    cfg = _cfg(draft, options, template, policy)
+    sampler, scheduler = _sampler(draft, options, template, policy)
+    denoise = _denoise(draft, options, template)
+    chosen_seed = _seed(draft, options, seed)
+    if hires is not None:
+        _check_pixels(round(width * hires), round(height * hires), policy, "--hires")
+    loras = _loras(draft.loras, template, policy)
+
+    negative_parts = [options.negative or "", draft.flags.get("no", "")]
+    member_negative = ", ".join(p.strip(" ,") for p in negative_parts if p.strip(" ,"))
+    raw = "raw" in draft.flags
+    safe = policy.nsfw_policy in ("safe_tags", "spoiler") and not channel_nsfw
+    positive_text, negative_text = _compose(
+        template, policy, draft.prompt, member_negative, raw=raw, safe=safe
+    )
+    return GenerationRequest(
+        template=template.name,
+        prompt=draft.prompt,
+        negative=member_negative,
+        positive_text=positive_text,
+        negative_text=negative_text,
+        seed=chosen_seed,
+        width=width,
+        height=height,
+        count=count or 1,
+        steps=steps,
+        cfg=cfg,
+        sampler=sampler,
+        scheduler=scheduler,
+        checkpoint=policy.checkpoint if template.accepts("checkpoint") else None,
+        loras=tuple(loras),
+        raw=raw,
+        hires_scale=hires,
+        denoise=denoise,
+        image=image if template.needs_image else None,
+        spoiler=policy.nsfw_policy == "spoiler" and not channel_nsfw,
+    )
+
+
+def _check_text(text: str, policy: ContentPolicy, what: str) -> None:
+    if len(text) > policy.max_prompt_length:
+        raise PromptError(
+            f"Your {what} is {len(text):,} characters long; the limit is "
+            f"{policy.max_prompt_length:,}. Shorten it and try again."
+        )
+    for char in text:
+        if char in "\n\t\r" or char in _ALLOWED_FORMAT_CHARS:
+            continue
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cf", "Co", "Cs"):
+            name = unicodedata.name(char, "a control character")
+            raise PromptError(
+                f"Your {what} contains an invisible character (U+{ord(char):04X}, {name.lower()}). "
+                "Retype it without copying from elsewhere."
+            )
+
+
+def _normalise(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _split_flags(text: str) -> _Draft:
+    draft = _Draft()
+    text = _LORA_TAG.sub(lambda m: _take_lora(m, draft), text)
+    matches = list(_FLAG.finditer(text))
+    draft.prompt = _tidy(text[: matches[0].start()] if matches else text)
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        raw_name = match.group(1)
+        name = _FLAG_ALIASES.get(raw_name.lower(), raw_name.lower())
+        value = text[match.end() : end].strip()
+        if name not in FLAG_NAMES:
+            raise PromptError(_unknown_flag(raw_name))
+        if name in draft.flags:
+            raise PromptError(f"`--{name}` appears twice; keep one.")
+        if name in _VALUELESS and value:
+            raise PromptError(
+                f"`--{name}` takes no value, but `{_clip(value)}` follows it. "
+                "Put flags at the end of the prompt."
+            )
+        if not value and name not in _VALUELESS | _OPTIONAL_VALUE:
+            raise PromptError(f"`--{name}` needs a value, e.g. {_EXAMPLES[name]}.")
+        if name not in _MULTI_WORD and len(value.split()) > 1:
+            raise PromptError(
+                f"`--{name}` takes one value but got `{_clip(value)}`. "
+                f"Put flags at the end of the prompt, e.g. {_EXAMPLES[name]}."
+            )
+        draft.flags[name] = value
+    return draft
+
+
+_EXAMPLES = {
+    "ar": "`--ar 16:9`",
+    "size": "`--size 832x1216`",
+    "seed": "`--seed 42`",
+    "steps": "`--steps 30`",
+    "cfg": "`--cfg 6.5`",
+    "sampler": "`--sampler DPM++ 2M Karras`",
+    "scheduler": "`--scheduler karras`",
+    "no": "`--no text, watermark`",
+    "count": "`--count 2`",
+    "workflow": "`--workflow pony-v6-xl`",
+    "raw": "`--raw`",
+    "hires": "`--hires 1.5`",
+    "denoise": "`--denoise 0.5`",
+}
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tidy(text: str) -> str:
+    return " ".join(text.split()).strip(" ,")
+
+
+def _unknown_flag(name: str) -> str:
+    candidates = list(FLAG_NAMES) + list(_FLAG_ALIASES)
+    close = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.6)
+    hint = f" Did you mean `--{_FLAG_ALIASES.get(close[0], close[0])}`?" if close else ""
+    known = ", ".join(f"--{n}" for n in FLAG_NAMES if n != "aspect")
+    return f"`--{_clip(name, 20)}` is not a flag I know.{hint} Flags: {known}."
+
+
+def _take_lora(match: re.Match[str], draft: _Draft) -> str:
+    body = match.group(1)
+    name, _, strength_text = body.partition(":")
+    name = name.strip()
+    if not name or not _LORA_NAME.match(name) or ".." in name:
+        raise PromptError(
+            f"`<lora:{_clip(body, 30)}>` is not a LoRA tag I can use: write `<lora:name:0.8>` "
+            "with a plain file name."
+        )
+    strength = 1.0
+    if strength_text.strip():
+        try:
+            strength = float(strength_text)
+        except ValueError:
+            raise PromptError(
+                f"The strength in `<lora:{_clip(body, 30)}>` must be a number, e.g. `<lora:{name}:0.8>`."
+            ) from None
+        if not math.isfinite(strength) or abs(strength) > MAX_LORA_STRENGTH:
+            raise PromptError(
+                f"LoRA strength {strength_text.strip()} is out of range: use -{MAX_LORA_STRENGTH:g} "
+                f"to {MAX_LORA_STRENGTH:g} (0.6–1.0 is typical)."
+            )
+    if not name.lower().endswith((".safetensors", ".pt", ".ckpt")):
+        name += ".safetensors"
+    if any(lora.name == name for lora in draft.loras):
+        raise PromptError(f"The LoRA `{name}` is named twice; keep one.")
+    draft.loras.append(Lora(name, strength))
+    return " "
+
+
+def _choose_template(
+    draft: _Draft,
+    options: Options,
+    library: TemplateLibrary,
+    policy: ContentPolicy,
+    image: ImageInput | None,
+) -> Template:
+    name = options.workflow or draft.flags.get("workflow") or policy.default_template
+    template = library.get(name)
+    if template is None or template.hidden:
+        close = difflib.get_close_matches(name.lower(), library.names(), n=1, cutoff=0.5)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise PromptError(
+            f"There is no workflow called `{_clip(name, 40)}`.{hint} "
+            f"Workflows: {', '.join(library.names())}."
+        )
+    hires_asked = "hires" in draft.flags or options.hires is not None
+    if hires_asked and not template.accepts("scale") and template.variants.get("hires"):
+        template = library.get(template.variants["hires"]) or template
+    if image is not None and not template.needs_image and template.variants.get("image"):
+        template = library.get(template.variants["image"]) or template
+    if policy.allowed_templates is not None and template.name not in policy.allowed_templates:
+        allowed = ", ".join(sorted(policy.allowed_templates)) or "none"
+        raise PromptError(
+            f"This server does not allow the `{template.name}` workflow. Allowed: {allowed}."
+        )
+    if template.needs_image and image is None:
+        raise PromptError(
+            f"The `{template.name}` workflow starts from an image: attach one with the `image` option."
+        )
+    if hires_asked and not template.accepts("scale"):
+        raise PromptError(f"The `{template.name}` workflow has no hires pass; drop `--hires`.")
+    return template
+
+
+_FLAG_PARAMETER = {
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "cfg",
+    "sampler": "sampler",
+    "scheduler": "scheduler",
+    "no": "negative",
+    "count": "count",
+    "ar": "width",
+    "size": "width",
+    "denoise": "denoise",
+    "hires": "scale",
+}
+
+
+_OPTION_PARAMETER = {
+    "negative": "negative",
+    "aspect": "width",
+    "count": "count",
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "cfg",
+    "sampler": "sampler",
+    "denoise": "denoise",
+    "hires": "scale",
+}
+
+
+def _check_applies(draft: _Draft, options: Options, template: Template) -> None:
+    """Refuse what the member asked for that this workflow would silently ignore."""
+    for flag in draft.flags:
+        parameter = _FLAG_PARAMETER.get(flag)
+        if parameter is not None and not template.accepts(parameter):
+            raise PromptError(
+                f"`--{flag}` has no effect on the `{template.name}` workflow; drop it."
+            )
+        if flag == "raw" and not template.pony_tags:
+            raise PromptError(f"The `{template.name}` workflow adds no quality tags; drop `--raw`.")
+    for option, parameter in _OPTION_PARAMETER.items():
+        if getattr(options, option) is not None and not template.accepts(parameter):
+            raise PromptError(
+                f"The `{option}` option has no effect on the `{template.name}` workflow; leave it out."
+            )
+
+
+def _default(name: str, template: Template, policy: ContentPolicy) -> Any:
+    server = {"steps": policy.default_steps, "cfg": policy.default_cfg}.get(name)
+    return server if server is not None else template.defaults.get(name)
+
+
+def _int_value(
+    name: str, typed: int | None, text: str | None, template: Template, low: int, high: int
+) -> int | None:
+    if not template.accepts(name):
+        return None
+    if typed is not None:
+        value = typed
+    elif text is not None:
+        value = _parse_int(name, text)
+    else:
+        return template.defaults.get(name, low)
+    if not low <= value <= high:
+        raise PromptError(
+            f"`{name}` must be from {low} to {high} on this server; you asked for {value}."
+        )
+    return value
+
+
+def _parse_int(name: str, text: str) -> int:
+    if not re.fullmatch(r"[+-]?\d{1,30}", text.replace(",", "").replace("_", "")):
+        raise PromptError(f"`--{name}` must be a whole number, e.g. {_EXAMPLES[name]}.")
+    return int(text.replace(",", "").replace("_", ""))
+
+
+def _parse_float(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise PromptError(f"`--{name}` must be a number, e.g. {_EXAMPLES[name]}.")
+    return value
+
+
+def _steps(
+    draft: _Draft, options: Options, template: Template, policy: ContentPolicy
+) -> int | None:
+    if not template.accepts("steps"):
+        return None
+    if options.steps is None and "steps" not in draft.flags:
+        return min(int(_default("steps", template, policy) or 25), policy.max_steps)
+    return _int_value(
+        "steps", options.steps, draft.flags.get("steps"), template, 1, policy.max_steps
+    )
+
+
+def _cfg(
+    draft: _Draft, options: Options, template: Template, policy: ContentPolicy
+) -> float | None:
+    if not template.accepts("cfg"):
+        return None
+    if options.cfg is not None:
+        value = float(options.cfg)
+    elif "cfg" in draft.flags:
+        value = _parse_float("cfg", draft.flags["cfg"])
+    else:
+        return float(_default("cfg", template, policy) or 7.0)
+    low, high = CFG_RANGE
+    if not (math.isfinite(value) and low <= value <= high):
+        raise PromptError(
+            f"`cfg` must be from {low:g} to {high:g} (5–8 suits Pony); you asked for {value:g}."
+        )
+    return round(value, 2)
+
+
+def _seed(draft: _Draft, options: Options, fixed: int | None) -> int:
+    if options.seed is not None:
+        value = options.seed
+    elif "seed" in draft.flags:
+        value = _parse_int("seed", draft.flags["seed"])
+    else:
+        return fixed if fixed is not None else random_seed()
+    if not 0 <= value <= MAX_SEED:
+        raise PromptError(f"`seed` must be from 0 to {MAX_SEED}; you asked for {value}.")
+    return value
+
+
+def _hires(draft: _Draft, options: Options, template: Template) -> float | None:
+    if not template.accepts("scale"):
+        return None
+    if options.hires is not None:
+        value = float(options.hires)
+    elif draft.flags.get("hires"):
+        value = _parse_float("hires", draft.flags["hires"])
+    else:
+        return float(template.defaults.get("scale", HIRES_DEFAULT))
+    low, high = HIRES_RANGE
+    if not low <= value <= high:
+        raise PromptError(f"`--hires` scales by {low:g} to {high:g}; you asked for {value:g}.")
+    return round(value, 2)
+
+
+def _denoise(draft: _Draft, options: Options, template: Template) -> float | None:
+    if not template.accepts("denoise"):
+        return None
+    if options.denoise is not None:
+        value = float(options.denoise)
+    elif "denoise" in draft.flags:
+        value = _parse_float("denoise", draft.flags["denoise"])
+    else:
+        return float(template.defaults.get("denoise", 1.0))
+    if not 0.05 <= value <= 1.0:
+        raise PromptError(
+            f"`denoise` must be from 0.05 to 1 (low keeps the image, high changes it); you asked for {value:g}."
+        )
+    return round(value, 2)
+
+
+def _sampler(
+    draft: _Draft, options: Options, template: Template, policy: ContentPolicy
+) -> tuple[str | None, str | None]:
+    if not template.accepts("sampler"):
+        return None, None
+    sampler = template.defaults.get("sampler")
+    scheduler = template.defaults.get("scheduler")
+    asked = options.sampler or draft.flags.get("sampler")
+    if asked:
+        sampler, paired = resolve_sampler(asked)
+        scheduler = paired or scheduler
+    if "scheduler" in draft.flags:
+        scheduler = resolve_scheduler(draft.flags["scheduler"])
+    if policy.allowed_samplers is not None and sampler not in policy.allowed_samplers:
+        allowed = ", ".join(sorted(policy.allowed_samplers)) or "none"
+        raise PromptError(
+            f"This server does not allow the sampler `{sampler}`. Allowed: {allowed}."
+        )
+    return sampler, scheduler
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name.lower()).replace("+", "p")
+
+
+_SAMPLER_LOOKUP: dict[str, tuple[str, str | None]] = {
+    **{_squash(name): (name, None) for name in SAMPLERS},
+    **{_squash(a1111): pair for a1111, pair in A1111_SAMPLERS.items()},
+}
+
+
+def resolve_sampler(name: str) -> tuple[str, str | None]:
+    """A ComfyUI or A1111 sampler name -> (sampler, scheduler or None)."""
+    found = _SAMPLER_LOOKUP.get(_squash(name))
+    if found is not None:
+        return found
+    squashed = {_squash(n): n for n in (*SAMPLERS, *A1111_SAMPLERS)}
+    close = difflib.get_close_matches(_squash(name), squashed, n=1, cutoff=0.6)
+    hint = f" Did you mean `{squashed[close[0]]}`?" if close else ""
+    raise PromptError(
+        f"`{_clip(name)}` is not a sampler I know.{hint} "
+        "Use a ComfyUI name like `euler_ancestral` or an A1111 name like `DPM++ 2M Karras`."
+    )
+
+
+def resolve_scheduler(name: str) -> str:
+    cleaned = name.strip().lower()
+    if cleaned in SCHEDULERS:
+        return cleaned
+    close = difflib.get_close_matches(cleaned, SCHEDULERS, n=1, cutoff=0.6)
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    raise PromptError(
+        f"`{_clip(name)}` is not a scheduler I know.{hint} Schedulers: {', '.join(SCHEDULERS)}."
+    )
+
+
+def _size(
+    draft: _Draft, options: Options, template: Template, image: ImageInput | None
+) -> tuple[int, int]:
+    if not template.accepts("width"):
+        if image is not None:
+            return image.width, image.height
+        return template.base_width, template.base_height
+    if options.aspect:
+        return aspect_to_size(options.aspect, template)
+    if "ar" in draft.flags and "size" in draft.flags:
+        raise PromptError("Use either `--ar` or `--size`, not both.")
+    if "ar" in draft.flags:
+        return aspect_to_size(draft.flags["ar"], template)
+    if "size" in draft.flags:
+        return parse_size(draft.flags["size"])
+    return int(template.defaults.get("width", template.base_width)), int(
+        template.defaults.get("height", template.base_height)
+    )
+
+
+def _check_pixels(width: int, height: int, policy: ContentPolicy, what: str) -> None:
+    if width * height > policy.max_pixels:
+        side = int(math.sqrt(policy.max_pixels))
+        raise PromptError(
+            f"{what} makes {width}x{height} images; this server allows up to "
+            f"{policy.max_pixels:,} pixels (about {side}x{side})."
+        )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{1,6})\s*[xX×*]\s*(\d{1,6})", text.strip())
+    if not match:
+        raise PromptError(f"`--size {_clip(text)}` is not a size: write it like `--size 832x1216`.")
+    width, height = int(match.group(1)), int(match.group(2))
+    for side in (width, height):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise PromptError(
+                f"Each side must be from {MIN_SIDE} to {MAX_SIDE} pixels; got {side}."
+            )
+    if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        fixed = f"{_round_to(width, 64)}x{_round_to(height, 64)}"
+        raise PromptError(
+            f"Sides must be multiples of {SIZE_MULTIPLE} (64 works best): try `--size {fixed}`."
+        )
+    return width, height
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, round(value / multiple) * multiple)
+
+
+def aspect_to_size(text: str, template: Template) -> tuple[int, int]:
+    """The SDXL bucket nearest to `W:H`, scaled to the template's base resolution."""
+    match = re.fullmatch(r"(\d{1,5}(?:\.\d+)?)\s*[:/xX]\s*(\d{1,5}(?:\.\d+)?)", text.strip())
+    if not match or float(match.group(1)) <= 0 or float(match.group(2)) <= 0:
+        raise PromptError(f"`{_clip(text)}` is not an aspect ratio: write it like `--ar 16:9`.")
+    ratio = float(match.group(1)) / float(match.group(2))
+    widest = max(w / h for w, h in SDXL_BUCKETS)
+    if ratio > widest * 1.05:
+        raise PromptError(
+            f"`--ar {_clip(text)}` is wider than {widest:.1f}:1, the widest shape the model draws well; "
+            "try `--ar 21:9`."
+        )
+    if ratio < (1 / widest) / 1.05:
+        raise PromptError(
+            f"`--ar {_clip(text)}` is taller than 1:{widest:.1f}, the tallest shape the model draws well; "
+            "try `--ar 9:21`."
+        )
+    width, height = min(SDXL_BUCKETS, key=lambda b: abs(math.log((b[0] / b[1]) / ratio)))
+    scale = math.sqrt(template.base_width * template.base_height) / 1024
+    if scale == 1:
+        return width, height
+    return _round_to(width * scale, 32), _round_to(height * scale, 32)
+
+
+def _loras(loras: list[Lora], template: Template, policy: ContentPolicy) -> list[Lora]:
+    if not loras:
+        return []
+    if not template.accepts_loras:
+        raise PromptError(
+            f"The `{template.name}` workflow does not take LoRAs; remove the `<lora:…>` tags."
+        )
+    if len(loras) > MAX_LORAS:
+        raise PromptError(f"At most {MAX_LORAS} LoRAs per prompt; you named {len(loras)}.")
+    if policy.allowed_loras is not None:
+        for lora in loras:
+            if (
+                lora.name not in policy.allowed_loras
+                and lora.name.rsplit(".", 1)[0] not in policy.allowed_loras
+            ):
+                allowed = ", ".join(sorted(policy.allowed_loras)) or "none"
+                raise PromptError(
+                    f"This server does not allow the LoRA `{lora.name}`. Allowed: {allowed}."
+                )
+    return loras
+
+
+def _check_blocked(text: str, policy: ContentPolicy, *, allow: bool = False) -> None:
+    if allow or not policy.blocked_words:
+        return
+    lowered = text.lower()
+    for word in policy.blocked_words:
+        if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
+            raise PromptError(f"This server does not allow `{_clip(word, 30)}` in prompts.")
+
+
+def _compose(
+    template: Template, policy: ContentPolicy, prompt: str, negative: str, *, raw: bool, safe: bool
+) -> tuple[str, str]:
+    """The texts sent to the model: quality and rating tags around the member's own words."""
+    positive_parts, negative_parts = [], []
+    if template.pony_tags and not raw:
+        positive_parts.append(policy.quality_tags)
+        negative_parts.append(policy.default_negative)
+    if template.pony_tags and safe:
+        positive_parts.append(SAFE_POSITIVE)
+        negative_parts.append(SAFE_NEGATIVE)
+    positive_parts.append(prompt)
+    negative_parts.append(negative)
+    join = ", ".join
+    return join(p for p in positive_parts if p), join(p for p in negative_parts if p)
