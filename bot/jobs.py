@@ -1,0 +1,1224 @@
+"""The durable job manager: accept, schedule fairly, submit, poll, deliver, recover, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from bot import failures
+from bot.db import Database, Transaction
+from bot.estimates import DurationModel, Estimate
+from bot.failures import Failure
+from bot.images import ImageFile
+from bot.prompt import GenerationRequest
+from bot.runpod import (
+    Health,
+    JobStatus,
+    OutputError,
+    RunPodAuthError,
+    RunPodClient,
+    RunPodError,
+    RunPodNotFound,
+    RunPodRejected,
+    SubmitUncertain,
+    decode_output,
+)
+
+log = logging.getLogger(__name__)
+
+
+class JobState(StrEnum):
+    ACCEPTED = "accepted"  # stored and charged, its progress message not yet posted
+    QUEUED = "queued"  # waiting here for a free slot
+    SUBMITTING = "submitting"  # /run is being sent
+    SUBMITTED = "submitted"  # RunPod has it, in its queue
+    RUNNING = "running"  # a worker is generating
+    DELIVERING = "delivering"  # images fetched, being posted
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
+
+
+TERMINAL = frozenset(
+    {JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT, JobState.EXPIRED}
+)
+AT_RUNPOD = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+IN_FLIGHT = frozenset({JobState.SUBMITTING, JobState.SUBMITTED, JobState.RUNNING})
+FAILURE_STATES = {
+    "timed_out": JobState.TIMED_OUT,
+    "queue_timeout": JobState.TIMED_OUT,
+    "expired": JobState.EXPIRED,
+    "cancelled": JobState.CANCELLED,
+}
+
+
+class JobError(Exception):
+    """A request about a job that cannot be carried out, with a member-facing message."""
+
+
+class MemberBusy(JobError):
+    """The member already has as many jobs waiting as allowed."""
+
+
+class NotYourJob(JobError):
+    """Only the requester or a moderator may do that."""
+
+
+class AlreadyFinished(JobError):
+    """The job has ended (or is being delivered) and can no longer be cancelled."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A parsed, rendered, costed request about to be accepted."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    request: GenerationRequest
+    workflow: dict[str, Any]
+    cost: int = 0
+    filesize_limit: int | None = None
+    input_images: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of `jobs`."""
+
+    id: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    state: JobState
+    template: str
+    request: GenerationRequest
+    workflow_json: str
+    cost: int
+    filesize_limit: int | None
+    runpod_id: str | None
+    created_at: float
+    submitted_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    delay_ms: int | None
+    execution_ms: int | None
+    failure: str | None
+    error: str | None
+    delivered_at: float | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def workflow(self) -> dict[str, Any]:
+        return json.loads(self.workflow_json)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        return cls(
+            id=row["id"],
+            user_id=row["user_id"],
+            guild_id=row["guild_id"],
+            channel_id=row["channel_id"],
+            message_id=row["message_id"],
+            state=JobState(row["state"]),
+            template=row["template"],
+            request=GenerationRequest.from_json(row["request"]),
+            workflow_json=row["workflow"],
+            cost=row["cost"],
+            filesize_limit=row["filesize_limit"],
+            runpod_id=row["runpod_id"],
+            created_at=row["created_at"],
+            submitted_at=row["submitted_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            delay_ms=row["delay_ms"],
+            execution_ms=row["execution_ms"],
+            failure=row["failure"],
+            error=row["error"],
+            delivered_at=row["delivered_at"],
+        )
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """What subscribers hear: a job and what just happened to it."""
+
+    job: Job
+    kind: str  # queued | waiting | running | delivering | done | failed | cancelled | timed_out | expired
+    position: int | None = None
+    cold: bool = False
+    no_workers: bool = False
+    elapsed: float | None = None
+
+
+class DeliveryError(Exception):
+    """A delivery that did not happen; `permanent` means retrying cannot help."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Deliverer(Protocol):
+    """Shows a job's outcome to its member (Discord, or files for the command line)."""
+
+    async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None: ...
+
+    async def notify(self, job: Job) -> None: ...
+
+
+class Accounting(Protocol):
+    """Credits: held when a job is accepted, captured on delivery, refunded otherwise."""
+
+    async def reserve(self, tx: Transaction, job_id: int, new: NewJob) -> None: ...
+
+    async def capture(self, tx: Transaction, job: Job) -> None: ...
+
+    async def refund(self, tx: Transaction, job: Job) -> None: ...
+
+
+class FreeAccounting:
+    """No quotas: every job is free."""
+
+    async def reserve(self, tx: Transaction, job_id: int, new: NewJob) -> None:
+        return None
+
+    async def capture(self, tx: Transaction, job: Job) -> None:
+        return None
+
+    async def refund(self, tx: Transaction, job: Job) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Every interval, deadline and retry delay of the manager, in seconds (tests shrink them)."""
+
+    first_poll: float = 1.0
+    queue_interval: float = 1.0
+    queue_max_interval: float = 10.0
+    growth: float = 1.5
+    dense_interval: float = 0.5
+    running_interval: float = 1.0
+    running_max_interval: float = 5.0
+    health_interval: float = 15.0
+    retry_delay: float = 2.0
+    auth_backoff: float = 60.0
+    submit_retry_delay: float = 5.0
+    max_submit_attempts: int = 5
+    delivery_retry_delay: float = 5.0
+    max_delivery_attempts: int = 6
+    position_interval: float = 1.0
+    queue_timeout: float = 1800.0
+    execution_timeout: float = 600.0
+    execution_grace: float = 30.0
+    no_worker_notice: float = 120.0
+    shutdown_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many jobs may be in flight at RunPod, overall and per member."""
+
+    max_in_flight: int = 4
+    member_max_in_flight: int = 1
+    member_max_queued: int = 4
+    poll_concurrency: int = 32
+
+
+MemberKey = tuple[int | None, int]
+
+
+@dataclass
+class _Tracked:
+    """In-memory polling state of a job that RunPod has."""
+
+    job: Job
+    backoff: float = 0.0
+    queue_interval: float = 0.0
+    last_poll: float | None = None
+
+
+@dataclass(order=True)
+class _Due:
+    at: float
+    seq: int
+    job_id: int = field(compare=False)
+
+
+class JobManager:
+    """Owns every job from acceptance to its outcome; every state change a compare-and-set."""
+
+    def __init__(
+        self,
+        db: Database,
+        runpod: RunPodClient,
+        *,
+        accounting: Accounting | None = None,
+        timing: Timing | None = None,
+        limits: Limits | None = None,
+        durations: DurationModel | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.runpod = runpod
+        self.accounting = accounting or FreeAccounting()
+        self.timing = timing or Timing()
+        self.limits = limits or Limits()
+        self.durations = durations or DurationModel()
+        self._clock = clock
+        self._deliverer: Deliverer | None = None
+        self._subscribers: list[Callable[[JobUpdate], None]] = []
+        self._queues: dict[MemberKey, deque[int]] = {}
+        self._rotation: deque[MemberKey] = deque()
+        self._queued_jobs: dict[int, Job] = {}
+        self._in_flight: dict[int, MemberKey] = {}
+        self._not_before: dict[int, float] = {}
+        self._tracked: dict[int, _Tracked] = {}
+        self._cancel_requested: set[int] = set()
+        self._due: list[_Due] = []
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._submits: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
+        self._wake_dispatch = asyncio.Event()
+        self._wake_poll = asyncio.Event()
+        self._positions_dirty = asyncio.Event()
+        self._last_positions: dict[int, int] = {}
+        self._health: Health | None = None
+        self._auth_reported = False
+        self._running = False
+        self._poll_slots = asyncio.Semaphore(self.limits.poll_concurrency)
+
+    # ----- public API -------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[JobUpdate], None]) -> None:
+        """Call `listener` (synchronously; it must not block) on every job update."""
+        self._subscribers.append(listener)
+
+    async def accept(self, new: NewJob) -> Job:
+        """Store the job and reserve its cost in one transaction; refusals store nothing."""
+        now = self._clock()
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT COUNT(*) FROM jobs WHERE guild_id IS ? AND user_id = ? AND state IN "
+                f"({_placeholders(_ACTIVE_STATES)})",
+                (new.guild_id, new.user_id, *_ACTIVE_STATES),
+            )
+            if row[0] >= self.limits.member_max_queued:
+                raise MemberBusy(
+                    f"You already have {row[0]} jobs waiting or running; the limit is "
+                    f"{self.limits.member_max_queued}. Wait for one to finish or `/cancel` one."
+                )
+            job_id = await tx.insert(
+                "INSERT INTO jobs (guild_id, channel_id, user_id, state, template, request, workflow,"
+                " cost, filesize_limit, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    new.guild_id,
+                    new.channel_id,
+                    new.user_id,
+                    JobState.ACCEPTED,
+                    new.request.template,
+                    new.request.to_json(),
+                    json.dumps(new.workflow, separators=(",", ":"), ensure_ascii=False),
+                    new.cost,
+                    new.filesize_limit,
+                    now,
+                    now,
+                ),
+            )
+            await tx.executemany(
+                "INSERT INTO job_inputs (job_id, name, data) VALUES (?, ?, ?)",
+                [(job_id, name, data) for name, data in new.input_images],
+            )
+            await _record_event(tx, job_id, now, None, JobState.ACCEPTED, None)
+            await self.accounting.reserve(tx, job_id, new)
+            job = Job.from_row(await tx.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+        log.info(
+            "job %d accepted (guild=%s user=%s template=%s cost=%d)",
+            job.id,
+            job.guild_id,
+            job.user_id,
+            job.template,
+            job.cost,
+        )
+        return job
+
+    async def attach_message(
+        self, job_id: int, channel_id: int | None, message_id: int | None
+    ) -> Job | None:
+        """Record the job's progress message and let the scheduler take it."""
+        job = await self._transition(
+            job_id,
+            {JobState.ACCEPTED},
+            JobState.QUEUED,
+            fields={"channel_id": channel_id, "message_id": message_id},
+        )
+        if job is not None and self._running:
+            self._enqueue_local(job)
+        return job
+
+    async def abandon(self, job_id: int, reason: str) -> None:
+        """Withdraw an accepted job whose progress message could not be posted; refund it."""
+        await self._transition(
+            job_id,
+            {JobState.ACCEPTED},
+            JobState.CANCELLED,
+            fields={
+                "failure": failures.CANCELLED.message,
+                "error": reason,
+                "delivered_at": self._clock(),
+            },
+            settle="refund",
+        )
+
+    async def relocate(self, job_id: int, channel_id: int, message_id: int) -> None:
+        """Record a fresh message (the old one was deleted) at once, so it is never posted twice."""
+        now = self._clock()
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone("SELECT state FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                return
+            await tx.execute(
+                "UPDATE jobs SET channel_id = ?, message_id = ?, updated_at = ? WHERE id = ?",
+                (channel_id, message_id, now, job_id),
+            )
+            await _record_event(
+                tx,
+                job_id,
+                now,
+                row["state"],
+                row["state"],
+                f"message moved to channel={channel_id} message={message_id}",
+            )
+
+    async def get(self, job_id: int) -> Job | None:
+        row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(row) if row else None
+
+    async def events(self, job_id: int) -> list[tuple[str | None, str, str | None]]:
+        rows = await self.db.fetchall(
+            "SELECT from_state, to_state, detail FROM job_events WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [(r["from_state"], r["to_state"], r["detail"]) for r in rows]
+
+    async def recent(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[Job]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE guild_id IS ? AND user_id = ? ORDER BY id DESC LIMIT ?",
+            (guild_id, user_id, limit),
+        )
+        return [Job.from_row(r) for r in rows]
+
+    async def active(self, guild_id: int | None, user_id: int | None = None) -> list[Job]:
+        sql = (
+            f"SELECT * FROM jobs WHERE guild_id IS ? AND state IN ({_placeholders(_ACTIVE_STATES)})"
+        )
+        params: list[Any] = [guild_id, *_ACTIVE_STATES]
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            params.append(user_id)
+        rows = await self.db.fetchall(sql + " ORDER BY id", params)
+        return [Job.from_row(r) for r in rows]
+
+    def position(self, job_id: int) -> int | None:
+        """1-based place in the local queue, or None if the job is not waiting here."""
+        return self._positions().get(job_id)
+
+    async def cancel(self, job_id: int, *, by_user: int, moderator: bool = False) -> Job:
+        """Cancel a member's job wherever it is; the credits return. Raises `JobError`."""
+        job = await self.get(job_id)
+        if job is None:
+            raise JobError(f"There is no job #{job_id}.")
+        if job.user_id != by_user and not moderator:
+            raise NotYourJob("Only the member who started a job, or a moderator, can cancel it.")
+        if job.state in TERMINAL or job.state is JobState.DELIVERING:
+            raise AlreadyFinished(f"Job #{job_id} has already finished ({job.state.value}).")
+        detail = f"by user {by_user}" + (
+            " (moderator)" if moderator and job.user_id != by_user else ""
+        )
+        if job.state is JobState.SUBMITTING:
+            self._cancel_requested.add(job_id)
+            log.info("job %d cancel requested while submitting (%s)", job_id, detail)
+            return job
+        if job.state in AT_RUNPOD and job.runpod_id:
+            await self._cancel_at_runpod(job)
+        cancelled = await self._finish(
+            job,
+            JobState.CANCELLED,
+            failures.Failure("cancelled", "Cancelled."),
+            detail=detail,
+            from_states={JobState.ACCEPTED, JobState.QUEUED, *AT_RUNPOD},
+        )
+        if cancelled is None:
+            raise AlreadyFinished(f"Job #{job_id} finished before it could be cancelled.")
+        return cancelled
+
+    async def start(self, deliverer: Deliverer) -> None:
+        """Resume every unfinished job, then start scheduling and polling."""
+        if self._running:
+            return
+        self._deliverer = deliverer
+        await self._load_history()
+        self._running = True
+        await self._resume()
+        self._loops = [
+            asyncio.create_task(self._dispatch_loop(), name="jobs-dispatch"),
+            asyncio.create_task(self._poll_loop(), name="jobs-poll"),
+            asyncio.create_task(self._position_loop(), name="jobs-positions"),
+            asyncio.create_task(self._health_loop(), name="jobs-health"),
+        ]
+        self._wake_dispatch.set()
+        self._wake_poll.set()
+
+    async def stop(self) -> None:
+        """Stop taking work; let `/run` calls under way finish briefly; leave the rest in the DB."""
+        if not self._running:
+            return
+        self._running = False
+        for task in self._loops:
+            task.cancel()
+        if self._submits:
+            await asyncio.wait(self._submits, timeout=self.timing.shutdown_grace)
+        pending = [t for t in self._tasks | set(self._loops) if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, *self._loops, return_exceptions=True)
+        self._loops.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def task_count(self) -> int:
+        return len(self._tasks) + len(self._loops)
+
+    # ----- state transitions --------------------------------------------------------------
+
+    async def _transition(
+        self,
+        job_id: int,
+        from_states: Iterable[JobState],
+        to_state: JobState,
+        *,
+        fields: dict[str, Any] | None = None,
+        detail: str | None = None,
+        settle: str | None = None,
+        after: Callable[[Transaction], Awaitable[None]] | None = None,
+    ) -> Job | None:
+        """Compare-and-set the state (plus `fields`) and append the event; None if it lost the race."""
+        now = self._clock()
+        fields = dict(fields or {})
+        fields["updated_at"] = now
+        allowed = [s.value for s in from_states]
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone("SELECT state FROM jobs WHERE id = ?", (job_id,))
+            if row is None or row["state"] not in allowed:
+                return None
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            changed = await tx.execute(
+                f"UPDATE jobs SET state = ?, {assignments} WHERE id = ? AND state = ?",
+                (to_state.value, *fields.values(), job_id, row["state"]),
+            )
+            if changed != 1:
+                return None
+            await _record_event(tx, job_id, now, row["state"], to_state, detail)
+            job = Job.from_row(await tx.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+            if settle == "refund":
+                await self.accounting.refund(tx, job)
+            elif settle == "capture":
+                await self.accounting.capture(tx, job)
+            if to_state in TERMINAL:
+                await tx.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
+            if after is not None:
+                await after(tx)
+        log.info(
+            "job %d %s -> %s (guild=%s user=%s)%s",
+            job_id,
+            row["state"],
+            to_state.value,
+            job.guild_id,
+            job.user_id,
+            f": {detail}" if detail else "",
+        )
+        return job
+
+    async def _finish(
+        self,
+        job: Job,
+        state: JobState,
+        failure: Failure,
+        *,
+        raw: str | None = None,
+        detail: str | None = None,
+        from_states: Iterable[JobState] | None = None,
+    ) -> Job | None:
+        """End a job without images: refund it, forget it, tell the member."""
+        ended = await self._transition(
+            job.id,
+            from_states or (set(JobState) - TERMINAL - {JobState.DELIVERING}),
+            state,
+            fields={"failure": failure.message, "error": raw, "finished_at": self._clock()},
+            detail=detail or failure.kind,
+            settle="refund",
+        )
+        if ended is None:
+            return None
+        if raw:
+            log.warning("job %d failed (%s): %s", job.id, failure.kind, raw[:2000])
+        self._forget(job.id)
+        self._emit(JobUpdate(ended, state.value if state is not JobState.FAILED else "failed"))
+        self._spawn(self._notify(ended), f"notify-{job.id}")
+        return ended
+
+    async def _fail(self, job: Job, failure: Failure, raw: str | None = None) -> Job | None:
+        state = FAILURE_STATES.get(failure.kind, JobState.FAILED)
+        return await self._finish(job, state, failure, raw=raw)
+
+    def _forget(self, job_id: int) -> None:
+        self._tracked.pop(job_id, None)
+        self._cancel_requested.discard(job_id)
+        self._dequeue_local(job_id)
+        self._release_slot(job_id)
+        self._positions_dirty.set()
+
+    def _dequeue_local(self, job_id: int) -> None:
+        job = self._queued_jobs.pop(job_id, None)
+        self._not_before.pop(job_id, None)
+        if job is None:
+            return
+        key: MemberKey = (job.guild_id, job.user_id)
+        queue = self._queues.get(key)
+        if queue is not None and job_id in queue:
+            queue.remove(job_id)
+            if not queue:
+                del self._queues[key]
+                self._rotation.remove(key)
+
+    def _release_slot(self, job_id: int) -> None:
+        if self._in_flight.pop(job_id, None) is not None:
+            self._wake_dispatch.set()
+
+    # ----- recovery -------------------------------------------------------------------------
+
+    async def _load_history(self) -> None:
+        rows = await self.db.fetchall(
+            "SELECT request, execution_ms FROM jobs WHERE execution_ms IS NOT NULL "
+            "ORDER BY id DESC LIMIT 500"
+        )
+        for row in reversed(rows):
+            self.durations.observe(GenerationRequest.from_json(row["request"]), row["execution_ms"])
+
+    async def _resume(self) -> None:
+        rows = await self.db.fetchall(
+            "SELECT * FROM jobs WHERE state NOT IN "
+            f"({_placeholders(TERMINAL)}) OR delivered_at IS NULL ORDER BY id",
+            tuple(TERMINAL),
+        )
+        for row in rows:
+            job = Job.from_row(row)
+            if job.state is JobState.ACCEPTED:
+                # Its progress message was never recorded: it will be delivered as a fresh post.
+                job = (
+                    await self._transition(
+                        job.id,
+                        {JobState.ACCEPTED},
+                        JobState.QUEUED,
+                        detail="resumed without a progress message",
+                    )
+                    or job
+                )
+            if job.state is JobState.QUEUED:
+                self._enqueue_local(job)
+            elif job.state is JobState.SUBMITTING:
+                log.warning(
+                    "job %d was interrupted inside its /run request: RunPod may or may not have it, "
+                    "and resending could run it twice, so it is failed and refunded",
+                    job.id,
+                )
+                await self._fail(job, failures.INTERRUPTED, raw="process ended during /run")
+            elif job.state in AT_RUNPOD:
+                self._in_flight[job.id] = (job.guild_id, job.user_id)
+                self._track(job, delay=0.0)
+            elif job.state is JobState.DELIVERING:
+                self._spawn(self._deliver(job), f"deliver-{job.id}")
+            elif job.terminal and job.delivered_at is None:
+                self._spawn(self._notify(job), f"notify-{job.id}")
+        if rows:
+            log.info("resumed %d unfinished jobs", len(rows))
+
+    # ----- local queue and fair dispatch ---------------------------------------------------
+
+    def _enqueue_local(self, job: Job, *, not_before: float | None = None) -> None:
+        key: MemberKey = (job.guild_id, job.user_id)
+        queue = self._queues.setdefault(key, deque())
+        if job.id in self._queued_jobs:
+            return
+        queue.append(job.id)
+        self._queued_jobs[job.id] = job
+        if not_before is not None:
+            self._not_before[job.id] = not_before
+        if key not in self._rotation:
+            self._rotation.append(key)
+        self._wake_dispatch.set()
+        self._positions_dirty.set()
+
+    def _next_job(self, now: float) -> Job | None:
+        """Round-robin across members: the next member with a ready job and a free member slot."""
+        if len(self._in_flight) >= self.limits.max_in_flight:
+            return None
+        busy = Counter(self._in_flight.values())
+        for _ in range(len(self._rotation)):
+            key = self._rotation[0]
+            self._rotation.rotate(-1)
+            queue = self._queues.get(key)
+            if not queue:
+                continue
+            if busy[key] >= self.limits.member_max_in_flight:
+                continue
+            job_id = next((j for j in queue if self._not_before.get(j, 0) <= now), None)
+            if job_id is None:
+                continue
+            queue.remove(job_id)
+            if not queue:
+                del self._queues[key]
+                self._rotation.remove(key)
+            self._not_before.pop(job_id, None)
+            return self._queued_jobs.pop(job_id)
+        return None
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake_dispatch.wait()
+            self._wake_dispatch.clear()
+            while (job := self._next_job(time.monotonic())) is not None:
+                self._in_flight[job.id] = (job.guild_id, job.user_id)
+                self._positions_dirty.set()
+                task = self._spawn(self._submit(job), f"submit-{job.id}")
+                self._submits.add(task)
+                task.add_done_callback(self._submits.discard)
+            if self._not_before:
+                delay = max(0.0, min(self._not_before.values()) - time.monotonic())
+                self._spawn(self._wake_later(delay), "dispatch-timer")
+
+    async def _wake_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._wake_dispatch.set()
+
+    def _positions(self) -> dict[int, int]:
+        """Where each waiting job stands, simulating the round-robin order."""
+        queues = [list(self._queues[k]) for k in self._rotation if self._queues.get(k)]
+        order: dict[int, int] = {}
+        depth = 0
+        while queues:
+            for queue in queues:
+                if depth < len(queue):
+                    order[queue[depth]] = len(order) + 1
+            depth += 1
+            queues = [q for q in queues if depth < len(q)]
+        return order
+
+    async def _position_loop(self) -> None:
+        while True:
+            await self._positions_dirty.wait()
+            self._positions_dirty.clear()
+            positions = self._positions()
+            for job_id, place in positions.items():
+                if self._last_positions.get(job_id) != place and job_id in self._queued_jobs:
+                    self._emit(JobUpdate(self._queued_jobs[job_id], "queued", position=place))
+            self._last_positions = positions
+            await asyncio.sleep(self.timing.position_interval)
+
+    # ----- submission ----------------------------------------------------------------------
+
+    async def _submit(self, job: Job) -> None:
+        submitting = await self._transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
+        if submitting is None:
+            self._release_slot(job.id)
+            return
+        attempt = await self._attempts(job.id)
+        try:
+            status = await self.runpod.run(
+                await self._job_input(submitting),
+                execution_timeout_ms=max(5000, int(self._execution_limit(submitting) * 1000)),
+                ttl_ms=int(self._ttl(submitting) * 1000),
+            )
+        except SubmitUncertain as exc:
+            await self._fail(submitting, failures.SUBMIT_UNCERTAIN, raw=str(exc))
+            return
+        except RunPodAuthError as exc:
+            self._report_auth(exc)
+            await self._fail(submitting, failures.AUTH, raw=str(exc))
+            return
+        except RunPodNotFound as exc:
+            log.error("RunPod answered 404 to /run: RUNPOD_ENDPOINT_ID is wrong")
+            await self._fail(submitting, failures.ENDPOINT, raw=str(exc))
+            return
+        except RunPodRejected as exc:
+            await self._fail(submitting, failures.REJECTED, raw=str(exc))
+            return
+        except RunPodError as exc:
+            await self._requeue_or_fail(submitting, attempt, exc)
+            return
+        submitted = await self._transition(
+            job.id,
+            {JobState.SUBMITTING},
+            JobState.SUBMITTED,
+            fields={"runpod_id": status.id, "submitted_at": self._clock()},
+            detail=f"runpod id {status.id}",
+        )
+        if submitted is None:
+            return
+        self._track(submitted, delay=self.timing.first_poll)
+        if job.id in self._cancel_requested:
+            await self._cancel_at_runpod(submitted)
+            await self._finish(
+                submitted,
+                JobState.CANCELLED,
+                failures.Failure("cancelled", "Cancelled."),
+                detail="cancelled while submitting",
+            )
+            return
+        self._emit(JobUpdate(submitted, "waiting", cold=self._cold()))
+
+    async def _attempts(self, job_id: int) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM job_events WHERE job_id = ? AND to_state = ?",
+            (job_id, JobState.SUBMITTING.value),
+        )
+        return int(row[0]) if row else 1
+
+    async def _requeue_or_fail(self, job: Job, attempt: int, exc: RunPodError) -> None:
+        """RunPod provably never got the job (connect error, 429, 503): try again later."""
+        if attempt >= self.timing.max_submit_attempts:
+            await self._fail(job, failures.UNAVAILABLE, raw=str(exc))
+            return
+        if job.id in self._cancel_requested:
+            await self._finish(
+                job,
+                JobState.CANCELLED,
+                failures.Failure("cancelled", "Cancelled."),
+                detail="cancelled while submitting",
+            )
+            return
+        requeued = await self._transition(
+            job.id,
+            {JobState.SUBMITTING},
+            JobState.QUEUED,
+            detail=f"not accepted, will retry: {exc}",
+        )
+        self._release_slot(job.id)
+        if requeued is not None:
+            delay = self.timing.submit_retry_delay * self.timing.growth ** (attempt - 1)
+            self._enqueue_local(requeued, not_before=time.monotonic() + delay)
+
+    async def _job_input(self, job: Job) -> dict[str, Any]:
+        rows = await self.db.fetchall(
+            "SELECT name, data FROM job_inputs WHERE job_id = ?", (job.id,)
+        )
+        job_input: dict[str, Any] = {"workflow": job.workflow}
+        if rows:
+            job_input["images"] = [
+                {"name": r["name"], "image": base64.b64encode(r["data"]).decode("ascii")}
+                for r in rows
+            ]
+        return job_input
+
+    def _estimate(self, job: Job) -> Estimate:
+        return self.durations.expect(job.request)
+
+    def _execution_limit(self, job: Job) -> float:
+        """RunPod's executionTimeout for this job: generous for its size, capped by settings."""
+        return min(self.timing.execution_timeout, max(120.0, 4 * self._estimate(job).seconds + 60))
+
+    def _ttl(self, job: Job) -> float:
+        return self.timing.queue_timeout + self._execution_limit(job) + 300
+
+    # ----- polling -------------------------------------------------------------------------
+
+    def _track(self, job: Job, *, delay: float) -> _Tracked:
+        tracked = self._tracked.get(job.id)
+        if tracked is None:
+            tracked = self._tracked[job.id] = _Tracked(job)
+        tracked.job = job
+        tracked.queue_interval = self.timing.queue_interval
+        self._schedule(job.id, delay)
+        return tracked
+
+    def _schedule(self, job_id: int, delay: float) -> None:
+        heapq.heappush(self._due, _Due(time.monotonic() + max(0.0, delay), next(self._seq), job_id))
+        self._wake_poll.set()
+
+    async def _poll_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._due and self._due[0].at <= now:
+                due = heapq.heappop(self._due)
+                if due.job_id not in self._tracked:
+                    continue
+                await self._poll_slots.acquire()
+                self._spawn(self._poll_guarded(due.job_id), f"poll-{due.job_id}")
+                now = time.monotonic()
+            self._wake_poll.clear()
+            timeout = self._due[0].at - time.monotonic() if self._due else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_poll.wait(), timeout=timeout)
+
+    async def _poll_guarded(self, job_id: int) -> None:
+        try:
+            await self._poll(job_id)
+        except Exception:
+            log.exception("job %d: unexpected error while polling; will poll again", job_id)
+            if job_id in self._tracked:
+                self._schedule(job_id, self.timing.retry_delay)
+        finally:
+            self._poll_slots.release()
+
+    async def _poll(self, job_id: int) -> None:
+        tracked = self._tracked.get(job_id)
+        if tracked is None:
+            return
+        job = tracked.job
+        assert job.runpod_id is not None
+        try:
+            status = await self.runpod.status(job.runpod_id)
+        except RunPodNotFound as exc:
+            await self._fail(job, failures.EXPIRED, raw=str(exc))
+            return
+        except RunPodAuthError as exc:
+            self._report_auth(exc)
+            self._schedule(job_id, self.timing.auth_backoff)
+            return
+        except RunPodError as exc:
+            tracked.backoff = min(
+                self.timing.queue_max_interval,
+                max(self.timing.retry_delay, tracked.backoff * self.timing.growth),
+            )
+            log.info("job %d: status poll failed (%s); next in %.1fs", job_id, exc, tracked.backoff)
+            self._schedule(job_id, tracked.backoff)
+            return
+        tracked.backoff = 0.0
+        previous_poll, tracked.last_poll = tracked.last_poll, time.monotonic()
+        await self._handle_status(tracked, status, previous_poll)
+
+    async def _handle_status(
+        self, tracked: _Tracked, status: JobStatus, previous_poll: float | None
+    ) -> None:
+        job = tracked.job
+        if status.status == "COMPLETED":
+            await self._completed(job, status)
+        elif status.status == "FAILED":
+            failure = failures.explain_worker_error(status.error or "")
+            await self._fail(job, failure, raw=status.error or "FAILED with no error text")
+        elif status.status == "TIMED_OUT":
+            await self._fail(job, failures.TIMED_OUT, raw="RunPod: TIMED_OUT")
+        elif status.status == "CANCELLED":
+            await self._finish(
+                job,
+                JobState.CANCELLED,
+                Failure("cancelled", "The job was cancelled at RunPod."),
+                raw="RunPod: CANCELLED",
+            )
+        elif status.status in ("IN_PROGRESS", "RUNNING"):
+            await self._running_status(tracked, status, previous_poll)
+        else:
+            if status.status != "IN_QUEUE":
+                log.info(
+                    "job %d: unknown RunPod status %r, treated as still waiting",
+                    job.id,
+                    status.status,
+                )
+            await self._queued_status(tracked)
+
+    async def _queued_status(self, tracked: _Tracked) -> None:
+        job = tracked.job
+        now = self._clock()
+        if (
+            job.started_at is None
+            and now - (job.submitted_at or job.created_at) > self.timing.queue_timeout
+        ):
+            await self._cancel_at_runpod(job)
+            await self._fail(job, failures.QUEUE_TIMEOUT, raw="queue deadline passed")
+            return
+        if job.started_at is not None and self._past_execution_deadline(job, now):
+            await self._cancel_at_runpod(job)
+            await self._fail(job, failures.TIMED_OUT, raw="execution deadline passed")
+            return
+        waited = now - (job.submitted_at or now)
+        no_workers = (
+            self._health is not None
+            and self._health.total_workers == 0
+            and waited > self.timing.no_worker_notice
+        )
+        self._emit(JobUpdate(job, "waiting", cold=self._cold(), no_workers=no_workers))
+        estimate = self._estimate(job).seconds
+        interval = min(tracked.queue_interval, max(self.timing.queue_interval, estimate / 2))
+        tracked.queue_interval = min(
+            self.timing.queue_max_interval, tracked.queue_interval * self.timing.growth
+        )
+        self._schedule(job.id, interval)
+
+    async def _running_status(
+        self, tracked: _Tracked, status: JobStatus, previous_poll: float | None
+    ) -> None:
+        job = tracked.job
+        now = self._clock()
+        if job.state is JobState.SUBMITTED:
+            started = now
+            if status.delay_ms is not None and job.submitted_at is not None:
+                started = min(now, job.submitted_at + status.delay_ms / 1000)
+            elif previous_poll is not None:
+                started = now - (time.monotonic() - previous_poll) / 2
+            running = await self._transition(
+                job.id,
+                {JobState.SUBMITTED},
+                JobState.RUNNING,
+                fields={"started_at": started, "delay_ms": status.delay_ms},
+            )
+            if running is None:
+                return
+            tracked.job = job = running
+        assert job.started_at is not None
+        if self._past_execution_deadline(job, now):
+            await self._cancel_at_runpod(job)
+            await self._fail(job, failures.TIMED_OUT, raw="execution deadline passed")
+            return
+        elapsed = now - job.started_at
+        self._emit(JobUpdate(job, "running", elapsed=elapsed))
+        self._schedule(job.id, self._running_interval(job, elapsed))
+
+    def _running_interval(self, job: Job, elapsed: float) -> float:
+        """Sparse until near the expected finish, dense around it, backing off after."""
+        timing = self.timing
+        estimate = self._estimate(job)
+        if not estimate.learned:
+            return min(timing.running_max_interval, max(timing.running_interval, elapsed / 4))
+        window_start = estimate.seconds - max(2 * estimate.spread, timing.dense_interval)
+        if elapsed < window_start:
+            return max(timing.dense_interval, window_start - elapsed)
+        overrun = elapsed - (estimate.seconds + 2 * estimate.spread)
+        if overrun <= 0:
+            return timing.dense_interval
+        return min(timing.running_max_interval, max(timing.dense_interval, overrun / 2))
+
+    def _past_execution_deadline(self, job: Job, now: float) -> bool:
+        started = job.started_at or now
+        return now - started > self._execution_limit(job) + self.timing.execution_grace
+
+    async def _cancel_at_runpod(self, job: Job) -> None:
+        if not job.runpod_id:
+            return
+        try:
+            await self.runpod.cancel(job.runpod_id)
+        except RunPodError as exc:
+            log.warning("job %d: cancel at RunPod failed (%s); it may still run there", job.id, exc)
+
+    async def _health_loop(self) -> None:
+        """While jobs wait in RunPod's queue, watch the workers to tell a cold start from a queue."""
+        while True:
+            if any(t.job.state is JobState.SUBMITTED for t in self._tracked.values()):
+                try:
+                    self._health = await self.runpod.health()
+                except RunPodError as exc:
+                    log.info("RunPod /health failed: %s", exc)
+            await asyncio.sleep(self.timing.health_interval)
+
+    def _cold(self) -> bool:
+        return self._health is not None and self._health.cold
+
+    def _report_auth(self, exc: RunPodError) -> None:
+        if not self._auth_reported:
+            self._auth_reported = True
+            log.error(
+                "RunPod refused the API key (401): set a valid RUNPOD_API_KEY and restart (%s)", exc
+            )
+
+    # ----- completion and delivery ------------------------------------------------------------
+
+    async def _completed(self, job: Job, status: JobStatus) -> None:
+        try:
+            images = await decode_output(
+                status.output, expected=job.request.count, fetch=self.runpod.download
+            )
+        except OutputError as exc:
+            failure = {
+                "no_images": failures.NO_IMAGES,
+                "worker": failures.explain_worker_error(str(exc)),
+            }.get(exc.kind, Failure(exc.kind, f"The GPU worker returned no usable image ({exc})."))
+            await self._fail(job, failure, raw=f"{exc}; output={_shorten(status.output)}")
+            return
+        except RunPodError as exc:
+            await self._fail(
+                job,
+                Failure("download", "The finished images could not be downloaded."),
+                raw=str(exc),
+            )
+            return
+
+        async def store(tx: Transaction) -> None:
+            await tx.executemany(
+                "INSERT INTO job_outputs (job_id, idx, filename, mime, data) VALUES (?, ?, ?, ?, ?)",
+                [(job.id, i, img.filename, img.mime, img.data) for i, img in enumerate(images)],
+            )
+
+        now = self._clock()
+        delivering = await self._transition(
+            job.id,
+            AT_RUNPOD,
+            JobState.DELIVERING,
+            fields={
+                "delay_ms": status.delay_ms if status.delay_ms is not None else job.delay_ms,
+                "execution_ms": status.execution_ms,
+                "finished_at": now,
+                "started_at": job.started_at or now,
+            },
+            detail=f"{len(images)} images",
+            after=store,
+        )
+        if delivering is None:
+            return
+        self._tracked.pop(job.id, None)
+        self._release_slot(job.id)
+        if status.execution_ms is not None:
+            self.durations.observe(job.request, status.execution_ms)
+        self._emit(JobUpdate(delivering, "delivering"))
+        self._spawn(self._deliver(delivering), f"deliver-{job.id}")
+
+    async def _deliver(self, job: Job) -> None:
+        rows = await self.db.fetchall(
+            "SELECT filename, mime, data FROM job_outputs WHERE job_id = ? ORDER BY idx", (job.id,)
+        )
+        images = [ImageFile(r["filename"], r["mime"], r["data"]) for r in rows]
+        assert self._deliverer is not None
+        for attempt in range(self.timing.max_delivery_attempts):
+            current = await self.get(job.id)
+            if current is None or current.state is not JobState.DELIVERING:
+                return
+            try:
+                await self._deliverer.deliver(current, images)
+            except DeliveryError as exc:
+                if exc.permanent or attempt + 1 >= self.timing.max_delivery_attempts:
+                    await self._undeliverable(current, str(exc))
+                    return
+                delay = self.timing.delivery_retry_delay * self.timing.growth**attempt
+                log.info("job %d: delivery failed (%s); retrying in %.1fs", job.id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            except Exception as exc:
+                log.exception("job %d: delivery crashed", job.id)
+                await self._undeliverable(current, f"{type(exc).__name__}: {exc}")
+                return
+
+            async def drop_outputs(tx: Transaction) -> None:
+                await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job.id,))
+
+            done = await self._transition(
+                job.id,
+                {JobState.DELIVERING},
+                JobState.DONE,
+                fields={"delivered_at": self._clock()},
+                settle="capture",
+                after=drop_outputs,
+            )
+            if done is not None:
+                self._emit(JobUpdate(done, "done"))
+            return
+
+    async def _undeliverable(self, job: Job, reason: str) -> None:
+        ended = await self._transition(
+            job.id,
+            {JobState.DELIVERING},
+            JobState.FAILED,
+            fields={
+                "failure": failures.UNDELIVERABLE.message,
+                "error": reason,
+                "delivered_at": self._clock(),
+            },
+            detail="undeliverable",
+            settle="refund",
+        )
+        log.warning("job %d could not be delivered: %s", job.id, reason)
+        if ended is not None:
+            self._emit(JobUpdate(ended, "failed"))
+
+    async def _notify(self, job: Job) -> None:
+        """Show the member a job's failure, once; retried on the next start if this fails."""
+        assert self._deliverer is not None
+        try:
+            await self._deliverer.notify(job)
+        except Exception as exc:
+            log.warning("job %d: could not tell the member about its end: %s", job.id, exc)
+            return
+        await self._mark_notified(job.id)
+
+    async def _mark_notified(self, job_id: int) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+                (self._clock(), job_id),
+            )
+
+    # ----- plumbing --------------------------------------------------------------------------
+
+    def _emit(self, update: JobUpdate) -> None:
+        for listener in self._subscribers:
+            try:
+                listener(update)
+            except Exception:
+                log.exception("a job update listener failed")
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+_ACTIVE_STATES = tuple(s.value for s in JobState if s not in TERMINAL)
+
+
+def _placeholders(values: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+async def _record_event(
+    tx: Transaction,
+    job_id: int,
+    at: float,
+    from_state: str | None,
+    to_state: str,
+    detail: str | None,
+) -> None:
+    await tx.insert(
+        "INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
+        (job_id, at, from_state, str(to_state), detail),
+    )
+
+
+def _shorten(value: Any, limit: int = 500) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,115 @@
+"""Everything the bot runs on, built from settings in one place and closed in one place."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import Settings
+from bot.db import Database
+from bot.jobs import JobManager, Limits, NewJob, Timing
+from bot.prompt import ContentPolicy, Options, parse
+from bot.quotas import credit_cost
+from bot.runpod import RequestBudget, RunPodClient
+from bot.workflows import TemplateLibrary, load_library
+
+log = logging.getLogger(__name__)
+
+
+def timing_from_settings(settings: Settings) -> Timing:
+    return Timing(
+        queue_timeout=float(settings.queue_timeout),
+        execution_timeout=float(settings.execution_timeout),
+    )
+
+
+def limits_from_settings(settings: Settings) -> Limits:
+    return Limits(
+        max_in_flight=settings.max_jobs_in_flight,
+        member_max_in_flight=settings.member_max_in_flight,
+        member_max_queued=settings.member_max_queued,
+    )
+
+
+def runpod_from_settings(settings: Settings) -> RunPodClient:
+    assert settings.runpod_api_key is not None and settings.runpod_endpoint_id is not None
+    return RunPodClient(
+        api_base=settings.runpod_api_base,
+        endpoint_id=settings.runpod_endpoint_id,
+        api_key=settings.runpod_api_key,
+        budget=RequestBudget(settings.runpod_requests_per_second),
+    )
+
+
+@dataclass
+class Services:
+    """The database, the RunPod client, the templates and the job manager, wired together."""
+
+    settings: Settings
+    db: Database
+    runpod: RunPodClient
+    templates: TemplateLibrary
+    jobs: JobManager
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        *,
+        database_path: Path | None = None,
+        timing: Timing | None = None,
+        runpod: RunPodClient | None = None,
+    ) -> Services:
+        templates = load_library(settings.workflows_dir)
+        db = await Database.open(database_path or settings.database_path)
+        runpod = runpod or runpod_from_settings(settings)
+        jobs = JobManager(
+            db,
+            runpod,
+            timing=timing or timing_from_settings(settings),
+            limits=limits_from_settings(settings),
+        )
+        return cls(settings, db, runpod, templates, jobs)
+
+    def policy(self) -> ContentPolicy:
+        return ContentPolicy.from_settings(self.settings)
+
+    def prepare(
+        self,
+        text: str,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        channel_nsfw: bool = False,
+        options: Options | None = None,
+        policy: ContentPolicy | None = None,
+        filesize_limit: int | None = None,
+        seed: int | None = None,
+    ) -> NewJob:
+        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored."""
+        request = parse(
+            text,
+            library=self.templates,
+            policy=policy or self.policy(),
+            options=options,
+            channel_nsfw=channel_nsfw,
+            seed=seed,
+        )
+        template = self.templates.get(request.template)
+        assert template is not None
+        return NewJob(
+            user_id=user_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            request=request,
+            workflow=template.render(request.values(), request.loras),
+            cost=credit_cost(request, template),
+            filesize_limit=filesize_limit,
+        )
+
+    async def close(self) -> None:
+        await self.jobs.stop()
+        await self.runpod.aclose()
+        await self.db.close()
