@@ -1,0 +1,88 @@
+"""The discord.py bot: opens the services, loads the cogs, resumes jobs when it runs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import discord
+from discord.ext import commands
+
+from bot.config import Settings
+from bot.jobs import Deliverer, Timing
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.errors", "cogs.imagine")
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """Discord-side intervals (tests shrink them): how often progress may edit a message."""
+
+    message_interval: float = 3.0
+    channel_burst: int = 5
+    channel_per_second: float = 0.9
+
+
+class Stablehand(commands.Bot):
+    """Stablehand's bot. `setup_hook` wires everything; `start` also resumes unfinished jobs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        open_services: bool = True,
+        timing: Timing | None = None,
+        pacing: Pacing | None = None,
+    ) -> None:
+        # Stablehand never joins voice: skip discord.py's warnings about voice libraries.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        intents = discord.Intents.none()
+        intents.guilds = True
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.pacing = pacing or Pacing()
+        self._open_services = open_services
+        self._timing = timing
+        self._services: Services | None = None
+        self.deliverer: Deliverer | None = None
+
+    @property
+    def has_services(self) -> bool:
+        return self._services is not None
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("services are not open (this bot was built for `sync` only)")
+        return self._services
+
+    async def setup_hook(self) -> None:
+        if self._open_services:
+            self._services = await Services.open(self.settings, timing=self._timing)
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+
+    async def start(self, token: str, *, reconnect: bool = True) -> None:
+        await self.login(token)
+        await self.start_jobs()
+        await self.connect(reconnect=reconnect)
+
+    async def start_jobs(self) -> None:
+        """Resume unfinished jobs and start scheduling: only when the bot really runs."""
+        if self.deliverer is None:
+            raise RuntimeError("no cog registered a deliverer")
+        await self.services.jobs.start(self.deliverer)
+
+    async def close(self) -> None:
+        if self._services is not None:
+            services, self._services = self._services, None
+            await services.close()
+        await super().close()

@@ -1,0 +1,191 @@
+"""`python -m bot check`: one line per check, a fix for each failure, non-zero exit if any failed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import discord
+
+from bot.config import RUN_REQUIRES, ConfigError, Settings, load_settings
+from bot.db import Database
+from bot.runpod import (
+    RunPodAuthError,
+    RunPodClient,
+    RunPodError,
+    RunPodNotFound,
+    RunPodTransportError,
+)
+from bot.workflows import TemplateError, load_library
+
+# View Channels, Send Messages, Send Messages in Threads, Embed Links, Attach Files,
+# Read Message History: what posting and editing results needs.
+BOT_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def invite_url(application_id: int | str) -> str:
+    return (
+        f"https://discord.com/oauth2/authorize?client_id={application_id}"
+        f"&scope=bot+applications.commands&permissions={BOT_PERMISSIONS.value}"
+    )
+
+
+async def run_checks(
+    environ: dict[str, str] | None = None, print_line: Callable[[str], None] = print
+) -> int:
+    """Run every check that can run, print each result, and return the exit status."""
+    results: list[CheckResult] = []
+
+    def report(result: CheckResult) -> None:
+        results.append(result)
+        mark = "ok  " if result.ok else "FAIL"
+        print_line(f"[{mark}] {result.name}: {result.detail}")
+        if result.fix:
+            print_line(f"       fix: {result.fix}")
+
+    try:
+        settings = load_settings(RUN_REQUIRES, environ=environ)
+        report(CheckResult("settings", True, "every required setting is present"))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            name, _, fix = problem.partition(": ")
+            report(CheckResult("settings", False, name, fix))
+        try:
+            settings = load_settings(environ=environ)
+        except ConfigError:
+            return 1
+
+    for check in (_check_database, _check_workflows, _check_runpod, _check_discord):
+        report(await check(settings))
+    failed = sum(not r.ok for r in results)
+    print_line("All checks passed." if not failed else f"{failed} check(s) failed.")
+    return 1 if failed else 0
+
+
+async def _check_database(settings: Settings) -> CheckResult:
+    try:
+        db = await Database.open(settings.database_path)
+    except Exception as exc:
+        return CheckResult(
+            "database",
+            False,
+            f"cannot open {settings.database_path}: {exc}",
+            "make sure DATABASE_PATH points into a directory that exists and is writable",
+        )
+    try:
+        version = await db.schema_version()
+    finally:
+        await db.close()
+    return CheckResult("database", True, f"{settings.database_path} (schema version {version})")
+
+
+async def _check_workflows(settings: Settings) -> CheckResult:
+    try:
+        library = load_library(settings.workflows_dir)
+    except TemplateError as exc:
+        return CheckResult("workflows", False, str(exc), "fix or remove that file in WORKFLOWS_DIR")
+    if library.get(settings.default_workflow) is None:
+        return CheckResult(
+            "workflows",
+            False,
+            f"DEFAULT_WORKFLOW={settings.default_workflow!r} does not exist",
+            f"set DEFAULT_WORKFLOW to one of: {', '.join(library.names())}",
+        )
+    return CheckResult("workflows", True, f"{len(library)} loaded: {', '.join(library.names())}")
+
+
+async def _check_runpod(settings: Settings) -> CheckResult:
+    if settings.runpod_api_key is None or settings.runpod_endpoint_id is None:
+        return CheckResult(
+            "RunPod", False, "skipped: RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID are needed"
+        )
+    client = RunPodClient(
+        api_base=settings.runpod_api_base,
+        endpoint_id=settings.runpod_endpoint_id,
+        api_key=settings.runpod_api_key,
+        timeout=15.0,
+    )
+    endpoint = settings.runpod_endpoint_id
+    try:
+        health = await client.health()
+    except RunPodAuthError:
+        return CheckResult(
+            "RunPod",
+            False,
+            "the API key was refused (401)",
+            "create a key at https://www.runpod.io/console/user/settings and set RUNPOD_API_KEY",
+        )
+    except RunPodNotFound:
+        return CheckResult(
+            "RunPod",
+            False,
+            f"endpoint {endpoint} does not exist (404)",
+            "copy the id from your endpoint's page in the RunPod console into RUNPOD_ENDPOINT_ID",
+        )
+    except RunPodTransportError as exc:
+        return CheckResult(
+            "RunPod",
+            False,
+            f"{settings.runpod_api_base} is unreachable ({exc})",
+            "check RUNPOD_API_BASE and the network",
+        )
+    except RunPodError as exc:
+        return CheckResult(
+            "RunPod", False, f"health check failed: {exc}", "try again; see status.runpod.io"
+        )
+    finally:
+        await client.aclose()
+    workers = ", ".join(f"{k}={v}" for k, v in sorted(health.workers.items())) or "none"
+    queued = health.jobs.get("inQueue", 0)
+    detail = (
+        f"endpoint {endpoint} reachable, key accepted; workers: {workers}; jobs in queue: {queued}"
+    )
+    if health.total_workers == 0 and queued:
+        return CheckResult(
+            "RunPod",
+            False,
+            detail,
+            "jobs are waiting with no workers: raise the endpoint's max workers in the RunPod console",
+        )
+    return CheckResult("RunPod", True, detail)
+
+
+async def _check_discord(settings: Settings) -> CheckResult:
+    if settings.discord_token is None:
+        return CheckResult("Discord", False, "skipped: DISCORD_TOKEN is needed")
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        await client.login(settings.discord_token.reveal())
+        app = await client.application_info()
+    except discord.LoginFailure:
+        return CheckResult(
+            "Discord",
+            False,
+            "the token was refused",
+            "reset the token on the Bot tab of https://discord.com/developers/applications",
+        )
+    except (discord.HTTPException, OSError) as exc:
+        return CheckResult("Discord", False, f"cannot reach Discord ({exc})", "check the network")
+    finally:
+        await client.close()
+    user = client.user
+    return CheckResult(
+        "Discord",
+        True,
+        f"logged in as {user} (id {user.id if user else '?'}); invite: {invite_url(app.id)}",
+    )

@@ -1,0 +1,222 @@
+"""Showing jobs in Discord: paced progress edits and restart-safe delivery with the bot token."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.images import ImageFile
+from bot.jobs import DeliveryError, Job, JobUpdate
+from cogs import render
+
+if TYPE_CHECKING:
+    from bot.app import Stablehand
+
+log = logging.getLogger(__name__)
+
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+class ChannelPacer:
+    """A token bucket per channel, so many jobs in one channel never hit Discord's edit limit."""
+
+    def __init__(self, *, burst: int, per_second: float) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self._buckets: dict[int, tuple[float, float]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def ready(self, channel_id: int) -> bool:
+        return self._tokens(channel_id, time.monotonic()) >= 1
+
+    def _tokens(self, channel_id: int, now: float) -> float:
+        tokens, updated = self._buckets.get(channel_id, (float(self.burst), now))
+        return min(float(self.burst), tokens + (now - updated) * self.per_second)
+
+    async def acquire(self, channel_id: int) -> None:
+        lock = self._locks.setdefault(channel_id, asyncio.Lock())
+        async with lock:
+            while True:
+                now = time.monotonic()
+                tokens = self._tokens(channel_id, now)
+                if tokens >= 1:
+                    self._buckets[channel_id] = (tokens - 1, now)
+                    return
+                await asyncio.sleep((1 - tokens) / self.per_second)
+
+
+@dataclass
+class _Pending:
+    channel_id: int
+    message_id: int
+    text: str
+
+
+class ProgressBoard:
+    """Coalesces progress updates: only the latest text per message, edited when its channel allows."""
+
+    def __init__(self, bot: Stablehand, pacer: ChannelPacer, *, message_interval: float) -> None:
+        self._bot = bot
+        self._pacer = pacer
+        self._interval = message_interval
+        self._pending: dict[int, _Pending] = {}
+        self._last_edit: dict[int, float] = {}
+        self._shown: dict[int, str] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._deliveries = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="progress-board")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def update(self, update: JobUpdate) -> None:
+        """Job-manager subscriber: remember the newest progress text of each job's message."""
+        job = update.job
+        if update.kind in ("done", "failed", "cancelled", "timed_out", "expired"):
+            self.forget(job.id)
+            return
+        if job.channel_id is None or job.message_id is None:
+            return
+        text = render.progress_text(update)
+        if self._shown.get(job.id) == text:
+            return
+        self._pending[job.id] = _Pending(job.channel_id, job.message_id, text)
+        self._wake.set()
+
+    def forget(self, job_id: int) -> None:
+        self._pending.pop(job_id, None)
+        self._last_edit.pop(job_id, None)
+        self._shown.pop(job_id, None)
+
+    def delivery_started(self) -> None:
+        self._deliveries += 1
+
+    def delivery_ended(self) -> None:
+        self._deliveries -= 1
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                job_id = self._next_due()
+                if job_id is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                pending = self._pending.pop(job_id)
+                await self._pacer.acquire(pending.channel_id)
+                await self._edit(job_id, pending)
+
+    def _next_due(self) -> int | None:
+        """The oldest-edited pending message whose channel has room and no delivery waiting."""
+        if self._deliveries:
+            return None
+        now = time.monotonic()
+        due = [
+            job_id
+            for job_id, p in self._pending.items()
+            if now - self._last_edit.get(job_id, 0.0) >= self._interval
+            and self._pacer.ready(p.channel_id)
+        ]
+        return min(due, key=lambda j: self._last_edit.get(j, 0.0)) if due else None
+
+    async def _edit(self, job_id: int, pending: _Pending) -> None:
+        message = self._bot.get_partial_messageable(pending.channel_id).get_partial_message(
+            pending.message_id
+        )
+        self._last_edit[job_id] = time.monotonic()
+        try:
+            await message.edit(content=pending.text, allowed_mentions=NO_MENTIONS)
+            self._shown[job_id] = pending.text
+        except discord.HTTPException as exc:
+            # Progress is best effort: delivery has its own fallbacks if the message is gone.
+            log.info("job %d: progress edit failed (%s)", job_id, exc.status)
+
+
+class DiscordDelivery:
+    """Edits a job's own message into its outcome with the bot token, or posts a fresh one."""
+
+    def __init__(self, bot: Stablehand, pacer: ChannelPacer, board: ProgressBoard) -> None:
+        self._bot = bot
+        self._pacer = pacer
+        self._board = board
+
+    async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
+        await self._show(job, render.result_text(job), images)
+
+    async def notify(self, job: Job) -> None:
+        await self._show(job, render.ended_text(job), ())
+
+    async def _show(self, job: Job, content: str, images: Sequence[ImageFile]) -> None:
+        self._board.forget(job.id)
+        self._board.delivery_started()
+        try:
+            await self._edit_or_post(job, content, images)
+        finally:
+            self._board.delivery_ended()
+
+    async def _edit_or_post(self, job: Job, content: str, images: Sequence[ImageFile]) -> None:
+        if job.channel_id is not None and job.message_id is not None:
+            channel = self._bot.get_partial_messageable(job.channel_id)
+            await self._pacer.acquire(job.channel_id)
+            try:
+                await channel.get_partial_message(job.message_id).edit(
+                    content=content, attachments=_files(images), allowed_mentions=NO_MENTIONS
+                )
+                return
+            except (discord.NotFound, discord.Forbidden) as exc:
+                log.info(
+                    "job %d: cannot edit its message (%s); posting a fresh one", job.id, exc.status
+                )
+            except discord.HTTPException as exc:
+                raise DeliveryError(f"Discord answered {exc.status} to the edit") from None
+        await self._post_fresh(job, content, images)
+
+    async def _post_fresh(self, job: Job, content: str, images: Sequence[ImageFile]) -> None:
+        """Post where the job's message was; if the channel is gone too, DM the member."""
+        if job.channel_id is not None:
+            channel = self._bot.get_partial_messageable(job.channel_id)
+            await self._pacer.acquire(job.channel_id)
+            try:
+                message = await channel.send(
+                    content=content, files=_files(images), allowed_mentions=NO_MENTIONS
+                )
+            except (discord.NotFound, discord.Forbidden):
+                log.info(
+                    "job %d: cannot post in channel %s; sending it by DM", job.id, job.channel_id
+                )
+            except discord.HTTPException as exc:
+                raise DeliveryError(f"Discord answered {exc.status} to the post") from None
+            else:
+                await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
+                return
+        try:
+            user = await self._bot.fetch_user(job.user_id)
+            message = await user.send(
+                content=content, files=_files(images), allowed_mentions=NO_MENTIONS
+            )
+        except (discord.NotFound, discord.Forbidden):
+            raise DeliveryError(
+                "neither the channel nor the member's DMs accept messages", permanent=True
+            ) from None
+        except discord.HTTPException as exc:
+            raise DeliveryError(f"Discord answered {exc.status} to the DM") from None
+        await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
+
+
+def _files(images: Sequence[ImageFile]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(image.data), filename=image.filename) for image in images]

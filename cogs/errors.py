@@ -1,0 +1,83 @@
+"""The one error handler: every failure becomes a short ephemeral message and a log line."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.jobs import JobError
+from bot.prompt import PromptError
+
+if TYPE_CHECKING:
+    from bot.app import Stablehand
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED = "Something went wrong on my side. It has been logged; please try again in a moment."
+
+
+def member_message(error: BaseException) -> str:
+    """The sentence a member reads for any error; unknown errors get a generic one."""
+    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
+        error = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(error, PromptError | JobError):
+        return str(error)
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command only works in a server."
+    if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
+        return str(error) or "You are not allowed to use this command."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down: try again in {error.retry_after:.0f} s."
+    return UNEXPECTED
+
+
+def is_expected(error: BaseException) -> bool:
+    original = getattr(error, "original", error)
+    return isinstance(original, PromptError | JobError | app_commands.CheckFailure)
+
+
+async def reply_privately(interaction: discord.Interaction, text: str) -> None:
+    """Answer ephemerally whether or not the interaction was already acknowledged."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(
+                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            )
+        else:
+            await interaction.response.send_message(
+                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+            )
+    except discord.HTTPException as exc:
+        log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)
+
+
+async def handle_interaction_error(interaction: discord.Interaction, error: BaseException) -> None:
+    command = interaction.command.qualified_name if interaction.command else interaction.data
+    context = f"interaction={interaction.id} user={interaction.user.id} guild={interaction.guild_id} command={command}"
+    if is_expected(error):
+        log.info("refused (%s): %s", context, getattr(error, "original", error))
+    else:
+        log.error("unexpected error (%s)", context, exc_info=getattr(error, "original", error))
+    await reply_privately(interaction, member_message(error))
+
+
+class Errors(commands.Cog):
+    """Installs the central handler on the command tree."""
+
+    def __init__(self, bot: Stablehand) -> None:
+        self.bot = bot
+        self._previous = bot.tree.on_error
+
+    async def cog_load(self) -> None:
+        self.bot.tree.on_error = handle_interaction_error
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.on_error = self._previous
+
+
+async def setup(bot: Stablehand) -> None:
+    await bot.add_cog(Errors(bot))

@@ -1,0 +1,82 @@
+"""What members read: the text of progress, results and failures, as pure functions."""
+
+from __future__ import annotations
+
+import discord
+
+from bot.jobs import Job, JobState, JobUpdate
+
+CONTENT_LIMIT = 2000
+PROMPT_PREVIEW = 300
+
+
+def quote_prompt(text: str, limit: int = PROMPT_PREVIEW) -> str:
+    """A member's prompt, safe to show: no markdown, no mentions, clipped."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text)) or "(no prompt)"
+
+
+def credits(n: int) -> str:
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+def header(job: Job) -> str:
+    return f"<@{job.user_id}> · job #{job.id}\n> {quote_prompt(job.request.prompt)}"
+
+
+def progress_line(update: JobUpdate) -> str:
+    """One line saying where a job stands."""
+    if update.kind == "queued":
+        place = f"position {update.position}" if update.position else "waiting for a free slot"
+        return f"⏳ **Queued** — {place}"
+    if update.kind == "waiting":
+        if update.no_workers:
+            return (
+                "⚠️ **No GPU worker has started.** The endpoint may have no workers available; "
+                "an operator should check its max workers on RunPod."
+            )
+        if update.cold:
+            return "🧊 **Waiting for a GPU worker to start** (a cold start usually takes 10–60 s)"
+        return "⏳ **Waiting for a GPU** — in RunPod's queue"
+    if update.kind == "running":
+        return f"🎨 **Generating** — {int(update.elapsed or 0)} s"
+    if update.kind == "delivering":
+        return "📤 **Uploading**"
+    return ""
+
+
+def accepted_text(job: Job) -> str:
+    return f"{header(job)}\n⏳ **Queued**"
+
+
+def progress_text(update: JobUpdate) -> str:
+    return _fit(f"{header(update.job)}\n{progress_line(update)}")
+
+
+def result_text(job: Job, notes: list[str] | None = None) -> str:
+    request = job.request
+    width, height = request.output_size
+    lines = [header(job), f"✅ seed `{request.seed}` · {width}x{height} · {request.template}"]
+    lines += notes or []
+    return _fit("\n".join(lines))
+
+
+def ended_text(job: Job) -> str:
+    """A job that ended without images: what happened, and that nothing was charged."""
+    icon = {JobState.CANCELLED: "🚫", JobState.TIMED_OUT: "⌛", JobState.EXPIRED: "⌛"}.get(
+        job.state, "❌"
+    )
+    title = {
+        JobState.CANCELLED: "Cancelled",
+        JobState.TIMED_OUT: "Timed out",
+        JobState.EXPIRED: "Expired",
+    }.get(job.state, "Failed")
+    refund = f" {credits(job.cost).capitalize()} refunded." if job.cost else ""
+    reason = job.failure or "Something went wrong."
+    return _fit(f"{header(job)}\n{icon} **{title}** — {reason}{refund}")
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= CONTENT_LIMIT else text[: CONTENT_LIMIT - 1] + "…"
