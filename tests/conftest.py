@@ -1,0 +1,157 @@
+"""Shared fixtures: real SQLite files, the fake RunPod cloud, short intervals everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.app import Pacing, Stablehand
+from bot.config import Secret, Settings, load_settings
+from bot.db import Database
+from bot.images import ImageFile
+from bot.jobs import Job, Timing
+from bot.runpod import RetryPolicy, RunPodClient
+from bot.services import Services
+from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_runpod import FakeRunPod
+
+# Every interval of the job manager, shrunk so tests never wait real seconds.
+FAST = Timing(
+    first_poll=0.01,
+    queue_interval=0.01,
+    queue_max_interval=0.05,
+    dense_interval=0.01,
+    running_interval=0.01,
+    running_max_interval=0.05,
+    health_interval=0.02,
+    retry_delay=0.01,
+    auth_backoff=0.05,
+    submit_retry_delay=0.01,
+    delivery_retry_delay=0.01,
+    position_interval=0.01,
+    no_worker_notice=0.05,
+    shutdown_grace=2.0,
+)
+FAST_RETRY = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01, max_retry_after=0.2)
+
+
+def make_settings(tmp_path: Path, fake: FakeRunPod | None = None, **env: str) -> Settings:
+    """Settings as the bot would read them, from an explicit environment (no .env file)."""
+    base = {
+        "DISCORD_TOKEN": "fake-discord-token",
+        "RUNPOD_API_KEY": fake.api_key if fake else "test-runpod-key",
+        "RUNPOD_ENDPOINT_ID": fake.endpoint_id if fake else "test-endpoint",
+        "RUNPOD_API_BASE": fake.api_base if fake else "http://127.0.0.1:9/v2",
+        "DATABASE_PATH": str(tmp_path / "stablehand.db"),
+    }
+    base.update(env)
+    return load_settings(environ=base, dotenv_path=None)
+
+
+def make_client(fake: FakeRunPod, **kwargs) -> RunPodClient:
+    return RunPodClient(
+        api_base=fake.api_base,
+        endpoint_id=fake.endpoint_id,
+        api_key=Secret(fake.api_key),
+        retry=kwargs.pop("retry", FAST_RETRY),
+        **kwargs,
+    )
+
+
+class RecordingDelivery:
+    """A deliverer that keeps what it was given and lets a test wait for a job's outcome."""
+
+    def __init__(self) -> None:
+        self.delivered: dict[int, list[Sequence[ImageFile]]] = {}
+        self.notified: dict[int, list[Job]] = {}
+        self.fail_next: list[Exception] = []
+        self._ended: dict[int, asyncio.Event] = {}
+
+    def _event(self, job_id: int) -> asyncio.Event:
+        return self._ended.setdefault(job_id, asyncio.Event())
+
+    async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        self.delivered.setdefault(job.id, []).append(images)
+        self._event(job.id).set()
+
+    async def notify(self, job: Job) -> None:
+        self.notified.setdefault(job.id, []).append(job)
+        self._event(job.id).set()
+
+    async def wait(self, job_id: int, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._event(job_id).wait(), timeout)
+
+
+async def wait_for_state(
+    services: Services, job_id: int, *states: str, timeout: float = 10.0
+) -> Job:
+    """Wait (on the database, in small steps) until a job reaches one of `states`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            job = await services.jobs.get(job_id)
+            if job is not None and job.state.value in states:
+                return job
+            await asyncio.sleep(0.005)
+
+
+@pytest_asyncio.fixture
+async def fake_runpod() -> AsyncIterator[FakeRunPod]:
+    async with FakeRunPod() as fake:
+        yield fake
+
+
+@pytest_asyncio.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "test.db")
+    yield database
+    await database.close()
+
+
+@pytest_asyncio.fixture
+async def services(tmp_path: Path, fake_runpod: FakeRunPod) -> AsyncIterator[Services]:
+    """The real services (database file, RunPod client, templates, job manager) on the fake."""
+    settings = make_settings(tmp_path, fake_runpod)
+    opened = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def delivery() -> RecordingDelivery:
+    return RecordingDelivery()
+
+
+# ----- the real bot against the fake Discord and the fake RunPod ------------------------------
+
+FAST_PACING = Pacing(message_interval=0.01, channel_burst=5, channel_per_second=200.0)
+
+
+@pytest_asyncio.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(channel_rate=(5, 0.05)) as server:
+        server.install()
+        yield server
+        server.uninstall()
+
+
+async def start_bot(settings: Settings, fake: FakeDiscord, *, timing: Timing = FAST) -> Stablehand:
+    """The bot as `python -m bot` builds it, logged in over REST, with jobs resumed."""
+    bot = Stablehand(settings, timing=timing, pacing=FAST_PACING)
+    await bot.login(fake.token)
+    await bot.start_jobs()
+    return bot
+
+
+@pytest_asyncio.fixture
+async def bot(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> AsyncIterator[Stablehand]:
+    running = await start_bot(make_settings(tmp_path, fake_runpod), fake_discord)
+    yield running
+    await running.close()

@@ -1,0 +1,251 @@
+"""The job manager against the fake RunPod: outcomes, faults, fairness, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from bot.jobs import JobManager, JobState, JobUpdate, Limits, MemberBusy, NewJob, NotYourJob
+from bot.services import Services
+from tests.conftest import FAST, RecordingDelivery, make_client, make_settings, wait_for_state
+from tests.fakes import fake_runpod as fr
+from tests.fakes.fake_runpod import FakeRunPod, Outcome
+
+
+def _job(
+    services: Services, text: str = "a pony --workflow test-pattern", user: int = 1, guild: int = 10
+) -> NewJob:
+    return services.prepare(text, user_id=user, guild_id=guild, channel_id=100)
+
+
+async def _submit(services: Services, new: NewJob, message_id: int = 500) -> int:
+    job = await services.jobs.accept(new)
+    await services.jobs.attach_message(job.id, new.channel_id, message_id)
+    return job.id
+
+
+async def test_a_job_runs_and_is_delivered_exactly_once(
+    services: Services, delivery: RecordingDelivery
+) -> None:
+    updates: list[JobUpdate] = []
+    services.jobs.subscribe(updates.append)
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await delivery.wait(job_id)
+    done = await wait_for_state(services, job_id, "done")
+    assert len(delivery.delivered[job_id]) == 1
+    assert done.runpod_id and done.execution_ms is not None and done.delivered_at
+    history = [to for _, to, _ in await services.jobs.events(job_id)]
+    assert history[:3] == ["accepted", "queued", "submitting"]
+    assert history[-2:] == ["delivering", "done"]
+    assert {"waiting", "delivering", "done"} <= {u.kind for u in updates}
+    assert (
+        await services.db.fetchone("SELECT * FROM job_outputs WHERE job_id = ?", (job_id,)) is None
+    )
+
+
+async def test_a_failed_job_tells_the_member_why_in_one_sentence(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="FAILED", error=fr.ERROR_VALIDATION))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await delivery.wait(job_id)
+    job = await wait_for_state(services, job_id, "failed")
+    assert "missing.safetensors" in job.failure and "volume" in job.failure
+    assert "Traceback" not in job.failure and "{" not in job.failure
+    assert job.error == fr.ERROR_VALIDATION
+    assert job_id not in delivery.delivered
+
+
+@pytest.mark.parametrize(
+    ("outcome", "state"),
+    [
+        (Outcome(status="TIMED_OUT"), "timed_out"),
+        (Outcome(output_format="no_images"), "failed"),
+        (Outcome(output_format="legacy_error"), "failed"),
+        (Outcome(status="FAILED", error=fr.ERROR_JOB_PROCESSING), "failed"),
+    ],
+)
+async def test_every_bad_ending_is_reported(
+    services: Services,
+    delivery: RecordingDelivery,
+    fake_runpod: FakeRunPod,
+    outcome: Outcome,
+    state: str,
+) -> None:
+    fake_runpod.script(outcome)
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await delivery.wait(job_id)
+    job = await wait_for_state(services, job_id, state)
+    assert job.failure and delivery.notified[job_id]
+
+
+async def test_member_cancel_while_queued_at_runpod(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await wait_for_state(services, job_id, "submitted")
+    cancelled = await services.jobs.cancel(job_id, by_user=1)
+    assert cancelled.state is JobState.CANCELLED
+    assert len(fake_runpod.requests_for("cancel")) == 1
+    assert fake_runpod.jobs[cancelled.runpod_id].status == "CANCELLED"
+
+
+async def test_only_the_owner_or_a_moderator_may_cancel(
+    services: Services, delivery: RecordingDelivery
+) -> None:
+    await services.jobs.start(delivery)
+    job = await services.jobs.accept(_job(services, user=1))
+    with pytest.raises(NotYourJob):
+        await services.jobs.cancel(job.id, by_user=2)
+    assert (
+        await services.jobs.cancel(job.id, by_user=2, moderator=True)
+    ).state is JobState.CANCELLED
+
+
+async def test_status_404_means_expired(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    job = await wait_for_state(services, job_id, "submitted")
+    del fake_runpod.jobs[job.runpod_id]
+    expired = await wait_for_state(services, job_id, "expired")
+    assert "30 minutes" in expired.failure
+
+
+async def test_an_uncertain_submission_is_not_resent(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.inject("run", fr.reset_after_processing())
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    job = await wait_for_state(services, job_id, "failed")
+    assert len(fake_runpod.requests_for("run")) == 1
+    assert "not resent" in job.failure
+
+
+async def test_a_refused_submission_waits_and_tries_again(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.inject("run", *[fr.http(503)] * 4)
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await wait_for_state(services, job_id, "done")
+    assert len(fake_runpod.jobs) == 1
+
+
+async def test_a_wrong_key_fails_jobs_with_an_operator_hint(
+    tmp_path: Path, fake_runpod: FakeRunPod
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod, RUNPOD_API_KEY="not-the-key")
+    services = await Services.open(settings, timing=FAST)
+    delivery = RecordingDelivery()
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    job = await wait_for_state(services, job_id, "failed")
+    assert "RUNPOD_API_KEY" in job.failure and "not-the-key" not in job.failure + (job.error or "")
+    await services.close()
+
+
+async def test_round_robin_keeps_one_member_from_starving_another(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    services.jobs.limits = Limits(max_in_flight=1, member_max_in_flight=1, member_max_queued=10)
+    fake_runpod.default_outcome = Outcome(run_delay=0.02)
+    a_jobs = [await _submit(services, _job(services, user=1)) for _ in range(4)]
+    b_job = await _submit(services, _job(services, user=2))
+    assert services.jobs.position(b_job) is None  # not started: positions come from the scheduler
+    await services.jobs.start(delivery)
+    await asyncio.sleep(0)
+    assert services.jobs.position(b_job) in (1, 2)
+    for job_id in (*a_jobs, b_job):
+        await delivery.wait(job_id)
+    rows = await services.db.fetchall(
+        "SELECT job_id FROM job_events WHERE to_state = 'submitting' ORDER BY id"
+    )
+    order = [row["job_id"] for row in rows]
+    assert len(fake_runpod.requests_for("run")) == 5
+    assert order.index(b_job) == 1, "the second member's job runs right after the first job"
+
+
+async def test_queue_deadline_cancels_at_runpod(
+    tmp_path: Path, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    services = await Services.open(
+        settings,
+        timing=dataclasses.replace(FAST, queue_timeout=0.1),
+        runpod=make_client(fake_runpod),
+    )
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    job = await wait_for_state(services, job_id, "timed_out")
+    assert "No GPU became free" in job.failure
+    assert len(fake_runpod.requests_for("cancel")) == 1
+    await services.close()
+
+
+async def test_restart_resumes_jobs_in_every_state(tmp_path: Path, fake_runpod: FakeRunPod) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    first = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
+    fake_runpod.default_outcome = Outcome(status="HANG")
+    await first.jobs.start(RecordingDelivery())
+    at_runpod = await _submit(first, _job(first))
+    runpod_id = (await wait_for_state(first, at_runpod, "submitted")).runpod_id
+    await first.jobs.stop()
+    never_attached = (await first.jobs.accept(_job(first, user=2))).id
+    queued = (await first.jobs.accept(_job(first, user=3))).id
+    await first.jobs.attach_message(queued, 100, 501)
+    await first.close()
+
+    fake_runpod.default_outcome = Outcome()
+    fake_runpod.finish(runpod_id)
+    second = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
+    delivery = RecordingDelivery()
+    await second.jobs.start(delivery)
+    for job_id in (at_runpod, never_attached, queued):
+        await delivery.wait(job_id)
+        assert (await second.jobs.get(job_id)).state is JobState.DONE
+    assert len(fake_runpod.requests_for("run")) == 3
+    await second.close()
+
+
+async def test_a_job_killed_inside_run_is_failed_not_resent(
+    tmp_path: Path, fake_runpod: FakeRunPod
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    services = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
+    job = await services.jobs.accept(_job(services))
+    await services.jobs.attach_message(job.id, 100, 500)
+    # What a process killed between "submitting" and RunPod's answer leaves behind.
+    await services.jobs._transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
+    delivery = RecordingDelivery()
+    await services.jobs.start(delivery)
+    await delivery.wait(job.id)
+    ended = await services.jobs.get(job.id)
+    assert ended.state is JobState.FAILED and "restarted" in ended.failure
+    assert fake_runpod.requests_for("run") == []
+    await services.close()
+
+
+async def test_a_member_cannot_queue_more_than_the_cap(services: Services) -> None:
+    services.jobs.limits = Limits(member_max_queued=2)
+    await services.jobs.accept(_job(services))
+    await services.jobs.accept(_job(services))
+    with pytest.raises(MemberBusy):
+        await services.jobs.accept(_job(services))
+    assert (await services.db.fetchone("SELECT COUNT(*) FROM jobs"))[0] == 2
+
+
+def test_manager_is_constructible_without_running(services: Services) -> None:
+    assert isinstance(services.jobs, JobManager) and not services.jobs.running
