@@ -1,0 +1,80 @@
+"""The bot as a whole: jobs resume only when it really runs; `sync` registers and touches nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from bot.app import Stablehand
+from bot.jobs import JobState
+from bot.services import Services
+from tests.conftest import FAST, FAST_PACING, make_settings
+from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_runpod import FakeRunPod
+from tests.fakes.sandbox import ROOT, SITECUSTOMIZE
+
+
+async def _leave_a_queued_job(settings) -> int:
+    services = await Services.open(settings, timing=FAST)
+    new = services.prepare("a pony", user_id=1, guild_id=2, channel_id=3)
+    job = await services.jobs.accept(new)
+    await services.jobs.attach_message(job.id, 3, 4)
+    await services.close()
+    return job.id
+
+
+async def test_a_rest_only_login_does_not_resume_jobs(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    job_id = await _leave_a_queued_job(settings)
+    bot = Stablehand(settings, timing=FAST, pacing=FAST_PACING)
+    await bot.login(fake_discord.token)
+    await asyncio.sleep(0.05)
+    assert not bot.services.jobs.running
+    assert (await bot.services.jobs.get(job_id)).state is JobState.QUEUED
+    assert fake_runpod.requests == []
+    await bot.close()
+
+
+async def test_sync_registers_commands_and_resumes_nothing(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    job_id = await _leave_a_queued_job(settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNPOD_"))}
+    env.update(
+        DISCORD_TOKEN=fake_discord.token,
+        DATABASE_PATH=str(settings.database_path),
+        STABLEHAND_FAKE_DISCORD_URL=fake_discord.url,
+        PYTHONPATH=os.pathsep.join([str(SITECUSTOMIZE), str(ROOT)]),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "sync",
+        "--guild",
+        "1234",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    assert "Registered" in stdout.decode() and "/imagine" in stdout.decode()
+    assert "imagine" in {c["name"] for c in fake_discord.guild_commands[1234]}
+    assert fake_runpod.requests == []
+    services = await Services.open(settings, timing=FAST)
+    assert (await services.jobs.get(job_id)).state is JobState.QUEUED
+    await services.close()
+
+
+async def test_close_stops_jobs_and_closes_the_database(bot: Stablehand) -> None:
+    services = bot.services
+    assert services.jobs.running
+    await bot.close()
+    assert not services.jobs.running and not bot.has_services

@@ -1,0 +1,84 @@
+"""`python -m bot check` against the fakes: one line per check, a fix for each failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.checks import run_checks
+from tests.conftest import make_client
+from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_runpod import FakeRunPod, Outcome
+
+
+def _environ(
+    tmp_path: Path, runpod: FakeRunPod, discord: FakeDiscord, **extra: str
+) -> dict[str, str]:
+    return {
+        "DISCORD_TOKEN": discord.token,
+        "RUNPOD_API_KEY": runpod.api_key,
+        "RUNPOD_ENDPOINT_ID": runpod.endpoint_id,
+        "RUNPOD_API_BASE": runpod.api_base,
+        "DATABASE_PATH": str(tmp_path / "check.db"),
+        **extra,
+    }
+
+
+async def test_everything_passes_against_working_services(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    lines: list[str] = []
+    status = await run_checks(
+        _environ(tmp_path, fake_runpod, fake_discord), print_line=lines.append
+    )
+    assert status == 0, lines
+    text = "\n".join(lines)
+    assert "[ok  ] RunPod: endpoint test-endpoint reachable, key accepted; workers:" in text
+    assert "idle=1" in text
+    assert "[ok  ] Discord: logged in as" in text and "permissions=274878024704" in text
+    assert text.endswith("All checks passed.")
+
+
+async def test_each_failure_names_its_fix_and_hides_the_secrets(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    env = _environ(
+        tmp_path,
+        fake_runpod,
+        fake_discord,
+        RUNPOD_API_KEY="rpa_wrongwrongwrong",
+        DISCORD_TOKEN="bad.token.value",
+    )
+    lines: list[str] = []
+    status = await run_checks(env, print_line=lines.append)
+    text = "\n".join(lines)
+    assert status == 1
+    assert "[FAIL] RunPod: the API key was refused (401)" in text and "RUNPOD_API_KEY" in text
+    assert (
+        "[FAIL] Discord: the token was refused" in text and "Reset" not in text
+    ) or "reset the token" in text
+    assert "rpa_wrongwrongwrong" not in text and "bad.token.value" not in text
+
+
+async def test_a_wrong_endpoint_id_is_named(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    lines: list[str] = []
+    await run_checks(
+        _environ(tmp_path, fake_runpod, fake_discord, RUNPOD_ENDPOINT_ID="nope"),
+        print_line=lines.append,
+    )
+    assert any("endpoint nope does not exist (404)" in line for line in lines)
+
+
+async def test_jobs_waiting_with_no_workers_is_a_failure(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    fake_runpod.workers = {"idle": 0, "ready": 0, "running": 0}
+    fake_runpod.script(Outcome(status="HANG"))
+    await make_client(fake_runpod).run({"workflow": {}})
+    lines: list[str] = []
+    assert (
+        await run_checks(_environ(tmp_path, fake_runpod, fake_discord), print_line=lines.append)
+        == 1
+    )
+    assert any("max workers" in line for line in lines)
