@@ -215,7 +215,7 @@ class Timing:
     queue_interval: float = 1.0
     queue_max_interval: float = 10.0
     growth: float = 1.5
-    dense_interval: float = 0.5
+    dense_interval: float = 0.3
     running_interval: float = 1.0
     running_max_interval: float = 5.0
     health_interval: float = 15.0
@@ -290,6 +290,7 @@ class JobManager:
         self._rotation: deque[MemberKey] = deque()
         self._queued_jobs: dict[int, Job] = {}
         self._in_flight: dict[int, MemberKey] = {}
+        self._busy: Counter[MemberKey] = Counter()
         self._not_before: dict[int, float] = {}
         self._tracked: dict[int, _Tracked] = {}
         self._cancel_requested: set[int] = set()
@@ -613,8 +614,17 @@ class JobManager:
                 del self._queues[key]
                 self._rotation.remove(key)
 
+    def _take_slot(self, job: Job) -> None:
+        key: MemberKey = (job.guild_id, job.user_id)
+        self._in_flight[job.id] = key
+        self._busy[key] += 1
+
     def _release_slot(self, job_id: int) -> None:
-        if self._in_flight.pop(job_id, None) is not None:
+        key = self._in_flight.pop(job_id, None)
+        if key is not None:
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
             self._wake_dispatch.set()
 
     # ----- recovery -------------------------------------------------------------------------
@@ -656,7 +666,7 @@ class JobManager:
                 )
                 await self._fail(job, failures.INTERRUPTED, raw="process ended during /run")
             elif job.state in AT_RUNPOD:
-                self._in_flight[job.id] = (job.guild_id, job.user_id)
+                self._take_slot(job)
                 self._track(job, delay=0.0)
             elif job.state is JobState.DELIVERING:
                 self._spawn(self._deliver(job), f"deliver-{job.id}")
@@ -685,14 +695,13 @@ class JobManager:
         """Round-robin across members: the next member with a ready job and a free member slot."""
         if len(self._in_flight) >= self.limits.max_in_flight:
             return None
-        busy = Counter(self._in_flight.values())
         for _ in range(len(self._rotation)):
             key = self._rotation[0]
             self._rotation.rotate(-1)
             queue = self._queues.get(key)
             if not queue:
                 continue
-            if busy[key] >= self.limits.member_max_in_flight:
+            if self._busy[key] >= self.limits.member_max_in_flight:
                 continue
             job_id = next((j for j in queue if self._not_before.get(j, 0) <= now), None)
             if job_id is None:
@@ -710,7 +719,7 @@ class JobManager:
             await self._wake_dispatch.wait()
             self._wake_dispatch.clear()
             while (job := self._next_job(time.monotonic())) is not None:
-                self._in_flight[job.id] = (job.guild_id, job.user_id)
+                self._take_slot(job)
                 self._positions_dirty.set()
                 task = self._spawn(self._submit(job), f"submit-{job.id}")
                 self._submits.add(task)
@@ -941,12 +950,12 @@ class JobManager:
             await self._running_status(tracked, status, previous_poll)
         else:
             if status.status != "IN_QUEUE":
-                log.info(
-                    "job %d: unknown RunPod status %r, treated as still waiting",
-                    job.id,
-                    status.status,
-                )
-            await self._queued_status(tracked)
+                # Unknown values are not terminal: keep polling, bounded by our own deadlines.
+                log.info("job %d: unknown RunPod status %r", job.id, status.status)
+            if job.state is JobState.RUNNING:
+                await self._running_status(tracked, status, previous_poll)
+            else:
+                await self._queued_status(tracked)
 
     async def _queued_status(self, tracked: _Tracked) -> None:
         job = tracked.job
@@ -1160,14 +1169,25 @@ class JobManager:
             self._emit(JobUpdate(ended, "failed"))
 
     async def _notify(self, job: Job) -> None:
-        """Show the member a job's failure, once; retried on the next start if this fails."""
+        """Show the member how a job ended, once; what still fails is retried on the next start."""
         assert self._deliverer is not None
-        try:
-            await self._deliverer.notify(job)
-        except Exception as exc:
-            log.warning("job %d: could not tell the member about its end: %s", job.id, exc)
+        for attempt in range(self.timing.max_delivery_attempts):
+            try:
+                await self._deliverer.notify(job)
+            except DeliveryError as exc:
+                if exc.permanent:
+                    log.warning("job %d: the member cannot be reached (%s)", job.id, exc)
+                    await self._mark_notified(job.id)
+                    return
+                log.info("job %d: could not tell the member yet (%s)", job.id, exc)
+                await asyncio.sleep(self.timing.delivery_retry_delay * self.timing.growth**attempt)
+                continue
+            except Exception:
+                log.exception("job %d: telling the member crashed", job.id)
+                break
+            await self._mark_notified(job.id)
             return
-        await self._mark_notified(job.id)
+        log.warning("job %d: the member could not be told how it ended", job.id)
 
     async def _mark_notified(self, job_id: int) -> None:
         async with self.db.transaction() as tx:

@@ -257,10 +257,17 @@ class RunPodClient:
         return JobStatus.parse(data)
 
     async def run_sync(
-        self, job_input: Mapping[str, Any], *, wait_ms: int = 90_000, **policy: int | None
+        self,
+        job_input: Mapping[str, Any],
+        *,
+        wait_ms: int = 90_000,
+        poll_interval: float = 1.0,
+        max_wait: float = 600.0,
+        execution_timeout_ms: int | None = None,
+        ttl_ms: int | None = None,
     ) -> JobStatus:
-        """Queue and wait up to `wait_ms`; a non-terminal answer is then followed by polling."""
-        body = _run_body(job_input, policy.get("execution_timeout_ms"), policy.get("ttl_ms"))
+        """Queue and hold up to `wait_ms`; if RunPod answers before the end, poll `/status` after."""
+        body = _run_body(job_input, execution_timeout_ms, ttl_ms)
         try:
             data = await self._call(
                 "POST",
@@ -277,7 +284,12 @@ class RunPodClient:
             raise SubmitUncertain(
                 f"/runsync gave no usable answer: {exc}", status=exc.status
             ) from exc
-        return JobStatus.parse(data)
+        status = JobStatus.parse(data)
+        deadline = time.monotonic() + max_wait
+        while not status.terminal and time.monotonic() < deadline:
+            await self._sleep(poll_interval)
+            status = await self.status(status.id)
+        return status
 
     async def status(self, job_id: str) -> JobStatus:
         return JobStatus.parse(await self._call("GET", f"/status/{job_id}", op="status"))

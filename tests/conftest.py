@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from bot.app import Pacing, Stablehand
 from bot.config import Secret, Settings, load_settings
 from bot.db import Database
 from bot.images import ImageFile
-from bot.jobs import Job, Timing
+from bot.jobs import Job, JobManager, JobUpdate, Timing
 from bot.runpod import RetryPolicy, RunPodClient
 from bot.services import Services
 from tests.fakes.fake_discord import FakeDiscord
@@ -86,6 +86,28 @@ class RecordingDelivery:
 
     async def wait(self, job_id: int, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._event(job_id).wait(), timeout)
+
+
+class Watcher:
+    """Collects a job manager's updates and lets a test wait for one that matches."""
+
+    def __init__(self, jobs: JobManager) -> None:
+        self.updates: list[JobUpdate] = []
+        self._changed = asyncio.Event()
+        jobs.subscribe(self._on_update)
+
+    def _on_update(self, update: JobUpdate) -> None:
+        self.updates.append(update)
+        self._changed.set()
+
+    async def until(
+        self, predicate: Callable[[JobUpdate], bool], timeout: float = 10.0
+    ) -> JobUpdate:
+        async with asyncio.timeout(timeout):
+            while not (found := [u for u in self.updates if predicate(u)]):
+                self._changed.clear()
+                await self._changed.wait()
+        return found[0]
 
 
 async def wait_for_state(

@@ -6,11 +6,30 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import httpx
 import pytest
 
-from bot.jobs import JobManager, JobState, JobUpdate, Limits, MemberBusy, NewJob, NotYourJob
+from bot.estimates import DurationModel
+from bot.jobs import (
+    DeliveryError,
+    Job,
+    JobManager,
+    JobState,
+    JobUpdate,
+    Limits,
+    MemberBusy,
+    NewJob,
+    NotYourJob,
+)
 from bot.services import Services
-from tests.conftest import FAST, RecordingDelivery, make_client, make_settings, wait_for_state
+from tests.conftest import (
+    FAST,
+    RecordingDelivery,
+    Watcher,
+    make_client,
+    make_settings,
+    wait_for_state,
+)
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
@@ -249,3 +268,157 @@ async def test_a_member_cannot_queue_more_than_the_cap(services: Services) -> No
 
 def test_manager_is_constructible_without_running(services: Services) -> None:
     assert isinstance(services.jobs, JobManager) and not services.jobs.running
+
+
+async def test_a_job_cancelled_at_runpod_is_reported_and_refunded(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    job = await wait_for_state(services, job_id, "submitted")
+    fake_runpod.jobs[job.runpod_id].cancelled = True  # someone cancelled it in the RunPod console
+    fake_runpod.finish(job.runpod_id, Outcome(status="HANG"))
+    fake_runpod.jobs[job.runpod_id].final_status = "CANCELLED"
+    ended = await wait_for_state(services, job_id, "cancelled")
+    assert "cancelled at RunPod" in ended.failure
+    await delivery.wait(job_id)
+
+
+async def test_progress_output_and_unknown_statuses_do_not_end_a_job(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    updates: list[JobUpdate] = []
+    services.jobs.subscribe(updates.append)
+    fake_runpod.script(
+        Outcome(run_delay=0.15, progress_output={"progress": 0.4}),
+        Outcome(run_delay=0.15, queue_delay=0.05, unknown_status="THROTTLED"),
+    )
+    await services.jobs.start(delivery)
+    first = await _submit(services, _job(services, user=1))
+    second = await _submit(services, _job(services, user=2))
+    for job_id in (first, second):
+        await delivery.wait(job_id)
+        assert (await services.jobs.get(job_id)).state is JobState.DONE
+    assert any(u.kind == "running" and u.job.id == first for u in updates)
+
+
+async def test_execution_deadline_cancels_a_stuck_job(
+    tmp_path: Path, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+) -> None:
+    timing = dataclasses.replace(FAST, execution_timeout=0.05, execution_grace=0.05)
+    services = await Services.open(
+        make_settings(tmp_path, fake_runpod), timing=timing, runpod=make_client(fake_runpod)
+    )
+    fake_runpod.script(Outcome(status="STUCK"))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    job = await wait_for_state(services, job_id, "timed_out")
+    assert "time limit" in job.failure
+    assert len(fake_runpod.requests_for("cancel")) == 1
+    assert fake_runpod.requests_for("run")[0].json["policy"]["executionTimeout"] == 5000
+    await services.close()
+
+
+async def test_a_cold_endpoint_says_waiting_for_a_gpu_worker(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    watcher = Watcher(services.jobs)
+    fake_runpod.workers = {"idle": 0, "ready": 0, "running": 0, "initializing": 1}
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    cold = await watcher.until(lambda u: u.kind == "waiting" and u.cold)
+    assert cold.job.id == job_id and not cold.no_workers
+    fake_runpod.workers = {"idle": 0, "ready": 0, "running": 0}
+    await watcher.until(lambda u: u.kind == "waiting" and u.no_workers)
+
+
+async def test_a_warm_endpoint_shows_the_queue_not_a_cold_start(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    updates: list[JobUpdate] = []
+    services.jobs.subscribe(updates.append)
+    fake_runpod.workers = {"idle": 0, "ready": 0, "running": 2}
+    fake_runpod.script(Outcome(queue_delay=0.3))
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await delivery.wait(job_id)
+    waiting = [u for u in updates if u.kind == "waiting"]
+    assert waiting and not any(u.cold or u.no_workers for u in waiting)
+
+
+@pytest.mark.parametrize(
+    "fault", [fr.http(429, retry_after=0.01), fr.http(502), fr.reset(), fr.delay(0.3)]
+)
+async def test_status_faults_are_ridden_out(
+    tmp_path: Path, fake_runpod: FakeRunPod, delivery: RecordingDelivery, fault
+) -> None:
+    client = make_client(fake_runpod, http=httpx.AsyncClient(timeout=httpx.Timeout(0.1)))
+    services = await Services.open(make_settings(tmp_path, fake_runpod), timing=FAST, runpod=client)
+    fake_runpod.inject("status", *[fault] * 6)
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await delivery.wait(job_id)
+    assert (await services.jobs.get(job_id)).state is JobState.DONE
+    assert len(fake_runpod.requests_for("run")) == 1
+    await services.close()
+
+
+async def test_delivery_is_retried_then_given_up_with_a_refund(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    delivery.fail_next = [DeliveryError("Discord 503"), DeliveryError("Discord 503")]
+    await services.jobs.start(delivery)
+    retried = await _submit(services, _job(services, user=1))
+    await delivery.wait(retried)
+    assert (await services.jobs.get(retried)).state is JobState.DONE
+
+    delivery.fail_next = [DeliveryError("no channel, no DMs", permanent=True)]
+    given_up = await _submit(services, _job(services, user=2))
+    job = await wait_for_state(services, given_up, "failed")
+    assert "could not be posted" in job.failure
+
+
+def test_polling_is_sparse_before_the_expected_finish_and_dense_around_it(
+    services: Services,
+) -> None:
+    manager = services.jobs
+    new = _job(services, "a pony")
+    durations = DurationModel()
+    for seconds in (9.8, 10.2, 10.0, 9.9, 10.1):
+        durations.observe(new.request, int(seconds * 1000))
+    manager.durations = durations
+    job = _fake_job(new)
+    early = manager._running_interval(job, elapsed=1.0)
+    near = manager._running_interval(job, elapsed=9.9)
+    late = manager._running_interval(job, elapsed=30.0)
+    assert early > 5 * near, "one long sleep instead of many polls while it cannot be done"
+    assert near == manager.timing.dense_interval
+    assert near < late <= manager.timing.running_max_interval
+
+
+def _fake_job(new: NewJob):
+    return Job(
+        id=1,
+        user_id=1,
+        guild_id=1,
+        channel_id=1,
+        message_id=1,
+        state=JobState.RUNNING,
+        template=new.request.template,
+        request=new.request,
+        workflow_json="{}",
+        cost=1,
+        filesize_limit=None,
+        runpod_id="x",
+        created_at=0,
+        submitted_at=0,
+        started_at=0,
+        finished_at=None,
+        delay_ms=None,
+        execution_ms=None,
+        failure=None,
+        error=None,
+        delivered_at=None,
+    )

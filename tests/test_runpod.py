@@ -175,15 +175,19 @@ async def test_429_with_no_retry_after_still_backs_off(fake_runpod: FakeRunPod) 
         await client.health()
 
 
-async def test_runsync_that_runs_out_of_wait_returns_a_pollable_job(
-    fake_runpod: FakeRunPod,
-) -> None:
+async def test_runsync_that_runs_out_of_wait_falls_back_to_polling(fake_runpod: FakeRunPod) -> None:
     client = make_client(fake_runpod)
-    fake_runpod.script(Outcome(run_delay=0.3))
-    status = await client.run_sync({"workflow": WORKFLOW}, wait_ms=20)
-    assert not status.terminal and status.id
-    assert (await _until_terminal(client, status.id)).status == "COMPLETED"
+    fake_runpod.script(Outcome(run_delay=0.2))
+    status = await client.run_sync({"workflow": WORKFLOW}, wait_ms=20, poll_interval=0.02)
+    assert status.status == "COMPLETED"
     assert fake_runpod.requests_for("runsync")[0].query["wait"] == "20"
+    assert len(fake_runpod.requests_for("status")) >= 1, "the wait ran out, so it polled"
+
+
+async def test_runsync_that_finishes_in_time_needs_no_polling(fake_runpod: FakeRunPod) -> None:
+    client = make_client(fake_runpod)
+    status = await client.run_sync({"workflow": WORKFLOW}, wait_ms=5000)
+    assert status.status == "COMPLETED" and fake_runpod.requests_for("status") == []
 
 
 async def test_cancel_retry_health_and_purge(fake_runpod: FakeRunPod) -> None:
