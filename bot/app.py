@@ -9,7 +9,8 @@ import discord
 from discord.ext import commands
 
 from bot.config import Settings
-from bot.jobs import Deliverer, Timing
+from bot.jobs import Deliverer
+from bot.polling import Timing
 from bot.services import Services
 
 log = logging.getLogger(__name__)

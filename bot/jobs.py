@@ -10,17 +10,18 @@ import itertools
 import json
 import logging
 import time
-from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from bot import failures
+from bot import failures, polling
 from bot.db import Database, Transaction
 from bot.estimates import DurationModel, Estimate
 from bot.failures import Failure
+from bot.fairqueue import Caps, FairQueue
 from bot.images import ImageFile
+from bot.polling import Timing
 from bot.prompt import GenerationRequest
 from bot.runpod import (
     Health,
@@ -208,32 +209,6 @@ class FreeAccounting:
 
 
 @dataclass(frozen=True)
-class Timing:
-    """Every interval, deadline and retry delay of the manager, in seconds (tests shrink them)."""
-
-    first_poll: float = 1.0
-    queue_interval: float = 1.0
-    queue_max_interval: float = 10.0
-    growth: float = 1.5
-    dense_interval: float = 0.3
-    running_interval: float = 1.0
-    running_max_interval: float = 5.0
-    health_interval: float = 15.0
-    retry_delay: float = 2.0
-    auth_backoff: float = 60.0
-    submit_retry_delay: float = 5.0
-    max_submit_attempts: int = 5
-    delivery_retry_delay: float = 5.0
-    max_delivery_attempts: int = 6
-    position_interval: float = 1.0
-    queue_timeout: float = 1800.0
-    execution_timeout: float = 600.0
-    execution_grace: float = 30.0
-    no_worker_notice: float = 120.0
-    shutdown_grace: float = 5.0
-
-
-@dataclass(frozen=True)
 class Limits:
     """How many jobs may be in flight at RunPod, overall and per member."""
 
@@ -243,16 +218,13 @@ class Limits:
     poll_concurrency: int = 32
 
 
-MemberKey = tuple[int | None, int]
-
-
 @dataclass
 class _Tracked:
     """In-memory polling state of a job that RunPod has."""
 
     job: Job
     backoff: float = 0.0
-    queue_interval: float = 0.0
+    queued_polls: int = 0
     last_poll: float | None = None
 
 
@@ -281,17 +253,11 @@ class JobManager:
         self.runpod = runpod
         self.accounting = accounting or FreeAccounting()
         self.timing = timing or Timing()
-        self.limits = limits or Limits()
         self.durations = durations or DurationModel()
         self._clock = clock
         self._deliverer: Deliverer | None = None
         self._subscribers: list[Callable[[JobUpdate], None]] = []
-        self._queues: dict[MemberKey, deque[int]] = {}
-        self._rotation: deque[MemberKey] = deque()
-        self._queued_jobs: dict[int, Job] = {}
-        self._in_flight: dict[int, MemberKey] = {}
-        self._busy: Counter[MemberKey] = Counter()
-        self._not_before: dict[int, float] = {}
+        self._queue: FairQueue[Job] = FairQueue(Caps(0, 0))
         self._tracked: dict[int, _Tracked] = {}
         self._cancel_requested: set[int] = set()
         self._due: list[_Due] = []
@@ -300,6 +266,7 @@ class JobManager:
         self._submits: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self._wake_dispatch = asyncio.Event()
+        self.limits = limits or Limits()
         self._wake_poll = asyncio.Event()
         self._positions_dirty = asyncio.Event()
         self._last_positions: dict[int, int] = {}
@@ -441,7 +408,7 @@ class JobManager:
 
     def position(self, job_id: int) -> int | None:
         """1-based place in the local queue, or None if the job is not waiting here."""
-        return self._positions().get(job_id)
+        return self._queue.positions().get(job_id)
 
     async def cancel(self, job_id: int, *, by_user: int, moderator: bool = False) -> Job:
         """Cancel a member's job wherever it is; the credits return. Raises `JobError`."""
@@ -503,6 +470,16 @@ class JobManager:
             task.cancel()
         await asyncio.gather(*pending, *self._loops, return_exceptions=True)
         self._loops.clear()
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        self._limits = limits
+        self._queue.caps = Caps(limits.max_in_flight, limits.member_max_in_flight)
+        self._wake_dispatch.set()
 
     @property
     def running(self) -> bool:
@@ -597,34 +574,12 @@ class JobManager:
     def _forget(self, job_id: int) -> None:
         self._tracked.pop(job_id, None)
         self._cancel_requested.discard(job_id)
-        self._dequeue_local(job_id)
+        self._queue.remove(job_id)
         self._release_slot(job_id)
         self._positions_dirty.set()
 
-    def _dequeue_local(self, job_id: int) -> None:
-        job = self._queued_jobs.pop(job_id, None)
-        self._not_before.pop(job_id, None)
-        if job is None:
-            return
-        key: MemberKey = (job.guild_id, job.user_id)
-        queue = self._queues.get(key)
-        if queue is not None and job_id in queue:
-            queue.remove(job_id)
-            if not queue:
-                del self._queues[key]
-                self._rotation.remove(key)
-
-    def _take_slot(self, job: Job) -> None:
-        key: MemberKey = (job.guild_id, job.user_id)
-        self._in_flight[job.id] = key
-        self._busy[key] += 1
-
     def _release_slot(self, job_id: int) -> None:
-        key = self._in_flight.pop(job_id, None)
-        if key is not None:
-            self._busy[key] -= 1
-            if not self._busy[key]:
-                del self._busy[key]
+        if self._queue.release(job_id):
             self._wake_dispatch.set()
 
     # ----- recovery -------------------------------------------------------------------------
@@ -666,7 +621,7 @@ class JobManager:
                 )
                 await self._fail(job, failures.INTERRUPTED, raw="process ended during /run")
             elif job.state in AT_RUNPOD:
-                self._take_slot(job)
+                self._queue.hold(job.id, (job.guild_id, job.user_id))
                 self._track(job, delay=0.0)
             elif job.state is JobState.DELIVERING:
                 self._spawn(self._deliver(job), f"deliver-{job.id}")
@@ -678,81 +633,34 @@ class JobManager:
     # ----- local queue and fair dispatch ---------------------------------------------------
 
     def _enqueue_local(self, job: Job, *, not_before: float | None = None) -> None:
-        key: MemberKey = (job.guild_id, job.user_id)
-        queue = self._queues.setdefault(key, deque())
-        if job.id in self._queued_jobs:
-            return
-        queue.append(job.id)
-        self._queued_jobs[job.id] = job
-        if not_before is not None:
-            self._not_before[job.id] = not_before
-        if key not in self._rotation:
-            self._rotation.append(key)
+        self._queue.add(job.id, (job.guild_id, job.user_id), job, not_before=not_before)
         self._wake_dispatch.set()
         self._positions_dirty.set()
 
-    def _next_job(self, now: float) -> Job | None:
-        """Round-robin across members: the next member with a ready job and a free member slot."""
-        if len(self._in_flight) >= self.limits.max_in_flight:
-            return None
-        for _ in range(len(self._rotation)):
-            key = self._rotation[0]
-            self._rotation.rotate(-1)
-            queue = self._queues.get(key)
-            if not queue:
-                continue
-            if self._busy[key] >= self.limits.member_max_in_flight:
-                continue
-            job_id = next((j for j in queue if self._not_before.get(j, 0) <= now), None)
-            if job_id is None:
-                continue
-            queue.remove(job_id)
-            if not queue:
-                del self._queues[key]
-                self._rotation.remove(key)
-            self._not_before.pop(job_id, None)
-            return self._queued_jobs.pop(job_id)
-        return None
-
     async def _dispatch_loop(self) -> None:
         while True:
-            await self._wake_dispatch.wait()
+            ready_at = self._queue.next_ready_at()
+            timeout = None if ready_at is None else max(0.0, ready_at - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_dispatch.wait(), timeout)
             self._wake_dispatch.clear()
-            while (job := self._next_job(time.monotonic())) is not None:
-                self._take_slot(job)
+            while (taken := self._queue.take_next(time.monotonic())) is not None:
+                job = taken[1]
                 self._positions_dirty.set()
                 task = self._spawn(self._submit(job), f"submit-{job.id}")
                 self._submits.add(task)
                 task.add_done_callback(self._submits.discard)
-            if self._not_before:
-                delay = max(0.0, min(self._not_before.values()) - time.monotonic())
-                self._spawn(self._wake_later(delay), "dispatch-timer")
-
-    async def _wake_later(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._wake_dispatch.set()
-
-    def _positions(self) -> dict[int, int]:
-        """Where each waiting job stands, simulating the round-robin order."""
-        queues = [list(self._queues[k]) for k in self._rotation if self._queues.get(k)]
-        order: dict[int, int] = {}
-        depth = 0
-        while queues:
-            for queue in queues:
-                if depth < len(queue):
-                    order[queue[depth]] = len(order) + 1
-            depth += 1
-            queues = [q for q in queues if depth < len(q)]
-        return order
 
     async def _position_loop(self) -> None:
+        """Tell waiting jobs where they stand, at most once per `position_interval`."""
         while True:
             await self._positions_dirty.wait()
             self._positions_dirty.clear()
-            positions = self._positions()
+            positions = self._queue.positions()
             for job_id, place in positions.items():
-                if self._last_positions.get(job_id) != place and job_id in self._queued_jobs:
-                    self._emit(JobUpdate(self._queued_jobs[job_id], "queued", position=place))
+                job = self._queue.waiting(job_id)
+                if job is not None and self._last_positions.get(job_id) != place:
+                    self._emit(JobUpdate(job, "queued", position=place))
             self._last_positions = positions
             await asyncio.sleep(self.timing.position_interval)
 
@@ -768,7 +676,7 @@ class JobManager:
             status = await self.runpod.run(
                 await self._job_input(submitting),
                 execution_timeout_ms=max(5000, int(self._execution_limit(submitting) * 1000)),
-                ttl_ms=int(self._ttl(submitting) * 1000),
+                ttl_ms=int(polling.time_to_live(self.timing, self._estimate(submitting)) * 1000),
             )
         except SubmitUncertain as exc:
             await self._fail(submitting, failures.SUBMIT_UNCERTAIN, raw=str(exc))
@@ -855,11 +763,7 @@ class JobManager:
         return self.durations.expect(job.request)
 
     def _execution_limit(self, job: Job) -> float:
-        """RunPod's executionTimeout for this job: generous for its size, capped by settings."""
-        return min(self.timing.execution_timeout, max(120.0, 4 * self._estimate(job).seconds + 60))
-
-    def _ttl(self, job: Job) -> float:
-        return self.timing.queue_timeout + self._execution_limit(job) + 300
+        return polling.execution_limit(self.timing, self._estimate(job))
 
     # ----- polling -------------------------------------------------------------------------
 
@@ -868,7 +772,7 @@ class JobManager:
         if tracked is None:
             tracked = self._tracked[job.id] = _Tracked(job)
         tracked.job = job
-        tracked.queue_interval = self.timing.queue_interval
+        tracked.queued_polls = 0
         self._schedule(job.id, delay)
         return tracked
 
@@ -978,11 +882,8 @@ class JobManager:
             and waited > self.timing.no_worker_notice
         )
         self._emit(JobUpdate(job, "waiting", cold=self._cold(), no_workers=no_workers))
-        estimate = self._estimate(job).seconds
-        interval = min(tracked.queue_interval, max(self.timing.queue_interval, estimate / 2))
-        tracked.queue_interval = min(
-            self.timing.queue_max_interval, tracked.queue_interval * self.timing.growth
-        )
+        interval = polling.queued_interval(self.timing, self._estimate(job), tracked.queued_polls)
+        tracked.queued_polls += 1
         self._schedule(job.id, interval)
 
     async def _running_status(
@@ -1012,21 +913,7 @@ class JobManager:
             return
         elapsed = now - job.started_at
         self._emit(JobUpdate(job, "running", elapsed=elapsed))
-        self._schedule(job.id, self._running_interval(job, elapsed))
-
-    def _running_interval(self, job: Job, elapsed: float) -> float:
-        """Sparse until near the expected finish, dense around it, backing off after."""
-        timing = self.timing
-        estimate = self._estimate(job)
-        if not estimate.learned:
-            return min(timing.running_max_interval, max(timing.running_interval, elapsed / 4))
-        window_start = estimate.seconds - max(2 * estimate.spread, timing.dense_interval)
-        if elapsed < window_start:
-            return max(timing.dense_interval, window_start - elapsed)
-        overrun = elapsed - (estimate.seconds + 2 * estimate.spread)
-        if overrun <= 0:
-            return timing.dense_interval
-        return min(timing.running_max_interval, max(timing.dense_interval, overrun / 2))
+        self._schedule(job.id, polling.running_interval(self.timing, self._estimate(job), elapsed))
 
     def _past_execution_deadline(self, job: Job, now: float) -> bool:
         started = job.started_at or now

@@ -176,7 +176,8 @@ class RequestBudget:
         self, per_second: float, *, burst: int | None = None, clock=time.monotonic
     ) -> None:
         self.per_second = per_second
-        self.burst = burst if burst is not None else max(1, int(per_second))
+        # A small bucket: in any one second at most per_second + burst calls go out.
+        self.burst = burst if burst is not None else max(1, int(per_second) // 10)
         self._clock = clock
         self._tokens = float(self.burst)
         self._updated = clock()

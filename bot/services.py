@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.db import Database
-from bot.jobs import JobManager, Limits, NewJob, Timing
+from bot.jobs import JobManager, Limits, NewJob
+from bot.polling import Timing
 from bot.prompt import ContentPolicy, Options, parse
 from bot.quotas import credit_cost
 from bot.runpod import RequestBudget, RunPodClient

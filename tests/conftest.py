@@ -13,7 +13,8 @@ from bot.app import Pacing, Stablehand
 from bot.config import Secret, Settings, load_settings
 from bot.db import Database
 from bot.images import ImageFile
-from bot.jobs import Job, JobManager, JobUpdate, Timing
+from bot.jobs import Job, JobManager, JobUpdate
+from bot.polling import Timing
 from bot.runpod import RetryPolicy, RunPodClient
 from bot.services import Services
 from tests.fakes.fake_discord import FakeDiscord

@@ -9,10 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.estimates import DurationModel
 from bot.jobs import (
     DeliveryError,
-    Job,
     JobManager,
     JobState,
     JobUpdate,
@@ -378,47 +376,3 @@ async def test_delivery_is_retried_then_given_up_with_a_refund(
     given_up = await _submit(services, _job(services, user=2))
     job = await wait_for_state(services, given_up, "failed")
     assert "could not be posted" in job.failure
-
-
-def test_polling_is_sparse_before_the_expected_finish_and_dense_around_it(
-    services: Services,
-) -> None:
-    manager = services.jobs
-    new = _job(services, "a pony")
-    durations = DurationModel()
-    for seconds in (9.8, 10.2, 10.0, 9.9, 10.1):
-        durations.observe(new.request, int(seconds * 1000))
-    manager.durations = durations
-    job = _fake_job(new)
-    early = manager._running_interval(job, elapsed=1.0)
-    near = manager._running_interval(job, elapsed=9.9)
-    late = manager._running_interval(job, elapsed=30.0)
-    assert early > 5 * near, "one long sleep instead of many polls while it cannot be done"
-    assert near == manager.timing.dense_interval
-    assert near < late <= manager.timing.running_max_interval
-
-
-def _fake_job(new: NewJob):
-    return Job(
-        id=1,
-        user_id=1,
-        guild_id=1,
-        channel_id=1,
-        message_id=1,
-        state=JobState.RUNNING,
-        template=new.request.template,
-        request=new.request,
-        workflow_json="{}",
-        cost=1,
-        filesize_limit=None,
-        runpod_id="x",
-        created_at=0,
-        submitted_at=0,
-        started_at=0,
-        finished_at=None,
-        delay_ms=None,
-        execution_ms=None,
-        failure=None,
-        error=None,
-        delivered_at=None,
-    )
