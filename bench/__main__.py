@@ -1,0 +1,38 @@
+"""Benchmarks: `python -m bench latency | scale`. Each prints a table, then one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bench import latency, scale
+from bot import logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="bench", required=True)
+    lat = sub.add_parser("latency", help="added latency and requests per job, beside runpod-python")
+    lat.add_argument("--jobs", type=int, default=40)
+    sc = sub.add_parser(
+        "scale", help="2,000 jobs in flight: completion, loop lag, memory, request rate"
+    )
+    sc.add_argument("--jobs", type=int, default=2000)
+    sc.add_argument("--budget", type=int, default=100, help="requests per second to RunPod")
+    args = parser.parse_args(argv)
+    # runpod-python installs a root log handler when imported; the figures are what we print.
+    logs.configure("WARNING")
+    if args.bench == "latency":
+        result = asyncio.run(latency.run_latency(jobs=args.jobs))
+        latency.report(result)
+        return 0 if result["pass"] else 1
+    if args.bench == "scale":
+        result = asyncio.run(scale.run_scale(jobs=args.jobs, budget=args.budget))
+        scale.report(result)
+        return 0 if result["pass"] else 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""What every benchmark needs: the fake RunPod in its own process, the bot's services, measures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.config import load_settings
+from bot.images import ImageFile
+from bot.jobs import Job
+from bot.runpod import RequestBudget, RunPodClient
+from bot.services import Services
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class FakeProcess:
+    """`python -m tests.fakes.fake_runpod` in a separate process, so its CPU and memory are not ours."""
+
+    process: asyncio.subprocess.Process
+    api_base: str
+    endpoint_id: str
+    api_key: str
+
+    async def state(self) -> dict[str, Any]:
+        base = self.api_base.removesuffix("/v2")
+        async with httpx.AsyncClient(timeout=30) as client:
+            return (await client.get(f"{base}/_fake/state")).json()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 10)
+
+
+@asynccontextmanager
+async def fake_runpod_process(*args: str) -> AsyncIterator[FakeProcess]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fakes.fake_runpod",
+        "--no-record",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    ready = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().split()
+    if not ready or ready[0] != "READY":
+        raise RuntimeError(f"the fake RunPod did not start: {ready}")
+    fake = FakeProcess(process, ready[1], ready[2], ready[3])
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@asynccontextmanager
+async def bot_services(
+    fake: FakeProcess, *, requests_per_second: int | None = None, **env: str
+) -> AsyncIterator[Services]:
+    """The bot's real services (database file, client, templates, manager) on the fake."""
+    with tempfile.TemporaryDirectory(prefix="stablehand-bench-") as scratch:
+        environ = {
+            "RUNPOD_API_KEY": fake.api_key,
+            "RUNPOD_ENDPOINT_ID": fake.endpoint_id,
+            "RUNPOD_API_BASE": fake.api_base,
+            "DATABASE_PATH": str(Path(scratch) / "bench.db"),
+            **env,
+        }
+        if requests_per_second is not None:
+            environ["RUNPOD_REQUESTS_PER_SECOND"] = str(requests_per_second)
+        settings = load_settings(environ=environ, dotenv_path=None)
+        client = RunPodClient(
+            api_base=fake.api_base,
+            endpoint_id=fake.endpoint_id,
+            api_key=settings.runpod_api_key,
+            budget=RequestBudget(settings.runpod_requests_per_second),
+            http=httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0, connect=10.0),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            ),
+        )
+        services = await Services.open(settings, runpod=client)
+        try:
+            yield services
+        finally:
+            await services.close()
+
+
+@dataclass
+class CountingDelivery:
+    """A deliverer that only counts, and remembers when each job reached it."""
+
+    delivered: dict[int, int] = field(default_factory=dict)
+    notified: dict[int, str] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int = 0
+
+    async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
+        self.delivered[job.id] = self.delivered.get(job.id, 0) + 1
+        self._check()
+
+    async def notify(self, job: Job) -> None:
+        self.notified[job.id] = job.state.value
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.delivered) + len(self.notified) >= self.expected:
+            self.done.set()
+
+
+class LoopLag:
+    """Samples how late the event loop wakes a sleeper: its lag percentiles are responsiveness."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.samples.append(time.perf_counter() - before - self.interval)
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def print_table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def print_result(result: dict[str, Any]) -> None:
+    print(json.dumps(result, sort_keys=True))
