@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
         "scale", help="2,000 jobs in flight: completion, loop lag, memory, request rate"
     )
     sc.add_argument("--jobs", type=int, default=2000)
-    sc.add_argument("--budget", type=int, default=100, help="requests per second to RunPod")
+    sc.add_argument(
+        "--budget", type=int, default=50, help="requests per second to RunPod (the default setting)"
+    )
     args = parser.parse_args(argv)
     # runpod-python installs a root log handler when imported; the figures are what we print.
     logs.configure("WARNING")

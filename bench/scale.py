@@ -31,7 +31,7 @@ PROMPT = "a pony in a field --seed 3"
 async def run_scale(
     jobs: int = 2000,
     members: int = 200,
-    budget: int = 100,
+    budget: int = 50,
     run_delay: float = 60.0,
     jitter: float = 10.0,
 ) -> dict[str, Any]:

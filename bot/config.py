@@ -76,6 +76,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number, 0 or more")
+    return value
+
+
+def _hour(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 23:
+        raise ValueError("must be an hour from 0 to 23 (UTC)")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -142,7 +163,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MEMBER_MAX_QUEUED", "4", "Jobs one member may have waiting or running.", _positive_int
     ),
-    Setting("RUNPOD_REQUESTS_PER_SECOND", "20", "Budget for all calls to RunPod.", _positive_int),
+    Setting("RUNPOD_REQUESTS_PER_SECOND", "50", "Budget for all calls to RunPod.", _positive_int),
     Setting(
         "QUEUE_TIMEOUT",
         "1800",
@@ -150,6 +171,33 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting("EXECUTION_TIMEOUT", "600", "Seconds one job may run on the GPU.", _positive_int),
+    Setting(
+        "DAILY_CREDITS",
+        "25",
+        "Credits per member per period unless moderators set otherwise (1 credit = one 1024x1024, 25-step image).",
+        _non_negative_int,
+    ),
+    Setting(
+        "QUOTA_PERIOD",
+        "daily",
+        "How often allowances reset: daily or weekly.",
+        _choice("daily", "weekly"),
+    ),
+    Setting(
+        "QUOTA_RESET_HOUR", "0", "UTC hour at which allowances and daily budgets reset.", _hour
+    ),
+    Setting(
+        "GPU_PRICE_PER_SECOND",
+        "0.00031",
+        "Estimated US dollars per GPU-second, for spend figures and budgets (an estimate: set your real price).",
+        _non_negative_float,
+    ),
+    Setting(
+        "DAILY_BUDGET_USD",
+        "0",
+        "Operator-wide daily GPU budget in dollars across all servers; 0 means no budget.",
+        _non_negative_float,
+    ),
     Setting(
         "NSFW_POLICY",
         "safe_tags",
@@ -184,6 +232,11 @@ class Settings:
     default_negative: str
     default_workflow: str
     workflows_dir: Path | None
+    daily_credits: int
+    quota_period: str
+    quota_reset_hour: int
+    gpu_price_per_second: float
+    daily_budget_usd: float
     max_jobs_in_flight: int
     member_max_in_flight: int
     member_max_queued: int

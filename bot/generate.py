@@ -66,7 +66,9 @@ async def generate(settings: Settings, prompt: str, *, workflow: str | None, out
     """Run one job end to end on the configured endpoint; 0 when images were saved."""
     with tempfile.TemporaryDirectory(prefix="stablehand-") as scratch:
         # A scratch database: the bot's own would let this process resume the bot's jobs.
-        services = await Services.open(settings, database_path=Path(scratch) / "generate.db")
+        services = await Services.open(
+            settings, database_path=Path(scratch) / "generate.db", charge=False
+        )
         try:
             try:
                 new_job = services.prepare(

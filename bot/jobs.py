@@ -94,6 +94,7 @@ class NewJob:
     cost: int = 0
     filesize_limit: int | None = None
     input_images: tuple[tuple[str, bytes], ...] = ()
+    role_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

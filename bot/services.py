@@ -8,10 +8,12 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.db import Database
-from bot.jobs import JobManager, Limits, NewJob
+from bot.estimates import DurationModel
+from bot.guild_settings import GuildSettingsStore
+from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
 from bot.polling import Timing
 from bot.prompt import ContentPolicy, Options, parse
-from bot.quotas import credit_cost
+from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
 from bot.workflows import TemplateLibrary, load_library
 
@@ -52,6 +54,8 @@ class Services:
     runpod: RunPodClient
     templates: TemplateLibrary
     jobs: JobManager
+    quotas: QuotaLedger
+    guild_settings: GuildSettingsStore
 
     @classmethod
     async def open(
@@ -61,20 +65,32 @@ class Services:
         database_path: Path | None = None,
         timing: Timing | None = None,
         runpod: RunPodClient | None = None,
+        charge: bool = True,
     ) -> Services:
+        """Open everything; `charge=False` runs jobs without touching anyone's credits."""
         templates = load_library(settings.workflows_dir)
         db = await Database.open(database_path or settings.database_path)
         runpod = runpod or runpod_from_settings(settings)
+        durations = DurationModel()
+        quotas = QuotaLedger(db, QuotaConfig.from_settings(settings), durations)
         jobs = JobManager(
             db,
             runpod,
+            accounting=quotas if charge else FreeAccounting(),
             timing=timing or timing_from_settings(settings),
             limits=limits_from_settings(settings),
+            durations=durations,
         )
-        return cls(settings, db, runpod, templates, jobs)
+        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db))
 
     def policy(self) -> ContentPolicy:
+        """The operator's policy from settings, before any server's choices."""
         return ContentPolicy.from_settings(self.settings)
+
+    async def policy_for(self, guild_id: int | None) -> ContentPolicy:
+        if guild_id is None:
+            return self.policy()
+        return (await self.guild_settings.get(guild_id)).policy(self.policy())
 
     def prepare(
         self,
@@ -88,6 +104,7 @@ class Services:
         policy: ContentPolicy | None = None,
         filesize_limit: int | None = None,
         seed: int | None = None,
+        role_ids: tuple[int, ...] = (),
     ) -> NewJob:
         """Parse, render and cost a request in memory; raises `PromptError` with nothing stored."""
         request = parse(
@@ -108,9 +125,11 @@ class Services:
             workflow=template.render(request.values(), request.loras),
             cost=credit_cost(request, template),
             filesize_limit=filesize_limit,
+            role_ids=role_ids,
         )
 
     async def close(self) -> None:
+        """Stop the jobs, then close the HTTP client and the database; safe to call twice."""
         await self.jobs.stop()
         await self.runpod.aclose()
         await self.db.close()

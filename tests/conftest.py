@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -136,13 +136,33 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
+OpenServices = Callable[..., Awaitable[Services]]
+
+
 @pytest_asyncio.fixture
-async def services(tmp_path: Path, fake_runpod: FakeRunPod) -> AsyncIterator[Services]:
+async def open_services(tmp_path: Path, fake_runpod: FakeRunPod) -> AsyncIterator[OpenServices]:
+    """Opens the real services (on the fake RunPod by default) and closes every one at teardown.
+
+    An aiosqlite connection left open keeps the test process alive, so nothing opens them by hand.
+    """
+    opened: list[Services] = []
+
+    async def factory(settings: Settings | None = None, **kwargs) -> Services:
+        kwargs.setdefault("timing", FAST)
+        kwargs.setdefault("runpod", make_client(fake_runpod))
+        services = await Services.open(settings or make_settings(tmp_path, fake_runpod), **kwargs)
+        opened.append(services)
+        return services
+
+    yield factory
+    for services in opened:
+        await services.close()
+
+
+@pytest_asyncio.fixture
+async def services(open_services: OpenServices) -> Services:
     """The real services (database file, RunPod client, templates, job manager) on the fake."""
-    settings = make_settings(tmp_path, fake_runpod)
-    opened = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
-    yield opened
-    await opened.close()
+    return await open_services()
 
 
 @pytest.fixture

@@ -69,8 +69,10 @@ async def test_sync_registers_commands_and_resumes_nothing(
     assert "imagine" in {c["name"] for c in fake_discord.guild_commands[1234]}
     assert fake_runpod.requests == []
     services = await Services.open(settings, timing=FAST)
-    assert (await services.jobs.get(job_id)).state is JobState.QUEUED
-    await services.close()
+    try:
+        assert (await services.jobs.get(job_id)).state is JobState.QUEUED
+    finally:
+        await services.close()
 
 
 async def test_close_stops_jobs_and_closes_the_database(bot: Stablehand) -> None:

@@ -127,3 +127,9 @@ def test_check_with_no_settings_fails_with_fixes(tmp_path: Path) -> None:
     assert "fix:" in result.stdout
     assert "[ok  ] database" in result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_readme_documents_every_setting() -> None:
+    text = (ROOT / "README.md").read_text()
+    missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in text]
+    assert not missing, f"README's settings table lacks {missing}"

@@ -22,6 +22,7 @@ from bot.jobs import (
 from bot.services import Services
 from tests.conftest import (
     FAST,
+    OpenServices,
     RecordingDelivery,
     Watcher,
     make_client,
@@ -161,10 +162,10 @@ async def test_a_refused_submission_waits_and_tries_again(
 
 
 async def test_a_wrong_key_fails_jobs_with_an_operator_hint(
-    tmp_path: Path, fake_runpod: FakeRunPod
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod, RUNPOD_API_KEY="not-the-key")
-    services = await Services.open(settings, timing=FAST)
+    services = await open_services(settings, runpod=None)
     delivery = RecordingDelivery()
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
@@ -195,14 +196,9 @@ async def test_round_robin_keeps_one_member_from_starving_another(
 
 
 async def test_queue_deadline_cancels_at_runpod(
-    tmp_path: Path, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+    fake_runpod: FakeRunPod, delivery: RecordingDelivery, open_services: OpenServices
 ) -> None:
-    settings = make_settings(tmp_path, fake_runpod)
-    services = await Services.open(
-        settings,
-        timing=dataclasses.replace(FAST, queue_timeout=0.1),
-        runpod=make_client(fake_runpod),
-    )
+    services = await open_services(timing=dataclasses.replace(FAST, queue_timeout=0.1))
     fake_runpod.script(Outcome(status="HANG"))
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
@@ -212,9 +208,10 @@ async def test_queue_deadline_cancels_at_runpod(
     await services.close()
 
 
-async def test_restart_resumes_jobs_in_every_state(tmp_path: Path, fake_runpod: FakeRunPod) -> None:
-    settings = make_settings(tmp_path, fake_runpod)
-    first = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
+async def test_restart_resumes_jobs_in_every_state(
+    fake_runpod: FakeRunPod, open_services: OpenServices
+) -> None:
+    first = await open_services()
     fake_runpod.default_outcome = Outcome(status="HANG")
     await first.jobs.start(RecordingDelivery())
     at_runpod = await _submit(first, _job(first))
@@ -227,7 +224,7 @@ async def test_restart_resumes_jobs_in_every_state(tmp_path: Path, fake_runpod: 
 
     fake_runpod.default_outcome = Outcome()
     fake_runpod.finish(runpod_id)
-    second = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
+    second = await open_services()
     delivery = RecordingDelivery()
     await second.jobs.start(delivery)
     for job_id in (at_runpod, never_attached, queued):
@@ -238,10 +235,9 @@ async def test_restart_resumes_jobs_in_every_state(tmp_path: Path, fake_runpod: 
 
 
 async def test_a_job_killed_inside_run_is_failed_not_resent(
-    tmp_path: Path, fake_runpod: FakeRunPod
+    fake_runpod: FakeRunPod, open_services: OpenServices
 ) -> None:
-    settings = make_settings(tmp_path, fake_runpod)
-    services = await Services.open(settings, timing=FAST, runpod=make_client(fake_runpod))
+    services = await open_services()
     job = await services.jobs.accept(_job(services))
     await services.jobs.attach_message(job.id, 100, 500)
     # What a process killed between "submitting" and RunPod's answer leaves behind.
@@ -302,12 +298,10 @@ async def test_progress_output_and_unknown_statuses_do_not_end_a_job(
 
 
 async def test_execution_deadline_cancels_a_stuck_job(
-    tmp_path: Path, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+    fake_runpod: FakeRunPod, delivery: RecordingDelivery, open_services: OpenServices
 ) -> None:
     timing = dataclasses.replace(FAST, execution_timeout=0.05, execution_grace=0.05)
-    services = await Services.open(
-        make_settings(tmp_path, fake_runpod), timing=timing, runpod=make_client(fake_runpod)
-    )
+    services = await open_services(timing=timing)
     fake_runpod.script(Outcome(status="STUCK"))
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
@@ -350,10 +344,10 @@ async def test_a_warm_endpoint_shows_the_queue_not_a_cold_start(
     "fault", [fr.http(429, retry_after=0.01), fr.http(502), fr.reset(), fr.delay(0.3)]
 )
 async def test_status_faults_are_ridden_out(
-    tmp_path: Path, fake_runpod: FakeRunPod, delivery: RecordingDelivery, fault
+    fake_runpod: FakeRunPod, delivery: RecordingDelivery, open_services: OpenServices, fault
 ) -> None:
     client = make_client(fake_runpod, http=httpx.AsyncClient(timeout=httpx.Timeout(0.1)))
-    services = await Services.open(make_settings(tmp_path, fake_runpod), timing=FAST, runpod=client)
+    services = await open_services(runpod=client)
     fake_runpod.inject("status", *[fault] * 6)
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
