@@ -15,7 +15,7 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.quota")
 
 
 @dataclass(frozen=True)

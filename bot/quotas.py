@@ -147,10 +147,18 @@ class QuotaLedger:
     def period_word(self) -> str:
         return "week" if self.config.period == "weekly" else "day"
 
+    @property
+    def this_period(self) -> str:
+        return "this week" if self.config.period == "weekly" else "today"
+
     def _period(self, now: float) -> tuple[float, float]:
         start = period_start(now, period=self.config.period, reset_hour=self.config.reset_hour)
         length = 7 * DAY if self.config.period == "weekly" else DAY
         return start, (datetime.fromtimestamp(start, UTC) + length).timestamp()
+
+    def today_start(self, now: float) -> float:
+        """The start of the current budget day (it turns at the reset hour)."""
+        return self._budget_day(now)[0]
 
     def _budget_day(self, now: float) -> tuple[float, float]:
         start = period_start(now, period="daily", reset_hour=self.config.reset_hour)

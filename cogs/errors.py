@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 UNEXPECTED = "Something went wrong on my side. It has been logged; please try again in a moment."
 
 
+class MemberError(app_commands.AppCommandError):
+    """An error raised by a cog whose text is written for the member."""
+
+
 def member_message(error: BaseException) -> str:
     """The sentence a member reads for any error; unknown errors get a generic one."""
     if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
         error = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-    if isinstance(error, PromptError | JobError):
+    if isinstance(error, PromptError | JobError | MemberError):
         return str(error)
     if isinstance(error, app_commands.NoPrivateMessage):
         return "This command only works in a server."
@@ -37,7 +41,7 @@ def member_message(error: BaseException) -> str:
 
 def is_expected(error: BaseException) -> bool:
     original = getattr(error, "original", error)
-    return isinstance(original, PromptError | JobError | app_commands.CheckFailure)
+    return isinstance(original, PromptError | JobError | MemberError | app_commands.CheckFailure)
 
 
 async def reply_privately(interaction: discord.Interaction, text: str) -> None:

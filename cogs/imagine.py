@@ -10,6 +10,8 @@ from discord.ext import commands
 
 from cogs import render
 from cogs.delivery import NO_MENTIONS, ChannelPacer, DiscordDelivery, ProgressBoard
+from cogs.errors import MemberError
+from cogs.permissions import member_role_ids
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -44,18 +46,27 @@ class Imagine(commands.Cog):
     @app_commands.guild_only()
     async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
         services = self.bot.services
+        guild_settings = await services.guild_settings.get(interaction.guild_id)
+        if not guild_settings.allows_channel(interaction.channel_id):
+            channels = ", ".join(f"<#{c}>" for c in guild_settings.allowed_channels or ())
+            raise MemberError(f"Images can be made in {channels or 'no channel'} on this server.")
+        role_ids = member_role_ids(interaction.user)
         new_job = services.prepare(
             prompt,
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             channel_nsfw=channel_is_nsfw(interaction.channel),
+            policy=guild_settings.policy(services.policy()),
             filesize_limit=interaction.filesize_limit,
+            role_ids=role_ids,
         )
         job = await services.jobs.accept(new_job)
         try:
+            balance = await services.quotas.balance(job.guild_id, job.user_id, role_ids)
+            cost = render.cost_line(job, balance.remaining, services.quotas.this_period)
             callback = await interaction.response.send_message(
-                render.accepted_text(job), allowed_mentions=NO_MENTIONS
+                render.accepted_text(job, cost), allowed_mentions=NO_MENTIONS
             )
         except BaseException:
             await services.jobs.abandon(job.id, "the progress message could not be posted")

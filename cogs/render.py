@@ -22,6 +22,13 @@ def credits(n: int) -> str:
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 
+def job_link(job: Job) -> str | None:
+    """A link to the job's message, if it has one."""
+    if job.channel_id is None or job.message_id is None:
+        return None
+    return f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/{job.message_id}"
+
+
 def header(job: Job) -> str:
     return f"<@{job.user_id}> · job #{job.id}\n> {quote_prompt(job.request.prompt)}"
 
@@ -47,8 +54,16 @@ def progress_line(update: JobUpdate) -> str:
     return ""
 
 
-def accepted_text(job: Job) -> str:
-    return f"{header(job)}\n⏳ **Queued**"
+def cost_line(job: Job, remaining: int | None, this_period: str) -> str:
+    """What the job costs and what is left, shown before it runs."""
+    if not job.cost:
+        return ""
+    left = f" · {remaining} left {this_period}" if remaining is not None else ""
+    return f"Costs {credits(job.cost)}{left}"
+
+
+def accepted_text(job: Job, cost: str = "") -> str:
+    return "\n".join(line for line in (header(job), "⏳ **Queued**", cost) if line)
 
 
 def progress_text(update: JobUpdate) -> str:

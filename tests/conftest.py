@@ -198,3 +198,21 @@ async def bot(
     running = await start_bot(make_settings(tmp_path, fake_runpod), fake_discord)
     yield running
     await running.close()
+
+
+async def reply_to(bot: Stablehand, fake: FakeDiscord, payload: dict) -> dict:
+    """Deliver an interaction and return what the bot answered (the callback's `data`)."""
+    fake.deliver(bot, payload)
+    callback = await fake.wait_for_callback(payload)
+    assert callback.status == 200, callback
+    return callback.json.get("data", {})
+
+
+def embed_text(data: dict) -> str:
+    """Everything a member reads in a reply: content, and each embed's title, text and fields."""
+    parts = [data.get("content") or ""]
+    for embed in data.get("embeds", []):
+        parts += [embed.get("title", ""), embed.get("description", "")]
+        parts += [f"{f['name']}: {f['value']}" for f in embed.get("fields", [])]
+        parts.append(embed.get("footer", {}).get("text", ""))
+    return "\n".join(p for p in parts if p)

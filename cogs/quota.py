@@ -1,0 +1,372 @@
+"""/usage for members and /quota ... for moderators: credits, tiers, blocks, budgets, the audit trail."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import audit
+from bot.jobs import Job, JobState
+from bot.quotas import Balance, relative
+from cogs.errors import MemberError
+from cogs.permissions import member_role_ids, moderators_only
+from cogs.render import credits, job_link
+
+if TYPE_CHECKING:
+    from bot.app import Stablehand
+
+NO_MENTIONS = discord.AllowedMentions.none()
+STATE_ICONS = {
+    JobState.DONE: "✅",
+    JobState.FAILED: "❌",
+    JobState.CANCELLED: "🚫",
+    JobState.TIMED_OUT: "⌛",
+    JobState.EXPIRED: "⌛",
+}
+PERIODS = {"today": 86_400, "week": 7 * 86_400, "month": 30 * 86_400, "all time": None}
+_DURATION = re.compile(r"(\d+)\s*([mhdw])")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+class BadDuration(MemberError):
+    """A block duration that cannot be read."""
+
+
+def parse_duration(text: str) -> float:
+    """`30m`, `12h`, `7d`, `1w`, or combinations like `1d12h`, as seconds."""
+    cleaned = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(cleaned)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != cleaned:
+        raise BadDuration(
+            f"`{discord.utils.escape_markdown(text[:20])}` is not a duration: use e.g. `30m`, `12h`, `7d` or `1w`."
+        )
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if not 0 < seconds <= 366 * 86_400:
+        raise BadDuration(
+            "A block lasts from one minute to one year; leave the duration out for no end."
+        )
+    return float(seconds)
+
+
+def balance_lines(balance: Balance, period_word: str) -> list[str]:
+    lines = [
+        f"**{balance.remaining}** left · {balance.used} of {balance.limit} used this {period_word} "
+        f"({balance.limit_source})",
+        f"Resets {relative(balance.resets_at)}",
+    ]
+    if balance.bonus:
+        lines.append(f"Bonus: {credits(balance.bonus)} (used after the allowance, never expire)")
+    if balance.held:
+        lines.append(f"Held for jobs still running: {credits(balance.held)}")
+    if balance.block is not None:
+        until = f", until {relative(balance.block.expires_at)}" if balance.block.expires_at else ""
+        lines.append(
+            f"⛔ Blocked by <@{balance.block.moderator_id}>{until}: {balance.block.reason}"
+        )
+    return lines
+
+
+def job_line(job: Job) -> str:
+    icon = STATE_ICONS.get(job.state, "⏳")
+    where = f" · [message]({job_link(job)})" if job_link(job) else ""
+    return f"{icon} `#{job.id}` {job.state.value}{where} · {relative(job.created_at)}"
+
+
+class Quota(commands.Cog):
+    """Credits: a member's own view, and the moderators' controls."""
+
+    quota = app_commands.Group(
+        name="quota",
+        description="Manage members' image credits (moderators).",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: Stablehand) -> None:
+        self.bot = bot
+
+    async def _reply(
+        self,
+        interaction: discord.Interaction,
+        text: str | None = None,
+        *,
+        embed: discord.Embed | None = None,
+    ) -> None:
+        await interaction.response.send_message(
+            text, embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS
+        )
+
+    @app_commands.command(
+        name="usage", description="Your image credits: what is left, when they reset, your jobs."
+    )
+    @app_commands.guild_only()
+    async def usage(self, interaction: discord.Interaction) -> None:
+        services = self.bot.services
+        balance = await services.quotas.balance(
+            interaction.guild_id, interaction.user.id, member_role_ids(interaction.user)
+        )
+        active = await services.jobs.active(interaction.guild_id, interaction.user.id)
+        recent = await services.jobs.recent(interaction.guild_id, interaction.user.id, limit=5)
+        embed = discord.Embed(
+            title="Your image credits",
+            description="\n".join(balance_lines(balance, services.quotas.period_word)),
+        )
+        embed.add_field(
+            name="Running now", value=str(len(active)) if active else "nothing", inline=True
+        )
+        if recent:
+            embed.add_field(
+                name="Your last jobs",
+                value="\n".join(job_line(job) for job in recent),
+                inline=False,
+            )
+        await self._reply(interaction, embed=embed)
+
+    @quota.command(name="show", description="A member's credits, limit, bonus and block.")
+    @moderators_only()
+    async def show(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        services = self.bot.services
+        balance = await services.quotas.balance(
+            interaction.guild_id, user.id, member_role_ids(user)
+        )
+        recent = await services.jobs.recent(interaction.guild_id, user.id, limit=5)
+        embed = discord.Embed(
+            title=f"Credits of {user.display_name}",
+            description="\n".join(balance_lines(balance, services.quotas.period_word)),
+        )
+        if recent:
+            embed.add_field(
+                name="Last jobs", value="\n".join(job_line(job) for job in recent), inline=False
+            )
+        await self._reply(interaction, embed=embed)
+
+    @quota.command(
+        name="set",
+        description="Give one member their own limit per period (leave limit out to remove it).",
+    )
+    @app_commands.describe(
+        limit="credits per period; leave out to go back to their role or the server default"
+    )
+    @moderators_only()
+    async def set_member(
+        self,
+        interaction: discord.Interaction,
+        user: discord.Member,
+        limit: app_commands.Range[int, 0, 100_000] | None = None,
+    ) -> None:
+        await self.bot.services.quotas.set_limit(
+            interaction.guild_id,
+            interaction.user.id,
+            scope="member",
+            target_id=user.id,
+            credits=limit,
+        )
+        period = self.bot.services.quotas.period_word
+        text = (
+            f"{user.mention} now has {credits(limit)} per {period}."
+            if limit is not None
+            else f"{user.mention} now follows their role or the server default."
+        )
+        await self._reply(interaction, text)
+
+    @quota.command(name="grant", description="Give a member bonus credits, with a reason.")
+    @moderators_only()
+    async def grant(
+        self,
+        interaction: discord.Interaction,
+        user: discord.Member,
+        amount: app_commands.Range[int, 1, 10_000],
+        reason: app_commands.Range[str, 1, 200],
+    ) -> None:
+        await self.bot.services.quotas.grant(
+            interaction.guild_id, interaction.user.id, user.id, amount, reason
+        )
+        await self._reply(
+            interaction,
+            f"Gave {user.mention} {credits(amount)} of bonus: {discord.utils.escape_markdown(reason)}.",
+        )
+
+    @quota.command(
+        name="reset", description="Give a member their whole allowance back for this period."
+    )
+    @moderators_only()
+    async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        await self.bot.services.quotas.reset(interaction.guild_id, interaction.user.id, user.id)
+        await self._reply(
+            interaction,
+            f"{user.mention}'s allowance for this {self.bot.services.quotas.period_word} is full again.",
+        )
+
+    @quota.command(
+        name="block",
+        description="Stop a member from making images, with a reason and an optional duration.",
+    )
+    @app_commands.describe(duration="e.g. 30m, 12h, 7d, 1w; leave out for no end")
+    @moderators_only()
+    async def block(
+        self,
+        interaction: discord.Interaction,
+        user: discord.Member,
+        reason: app_commands.Range[str, 1, 200],
+        duration: str | None = None,
+    ) -> None:
+        seconds = parse_duration(duration) if duration else None
+        await self.bot.services.quotas.block(
+            interaction.guild_id, interaction.user.id, user.id, reason, duration=seconds
+        )
+        until = (
+            f" The block ends {relative(time.time() + seconds)}."
+            if seconds
+            else " It lasts until `/quota unblock`."
+        )
+        await self._reply(
+            interaction,
+            f"Blocked {user.mention} from making images: {discord.utils.escape_markdown(reason)}.{until}",
+        )
+
+    @quota.command(name="unblock", description="Let a blocked member make images again.")
+    @moderators_only()
+    async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
+        removed = await self.bot.services.quotas.unblock(
+            interaction.guild_id, interaction.user.id, user.id
+        )
+        await self._reply(
+            interaction,
+            f"Unblocked {user.mention}." if removed else f"{user.mention} was not blocked.",
+        )
+
+    @quota.command(
+        name="default",
+        description="Credits per period for members with no role tier or limit of their own.",
+    )
+    @app_commands.describe(limit="credits per period; leave out to use the bot's default")
+    @moderators_only()
+    async def default(
+        self,
+        interaction: discord.Interaction,
+        limit: app_commands.Range[int, 0, 100_000] | None = None,
+    ) -> None:
+        quotas = self.bot.services.quotas
+        await quotas.set_limit(
+            interaction.guild_id, interaction.user.id, scope="default", target_id=0, credits=limit
+        )
+        value = limit if limit is not None else quotas.config.daily_credits
+        await self._reply(
+            interaction, f"The server default is now {credits(value)} per {quotas.period_word}."
+        )
+
+    @quota.command(
+        name="role",
+        description="Credits per period for members with a role (the best of their roles applies).",
+    )
+    @app_commands.describe(limit="credits per period; leave out to remove this role's tier")
+    @moderators_only()
+    async def role(
+        self,
+        interaction: discord.Interaction,
+        role: discord.Role,
+        limit: app_commands.Range[int, 0, 100_000] | None = None,
+    ) -> None:
+        quotas = self.bot.services.quotas
+        await quotas.set_limit(
+            interaction.guild_id,
+            interaction.user.id,
+            scope="role",
+            target_id=role.id,
+            credits=limit,
+        )
+        text = (
+            f"Members with {role.mention} now get {credits(limit)} per {quotas.period_word} (the best of their roles applies)."
+            if limit is not None
+            else f"{role.mention} no longer has a tier of its own."
+        )
+        await self._reply(interaction, text)
+
+    @quota.command(
+        name="budget", description="This server's daily GPU budget in dollars (0 = none)."
+    )
+    @moderators_only()
+    async def budget(
+        self, interaction: discord.Interaction, amount: app_commands.Range[float, 0, 10_000]
+    ) -> None:
+        await self.bot.services.quotas.set_budget(interaction.guild_id, interaction.user.id, amount)
+        text = (
+            f"This server's daily GPU budget is now ${amount:.2f}, counted from estimated GPU time. "
+            "When it is used up, new images wait until the next day."
+            if amount > 0
+            else "This server no longer has a daily GPU budget."
+        )
+        await self._reply(interaction, text)
+
+    @quota.command(
+        name="top", description="Who spent the most: credits, GPU seconds and estimated dollars."
+    )
+    @app_commands.choices(period=[app_commands.Choice(name=name, value=name) for name in PERIODS])
+    @moderators_only()
+    async def top(self, interaction: discord.Interaction, period: str = "today") -> None:
+        quotas = self.bot.services.quotas
+        span = PERIODS.get(period, 86_400)
+        now = time.time()
+        since = quotas.today_start(now) if period == "today" else (now - span if span else 0.0)
+        spenders = await quotas.top(interaction.guild_id, since)
+        lines = [
+            f"{n}. <@{s.user_id}> — {credits(s.credits)} · {s.gpu_seconds:.0f} GPU-s · ${s.usd:.3f} · {s.jobs} jobs"
+            for n, s in enumerate(spenders, start=1)
+        ]
+        status = await quotas.budget_status(interaction.guild_id)
+        embed = discord.Embed(
+            title=f"Top spenders ({period})",
+            description="\n".join(lines) or "Nobody has spent anything yet.",
+        )
+        embed.add_field(
+            name="This server today",
+            value=_budget_line(status.guild_spent_usd, status.guild_budget_usd),
+            inline=True,
+        )
+        embed.add_field(
+            name="All servers today",
+            value=_budget_line(status.total_spent_usd, status.total_budget_usd),
+            inline=True,
+        )
+        embed.set_footer(text="Dollar figures are estimates from GPU time at the configured price.")
+        await self._reply(interaction, embed=embed)
+
+    @quota.command(name="log", description="The audit trail: who changed what, when and why.")
+    @moderators_only()
+    async def log(
+        self, interaction: discord.Interaction, user: discord.Member | None = None
+    ) -> None:
+        entries = await audit.entries(
+            self.bot.services.db, interaction.guild_id, target_id=user.id if user else None
+        )
+        lines = []
+        for entry in entries:
+            why = f" — {discord.utils.escape_markdown(entry.reason)}" if entry.reason else ""
+            lines.append(f"{relative(entry.at)} <@{entry.moderator_id}> {entry.detail}{why}")
+        title = f"Audit trail for {user.display_name}" if user else "Audit trail"
+        description = _clip_lines(lines, 4000) or "No moderator actions recorded yet."
+        await self._reply(interaction, embed=discord.Embed(title=title, description=description))
+
+
+def _budget_line(spent: float, budget: float | None) -> str:
+    return f"${spent:.2f} of ${budget:.2f}" if budget else f"${spent:.2f} (no budget)"
+
+
+def _clip_lines(lines: list[str], limit: int) -> str:
+    """Whole lines only, within Discord's embed description limit."""
+    kept, size = [], 0
+    for line in lines:
+        if size + len(line) + 1 > limit:
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
+async def setup(bot: Stablehand) -> None:
+    await bot.add_cog(Quota(bot))
