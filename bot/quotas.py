@@ -234,7 +234,7 @@ class QuotaLedger:
         ]
         if tiers:
             credits, role = max(tiers)
-            return credits, f"role <@&{role}>"
+            return credits, f"from the role <@&{role}>"
         if 0 in by_scope.get("default", {}):
             return by_scope["default"][0], "server default"
         return self.config.daily_credits, "bot default"

@@ -29,6 +29,11 @@ STATE_ICONS = {
     JobState.EXPIRED: "⌛",
 }
 PERIODS = {"today": 86_400, "week": 7 * 86_400, "month": 30 * 86_400, "all time": None}
+LIMIT_SOURCES = {
+    "set for this member": "set for this member by a moderator",
+    "server default": "this server's default",
+    "bot default": "the bot's default",
+}
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
@@ -53,14 +58,16 @@ def parse_duration(text: str) -> float:
     return float(seconds)
 
 
-def balance_lines(balance: Balance, period_word: str) -> list[str]:
+def balance_lines(balance: Balance, period_word: str, this_period: str) -> list[str]:
     lines = [
-        f"**{balance.remaining}** left · {balance.used} of {balance.limit} used this {period_word} "
-        f"({balance.limit_source})",
+        f"**{credits(balance.remaining)} left** · {balance.used} of {balance.limit} used {this_period}",
+        f"Limit: {balance.limit} per {period_word}, {LIMIT_SOURCES.get(balance.limit_source, balance.limit_source)}",
         f"Resets {relative(balance.resets_at)}",
     ]
     if balance.bonus:
-        lines.append(f"Bonus: {credits(balance.bonus)} (used after the allowance, never expire)")
+        lines.append(
+            f"Bonus: {credits(balance.bonus)} (used after the allowance; they never expire)"
+        )
     if balance.held:
         lines.append(f"Held for jobs still running: {credits(balance.held)}")
     if balance.block is not None:
@@ -114,7 +121,9 @@ class Quota(commands.Cog):
         recent = await services.jobs.recent(interaction.guild_id, interaction.user.id, limit=5)
         embed = discord.Embed(
             title="Your image credits",
-            description="\n".join(balance_lines(balance, services.quotas.period_word)),
+            description="\n".join(
+                balance_lines(balance, services.quotas.period_word, services.quotas.this_period)
+            ),
         )
         embed.add_field(
             name="Running now", value=str(len(active)) if active else "nothing", inline=True
@@ -137,7 +146,9 @@ class Quota(commands.Cog):
         recent = await services.jobs.recent(interaction.guild_id, user.id, limit=5)
         embed = discord.Embed(
             title=f"Credits of {user.display_name}",
-            description="\n".join(balance_lines(balance, services.quotas.period_word)),
+            description="\n".join(
+                balance_lines(balance, services.quotas.period_word, services.quotas.this_period)
+            ),
         )
         if recent:
             embed.add_field(
@@ -315,7 +326,8 @@ class Quota(commands.Cog):
         since = quotas.today_start(now) if period == "today" else (now - span if span else 0.0)
         spenders = await quotas.top(interaction.guild_id, since)
         lines = [
-            f"{n}. <@{s.user_id}> — {credits(s.credits)} · {s.gpu_seconds:.0f} GPU-s · ${s.usd:.3f} · {s.jobs} jobs"
+            f"{n}. <@{s.user_id}> — {credits(s.credits)} · {s.gpu_seconds:.1f} GPU-s · ${s.usd:.3f} · "
+            f"{s.jobs} job{'s' if s.jobs != 1 else ''}"
             for n, s in enumerate(spenders, start=1)
         ]
         status = await quotas.budget_status(interaction.guild_id)

@@ -114,13 +114,21 @@ async def test_show_and_usage_tell_a_member_where_they_stand(
         bot, fake_discord, _quota("block", {"user": ALICE, "reason": "spam", "duration": "2h"})
     )
     shown = embed_text(await reply_to(bot, fake_discord, _quota("show", {"user": ALICE})))
-    assert "**40** left" in shown and "role <@&501>" in shown and "Resets <t:" in shown
+    assert (
+        "**40 credits left**" in shown
+        and "from the role <@&501>" in shown
+        and "Resets <t:" in shown
+    )
     assert "⛔ Blocked by" in shown and "spam" in shown
 
     usage = await reply_to(bot, fake_discord, payloads.slash_command("usage", user=ALICE))
     text = embed_text(usage)
     assert usage["flags"] & EPHEMERAL
-    assert "Your image credits" in text and "**40** left" in text and "Running now: nothing" in text
+    assert (
+        "Your image credits" in text
+        and "**40 credits left**" in text
+        and "Running now: nothing" in text
+    )
 
 
 async def test_a_blocked_member_cannot_imagine_and_hears_why(

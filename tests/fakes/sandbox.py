@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SITECUSTOMIZE = Path(__file__).resolve().parent / "sitecustomize"
 
 
+def _option_text(value: Any) -> str:
+    if isinstance(value, dict):
+        who = value.get("user", value)
+        return "@" + str(who.get("username") or who.get("name") or who.get("id"))
+    return str(value)
+
+
 def render_message(message: FakeMessage) -> str:
     """A message the way a member reads it: content, embeds, files and buttons."""
     lines = [f"┌ message {message.id}" + (" (only you can see this)" if message.ephemeral else "")]
@@ -118,9 +125,30 @@ class Sandbox:
         await self.discord.dispatch("INTERACTION_CREATE", payload)
 
     async def imagine(self, prompt: str, **options: Any) -> dict[str, Any]:
-        payload = payloads.slash_command("imagine", {"prompt": prompt, **options})
-        self.show(f"\n> member types: /imagine prompt:{prompt}")
+        return await self.command("imagine", {"prompt": prompt, **options})
+
+    async def command(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        subcommand: str | None = None,
+        user: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Send a slash command as the member (or `user`) and wait for the bot's answer."""
+        options = options or {}
+        who = (
+            "moderator"
+            if user and user.get("user", {}).get("id") == str(payloads.MODERATOR_ID)
+            else "member"
+        )
+        shown = " ".join(f"{k}:{_option_text(v)}" for k, v in options.items())
+        self.show(
+            f"\n> {who} types: /{name}{' ' + subcommand if subcommand else ''} {shown}".rstrip()
+        )
+        payload = payloads.slash_command(name, options, subcommand=subcommand, user=user)
         await self.send(payload)
+        await self.discord.wait_for_callback(payload, timeout=30)
         return payload
 
     def print_changes(self) -> bool:
