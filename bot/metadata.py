@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.prompt import GenerationRequest
-from bot.samplers import display_name
+from bot.samplers import A1111_BASE_NAMES, A1111_SCHEDULE_LABELS
 
 
 def a1111_parameters(request: GenerationRequest, *, model: str | None = None) -> str:
@@ -13,8 +13,9 @@ def a1111_parameters(request: GenerationRequest, *, model: str | None = None) ->
     if request.steps is not None:
         fields.append(f"Steps: {request.steps}")
     if request.sampler is not None and request.scheduler is not None:
-        fields.append(f"Sampler: {display_name(request.sampler, request.scheduler)}")
-        fields.append(f"Schedule type: {request.scheduler}")
+        fields.append(f"Sampler: {A1111_BASE_NAMES.get(request.sampler, request.sampler)}")
+        label = A1111_SCHEDULE_LABELS.get(request.scheduler, request.scheduler)
+        fields.append(f"Schedule type: {label}")
     if request.cfg is not None:
         fields.append(f"CFG scale: {request.cfg:g}")
     fields.append(f"Seed: {request.seed}")
@@ -28,9 +29,11 @@ def a1111_parameters(request: GenerationRequest, *, model: str | None = None) ->
         fields.append(f"Denoising strength: {request.denoise:g}")
     if request.hires_scale:
         fields.append(f"Hires upscale: {request.hires_scale:g}")
-    if request.loras:
-        fields.append(
-            "Lora hashes: "
-            + ", ".join(f'"{lora.name.rsplit(".", 1)[0]}"' for lora in request.loras)
-        )
-    return f"{request.positive_text}\nNegative prompt: {request.negative_text}\n{', '.join(fields)}"
+    # A1111 keeps LoRAs as tags in the prompt; that is where Civitai looks for them.
+    tags = "".join(
+        f" <lora:{lora.name.rsplit('.', 1)[0]}:{lora.strength:g}>" for lora in request.loras
+    )
+    return (
+        f"{request.positive_text}{tags}\nNegative prompt: {request.negative_text}\n"
+        f"{', '.join(fields)}"
+    )

@@ -24,6 +24,8 @@ MAX_SIDE = 4096
 CFG_RANGE = (1.0, 30.0)
 HIRES_RANGE = (1.1, 2.0)
 HIRES_DEFAULT = 1.5
+DENOISE_RANGE = (0.05, 1.0)
+RANDOM_SEED = -1  # A1111's "pick one for me"
 SAFE_POSITIVE = "rating_safe"
 SAFE_NEGATIVE = "rating_questionable, rating_explicit"
 
@@ -35,7 +37,10 @@ SDXL_BUCKETS: tuple[tuple[int, int], ...] = (
 
 # Allowed inside a prompt although they are format characters: emoji sequences need them.
 _ALLOWED_FORMAT_CHARS = {"\u200d", "\ufe0f"}
-_FLAG = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)([A-Za-z][A-Za-z0-9_-]*)")
+# Phones turn `--` into an em or en dash, sometimes followed by a stray hyphen.
+_FLAG = re.compile(r"(?:(?<=\s)|^)(?:-{2,}|[—–]-*)([A-Za-z][A-Za-z0-9_-]*)")
+# Quotes and trailing commas members wrap flag values in (`--sampler "Euler a",`).
+_VALUE_WRAPPERS = " ,;\"'“”‘’„«»"
 _LORA_TAG = re.compile(r"<lora:([^>]*)>", re.IGNORECASE)
 _LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.()+-]{0,99}$")
 
@@ -189,6 +194,19 @@ _FLAG_ALIASES = {"aspect": "ar", "n": "count", "batch": "count", "w": "workflow"
 _VALUELESS = {"raw"}
 _OPTIONAL_VALUE = {"hires"}
 _MULTI_WORD = {"no", "sampler"}
+# Names members bring from A1111, Forge and Midjourney, and the flag that does that here.
+_FLAG_HINTS = {
+    "negative": "no", "neg": "no", "np": "no", "width": "size", "height": "size",
+    "res": "size", "resolution": "size", "aspect_ratio": "ar", "ratio": "ar",
+    "cfg_scale": "cfg", "guidance": "cfg", "model": "workflow", "checkpoint": "workflow",
+    "v": "workflow", "version": "workflow", "niji": "workflow", "style": "raw",
+    "upscale": "hires", "hr": "hires", "hires_fix": "hires", "highres": "hires",
+    "strength": "denoise", "batch_size": "count", "repeat": "count", "r": "count",
+    "schedule": "scheduler", "schedule_type": "scheduler",
+}  # fmt: skip
+_MIDJOURNEY_ONLY = frozenset(
+    {"q", "quality", "s", "stylize", "c", "chaos", "tile", "iw", "weird", "stop", "sref", "cref"}
+)
 
 
 def random_seed() -> int:
@@ -211,36 +229,27 @@ def parse(
     if options.negative:
         _check_text(options.negative, policy, "negative prompt")
     draft = _split_flags(_normalise(text))
-    if not draft.prompt and "workflow" not in draft.flags:
-        raise PromptError("Describe what you want to see, e.g. `a pony astronaut on the moon`.")
     _check_blocked(draft.prompt, policy)
 
     template = _choose_template(draft, options, library, policy, image)
+    if not draft.prompt and template.accepts("prompt"):
+        raise PromptError("Describe what you want to see, e.g. `a pony astronaut on the moon`.")
     if policy.nsfw_policy == "refuse" and not channel_nsfw:
         raise PromptError(
             "On this server images can only be made in age-restricted channels. "
             "Try again in one of those."
         )
-    _check_applies(draft, options, template)
+    _check_applies(draft, options, template, library, has_image=image is not None)
 
     width, height = _size(draft, options, template, image)
     hires = _hires(draft, options, template)
-    if hires is None:
-        _check_pixels(width, height, policy, "That size")
-    steps = _steps(draft, options, template, policy)
-    count = _int_value(
-        "count", options.count, draft.flags.get("count"), template, 1, policy.max_count
-    )
-    cfg = _cfg(draft, options, template, policy)
-    sampler, scheduler = _sampler(draft, options, template, policy)
-    denoise = _denoise(draft, options, template)
-    chosen_seed = _seed(draft, options, seed)
-    if hires is not None:
-        _check_pixels(round(width * hires), round(height * hires), policy, "--hires")
+    if hires is not None and not _scale_asked(draft, options):
+        hires = _fitting_scale(width, height, hires, policy)
+    _check_pixels(width, height, hires, draft, template, policy)
     loras = _loras(draft.loras, template, policy)
+    sampler, scheduler = _sampler(draft, options, template, policy)
 
-    negative_parts = [options.negative or "", draft.flags.get("no", "")]
-    member_negative = ", ".join(p.strip(" ,") for p in negative_parts if p.strip(" ,"))
+    member_negative = _member_negative(draft, options)
     raw = "raw" in draft.flags
     safe = policy.nsfw_policy in ("safe_tags", "spoiler") and not channel_nsfw
     positive_text, negative_text = _compose(
@@ -252,21 +261,57 @@ def parse(
         negative=member_negative,
         positive_text=positive_text,
         negative_text=negative_text,
-        seed=chosen_seed,
+        seed=_seed(draft, options, seed),
         width=width,
         height=height,
-        count=count or 1,
-        steps=steps,
-        cfg=cfg,
+        count=_count(draft, options, template, policy) or 1,
+        steps=_steps(draft, options, template, policy),
+        cfg=_cfg(draft, options, template, policy),
         sampler=sampler,
         scheduler=scheduler,
         checkpoint=policy.checkpoint if template.accepts("checkpoint") else None,
         loras=tuple(loras),
         raw=raw,
         hires_scale=hires,
-        denoise=denoise,
-        image=image if template.needs_image else None,
+        denoise=_denoise(draft, options, template),
+        image=image,
         spoiler=policy.nsfw_policy == "spoiler" and not channel_nsfw,
+    )
+
+
+def for_image(
+    original: GenerationRequest,
+    image: ImageInput,
+    *,
+    workflow: str,
+    library: TemplateLibrary,
+    policy: ContentPolicy,
+    channel_nsfw: bool = False,
+    seed: int | None = None,
+    denoise: float | None = None,
+) -> GenerationRequest:
+    """What a result's button runs (Vary, Upscale): the original's words, LoRAs and settings on
+    one of its images, checked against today's policy like any new request."""
+    tags = [f"<lora:{lora.name}:{lora.strength!r}>" for lora in original.loras]
+    flags = ["--raw"] if original.raw else []
+    if original.scheduler is not None:
+        flags.append(f"--scheduler {original.scheduler}")
+    options = Options(
+        negative=original.negative or None,
+        seed=original.seed if seed is None else seed,
+        steps=original.steps,
+        denoise=denoise,
+        cfg=original.cfg,
+        sampler=original.sampler,
+        workflow=workflow,
+    )
+    return parse(
+        " ".join([original.prompt, *tags, *flags]),
+        library=library,
+        policy=policy,
+        options=options,
+        channel_nsfw=channel_nsfw,
+        image=image,
     )
 
 
@@ -301,7 +346,7 @@ def _split_flags(text: str) -> _Draft:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         raw_name = match.group(1)
         name = _FLAG_ALIASES.get(raw_name.lower(), raw_name.lower())
-        value = text[match.end() : end].strip()
+        value = _clean_value(text[match.end() : end])
         if name not in FLAG_NAMES:
             raise PromptError(_unknown_flag(raw_name))
         if name in draft.flags:
@@ -322,6 +367,11 @@ def _split_flags(text: str) -> _Draft:
     return draft
 
 
+def _clean_value(value: str) -> str:
+    """A flag's value without the quotes and trailing commas members put around it."""
+    return value.strip(_VALUE_WRAPPERS)
+
+
 _EXAMPLES = {
     "ar": "`--ar 16:9`",
     "size": "`--size 832x1216`",
@@ -340,7 +390,11 @@ _EXAMPLES = {
 
 
 def _clip(text: str, limit: int = 40) -> str:
-    text = text.replace("`", "'")
+    """Member input quoted back in a message: one line, printable, no backticks, not too long."""
+    text = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") else c
+        for c in " ".join(text.split()).replace("`", "'")
+    )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -349,11 +403,18 @@ def _tidy(text: str) -> str:
 
 
 def _unknown_flag(name: str) -> str:
-    candidates = list(FLAG_NAMES) + list(_FLAG_ALIASES)
-    close = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.6)
-    hint = f" Did you mean `--{_FLAG_ALIASES.get(close[0], close[0])}`?" if close else ""
+    lowered = name.lower()
+    if lowered in _MIDJOURNEY_ONLY:
+        return f"`--{_clip(name, 20)}` is a Midjourney flag with no equivalent here; drop it."
+    suggestion = _FLAG_HINTS.get(lowered)
+    if suggestion is None:
+        candidates = list(FLAG_NAMES) + list(_FLAG_ALIASES)
+        close = difflib.get_close_matches(lowered, candidates, n=1, cutoff=0.6)
+        suggestion = _FLAG_ALIASES.get(close[0], close[0]) if close else None
+    if suggestion:
+        return f"`--{_clip(name, 20)}` is not a flag I know. Did you mean `--{suggestion}`?"
     known = ", ".join(f"--{n}" for n in FLAG_NAMES if n != "aspect")
-    return f"`--{_clip(name, 20)}` is not a flag I know.{hint} Flags: {known}."
+    return f"`--{_clip(name, 20)}` is not a flag I know. Flags: {known}."
 
 
 def _take_lora(match: re.Match[str], draft: _Draft) -> str:
@@ -375,8 +436,8 @@ def _take_lora(match: re.Match[str], draft: _Draft) -> str:
             ) from None
         if not math.isfinite(strength) or abs(strength) > MAX_LORA_STRENGTH:
             raise PromptError(
-                f"LoRA strength {strength_text.strip()} is out of range: use -{MAX_LORA_STRENGTH:g} "
-                f"to {MAX_LORA_STRENGTH:g} (0.6–1.0 is typical)."
+                f"LoRA strength `{_clip(strength_text.strip(), 20)}` is out of range: use "
+                f"-{MAX_LORA_STRENGTH:g} to {MAX_LORA_STRENGTH:g} (0.6–1.0 is typical)."
             )
     if not name.lower().endswith((".safetensors", ".pt", ".ckpt")):
         name += ".safetensors"
@@ -393,7 +454,37 @@ def _choose_template(
     policy: ContentPolicy,
     image: ImageInput | None,
 ) -> Template:
-    name = options.workflow or draft.flags.get("workflow") or policy.default_template
+    typed = (options.workflow or "").strip()
+    template = _named_template(
+        typed or draft.flags.get("workflow") or policy.default_template, library
+    )
+    hires_asked = "hires" in draft.flags or options.hires is not None
+    reason = None
+    if image is not None and not template.needs_image and "image" in template.variants:
+        template, reason = _variant(template, "image", library), "An attached image"
+    elif hires_asked and not template.accepts("scale") and "hires" in template.variants:
+        template, reason = _variant(template, "hires", library), "`--hires`"
+    if policy.allowed_templates is not None and template.name not in policy.allowed_templates:
+        allowed = ", ".join(f"`{n}`" for n in sorted(policy.allowed_templates)) or "none"
+        if reason:
+            raise PromptError(
+                f"{reason} uses the `{template.name}` workflow, which this server does not allow. "
+                f"Allowed: {allowed}."
+            )
+        raise PromptError(
+            f"This server does not allow the `{template.name}` workflow. Allowed: {allowed}."
+        )
+    _check_image(template, image, library)
+    if hires_asked and not template.accepts("scale"):
+        upscalers = _workflows_taking(library, "scale", image=True)
+        hint = f" (to enlarge an image, use {upscalers})" if image and upscalers else ""
+        raise PromptError(
+            f"The `{template.name}` workflow has no hires pass; drop `--hires`{hint}."
+        )
+    return template
+
+
+def _named_template(name: str, library: TemplateLibrary) -> Template:
     template = library.get(name)
     if template is None or template.hidden:
         close = difflib.get_close_matches(name.lower(), library.names(), n=1, cutoff=0.5)
@@ -402,23 +493,35 @@ def _choose_template(
             f"There is no workflow called `{_clip(name, 40)}`.{hint} "
             f"Workflows: {', '.join(library.names())}."
         )
-    hires_asked = "hires" in draft.flags or options.hires is not None
-    if hires_asked and not template.accepts("scale") and template.variants.get("hires"):
-        template = library.get(template.variants["hires"]) or template
-    if image is not None and not template.needs_image and template.variants.get("image"):
-        template = library.get(template.variants["image"]) or template
-    if policy.allowed_templates is not None and template.name not in policy.allowed_templates:
-        allowed = ", ".join(sorted(policy.allowed_templates)) or "none"
-        raise PromptError(
-            f"This server does not allow the `{template.name}` workflow. Allowed: {allowed}."
-        )
+    return template
+
+
+def _variant(template: Template, kind: str, library: TemplateLibrary) -> Template:
+    # The loader checks that variants exist; a library built by hand may still lack one.
+    return library.get(template.variants[kind]) or template
+
+
+def _check_image(template: Template, image: ImageInput | None, library: TemplateLibrary) -> None:
     if template.needs_image and image is None:
         raise PromptError(
             f"The `{template.name}` workflow starts from an image: attach one with the `image` option."
         )
-    if hires_asked and not template.accepts("scale"):
-        raise PromptError(f"The `{template.name}` workflow has no hires pass; drop `--hires`.")
-    return template
+    if image is not None and not template.needs_image:
+        takers = _workflows_taking(library, "image", image=True)
+        hint = f", or use a workflow that does: {takers}" if takers else ""
+        raise PromptError(
+            f"The `{template.name}` workflow does not use an attached image; remove it{hint}."
+        )
+
+
+def _workflows_taking(library: TemplateLibrary, parameter: str, *, image: bool) -> str:
+    """Up to three workflows that take `parameter`, among those that (do not) start from an image."""
+    names = [
+        f"`{t.name}`"
+        for t in library
+        if t.accepts(parameter) and not t.hidden and t.needs_image == image
+    ]
+    return ", ".join(names[:3])
 
 
 _FLAG_PARAMETER = {
@@ -449,13 +552,22 @@ _OPTION_PARAMETER = {
 }
 
 
-def _check_applies(draft: _Draft, options: Options, template: Template) -> None:
+def _check_applies(
+    draft: _Draft,
+    options: Options,
+    template: Template,
+    library: TemplateLibrary,
+    *,
+    has_image: bool,
+) -> None:
     """Refuse what the member asked for that this workflow would silently ignore."""
     for flag in draft.flags:
         parameter = _FLAG_PARAMETER.get(flag)
         if parameter is not None and not template.accepts(parameter):
+            takers = _workflows_taking(library, parameter, image=has_image)
+            hint = f", or pick a workflow that takes it: {takers}" if takers else ""
             raise PromptError(
-                f"`--{flag}` has no effect on the `{template.name}` workflow; drop it."
+                f"`--{flag}` has no effect on the `{template.name}` workflow; drop it{hint}."
             )
         if flag == "raw" and not template.pony_tags:
             raise PromptError(f"The `{template.name}` workflow adds no quality tags; drop `--raw`.")
@@ -471,28 +583,30 @@ def _default(name: str, template: Template, policy: ContentPolicy) -> Any:
     return server if server is not None else template.defaults.get(name)
 
 
-def _int_value(
-    name: str, typed: int | None, text: str | None, template: Template, low: int, high: int
-) -> int | None:
-    if not template.accepts(name):
-        return None
-    if typed is not None:
-        value = typed
-    elif text is not None:
-        value = _parse_int(name, text)
-    else:
-        return template.defaults.get(name, low)
-    if not low <= value <= high:
+def _shown(name: str, value: object, typed: bool) -> str:
+    """How the member wrote a value: as a typed option or as a flag in the text."""
+    return f"`{name}: {value}`" if typed else f"`--{name} {value}`"
+
+
+def _check_int_range(name: str, value: int, low: int, high: int, typed: bool, unit: str) -> None:
+    if value > high:
         raise PromptError(
-            f"`{name}` must be from {low} to {high} on this server; you asked for {value}."
+            f"{_shown(name, value, typed)} is more than this server allows ({high} {unit}); "
+            f"use {_shown(name, high, typed)} or less."
         )
-    return value
+    if value < low:
+        raise PromptError(
+            f"{_shown(name, value, typed)} is too low; use {_shown(name, low, typed)} or more."
+        )
 
 
 def _parse_int(name: str, text: str) -> int:
-    if not re.fullmatch(r"[+-]?\d{1,30}", text.replace(",", "").replace("_", "")):
-        raise PromptError(f"`--{name}` must be a whole number, e.g. {_EXAMPLES[name]}.")
-    return int(text.replace(",", "").replace("_", ""))
+    cleaned = text.replace(",", "").replace("_", "")
+    if not re.fullmatch(r"[+-]?\d{1,30}", cleaned):
+        raise PromptError(
+            f"`--{name} {_clip(text, 20)}` is not a whole number; write it like {_EXAMPLES[name]}."
+        )
+    return int(cleaned)
 
 
 def _parse_float(name: str, text: str) -> float:
@@ -501,7 +615,9 @@ def _parse_float(name: str, text: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise PromptError(f"`--{name}` must be a number, e.g. {_EXAMPLES[name]}.")
+        raise PromptError(
+            f"`--{name} {_clip(text, 20)}` is not a number; write it like {_EXAMPLES[name]}."
+        )
     return value
 
 
@@ -510,11 +626,26 @@ def _steps(
 ) -> int | None:
     if not template.accepts("steps"):
         return None
-    if options.steps is None and "steps" not in draft.flags:
+    typed = options.steps is not None
+    if not typed and "steps" not in draft.flags:
+        # A server cap below the template's default lowers the default rather than refusing.
         return min(int(_default("steps", template, policy) or 25), policy.max_steps)
-    return _int_value(
-        "steps", options.steps, draft.flags.get("steps"), template, 1, policy.max_steps
-    )
+    value = options.steps if typed else _parse_int("steps", draft.flags["steps"])
+    _check_int_range("steps", value, 1, policy.max_steps, typed, "steps")
+    return value
+
+
+def _count(
+    draft: _Draft, options: Options, template: Template, policy: ContentPolicy
+) -> int | None:
+    if not template.accepts("count"):
+        return None
+    typed = options.count is not None
+    if not typed and "count" not in draft.flags:
+        return min(int(template.defaults.get("count", 1)), policy.max_count)
+    value = options.count if typed else _parse_int("count", draft.flags["count"])
+    _check_int_range("count", value, 1, policy.max_count, typed, "images per prompt")
+    return value
 
 
 def _cfg(
@@ -522,7 +653,8 @@ def _cfg(
 ) -> float | None:
     if not template.accepts("cfg"):
         return None
-    if options.cfg is not None:
+    typed = options.cfg is not None
+    if typed:
         value = float(options.cfg)
     elif "cfg" in draft.flags:
         value = _parse_float("cfg", draft.flags["cfg"])
@@ -531,50 +663,83 @@ def _cfg(
     low, high = CFG_RANGE
     if not (math.isfinite(value) and low <= value <= high):
         raise PromptError(
-            f"`cfg` must be from {low:g} to {high:g} (5–8 suits Pony); you asked for {value:g}."
+            f"{_shown('cfg', f'{value:g}', typed)} is outside {low:g} to {high:g}; "
+            f"Pony works best at 5–8, e.g. {_shown('cfg', 6.5, typed)}."
         )
     return round(value, 2)
 
 
 def _seed(draft: _Draft, options: Options, fixed: int | None) -> int:
-    if options.seed is not None:
+    typed = options.seed is not None
+    if typed:
         value = options.seed
     elif "seed" in draft.flags:
         value = _parse_int("seed", draft.flags["seed"])
     else:
         return fixed if fixed is not None else random_seed()
+    if value == RANDOM_SEED:
+        return random_seed()
     if not 0 <= value <= MAX_SEED:
-        raise PromptError(f"`seed` must be from 0 to {MAX_SEED}; you asked for {value}.")
+        raise PromptError(
+            f"{_shown('seed', _clip(str(value), 24), typed)} is not a seed: use a whole number "
+            f"from 0 to {MAX_SEED}, or -1 for a random one."
+        )
     return value
 
 
 def _hires(draft: _Draft, options: Options, template: Template) -> float | None:
     if not template.accepts("scale"):
         return None
-    if options.hires is not None:
+    typed = options.hires is not None
+    if typed:
         value = float(options.hires)
     elif draft.flags.get("hires"):
-        value = _parse_float("hires", draft.flags["hires"])
+        value = _parse_float("hires", re.sub(r"\s*[xX×]$", "", draft.flags["hires"]))
     else:
         return float(template.defaults.get("scale", HIRES_DEFAULT))
     low, high = HIRES_RANGE
     if not low <= value <= high:
-        raise PromptError(f"`--hires` scales by {low:g} to {high:g}; you asked for {value:g}.")
+        raise PromptError(
+            f"{_shown('hires', f'{value:g}', typed)} is outside {low:g} to {high:g}; "
+            f"try {_shown('hires', HIRES_DEFAULT, typed)}."
+        )
     return round(value, 2)
+
+
+def _scale_asked(draft: _Draft, options: Options) -> bool:
+    return options.hires is not None or bool(draft.flags.get("hires"))
+
+
+def _fitting_scale(width: int, height: int, scale: float, policy: ContentPolicy) -> float:
+    """The largest scale up to the default, in 0.05 steps, whose result fits the pixel limit:
+    a member who named no scale gets what is allowed (or, if nothing is, the default refused)."""
+    fitted = scale
+    while _pixels(width, height, fitted) > policy.max_pixels:
+        fitted = round(fitted - 0.05, 2)
+        if fitted < HIRES_RANGE[0]:
+            return scale
+    return fitted
+
+
+def _pixels(width: int, height: int, scale: float | None) -> int:
+    return round(width * (scale or 1)) * round(height * (scale or 1))
 
 
 def _denoise(draft: _Draft, options: Options, template: Template) -> float | None:
     if not template.accepts("denoise"):
         return None
-    if options.denoise is not None:
+    typed = options.denoise is not None
+    if typed:
         value = float(options.denoise)
     elif "denoise" in draft.flags:
         value = _parse_float("denoise", draft.flags["denoise"])
     else:
         return float(template.defaults.get("denoise", 1.0))
-    if not 0.05 <= value <= 1.0:
+    low, high = DENOISE_RANGE
+    if not low <= value <= high:
         raise PromptError(
-            f"`denoise` must be from 0.05 to 1 (low keeps the image, high changes it); you asked for {value:g}."
+            f"{_shown('denoise', f'{value:g}', typed)} is outside {low:g} to {high:g} "
+            f"(low keeps the image, high changes it); try {_shown('denoise', 0.5, typed)}."
         )
     return round(value, 2)
 
@@ -591,11 +756,12 @@ def _sampler(
         sampler, paired = resolve_sampler(asked)
         scheduler = paired or scheduler
     if "scheduler" in draft.flags:
+        # Named explicitly, the scheduler beats the one an A1111 sampler name implies.
         scheduler = resolve_scheduler(draft.flags["scheduler"])
     if policy.allowed_samplers is not None and sampler not in policy.allowed_samplers:
-        allowed = ", ".join(sorted(policy.allowed_samplers)) or "none"
+        allowed = ", ".join(f"`{s}`" for s in sorted(policy.allowed_samplers)) or "none"
         raise PromptError(
-            f"This server does not allow the sampler `{sampler}`. Allowed: {allowed}."
+            f"This server does not allow the sampler `{sampler}`. Use one of: {allowed}."
         )
     return sampler, scheduler
 
@@ -612,6 +778,7 @@ _SAMPLER_LOOKUP: dict[str, tuple[str, str | None]] = {
 
 def resolve_sampler(name: str) -> tuple[str, str | None]:
     """A ComfyUI or A1111 sampler name -> (sampler, scheduler or None)."""
+    name = _clean_value(name)
     found = _SAMPLER_LOOKUP.get(_squash(name))
     if found is not None:
         return found
@@ -625,7 +792,7 @@ def resolve_sampler(name: str) -> tuple[str, str | None]:
 
 
 def resolve_scheduler(name: str) -> str:
-    cleaned = name.strip().lower()
+    cleaned = _clean_value(name).lower().replace(" ", "_")
     if cleaned in SCHEDULERS:
         return cleaned
     close = difflib.get_close_matches(cleaned, SCHEDULERS, n=1, cutoff=0.6)
@@ -650,18 +817,46 @@ def _size(
         return aspect_to_size(draft.flags["ar"], template)
     if "size" in draft.flags:
         return parse_size(draft.flags["size"])
+    if image is not None and image.width > 0 and image.height > 0:
+        # An attached image keeps its shape: the nearest bucket, cropped to it.
+        return nearest_bucket(image.width / image.height, template)
     return int(template.defaults.get("width", template.base_width)), int(
         template.defaults.get("height", template.base_height)
     )
 
 
-def _check_pixels(width: int, height: int, policy: ContentPolicy, what: str) -> None:
-    if width * height > policy.max_pixels:
-        side = int(math.sqrt(policy.max_pixels))
-        raise PromptError(
-            f"{what} makes {width}x{height} images; this server allows up to "
-            f"{policy.max_pixels:,} pixels (about {side}x{side})."
-        )
+def _check_pixels(
+    width: int,
+    height: int,
+    scale: float | None,
+    draft: _Draft,
+    template: Template,
+    policy: ContentPolicy,
+) -> None:
+    if _pixels(width, height, scale) <= policy.max_pixels:
+        return
+    side = math.isqrt(policy.max_pixels)
+    limit = f"this server's limit of {policy.max_pixels:,} pixels (about {side}x{side})"
+    made = f"{round(width * (scale or 1))}x{round(height * (scale or 1))}"
+    if scale is not None:
+        fits = math.floor(math.sqrt(policy.max_pixels / (width * height)) * 20) / 20
+        if template.needs_image and fits < HIRES_RANGE[0]:
+            raise PromptError(
+                f"This {width}x{height} image is already about as large as {limit}; "
+                "it cannot be upscaled here."
+            )
+        if template.needs_image:
+            raise PromptError(
+                f"Upscaling this {width}x{height} image by {scale:g} makes {made} images, "
+                f"more than {limit}; try `--hires {fits:g}`."
+            )
+        fix = f"try `--hires {fits:g}`" if fits >= HIRES_RANGE[0] else "drop `--hires`"
+        raise PromptError(f"`--hires {scale:g}` makes {made} images, more than {limit}; {fix}.")
+    if "size" in draft.flags:
+        factor = math.sqrt(policy.max_pixels / (width * height))
+        fit = f"{_floor_to(width * factor, 64)}x{_floor_to(height * factor, 64)}"
+        raise PromptError(f"`--size {made}` is more than {limit}; try `--size {fit}`.")
+    raise PromptError(f"{made} images are more than {limit}; choose a smaller `--ar` or `--size`.")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -672,12 +867,13 @@ def parse_size(text: str) -> tuple[int, int]:
     for side in (width, height):
         if not MIN_SIDE <= side <= MAX_SIDE:
             raise PromptError(
-                f"Each side must be from {MIN_SIDE} to {MAX_SIDE} pixels; got {side}."
+                f"`--size {width}x{height}`: each side must be from {MIN_SIDE} to {MAX_SIDE} pixels."
             )
     if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
         fixed = f"{_round_to(width, 64)}x{_round_to(height, 64)}"
         raise PromptError(
-            f"Sides must be multiples of {SIZE_MULTIPLE} (64 works best): try `--size {fixed}`."
+            f"`--size {width}x{height}`: sides must be multiples of {SIZE_MULTIPLE} "
+            f"(64 works best); try `--size {fixed}`."
         )
     return width, height
 
@@ -686,9 +882,14 @@ def _round_to(value: float, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
 
+def _floor_to(value: float, multiple: int) -> int:
+    return max(multiple, math.floor(value / multiple) * multiple)
+
+
 def aspect_to_size(text: str, template: Template) -> tuple[int, int]:
     """The SDXL bucket nearest to `W:H`, scaled to the template's base resolution."""
-    match = re.fullmatch(r"(\d{1,5}(?:\.\d+)?)\s*[:/xX]\s*(\d{1,5}(?:\.\d+)?)", text.strip())
+    text = _clean_value(text)
+    match = re.fullmatch(r"(\d{1,5}(?:\.\d+)?)\s*[:/xX]\s*(\d{1,5}(?:\.\d+)?)", text)
     if not match or float(match.group(1)) <= 0 or float(match.group(2)) <= 0:
         raise PromptError(f"`{_clip(text)}` is not an aspect ratio: write it like `--ar 16:9`.")
     ratio = float(match.group(1)) / float(match.group(2))
@@ -703,6 +904,11 @@ def aspect_to_size(text: str, template: Template) -> tuple[int, int]:
             f"`--ar {_clip(text)}` is taller than 1:{widest:.1f}, the tallest shape the model draws well; "
             "try `--ar 9:21`."
         )
+    return nearest_bucket(ratio, template)
+
+
+def nearest_bucket(ratio: float, template: Template) -> tuple[int, int]:
+    """The SDXL bucket whose shape is closest to `ratio`, scaled to the template's base size."""
     width, height = min(SDXL_BUCKETS, key=lambda b: abs(math.log((b[0] / b[1]) / ratio)))
     scale = math.sqrt(template.base_width * template.base_height) / 1024
     if scale == 1:
@@ -718,27 +924,36 @@ def _loras(loras: list[Lora], template: Template, policy: ContentPolicy) -> list
             f"The `{template.name}` workflow does not take LoRAs; remove the `<lora:…>` tags."
         )
     if len(loras) > MAX_LORAS:
-        raise PromptError(f"At most {MAX_LORAS} LoRAs per prompt; you named {len(loras)}.")
+        raise PromptError(
+            f"At most {MAX_LORAS} LoRAs per prompt; you named {len(loras)}. Remove some `<lora:…>` tags."
+        )
     if policy.allowed_loras is not None:
         for lora in loras:
             if (
                 lora.name not in policy.allowed_loras
                 and lora.name.rsplit(".", 1)[0] not in policy.allowed_loras
             ):
-                allowed = ", ".join(sorted(policy.allowed_loras)) or "none"
+                allowed = ", ".join(f"`{n}`" for n in sorted(policy.allowed_loras)) or "none"
                 raise PromptError(
                     f"This server does not allow the LoRA `{lora.name}`. Allowed: {allowed}."
                 )
     return loras
 
 
-def _check_blocked(text: str, policy: ContentPolicy, *, allow: bool = False) -> None:
-    if allow or not policy.blocked_words:
-        return
+def _check_blocked(text: str, policy: ContentPolicy) -> None:
+    """Refuse a prompt naming a blocked word; negatives may name them, to steer away from them."""
     lowered = text.lower()
     for word in policy.blocked_words:
-        if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
-            raise PromptError(f"This server does not allow `{_clip(word, 30)}` in prompts.")
+        if re.search(rf"(?<!\w){re.escape(word.lower())}(?!\w)", lowered):
+            raise PromptError(
+                f"This server does not allow `{_clip(word, 30)}` in prompts; rephrase without it."
+            )
+
+
+def _member_negative(draft: _Draft, options: Options) -> str:
+    """The typed negative and `--no`, together: both say what the member does not want."""
+    parts = [_normalise(options.negative or ""), draft.flags.get("no", "")]
+    return ", ".join(p.strip(" ,") for p in parts if p.strip(" ,"))
 
 
 def _compose(
@@ -752,7 +967,16 @@ def _compose(
     if template.pony_tags and safe:
         positive_parts.append(SAFE_POSITIVE)
         negative_parts.append(SAFE_NEGATIVE)
-    positive_parts.append(prompt)
-    negative_parts.append(negative)
-    join = ", ".join
-    return join(p for p in positive_parts if p), join(p for p in negative_parts if p)
+    return _join_tags(positive_parts, prompt), _join_tags(negative_parts, negative)
+
+
+def _join_tags(tag_groups: list[str], text: str) -> str:
+    """Tags before the member's text, leaving out any tag the member already wrote."""
+    seen = {tag.strip().lower() for tag in text.split(",")}
+    tags = []
+    for group in tag_groups:
+        for tag in (t.strip() for t in group.split(",")):
+            if tag and tag.lower() not in seen:
+                seen.add(tag.lower())
+                tags.append(tag)
+    return ", ".join([*tags, text] if text else tags)

@@ -55,6 +55,24 @@ A1111_SAMPLERS: dict[str, tuple[str, str]] = {
 # The name shown back to a member for a (sampler, scheduler) pair, A1111 style where one exists.
 DISPLAY_NAMES: dict[tuple[str, str], str] = {pair: name for name, pair in A1111_SAMPLERS.items()}
 
+# A1111 1.9+ writes the sampler and its "Schedule type" separately: these are both halves.
+A1111_BASE_NAMES: dict[str, str] = {
+    sampler: name
+    for name, (sampler, _) in A1111_SAMPLERS.items()
+    if not name.endswith((" Karras", " Exponential"))
+}
+A1111_SCHEDULE_LABELS: dict[str, str] = {
+    "normal": "Normal",
+    "karras": "Karras",
+    "exponential": "Exponential",
+    "sgm_uniform": "SGM Uniform",
+    "simple": "Simple",
+    "ddim_uniform": "DDIM",
+    "beta": "Beta",
+    "kl_optimal": "KL Optimal",
+    "linear_quadratic": "Linear Quadratic",
+}
+
 
 def display_name(sampler: str, scheduler: str) -> str:
     return DISPLAY_NAMES.get((sampler, scheduler), f"{sampler} / {scheduler}")
