@@ -25,7 +25,7 @@ from bot.config import (
 )
 from bot.generate import generate
 from bot.prompt import ContentPolicy, Options, PromptError, parse
-from bot.workflows import load_library
+from bot.workflows import TemplateError, load_library
 
 EXIT_CONFIG = 2
 
@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    except TemplateError as exc:
+        print(f"Stablehand cannot load a workflow template: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     raise AssertionError(f"unhandled command {command}")
 

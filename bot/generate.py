@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.images import ImageFile, png_with_parameters
 from bot.jobs import Job, JobUpdate
 from bot.metadata import a1111_parameters
+from bot.polling import Timing
 from bot.prompt import Options, PromptError
 from bot.services import Services
 
@@ -62,7 +63,14 @@ def print_progress(update: JobUpdate) -> None:
         print(f"  {detail}", file=sys.stderr)
 
 
-async def generate(settings: Settings, prompt: str, *, workflow: str | None, out: Path) -> int:
+async def generate(
+    settings: Settings,
+    prompt: str,
+    *,
+    workflow: str | None,
+    out: Path,
+    timing: Timing | None = None,
+) -> int:
     """Run one job end to end on the configured endpoint; 0 when images were saved."""
     with tempfile.TemporaryDirectory(prefix="stablehand-") as scratch:
         # A scratch database: the bot's own would let this process resume the bot's jobs.

@@ -279,34 +279,48 @@ def parse(
     )
 
 
-def for_image(
+def as_text(request: GenerationRequest) -> str:
+    """The words, LoRA tags and flags that parse back into `request` (for Edit and rebuilds)."""
+    parts = [request.prompt]
+    parts += [f"<lora:{lora.name}:{lora.strength!r}>" for lora in request.loras]
+    if request.raw:
+        parts.append("--raw")
+    return " ".join(p for p in parts if p)
+
+
+def revise(
     original: GenerationRequest,
-    image: ImageInput,
     *,
-    workflow: str,
     library: TemplateLibrary,
     policy: ContentPolicy,
     channel_nsfw: bool = False,
+    workflow: str | None = None,
+    image: ImageInput | None = None,
     seed: int | None = None,
     denoise: float | None = None,
 ) -> GenerationRequest:
-    """What a result's button runs (Vary, Upscale): the original's words, LoRAs and settings on
-    one of its images, checked against today's policy like any new request."""
-    tags = [f"<lora:{lora.name}:{lora.strength!r}>" for lora in original.loras]
-    flags = ["--raw"] if original.raw else []
-    if original.scheduler is not None:
-        flags.append(f"--scheduler {original.scheduler}")
+    """A finished request run again (Reroll, Vary, Upscale): its words, LoRAs and settings,
+    optionally on one of its images, checked against today's policy like any new request."""
+    flags = [] if original.scheduler is None else [f"--scheduler {original.scheduler}"]
+    if image is None and workflow is None:
+        width, height = original.width, original.height
+        flags.append(f"--size {width}x{height}")
+        if original.hires_scale:
+            flags.append(f"--hires {original.hires_scale:g}")
     options = Options(
         negative=original.negative or None,
         seed=original.seed if seed is None else seed,
         steps=original.steps,
-        denoise=denoise,
+        count=original.count if image is None and workflow is None else None,
+        denoise=denoise
+        if denoise is not None
+        else (original.denoise if workflow is None else None),
         cfg=original.cfg,
         sampler=original.sampler,
-        workflow=workflow,
+        workflow=workflow or original.template,
     )
     return parse(
-        " ".join([original.prompt, *tags, *flags]),
+        " ".join([as_text(original), *flags]),
         library=library,
         policy=policy,
         options=options,

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import bot.services
 from bot.config import SETTINGS
 from bot.generate import generate
 from tests.comfy_schema import text_encoder_clip_paths, validate
@@ -171,25 +170,18 @@ def test_operator_templates_are_listed_and_usable(tmp_path: Path) -> None:
 # --- generate ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fast_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The job manager's test intervals, so `generate` polls the fake in milliseconds."""
-    monkeypatch.setattr(bot.services, "timing_from_settings", lambda settings: FAST)
-
-
 def _parameters(path: Path) -> tuple[tuple[int, int], str]:
     with Image.open(path) as image:
         return image.size, image.text["parameters"]
 
 
-@pytest.mark.usefixtures("fast_jobs")
 async def test_generate_saves_pngs_with_their_generation_data(
     tmp_path: Path, fake_runpod: FakeRunPod, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod)
     out = tmp_path / "out"
     prompt = "a pony astronaut <lora:ponyStyle:0.8> --ar 16:9 --seed 7 --count 2"
-    assert await generate(settings, prompt, workflow=None, out=out) == 0
+    assert await generate(settings, prompt, workflow=None, out=out, timing=FAST) == 0
 
     files = sorted(out.glob("*.png"))
     assert len(files) == 2
@@ -211,14 +203,13 @@ async def test_generate_saves_pngs_with_their_generation_data(
     assert _one(submitted, "KSampler")["seed"] == 7
 
 
-@pytest.mark.usefixtures("fast_jobs")
 async def test_generate_hires_saves_the_upscaled_size(
     tmp_path: Path, fake_runpod: FakeRunPod
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod)
     out = tmp_path / "out"
     prompt = "a pony --hires --sampler DPM++ 2M Karras --seed 5"
-    assert await generate(settings, prompt, workflow=None, out=out) == 0
+    assert await generate(settings, prompt, workflow=None, out=out, timing=FAST) == 0
     (path,) = out.glob("*.png")
     size, parameters = _parameters(path)
     assert size == (1536, 1536)
@@ -227,28 +218,37 @@ async def test_generate_hires_saves_the_upscaled_size(
     assert "Denoising strength: 0.5, Hires upscale: 1.5" in parameters
 
 
-@pytest.mark.usefixtures("fast_jobs")
 async def test_generate_the_test_pattern_by_workflow_name(
     tmp_path: Path, fake_runpod: FakeRunPod
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod)
     out = tmp_path / "out"
-    assert await generate(settings, "test", workflow="test-pattern", out=out) == 0
+    assert await generate(settings, "test", workflow="test-pattern", out=out, timing=FAST) == 0
     (path,) = out.glob("*.png")
     size, parameters = _parameters(path)
     assert size == (512, 512)
     assert "Steps:" not in parameters and "Sampler:" not in parameters
 
 
-@pytest.mark.usefixtures("fast_jobs")
 async def test_generate_refuses_a_bad_prompt_before_sending_anything(
     tmp_path: Path, fake_runpod: FakeRunPod, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod)
     out = tmp_path / "out"
-    assert await generate(settings, "a pony --steps 500", workflow=None, out=out) == 1
+    assert await generate(settings, "a pony --steps 500", workflow=None, out=out, timing=FAST) == 1
     captured = capsys.readouterr()
     assert "`--steps 500` is more than this server allows (50 steps)" in captured.err
     assert captured.out == ""
     assert fake_runpod.requests_for("run") == [] and fake_runpod.requests_for("runsync") == []
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [("workflows",), ("workflow", "a pony")])
+def test_a_broken_operator_template_is_named_without_a_traceback(tmp_path: Path, command: tuple[str, ...]) -> None:
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "mine.json").write_text('{"name": "mine", "workflow": {}}')
+    result = run_cli(*command, cwd=tmp_path, WORKFLOWS_DIR=str(workflows))
+    assert result.returncode == 2
+    assert "cannot load a workflow template" in result.stderr and "mine.json" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,8 +15,9 @@ from bot.prompt import (
     ImageInput,
     Options,
     PromptError,
-    for_image,
+    as_text,
     parse,
+    revise,
 )
 from bot.workflows import Lora, load_library
 
@@ -523,8 +524,12 @@ def test_the_upscale_button_reruns_the_original_on_its_image() -> None:
         "--sampler DPM++ 2M Karras --no text --raw"
     )
     result = ImageInput("job-3-1.png", 1344, 768)
-    upscale = for_image(
-        original, result, workflow="pony-v6-xl-upscale", library=LIBRARY, policy=ContentPolicy()
+    upscale = revise(
+        original,
+        image=result,
+        workflow="pony-v6-xl-upscale",
+        library=LIBRARY,
+        policy=ContentPolicy(),
     )
     assert upscale.template == "pony-v6-xl-upscale" and upscale.image == result
     assert (upscale.prompt, upscale.negative, upscale.loras, upscale.raw) == (
@@ -541,9 +546,9 @@ def test_the_upscale_button_reruns_the_original_on_its_image() -> None:
 def test_the_upscale_button_obeys_todays_limits() -> None:
     original = run("a pony --ar 16:9")
     with pytest.raises(PromptError, match=r"This 1344x768 image is already about as large"):
-        for_image(
+        revise(
             original,
-            ImageInput("job-3-1.png", 1344, 768),
+            image=ImageInput("job-3-1.png", 1344, 768),
             workflow="pony-v6-xl-upscale",
             library=LIBRARY,
             policy=ContentPolicy(max_pixels=1024 * 1024),
@@ -552,9 +557,9 @@ def test_the_upscale_button_obeys_todays_limits() -> None:
 
 def test_the_vary_button_redraws_the_image_with_a_new_seed() -> None:
     original = run("a pony <lora:style:0.7> --ar 16:9 --count 2 --seed 9")
-    vary = for_image(
+    vary = revise(
         original,
-        ImageInput("job-3-2.png", 1344, 768),
+        image=ImageInput("job-3-2.png", 1344, 768),
         workflow="pony-v6-xl-img2img",
         library=LIBRARY,
         policy=ContentPolicy(),
@@ -564,3 +569,50 @@ def test_the_vary_button_redraws_the_image_with_a_new_seed() -> None:
     assert (vary.template, vary.seed, vary.denoise) == ("pony-v6-xl-img2img", 77, 0.55)
     assert (vary.width, vary.height, vary.count) == (1344, 768, 1)
     assert (vary.prompt, vary.loras) == (original.prompt, original.loras)
+
+
+def test_reroll_keeps_everything_but_the_seed() -> None:
+    original = run(
+        "a pony <lora:style:0.7> --ar 16:9 --count 2 --seed 9 --steps 30 --cfg 6 "
+        "--sampler DPM++ 2M Karras --no text --raw --hires 1.25"
+    )
+    again = revise(original, library=LIBRARY, policy=ContentPolicy(), seed=10)
+    assert again.seed == 10
+    kept = (
+        "template",
+        "prompt",
+        "negative",
+        "positive_text",
+        "negative_text",
+        "loras",
+        "raw",
+        "width",
+        "height",
+        "count",
+        "steps",
+        "cfg",
+        "sampler",
+        "scheduler",
+        "hires_scale",
+        "denoise",
+    )
+    assert {k: getattr(again, k) for k in kept} == {k: getattr(original, k) for k in kept}
+
+
+def test_reroll_obeys_todays_limits() -> None:
+    original = run("a pony --steps 40")
+    with pytest.raises(PromptError, match="40"):
+        revise(original, library=LIBRARY, policy=ContentPolicy(max_steps=30), seed=1)
+
+
+def test_as_text_parses_back_to_the_same_words_and_loras() -> None:
+    original = run("a pony <lora:style:0.7> --raw --no text")
+    text = as_text(original)
+    assert text == "a pony <lora:style.safetensors:0.7> --raw"
+    back = run(text, {"negative": original.negative})
+    assert (back.prompt, back.loras, back.raw, back.negative) == (
+        original.prompt,
+        original.loras,
+        True,
+        "text",
+    )

@@ -391,12 +391,25 @@ def _scale_factor(nodes: list[dict[str, Any]]) -> float:
     return factor
 
 
+def _image_scale_size(nodes: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """The size an ImageScale node crops an input image to (img2img works at that size)."""
+    for node in nodes:
+        if node.get("class_type") == "ImageScale":
+            inputs = _node_inputs(node)
+            width, height = _as_int(inputs.get("width")), _as_int(inputs.get("height"))
+            if width and height:
+                return width, height
+    return None
+
+
 def plan_images(job_input: dict[str, Any]) -> tuple[int, int, int]:
     """(width, height, count) of the images the submitted workflow would save."""
     nodes = _workflow_nodes(job_input)
     planned = _empty_image_size(nodes)
     if planned is None:
-        width, height = _load_image_size(nodes, job_input.get("images")) or (64, 64)
+        width, height = (
+            _image_scale_size(nodes) or _load_image_size(nodes, job_input.get("images")) or (64, 64)
+        )
         planned = (width, height, 1)
     width, height, batch = planned
     factor = _scale_factor(nodes)
