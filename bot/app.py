@@ -15,7 +15,7 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.quota")
+EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.jobs", "cogs.quota", "cogs.settings")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ EXTENSIONS = {
 }
 STILL_IMAGES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 MAX_INPUT_PIXELS = 4096 * 4096
+# RunPod takes 10 MB per /run body, base64 included: inputs above this go as JPEG instead.
+INPUT_PNG_LIMIT = 6 * 2**20
 
 
 class ImageError(ValueError):
@@ -55,19 +58,25 @@ def sniff_mime(data: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class VerifiedImage:
-    """An input image that Pillow could fully decode."""
+    """An input image that decoded completely, sized for the model, ready for `input.images`."""
 
     mime: str
     width: int
     height: int
     data: bytes
 
+    @property
+    def name(self) -> str:
+        """A content-derived name, so equal inputs share one file on the worker."""
+        extension = EXTENSIONS[self.mime]
+        return f"stablehand-{hashlib.sha256(self.data).hexdigest()[:16]}.{extension}"
 
-def verify_image(data: bytes, *, max_bytes: int) -> VerifiedImage:
-    """Check that `data` is a whole, decodable still image of sane size; return it as PNG."""
+
+def prepare_input_image(data: bytes, *, max_pixels: int, max_bytes: int) -> VerifiedImage:
+    """Check that `data` is a whole still image, then fit it within `max_pixels` (sides a multiple of 8)."""
     if len(data) > max_bytes:
         raise ImageError(
-            f"The image is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB."
+            f"That image is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB."
         )
     mime = sniff_mime(data)
     if mime not in STILL_IMAGES:
@@ -76,18 +85,30 @@ def verify_image(data: bytes, *, max_bytes: int) -> VerifiedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
-                if width * height > MAX_INPUT_PIXELS:
-                    raise ImageError(f"The image is {width}x{height}; the limit is 4096x4096.")
+                if probe.width * probe.height > MAX_INPUT_PIXELS:
+                    raise ImageError(
+                        f"That image is {probe.width}x{probe.height}; the limit is 4096x4096."
+                    )
                 probe.load()
-                converted = probe.convert("RGB")
+                picture = probe.convert("RGB")
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning):
         raise ImageError("That image is damaged or incomplete; it could not be read.") from None
+    scale = min(1.0, (max_pixels / (picture.width * picture.height)) ** 0.5)
+    size = (
+        max(8, int(picture.width * scale) // 8 * 8),
+        max(8, int(picture.height * scale) // 8 * 8),
+    )
+    if size != picture.size:
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    converted.save(out, "PNG")
-    return VerifiedImage("image/png", width, height, out.getvalue())
+    picture.save(out, "PNG")
+    if out.tell() > INPUT_PNG_LIMIT:
+        out = io.BytesIO()
+        picture.save(out, "JPEG", quality=95)
+        return VerifiedImage("image/jpeg", *size, out.getvalue())
+    return VerifiedImage("image/png", *size, out.getvalue())
 
 
 def png_with_parameters(data: bytes, parameters: str) -> bytes:
@@ -102,3 +123,79 @@ def png_with_parameters(data: bytes, parameters: str) -> bytes:
 
 def total_size(files: Sequence[ImageFile]) -> int:
     return sum(len(f.data) for f in files)
+
+
+MAX_FILES_PER_MESSAGE = 10
+MESSAGE_CAP = 25 * 2**20
+MIN_SIDE = 256
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Files ready for one Discord message, and what had to change to make them fit."""
+
+    files: tuple[ImageFile, ...]
+    notes: tuple[str, ...] = ()
+
+
+def prepare_uploads(
+    images: Sequence[ImageFile], *, limit: int, parameters: str | None = None
+) -> Upload:
+    """Make images fit Discord: PNG with generation data, then WebP, then JPEG, then smaller."""
+    notes: list[str] = []
+    if len(images) > MAX_FILES_PER_MESSAGE:
+        notes.append(
+            f"Showing {MAX_FILES_PER_MESSAGE} of {len(images)} images (Discord's limit per message)."
+        )
+        images = images[:MAX_FILES_PER_MESSAGE]
+    per_file = limit
+    total = max(limit, min(MESSAGE_CAP, limit * len(images)))
+    with_data = [_with_parameters(i, parameters) for i in images]
+    if _fits(with_data, per_file, total):
+        return Upload(tuple(with_data), tuple(notes))
+    for mime, label in (("image/webp", "WebP"), ("image/jpeg", "JPEG")):
+        converted = [_convert(i, mime) if i.mime in STILL_IMAGES else i for i in images]
+        if _fits(converted, per_file, total):
+            notes.append(f"Converted to high-quality {label} to fit this server's upload limit.")
+            return Upload(tuple(converted), tuple(notes))
+    scale = 0.75
+    while True:
+        shrunk = [
+            _convert(i, "image/jpeg", scale=scale) if i.mime in STILL_IMAGES else i for i in images
+        ]
+        size = _size_of(shrunk[0]) if shrunk and shrunk[0].mime in STILL_IMAGES else None
+        if _fits(shrunk, per_file, total) or (size and min(size) <= MIN_SIDE):
+            shown = f" to {size[0]}x{size[1]}" if size else ""
+            notes.append(f"Scaled down{shown} as JPEG to fit this server's upload limit.")
+            return Upload(tuple(shrunk), tuple(notes))
+        scale *= 0.75
+
+
+def _fits(files: Sequence[ImageFile], per_file: int, total: int) -> bool:
+    return all(len(f.data) <= per_file for f in files) and total_size(files) <= total
+
+
+def _with_parameters(image: ImageFile, parameters: str | None) -> ImageFile:
+    if parameters is None or image.mime != "image/png":
+        return image
+    return ImageFile(image.filename, image.mime, png_with_parameters(image.data, parameters))
+
+
+def _convert(image: ImageFile, mime: str, *, scale: float = 1.0) -> ImageFile:
+    with Image.open(io.BytesIO(image.data)) as source:
+        picture = source.convert("RGB")
+    if scale != 1.0:
+        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if mime == "image/webp":
+        picture.save(out, "WEBP", quality=92, method=4)
+    else:
+        picture.save(out, "JPEG", quality=90, optimize=True)
+    stem = image.filename.rsplit(".", 1)[0]
+    return ImageFile(f"{stem}.{EXTENSIONS[mime]}", mime, out.getvalue())
+
+
+def _size_of(image: ImageFile) -> tuple[int, int]:
+    with Image.open(io.BytesIO(image.data)) as picture:
+        return picture.size

@@ -122,6 +122,7 @@ class Job:
     failure: str | None
     error: str | None
     delivered_at: float | None
+    role_ids: tuple[int, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -155,6 +156,7 @@ class Job:
             failure=row["failure"],
             error=row["error"],
             delivered_at=row["delivered_at"],
+            role_ids=tuple(json.loads(row["role_ids"])),
         )
 
 
@@ -298,7 +300,8 @@ class JobManager:
                 )
             job_id = await tx.insert(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, state, template, request, workflow,"
-                " cost, filesize_limit, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " cost, filesize_limit, created_at, updated_at, role_ids)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     new.guild_id,
                     new.channel_id,
@@ -311,6 +314,7 @@ class JobManager:
                     new.filesize_limit,
                     now,
                     now,
+                    json.dumps(list(new.role_ids)),
                 ),
             )
             await tx.executemany(

@@ -10,9 +10,10 @@ from bot.config import Settings
 from bot.db import Database
 from bot.estimates import DurationModel
 from bot.guild_settings import GuildSettingsStore
+from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
 from bot.polling import Timing
-from bot.prompt import ContentPolicy, Options, parse
+from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, parse
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
 from bot.workflows import TemplateLibrary, load_library
@@ -102,6 +103,7 @@ class Services:
         channel_nsfw: bool = False,
         options: Options | None = None,
         policy: ContentPolicy | None = None,
+        image: VerifiedImage | None = None,
         filesize_limit: int | None = None,
         seed: int | None = None,
         role_ids: tuple[int, ...] = (),
@@ -113,8 +115,31 @@ class Services:
             policy=policy or self.policy(),
             options=options,
             channel_nsfw=channel_nsfw,
+            image=image_input(image),
             seed=seed,
         )
+        return self.job_for(
+            request,
+            image=image,
+            user_id=user_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            filesize_limit=filesize_limit,
+            role_ids=role_ids,
+        )
+
+    def job_for(
+        self,
+        request: GenerationRequest,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        image: VerifiedImage | None = None,
+        filesize_limit: int | None = None,
+        role_ids: tuple[int, ...] = (),
+    ) -> NewJob:
+        """A parsed request rendered into its workflow and costed."""
         template = self.templates.get(request.template)
         assert template is not None
         return NewJob(
@@ -125,6 +150,7 @@ class Services:
             workflow=template.render(request.values(), request.loras),
             cost=credit_cost(request, template),
             filesize_limit=filesize_limit,
+            input_images=((image.name, image.data),) if image is not None and request.image else (),
             role_ids=role_ids,
         )
 
@@ -133,3 +159,8 @@ class Services:
         await self.jobs.stop()
         await self.runpod.aclose()
         await self.db.close()
+
+
+def image_input(image: VerifiedImage | None) -> ImageInput | None:
+    """How a workflow refers to an image sent along in `input.images`."""
+    return ImageInput(image.name, image.width, image.height) if image is not None else None

@@ -12,16 +12,20 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.images import ImageFile
+from bot.images import ImageFile, prepare_uploads
 from bot.jobs import DeliveryError, Job, JobUpdate
+from bot.metadata import a1111_parameters
 from cogs import render
+from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
 
 log = logging.getLogger(__name__)
 
-NO_MENTIONS = discord.AllowedMentions.none()
+NO_MENTIONS = render.NO_MENTIONS
+# What an unboosted server takes, for jobs stored before the interaction's limit was recorded.
+DEFAULT_UPLOAD_LIMIT = 10 * 2**20
 
 
 class ChannelPacer:
@@ -147,6 +151,27 @@ class ProgressBoard:
             log.info("job %d: progress edit failed (%s)", job_id, exc.status)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a job's message becomes: text, an embed, files and buttons."""
+
+    content: str
+    embed: discord.Embed | None = None
+    images: tuple[ImageFile, ...] = ()
+    spoiler: bool = False
+    view: discord.ui.View | None = None
+
+    def files(self, job_id: int) -> list[discord.File]:
+        return [
+            discord.File(
+                io.BytesIO(image.data),
+                filename=f"stablehand-{job_id}-{n}.{image.filename.rsplit('.', 1)[-1]}",
+                spoiler=self.spoiler,
+            )
+            for n, image in enumerate(self.images, start=1)
+        ]
+
+
 class DiscordDelivery:
     """Edits a job's own message into its outcome with the bot token, or posts a fresh one."""
 
@@ -156,67 +181,108 @@ class DiscordDelivery:
         self._board = board
 
     async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
-        await self._show(job, render.result_text(job), images)
+        services = self._bot.services
+        balance = await services.quotas.balance(job.guild_id, job.user_id, job.role_ids)
+        embed = render.result_embed(
+            job, remaining=balance.remaining, this_period=services.quotas.this_period
+        )
+        template = services.templates.get(job.template)
+        can_vary = (
+            template is not None
+            and template.pony_tags
+            and all(services.templates.get(name) for name in (VARY_WORKFLOW, UPSCALE_WORKFLOW))
+        )
+        limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
+        parameters = a1111_parameters(job.request)
+        # A 413 means the limit the interaction reported was wrong: shrink harder and try again.
+        for attempt_limit in (limit, limit // 2, limit // 4):
+            upload = prepare_uploads(images, limit=attempt_limit, parameters=parameters)
+            outcome = Outcome(
+                render.result_content(job, upload.notes),
+                embed,
+                upload.files,
+                spoiler=job.request.spoiler,
+                view=result_view(job, len(upload.files), can_vary=can_vary),
+            )
+            try:
+                await self._show(job, outcome)
+                return
+            except discord.HTTPException as exc:
+                if exc.status != 413:
+                    raise DeliveryError(f"Discord answered {exc.status}") from None
+                log.info(
+                    "job %d: upload refused as too large at %d bytes; shrinking",
+                    job.id,
+                    attempt_limit,
+                )
+        raise DeliveryError(
+            "the images are too large for this server even when shrunk", permanent=True
+        )
 
     async def notify(self, job: Job) -> None:
-        await self._show(job, render.ended_text(job), ())
+        try:
+            await self._show(job, Outcome(render.ended_text(job)))
+        except discord.HTTPException as exc:
+            raise DeliveryError(f"Discord answered {exc.status}") from None
 
-    async def _show(self, job: Job, content: str, images: Sequence[ImageFile]) -> None:
+    async def _show(self, job: Job, outcome: Outcome) -> None:
         self._board.forget(job.id)
         self._board.delivery_started()
         try:
-            await self._edit_or_post(job, content, images)
+            await self._edit_or_post(job, outcome)
         finally:
             self._board.delivery_ended()
 
-    async def _edit_or_post(self, job: Job, content: str, images: Sequence[ImageFile]) -> None:
+    async def _edit_or_post(self, job: Job, outcome: Outcome) -> None:
         if job.channel_id is not None and job.message_id is not None:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
             try:
                 await channel.get_partial_message(job.message_id).edit(
-                    content=content, attachments=_files(images), allowed_mentions=NO_MENTIONS
+                    content=outcome.content,
+                    embed=outcome.embed,
+                    attachments=outcome.files(job.id),
+                    view=outcome.view,
+                    allowed_mentions=NO_MENTIONS,
                 )
                 return
             except (discord.NotFound, discord.Forbidden) as exc:
                 log.info(
                     "job %d: cannot edit its message (%s); posting a fresh one", job.id, exc.status
                 )
-            except discord.HTTPException as exc:
-                raise DeliveryError(f"Discord answered {exc.status} to the edit") from None
-        await self._post_fresh(job, content, images)
+        await self._post_fresh(job, outcome)
 
-    async def _post_fresh(self, job: Job, content: str, images: Sequence[ImageFile]) -> None:
+    async def _post_fresh(self, job: Job, outcome: Outcome) -> None:
         """Post where the job's message was; if the channel is gone too, DM the member."""
         if job.channel_id is not None:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
             try:
                 message = await channel.send(
-                    content=content, files=_files(images), allowed_mentions=NO_MENTIONS
+                    content=outcome.content,
+                    embed=outcome.embed,
+                    files=outcome.files(job.id),
+                    view=outcome.view,
+                    allowed_mentions=NO_MENTIONS,
                 )
             except (discord.NotFound, discord.Forbidden):
                 log.info(
                     "job %d: cannot post in channel %s; sending it by DM", job.id, job.channel_id
                 )
-            except discord.HTTPException as exc:
-                raise DeliveryError(f"Discord answered {exc.status} to the post") from None
             else:
                 await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
                 return
         try:
             user = await self._bot.fetch_user(job.user_id)
+            # Buttons stay in the server: a DM holds only the images and their details.
             message = await user.send(
-                content=content, files=_files(images), allowed_mentions=NO_MENTIONS
+                content=outcome.content,
+                embed=outcome.embed,
+                files=outcome.files(job.id),
+                allowed_mentions=NO_MENTIONS,
             )
         except (discord.NotFound, discord.Forbidden):
             raise DeliveryError(
                 "neither the channel nor the member's DMs accept messages", permanent=True
             ) from None
-        except discord.HTTPException as exc:
-            raise DeliveryError(f"Discord answered {exc.status} to the DM") from None
         await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
-
-
-def _files(images: Sequence[ImageFile]) -> list[discord.File]:
-    return [discord.File(io.BytesIO(image.data), filename=image.filename) for image in images]

@@ -8,22 +8,23 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs import render
-from cogs.delivery import NO_MENTIONS, ChannelPacer, DiscordDelivery, ProgressBoard
+from bot.prompt import Options
+from bot.samplers import A1111_SAMPLERS, SAMPLERS
+from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
+from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
 from cogs.errors import MemberError
-from cogs.permissions import member_role_ids
+from cogs.launch import launch, read_image, requester
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
 
-
-def channel_is_nsfw(channel: object) -> bool:
-    is_nsfw = getattr(channel, "is_nsfw", None)
-    return bool(is_nsfw()) if callable(is_nsfw) else False
+ASPECTS = ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"]
+# Discord integer options stop at 2^53; bigger seeds (up to 2^64-1) go in the text as --seed.
+MAX_OPTION_SEED = 2**53 - 1
 
 
 class Imagine(commands.Cog):
-    """Image requests and their delivery."""
+    """Image requests, their progress and their delivery."""
 
     def __init__(self, bot: Stablehand) -> None:
         self.bot = bot
@@ -34,44 +35,103 @@ class Imagine(commands.Cog):
 
     async def cog_load(self) -> None:
         self.bot.deliverer = self.delivery
+        self.bot.add_dynamic_items(ResultButton)
         if self.bot.has_services:
             self.bot.services.jobs.subscribe(self.board.update)
             self.board.start()
 
     async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(ResultButton)
         await self.board.stop()
 
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction[Stablehand]) -> None:
+        """Edit-modal submits: handled here so they work even after the bot restarted."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        match = EDIT_MODAL.fullmatch((interaction.data or {}).get("custom_id", ""))
+        if match:
+            await on_edit_submit(interaction, int(match["job"]))
+
     @app_commands.command(name="imagine", description="Make an image from a prompt.")
-    @app_commands.describe(prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text")
+    @app_commands.describe(
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text",
+        negative="What to keep out of the image",
+        aspect="Shape of the image",
+        count="How many images (1-4)",
+        seed=f"0 to {MAX_OPTION_SEED}; for bigger seeds write --seed in the prompt",
+        steps="Sampling steps (more is slower)",
+        cfg="How closely to follow the prompt (5-8 suits Pony)",
+        sampler="ComfyUI or A1111 sampler name, e.g. DPM++ 2M Karras",
+        workflow="Which workflow to run",
+        image="Start from this image (img2img)",
+    )
+    @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
     @app_commands.guild_only()
-    async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
+    async def imagine(
+        self,
+        interaction: discord.Interaction[Stablehand],
+        prompt: app_commands.Range[str, 1, 4000],
+        negative: app_commands.Range[str, 1, 2000] | None = None,
+        aspect: str | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+        seed: app_commands.Range[int, 0, MAX_OPTION_SEED] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
+        sampler: str | None = None,
+        workflow: str | None = None,
+        image: discord.Attachment | None = None,
+    ) -> None:
         services = self.bot.services
-        guild_settings = await services.guild_settings.get(interaction.guild_id)
-        if not guild_settings.allows_channel(interaction.channel_id):
-            channels = ", ".join(f"<#{c}>" for c in guild_settings.allowed_channels or ())
-            raise MemberError(f"Images can be made in {channels or 'no channel'} on this server.")
-        role_ids = member_role_ids(interaction.user)
-        new_job = services.prepare(
-            prompt,
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            channel_nsfw=channel_is_nsfw(interaction.channel),
-            policy=guild_settings.policy(services.policy()),
-            filesize_limit=interaction.filesize_limit,
-            role_ids=role_ids,
-        )
-        job = await services.jobs.accept(new_job)
-        try:
-            balance = await services.quotas.balance(job.guild_id, job.user_id, role_ids)
-            cost = render.cost_line(job, balance.remaining, services.quotas.this_period)
-            callback = await interaction.response.send_message(
-                render.accepted_text(job, cost), allowed_mentions=NO_MENTIONS
+        settings = await services.guild_settings.get(interaction.guild_id)
+        if not settings.allows_channel(interaction.channel_id):
+            channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels or ())
+            raise MemberError(
+                f"On this server images can be made in {channels or 'no channel yet'}."
             )
-        except BaseException:
-            await services.jobs.abandon(job.id, "the progress message could not be posted")
-            raise
-        await services.jobs.attach_message(job.id, interaction.channel_id, callback.message_id)
+        policy = settings.policy(services.policy())
+        verified = None
+        if image is not None:
+            # Downloading may take longer than Discord's three seconds: acknowledge first.
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            verified = await read_image(image, max_pixels=policy.max_pixels)
+        options = Options(
+            negative=negative,
+            aspect=aspect,
+            count=count,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            workflow=workflow,
+        )
+        new_job = services.prepare(
+            prompt, options=options, policy=policy, image=verified, **requester(interaction)
+        )
+        await launch(interaction, new_job)
+
+    @imagine.autocomplete("sampler")
+    async def sampler_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        wanted = current.strip().lower()
+        names = [*A1111_SAMPLERS, *SAMPLERS]
+        found = [n for n in names if wanted in n.lower()] if wanted else list(A1111_SAMPLERS)
+        return [app_commands.Choice(name=n, value=n) for n in found[:25]]
+
+    @imagine.autocomplete("workflow")
+    async def workflow_choices(
+        self, interaction: discord.Interaction[Stablehand], current: str
+    ) -> list[app_commands.Choice[str]]:
+        library = self.bot.services.templates
+        wanted = current.strip().lower()
+        choices = []
+        for name in library.names():
+            template = library.get(name)
+            if wanted in name and template is not None:
+                label = f"{name} — {template.description}"
+                choices.append(app_commands.Choice(name=label[:100], value=name))
+        return choices[:25]
 
 
 async def setup(bot: Stablehand) -> None:

@@ -1,13 +1,17 @@
-"""What members read: the text of progress, results and failures, as pure functions."""
+"""What members read: progress lines, the result embed, failures and details, as pure functions."""
 
 from __future__ import annotations
 
 import discord
 
 from bot.jobs import Job, JobState, JobUpdate
+from bot.samplers import display_name
 
+NO_MENTIONS = discord.AllowedMentions.none()
 CONTENT_LIMIT = 2000
+FIELD_LIMIT = 1024
 PROMPT_PREVIEW = 300
+RESULT_COLOUR = discord.Colour(0x5865F2)
 
 
 def quote_prompt(text: str, limit: int = PROMPT_PREVIEW) -> str:
@@ -70,12 +74,45 @@ def progress_text(update: JobUpdate) -> str:
     return _fit(f"{header(update.job)}\n{progress_line(update)}")
 
 
-def result_text(job: Job, notes: list[str] | None = None) -> str:
+def result_content(job: Job, notes: tuple[str, ...] = ()) -> str:
+    lines = [f"<@{job.user_id}> · job #{job.id}", *(f"ℹ️ {note}" for note in notes)]
+    return _fit("\n".join(lines))
+
+
+def result_embed(job: Job, *, remaining: int | None, this_period: str) -> discord.Embed:
+    """Every parameter that made these images, and what they cost."""
     request = job.request
     width, height = request.output_size
-    lines = [header(job), f"✅ seed `{request.seed}` · {width}x{height} · {request.template}"]
-    lines += notes or []
-    return _fit("\n".join(lines))
+    embed = discord.Embed(
+        description=_field(quote_prompt(request.prompt, 1000)), colour=RESULT_COLOUR
+    )
+    if request.negative:
+        embed.add_field(
+            name="Negative", value=_field(quote_prompt(request.negative, 500)), inline=False
+        )
+    embed.add_field(name="Seed", value=f"`{request.seed}`")
+    embed.add_field(
+        name="Size", value=f"{width}×{height}" + (f" ×{request.count}" if request.count > 1 else "")
+    )
+    if request.steps is not None:
+        embed.add_field(name="Steps", value=str(request.steps))
+    if request.cfg is not None:
+        embed.add_field(name="CFG", value=f"{request.cfg:g}")
+    if request.sampler and request.scheduler:
+        embed.add_field(name="Sampler", value=display_name(request.sampler, request.scheduler))
+    embed.add_field(name="Workflow", value=request.template)
+    if request.loras:
+        embed.add_field(
+            name="LoRAs",
+            value=", ".join(f"{lora.name} ({lora.strength:g})" for lora in request.loras),
+        )
+    if job.execution_ms is not None:
+        embed.add_field(name="GPU time", value=f"{job.execution_ms / 1000:.1f} s")
+    spent = credits(job.cost) + (
+        f" · {remaining} left {this_period}" if remaining is not None else ""
+    )
+    embed.add_field(name="Credits", value=spent)
+    return embed
 
 
 def ended_text(job: Job) -> str:
@@ -91,6 +128,39 @@ def ended_text(job: Job) -> str:
     refund = f" {credits(job.cost).capitalize()} refunded." if job.cost else ""
     reason = job.failure or "Something went wrong."
     return _fit(f"{header(job)}\n{icon} **{title}** — {reason}{refund}")
+
+
+def details_text(job: Job) -> str:
+    """Every parameter of a job, for the Details button (the workflow goes along as a file)."""
+    request = job.request
+    rows = [
+        ("Prompt", quote_prompt(request.prompt, 800)),
+        ("Negative", quote_prompt(request.negative, 400) if request.negative else "—"),
+        ("Sent to the model", quote_prompt(request.positive_text, 400)),
+        ("Negative sent", quote_prompt(request.negative_text, 300)),
+        ("Workflow", request.template),
+        ("Seed", f"`{request.seed}`"),
+        ("Size", "{}×{}".format(*request.output_size)),
+        ("Images", str(request.count)),
+        ("Steps", str(request.steps) if request.steps is not None else "—"),
+        ("CFG", f"{request.cfg:g}" if request.cfg is not None else "—"),
+        ("Sampler", f"{request.sampler} / {request.scheduler}" if request.sampler else "—"),
+        ("Checkpoint", request.checkpoint or "—"),
+        ("LoRAs", ", ".join(f"{lora.name} ({lora.strength:g})" for lora in request.loras) or "—"),
+        ("GPU time", f"{job.execution_ms / 1000:.1f} s" if job.execution_ms is not None else "—"),
+        ("Waited for a GPU", f"{job.delay_ms / 1000:.1f} s" if job.delay_ms is not None else "—"),
+        ("Credits", str(job.cost)),
+        ("State", job.state.value),
+    ]
+    if request.denoise is not None:
+        rows.insert(8, ("Denoise", f"{request.denoise:g}"))
+    if request.hires_scale:
+        rows.insert(8, ("Hires scale", f"{request.hires_scale:g}"))
+    return _fit(f"**Job #{job.id}**\n" + "\n".join(f"**{name}:** {value}" for name, value in rows))
+
+
+def _field(text: str) -> str:
+    return text if len(text) <= FIELD_LIMIT else text[: FIELD_LIMIT - 1] + "…"
 
 
 def _fit(text: str) -> str:

@@ -46,7 +46,8 @@ async def test_imagine_posts_a_1024_png_with_the_seed(
     [file] = edit.files
     image = Image.open(io.BytesIO(file.data))
     assert image.format == "PNG" and image.size == (1024, 1024)
-    assert "4242" in edit.json["content"]
+    [embed] = edit.json["embeds"]
+    assert {"name": "Seed", "value": "`4242`", "inline": True} in embed["fields"]
     assert edit.json["allowed_mentions"]["parse"] == []
 
     job = await bot.services.jobs.get(1)

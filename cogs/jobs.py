@@ -1,0 +1,112 @@
+"""/jobs and /cancel: a member's own jobs, and stopping one (moderators may stop anyone's)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.jobs import JobState
+from bot.quotas import relative
+from cogs import render
+from cogs.permissions import is_moderator
+
+if TYPE_CHECKING:
+    from bot.app import Stablehand
+
+ICONS = {
+    JobState.DONE: "✅",
+    JobState.FAILED: "❌",
+    JobState.CANCELLED: "🚫",
+    JobState.TIMED_OUT: "⌛",
+    JobState.EXPIRED: "⌛",
+    JobState.RUNNING: "🎨",
+    JobState.DELIVERING: "📤",
+}
+
+
+class Jobs(commands.Cog):
+    """What a member has asked for, and how to stop it."""
+
+    def __init__(self, bot: Stablehand) -> None:
+        self.bot = bot
+
+    @app_commands.command(
+        name="jobs", description="Your recent image jobs, with links to their messages."
+    )
+    @app_commands.guild_only()
+    async def jobs(self, interaction: discord.Interaction[Stablehand]) -> None:
+        manager = self.bot.services.jobs
+        recent = await manager.recent(interaction.guild_id, interaction.user.id, limit=10)
+        lines = []
+        for job in recent:
+            link = render.job_link(job)
+            place = manager.position(job.id)
+            state = f"queued, position {place}" if place else job.state.value.replace("_", " ")
+            prompt = render.quote_prompt(job.request.prompt, 40)
+            shown = f"[{prompt}]({link})" if link else prompt
+            lines.append(
+                f"{ICONS.get(job.state, '⏳')} `#{job.id}` {shown} · {state} · {relative(job.created_at)}"
+            )
+        embed = discord.Embed(
+            title="Your jobs",
+            description="\n".join(lines) or "You have not made any images here yet.",
+        )
+        if any(not job.terminal for job in recent):
+            embed.set_footer(text="Stop one with /cancel.")
+        await interaction.response.send_message(
+            embed=embed, ephemeral=True, allowed_mentions=render.NO_MENTIONS
+        )
+
+    @app_commands.command(
+        name="cancel", description="Stop a job that has not finished; its credits come back."
+    )
+    @app_commands.describe(job="The job to stop (moderators may stop anyone's)")
+    @app_commands.guild_only()
+    async def cancel(self, interaction: discord.Interaction[Stablehand], job: int) -> None:
+        moderator = await is_moderator(interaction)
+        manager = self.bot.services.jobs
+        found = await manager.get(job)
+        if found is None or found.guild_id != interaction.guild_id:
+            await interaction.response.send_message(
+                f"There is no job #{job} on this server.", ephemeral=True
+            )
+            return
+        cancelled = await manager.cancel(job, by_user=interaction.user.id, moderator=moderator)
+        refund = (
+            f" {render.credits(cancelled.cost).capitalize()} refunded." if cancelled.cost else ""
+        )
+        whose = (
+            ""
+            if cancelled.user_id == interaction.user.id
+            else f" (started by <@{cancelled.user_id}>)"
+        )
+        text = (
+            f"Stopping job #{job}{whose}; its message will say so."
+            if cancelled.state is JobState.SUBMITTING
+            else f"Cancelled job #{job}{whose}.{refund}"
+        )
+        await interaction.response.send_message(
+            text, ephemeral=True, allowed_mentions=render.NO_MENTIONS
+        )
+
+    @cancel.autocomplete("job")
+    async def cancel_choices(
+        self, interaction: discord.Interaction[Stablehand], current: str
+    ) -> list[app_commands.Choice[int]]:
+        everyone = await is_moderator(interaction)
+        active = await self.bot.services.jobs.active(
+            interaction.guild_id, None if everyone else interaction.user.id
+        )
+        choices = []
+        for job in reversed(active):
+            label = f"#{job.id} {job.state.value} — {' '.join(job.request.prompt.split())}"
+            if current.strip().lstrip("#") in label:
+                choices.append(app_commands.Choice(name=label[:100], value=job.id))
+        return choices[:25]
+
+
+async def setup(bot: Stablehand) -> None:
+    await bot.add_cog(Jobs(bot))

@@ -1,0 +1,84 @@
+"""Starting a job from any interaction: accept it, post its public progress message, attach it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.images import ImageError, VerifiedImage, prepare_input_image
+from bot.jobs import Job, NewJob
+from cogs import render
+from cogs.errors import MemberError
+from cogs.permissions import member_role_ids
+
+if TYPE_CHECKING:
+    from bot.app import Stablehand
+
+# What a member may attach: RunPod takes 10 MB per request and base64 adds a third.
+MAX_INPUT_BYTES = 20 * 2**20
+
+
+def channel_is_nsfw(channel: object) -> bool:
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+async def read_image(attachment: discord.Attachment, *, max_pixels: int) -> VerifiedImage:
+    """Download and check an image a member gave us; refusals explain what was wrong."""
+    if attachment.size > MAX_INPUT_BYTES:
+        raise MemberError(
+            f"That image is {attachment.size / 2**20:.0f} MB; the limit is {MAX_INPUT_BYTES // 2**20} MB."
+        )
+    try:
+        data = await attachment.read()
+    except discord.HTTPException:
+        raise MemberError(
+            "I could not download that image from Discord; try attaching it again."
+        ) from None
+    try:
+        return prepare_input_image(data, max_pixels=max_pixels, max_bytes=MAX_INPUT_BYTES)
+    except ImageError as exc:
+        raise MemberError(str(exc)) from None
+
+
+async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) -> Job:
+    """Charge and store the job, then show it: the reply itself, or (after a defer) a new post."""
+    bot = interaction.client
+    services = bot.services
+    job = await services.jobs.accept(new_job)
+    try:
+        balance = await services.quotas.balance(job.guild_id, job.user_id, job.role_ids)
+        text = render.accepted_text(
+            job, render.cost_line(job, balance.remaining, services.quotas.this_period)
+        )
+        if interaction.response.is_done():
+            message = await bot.get_partial_messageable(interaction.channel_id).send(
+                text, allowed_mentions=render.NO_MENTIONS
+            )
+            channel_id, message_id = message.channel.id, message.id
+            await interaction.edit_original_response(
+                content=f"Started job #{job.id}: {message.jump_url}"
+            )
+        else:
+            callback = await interaction.response.send_message(
+                text, allowed_mentions=render.NO_MENTIONS
+            )
+            channel_id, message_id = interaction.channel_id, callback.message_id
+    except BaseException:
+        await services.jobs.abandon(job.id, "its progress message could not be posted")
+        raise
+    await services.jobs.attach_message(job.id, channel_id, message_id)
+    return job
+
+
+def requester(interaction: discord.Interaction) -> dict:
+    """Who asks, where, and under which policy: the parts of a NewJob an interaction supplies."""
+    return {
+        "user_id": interaction.user.id,
+        "guild_id": interaction.guild_id,
+        "channel_id": interaction.channel_id,
+        "channel_nsfw": channel_is_nsfw(interaction.channel),
+        "filesize_limit": interaction.filesize_limit,
+        "role_ids": member_role_ids(interaction.user),
+    }

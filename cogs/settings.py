@@ -1,0 +1,243 @@
+"""/settings: a server's own policy (Manage Server, checked when the command runs)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import NSFW_POLICIES
+from bot.guild_settings import GuildSettings
+from cogs import render
+from cogs.errors import MemberError
+
+if TYPE_CHECKING:
+    from bot.app import Stablehand
+
+NSFW_CHOICES = {
+    "safe_tags": "Add safe tags outside age-restricted channels",
+    "spoiler": "Safe tags and spoilered images outside age-restricted channels",
+    "refuse": "Only make images in age-restricted channels",
+    "off": "No tags, no spoilers",
+}
+NOT_MANAGER = "Only members with the Manage Server permission can change this server's settings."
+
+
+def managers_only():
+    async def predicate(interaction: discord.Interaction) -> bool:
+        if not interaction.permissions.manage_guild:
+            raise app_commands.CheckFailure(NOT_MANAGER)
+        return True
+
+    return app_commands.check(predicate)
+
+
+def describe(settings: GuildSettings, *, bot: Stablehand) -> discord.Embed:
+    """Every server setting and what it currently is, defaults included."""
+    policy = settings.policy(bot.services.policy())
+    channels = (
+        ", ".join(f"<#{c}>" for c in settings.allowed_channels)
+        if settings.allowed_channels is not None
+        else "every channel"
+    )
+    role = (
+        f"<@&{settings.moderator_role_id}>"
+        if settings.moderator_role_id
+        else "none (Manage Server only)"
+    )
+    lines = [
+        f"**Channels:** {channels}",
+        f"**NSFW policy:** `{policy.nsfw_policy}` — {NSFW_CHOICES[policy.nsfw_policy]}",
+        f"**Default workflow:** {policy.default_template}",
+        f"**Default steps:** {policy.default_steps or 'the workflow default'}",
+        f"**Default CFG:** {policy.default_cfg if policy.default_cfg is not None else 'the workflow default'}",
+        f"**Caps:** {policy.max_steps} steps, {policy.max_count} images, {policy.max_pixels / 1e6:.2f} MP per image",
+        f"**Moderator role:** {role}",
+    ]
+    return discord.Embed(title="Server settings", description="\n".join(lines))
+
+
+class Settings(commands.Cog):
+    """A server's choices, stored per server and audited."""
+
+    settings = app_commands.Group(
+        name="settings",
+        description="This server's image policy (Manage Server).",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot: Stablehand) -> None:
+        self.bot = bot
+
+    async def _update(self, interaction: discord.Interaction, said: str, **changes) -> None:
+        updated = await self.bot.services.guild_settings.update(
+            interaction.guild_id, interaction.user.id, **changes
+        )
+        await interaction.response.send_message(
+            said,
+            embed=describe(updated, bot=self.bot),
+            ephemeral=True,
+            allowed_mentions=render.NO_MENTIONS,
+        )
+
+    @settings.command(name="show", description="Every setting of this server.")
+    @managers_only()
+    async def show(self, interaction: discord.Interaction) -> None:
+        current = await self.bot.services.guild_settings.get(interaction.guild_id)
+        await interaction.response.send_message(
+            embed=describe(current, bot=self.bot), ephemeral=True
+        )
+
+    @settings.command(
+        name="channels", description="Where /imagine works: add or remove a channel, or allow all."
+    )
+    @app_commands.choices(
+        action=[app_commands.Choice(name=n, value=n) for n in ("add", "remove", "allow everywhere")]
+    )
+    @managers_only()
+    async def channels(
+        self,
+        interaction: discord.Interaction,
+        action: str,
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        current = await self.bot.services.guild_settings.get(interaction.guild_id)
+        allowed = list(current.allowed_channels or ())
+        if action == "allow everywhere":
+            await self._update(
+                interaction, "/imagine now works in every channel.", allowed_channels=None
+            )
+            return
+        if channel is None:
+            raise MemberError(f"Name the channel to {action}.")
+        if action == "add" and channel.id not in allowed:
+            allowed.append(channel.id)
+        elif action == "remove" and channel.id in allowed:
+            allowed.remove(channel.id)
+        said = f"{'Added' if action == 'add' else 'Removed'} {channel.mention}."
+        if not allowed:
+            said += " No channel is left, so /imagine works nowhere until you add one or allow everywhere."
+        await self._update(interaction, said, allowed_channels=tuple(allowed))
+
+    @settings.command(name="nsfw", description="What happens outside age-restricted channels.")
+    @app_commands.choices(
+        policy=[app_commands.Choice(name=text, value=key) for key, text in NSFW_CHOICES.items()]
+    )
+    @managers_only()
+    async def nsfw(self, interaction: discord.Interaction, policy: str) -> None:
+        if policy not in NSFW_POLICIES:
+            raise MemberError(f"Choose one of: {', '.join(NSFW_POLICIES)}.")
+        await self._update(
+            interaction, f"NSFW policy set: {NSFW_CHOICES[policy]}.", nsfw_policy=policy
+        )
+
+    @settings.command(
+        name="defaults",
+        description="Defaults for prompts that do not say (leave all out to reset).",
+    )
+    @managers_only()
+    async def defaults(
+        self,
+        interaction: discord.Interaction,
+        workflow: str | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
+    ) -> None:
+        services = self.bot.services
+        if workflow is not None and services.templates.get(workflow) is None:
+            raise MemberError(
+                f"There is no workflow `{workflow[:40]}`. Workflows: {', '.join(services.templates.names())}."
+            )
+        policy = (await services.guild_settings.get(interaction.guild_id)).policy(services.policy())
+        if steps is not None and steps > policy.max_steps:
+            raise MemberError(
+                f"{steps} steps is above this server's cap of {policy.max_steps}; raise the cap first."
+            )
+        if workflow is None and steps is None and cfg is None:
+            await self._update(
+                interaction,
+                "Defaults reset to the bot's.",
+                default_workflow=None,
+                default_steps=None,
+                default_cfg=None,
+            )
+            return
+        changes = {
+            k: v
+            for k, v in (
+                ("default_workflow", workflow),
+                ("default_steps", steps),
+                ("default_cfg", cfg),
+            )
+            if v is not None
+        }
+        await self._update(interaction, "Defaults updated.", **changes)
+
+    @defaults.autocomplete("workflow")
+    async def workflow_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = [n for n in self.bot.services.templates.names() if current.lower() in n]
+        return [app_commands.Choice(name=n, value=n) for n in names[:25]]
+
+    @settings.command(
+        name="caps", description="Limits members cannot go past (leave all out to reset)."
+    )
+    @app_commands.describe(max_megapixels="Largest image, in megapixels (1.0 is 1024x1024)")
+    @managers_only()
+    async def caps(
+        self,
+        interaction: discord.Interaction,
+        max_steps: app_commands.Range[int, 1, 150] | None = None,
+        max_count: app_commands.Range[int, 1, 10] | None = None,
+        max_megapixels: app_commands.Range[float, 0.25, 16.0] | None = None,
+    ) -> None:
+        if max_steps is None and max_count is None and max_megapixels is None:
+            await self._update(
+                interaction,
+                "Caps reset to the bot's.",
+                max_steps=None,
+                max_count=None,
+                max_pixels=None,
+            )
+            return
+        changes = {
+            "max_steps": max_steps,
+            "max_count": max_count,
+            "max_pixels": round(max_megapixels * 1024 * 1024)
+            if max_megapixels is not None
+            else None,
+        }
+        operator = self.bot.services.policy()
+        note = (
+            " The bot's own limits still apply where they are lower."
+            if ((max_steps or 0) > operator.max_steps or (max_count or 0) > operator.max_count)
+            else ""
+        )
+        await self._update(
+            interaction,
+            f"Caps updated.{note}",
+            **{k: v for k, v in changes.items() if v is not None},
+        )
+
+    @settings.command(
+        name="moderators",
+        description="The role whose members may manage quotas (leave out to clear).",
+    )
+    @managers_only()
+    async def moderators(
+        self, interaction: discord.Interaction, role: discord.Role | None = None
+    ) -> None:
+        said = (
+            f"Members with {role.mention} can now manage quotas."
+            if role
+            else "Only Manage Server can manage quotas now."
+        )
+        await self._update(interaction, said, moderator_role_id=role.id if role else None)
+
+
+async def setup(bot: Stablehand) -> None:
+    await bot.add_cog(Settings(bot))
