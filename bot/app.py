@@ -12,10 +12,11 @@ from bot.config import Settings
 from bot.jobs import Deliverer
 from bot.polling import Timing
 from bot.services import Services
+from cogs.errors import handle_interaction_error
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.errors", "cogs.imagine", "cogs.jobs", "cogs.quota", "cogs.settings")
+EXTENSIONS = ("cogs.imagine", "cogs.jobs", "cogs.quota", "cogs.settings")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Stablehand(commands.Bot):
     async def setup_hook(self) -> None:
         if self._open_services:
             self._services = await Services.open(self.settings, timing=self._timing)
+        self.tree.on_error = handle_interaction_error
         for extension in EXTENSIONS:
             await self.load_extension(extension)
 

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 NO_MENTIONS = render.NO_MENTIONS
 # What an unboosted server takes, for jobs stored before the interaction's limit was recorded.
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20
+UPLOAD_ATTEMPTS = 5
 
 
 class ChannelPacer:
@@ -194,9 +195,9 @@ class DiscordDelivery:
         )
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
         parameters = a1111_parameters(job.request)
-        # A 413 means the limit the interaction reported was wrong: shrink harder and try again.
-        for attempt_limit in (limit, limit // 2, limit // 4):
-            upload = prepare_uploads(images, limit=attempt_limit, parameters=parameters)
+        # A 413 means the limit the interaction reported was too high: halve what was refused.
+        for _ in range(UPLOAD_ATTEMPTS):
+            upload = prepare_uploads(images, limit=limit, parameters=parameters)
             outcome = Outcome(
                 render.result_content(job, upload.notes),
                 embed,
@@ -210,10 +211,11 @@ class DiscordDelivery:
             except discord.HTTPException as exc:
                 if exc.status != 413:
                     raise DeliveryError(f"Discord answered {exc.status}") from None
+                limit = max(len(f.data) for f in upload.files) // 2
                 log.info(
-                    "job %d: upload refused as too large at %d bytes; shrinking",
+                    "job %d: Discord refused the upload as too large; retrying under %d bytes",
                     job.id,
-                    attempt_limit,
+                    limit,
                 )
         raise DeliveryError(
             "the images are too large for this server even when shrunk", permanent=True

@@ -1,19 +1,18 @@
-"""The one error handler: every failure becomes a short ephemeral message and a log line."""
+"""The one error handler: every failure becomes a short ephemeral message and a log line.
+
+Not an extension: the bot installs `handle_interaction_error` in `setup_hook`, and cogs import
+`MemberError` from here (an extension module is re-executed on every load, and its classes with it).
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.jobs import JobError
 from bot.prompt import PromptError
-
-if TYPE_CHECKING:
-    from bot.app import Stablehand
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +66,3 @@ async def handle_interaction_error(interaction: discord.Interaction, error: Base
     else:
         log.error("unexpected error (%s)", context, exc_info=getattr(error, "original", error))
     await reply_privately(interaction, member_message(error))
-
-
-class Errors(commands.Cog):
-    """Installs the central handler on the command tree."""
-
-    def __init__(self, bot: Stablehand) -> None:
-        self.bot = bot
-        self._previous = bot.tree.on_error
-
-    async def cog_load(self) -> None:
-        self.bot.tree.on_error = handle_interaction_error
-
-    async def cog_unload(self) -> None:
-        self.bot.tree.on_error = self._previous
-
-
-async def setup(bot: Stablehand) -> None:
-    await bot.add_cog(Errors(bot))

@@ -17,6 +17,7 @@ from bot.jobs import Job, JobManager, JobUpdate
 from bot.polling import Timing
 from bot.runpod import RetryPolicy, RunPodClient
 from bot.services import Services
+from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
 
@@ -216,3 +217,19 @@ def embed_text(data: dict) -> str:
         parts += [f"{f['name']}: {f['value']}" for f in embed.get("fields", [])]
         parts.append(embed.get("footer", {}).get("text", ""))
     return "\n".join(p for p in parts if p)
+
+
+async def imagine_result(bot: Stablehand, fake: FakeDiscord, prompt: str, **options) -> dict:
+    """Run /imagine to the end and return the finished message, as a button click would carry it."""
+    payload = payloads.slash_command(
+        "imagine", {"prompt": prompt, **options.pop("options", {})}, **options
+    )
+    await reply_to(bot, fake, payload)
+    message_id = fake.interactions[payload["token"]].response_message_id
+    await fake.wait_for(
+        lambda r: (
+            r.method == "PATCH" and r.path.endswith(f"/messages/{message_id}") and bool(r.files)
+        ),
+        timeout=10,
+    )
+    return fake.message_payload(message_id)

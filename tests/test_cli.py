@@ -244,7 +244,9 @@ async def test_generate_refuses_a_bad_prompt_before_sending_anything(
 
 
 @pytest.mark.parametrize("command", [("workflows",), ("workflow", "a pony")])
-def test_a_broken_operator_template_is_named_without_a_traceback(tmp_path: Path, command: tuple[str, ...]) -> None:
+def test_a_broken_operator_template_is_named_without_a_traceback(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
     workflows = tmp_path / "workflows"
     workflows.mkdir()
     (workflows / "mine.json").write_text('{"name": "mine", "workflow": {}}')
