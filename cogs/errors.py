@@ -25,8 +25,10 @@ class MemberError(app_commands.AppCommandError):
 
 def member_message(error: BaseException) -> str:
     """The sentence a member reads for any error; unknown errors get a generic one."""
-    if isinstance(error, app_commands.CommandInvokeError | app_commands.TransformerError):
-        error = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, app_commands.TransformerError):
+        return f"I could not use `{discord.utils.escape_markdown(str(error.value))[:50]}` for that option; pick it from the list Discord offers."
     if isinstance(error, PromptError | JobError | MemberError):
         return str(error)
     if isinstance(error, app_commands.NoPrivateMessage):

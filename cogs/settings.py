@@ -102,7 +102,7 @@ class Settings(commands.Cog):
         self,
         interaction: discord.Interaction,
         action: str,
-        channel: discord.TextChannel | None = None,
+        channel: app_commands.AppCommandChannel | None = None,
     ) -> None:
         current = await self.bot.services.guild_settings.get(interaction.guild_id)
         allowed = list(current.allowed_channels or ())
