@@ -326,7 +326,7 @@ class Quota(commands.Cog):
         since = quotas.today_start(now) if period == "today" else (now - span if span else 0.0)
         spenders = await quotas.top(interaction.guild_id, since)
         lines = [
-            f"{n}. <@{s.user_id}> — {credits(s.credits)} · {s.gpu_seconds:.1f} GPU-s · ${s.usd:.3f} · "
+            f"{n}. <@{s.user_id}> — {credits(s.credits)} · {s.gpu_seconds:.1f} GPU-s · {dollars(s.usd)} · "
             f"{s.jobs} job{'s' if s.jobs != 1 else ''}"
             for n, s in enumerate(spenders, start=1)
         ]
@@ -365,8 +365,13 @@ class Quota(commands.Cog):
         await self._reply(interaction, embed=discord.Embed(title=title, description=description))
 
 
+def dollars(amount: float) -> str:
+    """Cents for real money, four places for the fractions of a cent one image costs."""
+    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"
+
+
 def _budget_line(spent: float, budget: float | None) -> str:
-    return f"${spent:.2f} of ${budget:.2f}" if budget else f"${spent:.2f} (no budget)"
+    return f"{dollars(spent)} of ${budget:.2f}" if budget else f"{dollars(spent)} (no budget)"
 
 
 def _clip_lines(lines: list[str], limit: int) -> str:

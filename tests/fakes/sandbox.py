@@ -137,10 +137,8 @@ class Sandbox:
     ) -> dict[str, Any]:
         """Send a slash command as the member (or `user`) and wait for the bot's answer."""
         options = options or {}
-        who = (
-            "moderator"
-            if user and user.get("user", {}).get("id") == str(payloads.MODERATOR_ID)
-            else "member"
+        who = {str(payloads.MODERATOR_ID): "moderator", str(payloads.OWNER_ID): "server owner"}.get(
+            (user or {}).get("user", {}).get("id", ""), "member"
         )
         shown = " ".join(f"{k}:{_option_text(v)}" for k, v in options.items())
         self.show(
@@ -150,6 +148,50 @@ class Sandbox:
         await self.send(payload)
         await self.discord.wait_for_callback(payload, timeout=30)
         return payload
+
+    async def click(
+        self, message_id: int, label: str, *, user: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Click the button labelled `label` on a message, as the member (or `user`)."""
+        message = self.discord.message_payload(message_id)
+        buttons = {
+            c.get("label"): c["custom_id"]
+            for row in message["components"]
+            for c in row["components"]
+        }
+        self.show(
+            f"\n> {'moderator' if user else 'member'} clicks [{label}] on message {message_id}"
+        )
+        payload = payloads.button_click(buttons[label], message, user=user)
+        await self.send(payload)
+        await self.discord.wait_for_callback(payload, timeout=30)
+        return payload
+
+    async def submit(
+        self, modal: dict[str, Any], fields: dict[str, str], message_id: int
+    ) -> dict[str, Any]:
+        """Fill in and submit a modal the bot opened."""
+        self.show(f"\n> member submits the '{modal['title']}' form: {fields}")
+        payload = payloads.modal_submit(
+            modal["custom_id"], fields, message=self.discord.message_payload(message_id)
+        )
+        await self.send(payload)
+        await self.discord.wait_for_callback(payload, timeout=30)
+        return payload
+
+    def latest_result(self) -> FakeMessage | None:
+        with_images = [m for m in self.discord.messages.values() if m.attachments and not m.deleted]
+        return max(with_images, key=lambda m: m.id, default=None)
+
+    async def until_results(self, count: int, timeout: float = 60.0) -> FakeMessage:
+        """Wait until `count` messages carry images; return the newest."""
+        await self.watch_until(
+            lambda: sum(1 for m in self.discord.messages.values() if m.attachments) >= count,
+            timeout,
+        )
+        result = self.latest_result()
+        assert result is not None
+        return result
 
     def print_changes(self) -> bool:
         """Print every message that appeared or changed since last time; True if any did."""
@@ -202,6 +244,44 @@ def _finished(box: Sandbox) -> bool:
     return any(m.attachments or "Failed" in m.content for m in box.discord.messages.values())
 
 
+async def walkthrough(box: Sandbox) -> None:
+    """A member's and a moderator's session: everything they touch, in order."""
+    moderator = payloads.moderator_member()
+    owner = payloads.member(
+        payloads.user(payloads.OWNER_ID, "owner"), permissions=payloads.PERM_MANAGE_GUILD
+    )
+    await box.imagine("a pony astronaut on the moon, @everyone --ar 16:9 --seed 42 --no text")
+    first = await box.until_results(1)
+    await box.click(first.id, "Reroll")
+    await box.until_results(2)
+    edit = await box.click(first.id, "Edit")
+    modal = box.discord.interactions[edit["token"]].payload and next(
+        r.json["data"]
+        for r in box.discord.requests
+        if r.path.endswith(f"/{edit['token']}/callback")
+    )
+    await box.submit(
+        modal, {"prompt": "a pony astronaut on mars --ar 16:9", "negative": "text"}, first.id
+    )
+    await box.until_results(3)
+    await box.click(first.id, "Details")
+    await box.command("jobs")
+    await box.command("usage")
+    await box.click(first.id, "Delete")
+    await box.command("settings", subcommand="show", user=owner)
+    await box.command("settings", {"max_steps": 30}, subcommand="caps", user=owner)
+    await box.imagine("a pony --steps 40")
+    await box.command("quota", {"user": payloads.member()}, subcommand="show", user=moderator)
+    await box.command(
+        "quota",
+        {"user": payloads.member(), "amount": 5, "reason": "contest winner"},
+        subcommand="grant",
+        user=moderator,
+    )
+    await box.command("quota", subcommand="top", user=moderator)
+    await box.command("quota", subcommand="log", user=moderator)
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -213,14 +293,20 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run-delay", type=float, default=2.0, help="seconds the fake job generates"
     )
+    parser.add_argument(
+        "--walkthrough", action="store_true", help="a whole member and moderator session"
+    )
     args = parser.parse_args(argv)
     async with sandbox(queue_delay=args.queue_delay, run_delay=args.run_delay) as box:
         print(f"fake Discord at {box.discord.url}, fake RunPod at {box.runpod.api_base}")
         print("starting the bot: python -m bot")
         await box.start_bot()
-        await box.imagine(args.prompt)
-        await box.watch_until(lambda: _finished(box))
-        await asyncio.sleep(0.2)
+        if args.walkthrough:
+            await walkthrough(box)
+        else:
+            await box.imagine(args.prompt)
+            await box.watch_until(lambda: _finished(box))
+        await asyncio.sleep(0.5)
         box.print_changes()
         return 0 if await box.stop_bot() == 0 else 1
 
