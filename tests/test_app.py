@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from discord import app_commands
+
 from bot.app import Stablehand
 from bot.jobs import JobState
 from bot.services import Services
@@ -80,3 +82,13 @@ async def test_close_stops_jobs_and_closes_the_database(bot: Stablehand) -> None
     assert services.jobs.running
     await bot.close()
     assert not services.jobs.running and not bot.has_services
+
+
+async def test_the_readme_documents_every_command_and_option(bot: Stablehand) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for command in bot.tree.get_commands():
+        leaves = command.commands if isinstance(command, app_commands.Group) else [command]
+        for leaf in leaves:
+            name = f"/{command.name} {leaf.name}" if leaf is not command else f"/{command.name}"
+            params = " ".join(p.name if p.required else f"[{p.name}]" for p in leaf.parameters)
+            assert f"| `{f'{name} {params}'.strip()}` |" in readme, name
