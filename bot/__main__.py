@@ -12,7 +12,7 @@ from pathlib import Path
 
 import discord
 
-from bot import logs
+from bot import heartbeat, logs
 from bot.app import Stablehand
 from bot.checks import run_checks
 from bot.config import (
@@ -42,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_sync(load_settings(SYNC_REQUIRES), args.guild))
         if command == "workflow":
             return _print_workflow(load_settings(), args)
+        if command == "health":
+            healthy, why = heartbeat.check(heartbeat.heartbeat_path(load_settings().database_path))
+            print(why, file=sys.stdout if healthy else sys.stderr)
+            return 0 if healthy else 1
         if command == "workflows":
             return _print_workflows(load_settings())
         if command == "generate":
@@ -66,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
     sub.add_parser("check", help="verify settings, database, RunPod and Discord")
+    sub.add_parser(
+        "health", help="exit 0 if the running bot wrote a heartbeat lately (for healthchecks)"
+    )
     sync = sub.add_parser("sync", help="register the slash commands with Discord and exit")
     sync.add_argument(
         "--guild", type=int, help="register in one server only (instant; for testing)"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import discord
 from discord.ext import commands
 
+from bot import heartbeat
 from bot.config import Settings
 from bot.jobs import Deliverer
 from bot.polling import Timing
@@ -55,6 +58,7 @@ class Stablehand(commands.Bot):
         self._timing = timing
         self._services: Services | None = None
         self.deliverer: Deliverer | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
 
     @property
     def has_services(self) -> bool:
@@ -76,7 +80,22 @@ class Stablehand(commands.Bot):
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         await self.login(token)
         await self.start_jobs()
+        path = heartbeat.heartbeat_path(self.settings.database_path)
+        interval = float(self.settings.heartbeat_interval)
+        self._heartbeat = asyncio.create_task(
+            heartbeat.beat_forever(path, interval, self._beat), name="heartbeat"
+        )
         await self.connect(reconnect=reconnect)
+
+    def _beat(self) -> heartbeat.Beat:
+        return heartbeat.Beat(
+            at=time.time(),
+            interval=float(self.settings.heartbeat_interval),
+            connected=self.is_ready() and not self.is_closed(),
+            tasks=len(asyncio.all_tasks()),
+            rss_mb=round(heartbeat.rss_mb(), 1),
+            active_jobs=self.services.jobs.in_progress,
+        )
 
     async def start_jobs(self) -> None:
         """Resume unfinished jobs and start scheduling: only when the bot really runs."""
@@ -85,6 +104,9 @@ class Stablehand(commands.Bot):
         await self.services.jobs.start(self.deliverer)
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         if self._services is not None:
             services, self._services = self._services, None
             await services.close()

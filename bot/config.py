@@ -150,6 +150,12 @@ SETTINGS: tuple[Setting, ...] = (
         "ponyDiffusionV6XL_v6StartWithThisOne.safetensors).",
     ),
     Setting("LOG_LEVEL", "INFO", "debug, info, warning or error.", _log_level),
+    Setting(
+        "HEARTBEAT_INTERVAL",
+        "30",
+        "Seconds between heartbeats in DATABASE_PATH.heartbeat, which `python -m bot health` checks.",
+        _positive_int,
+    ),
     Setting("QUALITY_TAGS", DEFAULT_QUALITY_TAGS, "Tags put before every Pony prompt."),
     Setting("DEFAULT_NEGATIVE", DEFAULT_NEGATIVE, "Negative prompt every Pony job starts with."),
     Setting("DEFAULT_WORKFLOW", "pony-v6-xl", "Workflow used when a member names none."),
@@ -228,6 +234,7 @@ class Settings:
     database_path: Path
     checkpoint: str
     log_level: str
+    heartbeat_interval: int
     quality_tags: str
     default_negative: str
     default_workflow: str

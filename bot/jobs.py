@@ -494,6 +494,11 @@ class JobManager:
     def task_count(self) -> int:
         return len(self._tasks) + len(self._loops)
 
+    @property
+    def in_progress(self) -> int:
+        """Jobs waiting here for a slot plus jobs RunPod has."""
+        return len(self._queue) + len(self._tracked)
+
     # ----- state transitions --------------------------------------------------------------
 
     async def _transition(
