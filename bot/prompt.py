@@ -205,7 +205,30 @@ _FLAG_HINTS = {
     "schedule": "scheduler", "schedule_type": "scheduler",
 }  # fmt: skip
 _MIDJOURNEY_ONLY = frozenset(
-    {"q", "quality", "s", "stylize", "c", "chaos", "tile", "iw", "weird", "stop", "sref", "cref"}
+    {
+        "q",
+        "quality",
+        "s",
+        "stylize",
+        "c",
+        "chaos",
+        "tile",
+        "iw",
+        "weird",
+        "stop",
+        "sref",
+        "cref",
+        "v",
+        "version",
+        "niji",
+        "p",
+        "personalize",
+        "draft",
+        "video",
+        "relax",
+        "fast",
+        "turbo",
+    }
 )
 
 
