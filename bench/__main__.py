@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m bench latency | scale`. Each prints a table, then one JSON line."""
+"""Benchmarks: `python -m bench latency | scale | soak`. Each prints a table, then one JSON line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from bench import latency, scale
+from bench import latency, scale, soak
 from bot import logs
 
 
@@ -22,12 +22,21 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument(
         "--budget", type=int, default=50, help="requests per second to RunPod (the default setting)"
     )
+    so = sub.add_parser(
+        "soak", help="the bot process under random faults and SIGKILLs, then the invariants"
+    )
+    so.add_argument("--minutes", type=float, default=10.0)
+    so.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     # runpod-python installs a root log handler when imported; the figures are what we print.
     logs.configure("WARNING")
     if args.bench == "latency":
         result = asyncio.run(latency.run_latency(jobs=args.jobs))
         latency.report(result)
+        return 0 if result["pass"] else 1
+    if args.bench == "soak":
+        result = asyncio.run(soak.run_soak(minutes=args.minutes, seed=args.seed))
+        soak.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "scale":
         result = asyncio.run(scale.run_scale(jobs=args.jobs, budget=args.budget))

@@ -1,0 +1,358 @@
+"""Soak: the real bot process against both fakes, random faults and SIGKILLs, simulated members.
+
+Phases: chaos (members act, RunPod and Discord misbehave, the bot is killed and restarted at
+random moments), then a clean phase in one last process (a warm-up, a baseline, more load),
+then a drain. At the end every job must have ended, every delivered job shown in exactly one
+message, no workflow sent to /run twice, every credit hold captured or refunded to match its
+job, the bot's task count and memory back at their baseline, and a clean exit on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import print_result, print_table
+from bot import heartbeat
+from tests.fakes import fake_runpod as fr
+from tests.fakes import payloads
+from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_runpod import FakeRunPod
+from tests.fakes.sandbox import Sandbox
+
+CHANNELS = [payloads.CHANNEL_ID + n for n in range(0, 4)]
+MEMBERS = [payloads.member(payloads.user(5_000_000 + n, f"member{n}")) for n in range(16)]
+PROMPTS = [
+    "a pony astronaut on the moon",
+    "a pony in a meadow --ar 16:9",
+    "two ponies --count 2 --steps 20",
+    "a pony knight --ar 2:3 --seed -1",
+    "a pony --hires 1.25 --steps 15",
+    "a pony --workflow test-pattern",
+]
+TASK_SLACK = 3
+RSS_SLACK_MB = 25.0
+
+
+@dataclass
+class Tally:
+    actions: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    kills: int = 0
+    lost_interactions: int = 0
+
+
+class Soak:
+    """Drives one soak run: members, faults, kills, then the checks."""
+
+    def __init__(self, box: Sandbox, *, seed: int) -> None:
+        self.box = box
+        self.rng = random.Random(seed)
+        self.tally = Tally()
+        self.database = box.workdir / "sandbox.db"
+        self.chaos = True
+
+    # ----- members ---------------------------------------------------------------------------
+
+    async def member(self, index: int, until: float) -> None:
+        who = MEMBERS[index]
+        while time.monotonic() < until:
+            await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+            try:
+                await asyncio.wait_for(self.act(who), 20)
+            except (TimeoutError, KeyError, ValueError, IndexError, RuntimeError):
+                # The bot was down (killed, restarting), or the message changed under the click.
+                self.tally.lost_interactions += 1
+
+    async def act(self, who: dict) -> None:
+        roll = self.rng.random()
+        channel = payloads.guild_channel(self.rng.choice(CHANNELS))
+        if roll < 0.55:
+            self.tally.actions["imagine"] += 1
+            await self._send(
+                payloads.slash_command(
+                    "imagine", {"prompt": self.rng.choice(PROMPTS)}, user=who, channel=channel
+                )
+            )
+        elif roll < 0.65:
+            active = self._active_jobs(int(who["user"]["id"]))
+            if active:
+                self.tally.actions["cancel"] += 1
+                await self._send(
+                    payloads.slash_command(
+                        "cancel", {"job": self.rng.choice(active)}, user=who, channel=channel
+                    )
+                )
+        elif roll < 0.92:
+            await self._click(who)
+        else:
+            self.tally.actions["usage"] += 1
+            await self._send(
+                payloads.slash_command(
+                    self.rng.choice(["usage", "jobs"]), user=who, channel=channel
+                )
+            )
+
+    async def _click(self, who: dict) -> None:
+        results = [
+            m
+            for m in self.box.discord.messages.values()
+            if m.components and not m.deleted and not m.ephemeral
+        ]
+        if not results:
+            return
+        message = self.rng.choice(results)
+        payload = self.box.discord.message_payload(message.id)
+        buttons = {
+            c.get("label"): c["custom_id"]
+            for row in payload["components"]
+            for c in row["components"]
+        }
+        label = self.rng.choices(
+            ["Reroll", "Vary", "Upscale", "Details", "Edit", "Delete"], [5, 3, 2, 2, 2, 1]
+        )[0]
+        if label not in buttons:
+            return
+        self.tally.actions[label.lower()] += 1
+        click = payloads.button_click(buttons[label], payload, user=who)
+        await self._send(click)
+        if label == "Edit":
+            callback = next(
+                r
+                for r in self.box.discord.requests
+                if r.path.endswith(f"/{click['token']}/callback")
+            )
+            modal = callback.json["data"]
+            fields = {"prompt": f"{self.rng.choice(PROMPTS)} edited", "negative": "blurry"}
+            await self._send(
+                payloads.modal_submit(modal["custom_id"], fields, message=payload, user=who)
+            )
+
+    async def _send(self, payload: dict) -> None:
+        await self.box.discord.dispatch("INTERACTION_CREATE", payload)
+        await self.box.discord.wait_for_callback(payload, timeout=15)
+
+    def _active_jobs(self, user_id: int) -> list[int]:
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE user_id = ? AND state IN ('queued', 'submitted', 'running')",
+                (user_id,),
+            )
+            return [row[0] for row in rows]
+
+    # ----- faults and kills ------------------------------------------------------------------
+
+    async def faults(self, until: float) -> None:
+        runpod_faults = {
+            "status 429": ("status", fr.http(429, retry_after=0.5)),
+            "status 500": ("status", fr.http(500)),
+            "status 502": ("status", fr.http(502)),
+            "status reset": ("status", fr.reset()),
+            "run 429": ("run", fr.http(429, retry_after=0.5)),
+            "run 503": ("run", fr.http(503)),
+            "run 502": ("run", fr.http(502)),
+            "run reset after sending": ("run", fr.reset_after_processing()),
+            "health 500": ("health", fr.http(500)),
+        }
+        discord_faults = {
+            "discord edit 500": ("PATCH", r"/channels/\d+/messages/\d+", 500),
+            "discord edit 502": ("PATCH", r"/channels/\d+/messages/\d+", 502),
+            "discord edit 429": ("PATCH", r"/channels/\d+/messages/\d+", 429),
+            "discord post 500": ("POST", r"/channels/\d+/messages", 500),
+            "discord post 429": ("POST", r"/channels/\d+/messages", 429),
+        }
+        while time.monotonic() < until:
+            await asyncio.sleep(self.rng.uniform(0.5, 2.0))
+            if self.rng.random() < 0.6:
+                name = self.rng.choice(list(runpod_faults))
+                op, fault = runpod_faults[name]
+                self.box.runpod.inject(op, fault)
+            else:
+                name = self.rng.choice(list(discord_faults))
+                method, path, status = discord_faults[name]
+                self.box.discord.inject(method, path, status, retry_after=0.5)
+            self.tally.faults[name] += 1
+
+    async def kills(self, until: float, *, every: tuple[float, float]) -> None:
+        while True:
+            await asyncio.sleep(self.rng.uniform(*every))
+            if time.monotonic() >= until:
+                return
+            self.box.process.send_signal(signal.SIGKILL)
+            await self.box.process.wait()
+            self.tally.kills += 1
+            await self.box.start_bot(**ENV)
+
+    # ----- measuring -------------------------------------------------------------------------
+
+    async def quiet_beat(self, settle: float = 3.0) -> heartbeat.Beat:
+        """A heartbeat taken once nothing is running and the bot has sat idle for `settle` seconds."""
+        await self.drained()
+        await asyncio.sleep(settle)
+        beat = heartbeat.read(heartbeat.heartbeat_path(self.database))
+        assert beat is not None
+        return beat
+
+    async def drained(self, timeout: float = 600.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self._unfinished():
+                await asyncio.sleep(0.5)
+
+    def _unfinished(self) -> int:
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state NOT IN ('done','failed','cancelled','timed_out','expired') "
+                "OR delivered_at IS NULL"
+            ).fetchone()
+        return count
+
+    def checks(self) -> dict[str, Any]:
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
+            jobs = conn.execute("SELECT id, state, workflow, runpod_id, cost FROM jobs").fetchall()
+            holds = dict(conn.execute("SELECT job_id, state FROM quota_holds").fetchall())
+        states = Counter(state for _, state, _, _, _ in jobs)
+        # What RunPod created, not what was sent: a /run refused with 429 or 503 creates nothing
+        # and is safely sent again.
+        runs = Counter(json.dumps(job.input["workflow"], sort_keys=True) for job in self.box.runpod.jobs.values())
+        shown = Counter()
+        for message in self.box.discord.messages.values():
+            if message.attachments and " · job #" in message.content:
+                shown[int(message.content.split(" · job #")[1].split()[0])] += 1
+        twice_run = sum(
+            1
+            for _, _, workflow, _, _ in jobs
+            if runs[json.dumps(json.loads(workflow), sort_keys=True)] > 1
+        )
+        done = [job_id for job_id, state, *_ in jobs if state == "done"]
+        ledger_mismatch = [
+            job_id
+            for job_id, state, *_ in jobs
+            if holds.get(job_id) != ("captured" if state == "done" else "refunded")
+        ]
+        return {
+            "jobs": len(jobs),
+            "states": dict(states),
+            "unfinished": self._unfinished(),
+            "delivered_not_once": [j for j in done if shown[j] != 1],
+            "run_requests": len(self.box.runpod.requests_for("run")),
+            "runpod_jobs": sum(runs.values()),
+            "workflows_run_twice": twice_run,
+            "holds": len(holds),
+            "captured": sum(1 for s in holds.values() if s == "captured"),
+            "refunded": sum(1 for s in holds.values() if s == "refunded"),
+            "ledger_mismatches": ledger_mismatch,
+        }
+
+
+ENV = {
+    "HEARTBEAT_INTERVAL": "1",
+    "DAILY_CREDITS": "100000",
+    "MEMBER_MAX_QUEUED": "6",
+    "MAX_JOBS_IN_FLIGHT": "8",
+}
+
+
+async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="stablehand-soak-") as workdir:
+        discord = FakeDiscord()
+        runpod = FakeRunPod(queue_delay=0.5, run_delay=2.0, run_jitter=1.0, seed=seed)
+        async with discord, runpod:
+            for channel in CHANNELS:
+                discord.add_channel(payloads.guild_channel(channel, name=f"art{channel % 10}"))
+            box = Sandbox(discord, runpod, Path(workdir), show=lambda line: None)
+            soak = Soak(box, seed=seed)
+            started = time.monotonic()
+            chaos_end = started + minutes * 60 * 0.75
+            await box.start_bot(**ENV)
+            members = [asyncio.create_task(soak.member(n, chaos_end)) for n in range(len(MEMBERS))]
+            await asyncio.gather(
+                soak.faults(chaos_end), soak.kills(chaos_end, every=(20.0, 60.0)), *members
+            )
+
+            # The clean phase, in one last process: warm up, take the baseline, load it again.
+            soak.tally.kills += 1
+            box.process.send_signal(signal.SIGKILL)
+            await box.process.wait()
+            await box.start_bot(**ENV)
+            clean_end = time.monotonic() + max(30.0, minutes * 60 * 0.10)
+            await asyncio.gather(*(soak.member(n, time.monotonic() + 15) for n in range(4)))
+            baseline = await soak.quiet_beat()
+            await asyncio.gather(*(soak.member(n, clean_end) for n in range(len(MEMBERS))))
+            end = await soak.quiet_beat()
+            exit_code = await box.stop_bot(signal.SIGTERM)
+            result = {
+                "bench": "soak",
+                "minutes": round((time.monotonic() - started) / 60, 1),
+                "actions": dict(soak.tally.actions),
+                "faults": sum(soak.tally.faults.values()),
+                "faults_by_kind": dict(soak.tally.faults),
+                "kills": soak.tally.kills,
+                "lost_interactions": soak.tally.lost_interactions,
+                **soak.checks(),
+                "tasks_baseline": baseline.tasks,
+                "tasks_end": end.tasks,
+                "rss_baseline_mb": baseline.rss_mb,
+                "rss_end_mb": end.rss_mb,
+                "exit_code": exit_code,
+            }
+    result["pass"] = (
+        result["unfinished"] == 0
+        and not result["delivered_not_once"]
+        and result["workflows_run_twice"] == 0
+        and not result["ledger_mismatches"]
+        and result["holds"] == result["captured"] + result["refunded"] == result["jobs"]
+        and result["tasks_end"] <= result["tasks_baseline"] + TASK_SLACK
+        and result["rss_end_mb"] <= result["rss_baseline_mb"] + RSS_SLACK_MB
+        and result["exit_code"] == 0
+    )
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    states = ", ".join(f"{k} {v}" for k, v in sorted(result["states"].items()))
+    rows = [
+        ("figure", "measured", "must be"),
+        ("duration", f"{result['minutes']} min", ""),
+        ("member actions", str(sum(result["actions"].values())), ""),
+        ("faults injected", str(result["faults"]), ""),
+        ("bot SIGKILLed and restarted", str(result["kills"]), ""),
+        ("jobs", f"{result['jobs']} ({states})", ""),
+        ("jobs not ended", str(result["unfinished"]), "0"),
+        ("delivered jobs not shown exactly once", str(len(result["delivered_not_once"])), "0"),
+        ("/run requests (refused ones sent again)", str(result["run_requests"]), ""),
+        ("jobs RunPod created", str(result["runpod_jobs"]), ""),
+        ("our jobs RunPod ran twice", str(result["workflows_run_twice"]), "0"),
+        (
+            "holds = captures + refunds",
+            f"{result['holds']} = {result['captured']} + {result['refunded']}",
+            "all jobs",
+        ),
+        (
+            "holds settled against their job's outcome",
+            f"{len(result['ledger_mismatches'])} wrong",
+            "0 wrong",
+        ),
+        (
+            "asyncio tasks, baseline -> end",
+            f"{result['tasks_baseline']} -> {result['tasks_end']}",
+            f"+{TASK_SLACK} at most",
+        ),
+        (
+            "RSS, baseline -> end",
+            f"{result['rss_baseline_mb']} -> {result['rss_end_mb']} MB",
+            f"+{RSS_SLACK_MB:.0f} MB at most",
+        ),
+        ("exit code on SIGTERM", str(result["exit_code"]), "0"),
+    ]
+    print_table(rows)
+    print("PASS" if result["pass"] else "FAIL")
+    print_result(result)
