@@ -222,7 +222,10 @@ class Soak:
         states = Counter(state for _, state, _, _, _ in jobs)
         # What RunPod created, not what was sent: a /run refused with 429 or 503 creates nothing
         # and is safely sent again.
-        runs = Counter(json.dumps(job.input["workflow"], sort_keys=True) for job in self.box.runpod.jobs.values())
+        runs = Counter(
+            json.dumps(job.input["workflow"], sort_keys=True)
+            for job in self.box.runpod.jobs.values()
+        )
         shown = Counter()
         for message in self.box.discord.messages.values():
             if message.attachments and " · job #" in message.content:
@@ -271,7 +274,7 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
             box = Sandbox(discord, runpod, Path(workdir), show=lambda line: None)
             soak = Soak(box, seed=seed)
             started = time.monotonic()
-            chaos_end = started + minutes * 60 * 0.75
+            chaos_end = started + minutes * 60 * 0.8
             await box.start_bot(**ENV)
             members = [asyncio.create_task(soak.member(n, chaos_end)) for n in range(len(MEMBERS))]
             await asyncio.gather(
@@ -283,7 +286,7 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
             box.process.send_signal(signal.SIGKILL)
             await box.process.wait()
             await box.start_bot(**ENV)
-            clean_end = time.monotonic() + max(30.0, minutes * 60 * 0.10)
+            clean_end = max(time.monotonic() + 30.0, started + minutes * 60)
             await asyncio.gather(*(soak.member(n, time.monotonic() + 15) for n in range(4)))
             baseline = await soak.quiet_beat()
             await asyncio.gather(*(soak.member(n, clean_end) for n in range(len(MEMBERS))))

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
 import discord
 
 from bot import heartbeat, logs
@@ -50,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _print_workflows(load_settings())
         if command == "generate":
             settings = load_settings(GENERATE_REQUIRES)
-            logs.configure(settings.log_level, [settings.runpod_api_key])
+            # The terminal shows the job's progress; the log only what went wrong (unless debugging).
+            level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
+            logs.configure(level, [settings.runpod_api_key])
             return asyncio.run(
                 generate(settings, args.prompt, workflow=args.workflow, out=Path(args.out))
             )
@@ -101,6 +104,12 @@ def _run(settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    except (aiohttp.ClientError, OSError) as exc:
+        print(
+            f"Stablehand cannot reach Discord ({type(exc).__name__}: {exc}). Check the network.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -176,7 +185,9 @@ def _print_workflow(settings: Settings, args: argparse.Namespace) -> int:
 
 def _print_workflows(settings: Settings) -> int:
     for template in load_library(settings.workflows_dir):
-        defaults = ", ".join(f"{k}={v}" for k, v in template.defaults.items())
+        defaults = ", ".join(
+            f"{k}=#{v:06x}" if k == "color" else f"{k}={v}" for k, v in template.defaults.items()
+        )
         print(f"{template.name}  ({template.source})")
         print(f"  {template.description}")
         print(f"  parameters: {', '.join(template.parameters)}")

@@ -51,6 +51,8 @@ class Stablehand(commands.Bot):
             intents=intents,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            # Jobs keep their own message ids; a cache of sent messages would only grow.
+            max_messages=None,
         )
         self.settings = settings
         self.pacing = pacing or Pacing()
@@ -97,6 +99,14 @@ class Stablehand(commands.Bot):
             active_jobs=self.services.jobs.in_progress,
         )
 
+    async def on_ready(self) -> None:
+        log.info(
+            "ready as %s (id %s) in %d servers",
+            self.user,
+            self.user.id if self.user else "?",
+            len(self.guilds),
+        )
+
     async def start_jobs(self) -> None:
         """Resume unfinished jobs and start scheduling: only when the bot really runs."""
         if self.deliverer is None:
@@ -109,5 +119,9 @@ class Stablehand(commands.Bot):
             self._heartbeat = None
         if self._services is not None:
             services, self._services = self._services, None
+            log.info(
+                "shutting down; %d unfinished job(s) stay in the database for the next start",
+                services.jobs.in_progress,
+            )
             await services.close()
         await super().close()

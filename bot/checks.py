@@ -36,6 +36,7 @@ class CheckResult:
     ok: bool
     detail: str
     fix: str = ""
+    skipped: bool = False
 
 
 def invite_url(application_id: int | str) -> str:
@@ -53,7 +54,7 @@ async def run_checks(
 
     def report(result: CheckResult) -> None:
         results.append(result)
-        mark = "ok  " if result.ok else "FAIL"
+        mark = "skip" if result.skipped else ("ok  " if result.ok else "FAIL")
         print_line(f"[{mark}] {result.name}: {result.detail}")
         if result.fix:
             print_line(f"       fix: {result.fix}")
@@ -68,11 +69,14 @@ async def run_checks(
         try:
             settings = load_settings(environ=environ)
         except ConfigError:
+            print_line(
+                "The other checks need valid settings: fix the ones above and run check again."
+            )
             return 1
 
     for check in (_check_database, _check_workflows, _check_runpod, _check_discord):
         report(await check(settings))
-    failed = sum(not r.ok for r in results)
+    failed = sum(not r.ok and not r.skipped for r in results)
     print_line("All checks passed." if not failed else f"{failed} check(s) failed.")
     return 1 if failed else 0
 
@@ -112,7 +116,7 @@ async def _check_workflows(settings: Settings) -> CheckResult:
 async def _check_runpod(settings: Settings) -> CheckResult:
     if settings.runpod_api_key is None or settings.runpod_endpoint_id is None:
         return CheckResult(
-            "RunPod", False, "skipped: RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID are needed"
+            "RunPod", False, "needs RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID", skipped=True
         )
     client = RunPodClient(
         api_base=settings.runpod_api_base,
@@ -167,7 +171,7 @@ async def _check_runpod(settings: Settings) -> CheckResult:
 
 async def _check_discord(settings: Settings) -> CheckResult:
     if settings.discord_token is None:
-        return CheckResult("Discord", False, "skipped: DISCORD_TOKEN is needed")
+        return CheckResult("Discord", False, "needs DISCORD_TOKEN", skipped=True)
     client = discord.Client(intents=discord.Intents.none())
     try:
         await client.login(settings.discord_token.reveal())

@@ -125,6 +125,13 @@ def _endpoint_id(text: str) -> str:
     return value
 
 
+def _pixels(text: str) -> int:
+    value = int(text)
+    if value < 512 * 512:
+        raise ValueError("must be at least 262144 (512x512)")
+    return value
+
+
 def _words(text: str) -> tuple[str, ...]:
     return tuple(w.strip().lower() for w in text.split(",") if w.strip())
 
@@ -217,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
         "MAX_PIXELS",
         "2359296",
         "Most pixels per image (width x height), 1536x1536 by default.",
-        _positive_int,
+        _pixels,
     ),
     Setting("MAX_PROMPT_LENGTH", "1500", "Longest prompt accepted, in characters.", _positive_int),
 )

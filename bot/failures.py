@@ -42,6 +42,16 @@ FILE_INPUTS = {
 OOM = Failure("oom", "The GPU ran out of memory. Try a smaller size or fewer images.")
 TIMED_OUT = Failure("timed_out", "The job took longer than the time limit and was stopped.")
 CANCELLED = Failure("cancelled", "The job was cancelled.")
+
+
+def cancelled(*, by_moderator: bool) -> Failure:
+    """A cancel a member asked for, saying who stopped it."""
+    return Failure(
+        "cancelled",
+        "Stopped by a moderator." if by_moderator else "Stopped by the member who asked for it.",
+    )
+
+
 EXPIRED = Failure(
     "expired",
     "RunPod no longer has this job (results are kept for 30 minutes), so it could not be "
@@ -61,15 +71,18 @@ SUBMIT_UNCERTAIN = Failure(
     "RunPod did not confirm that it received this job, so it was not resent. Please try again.",
 )
 UNAVAILABLE = Failure(
-    "unavailable", "RunPod is not accepting jobs right now. Please try again in a few minutes."
+    "unavailable",
+    "RunPod could not be reached, or is not accepting jobs right now. Please try again in a few minutes.",
 )
 AUTH = Failure(
     "config",
-    "The image service refused the bot's RunPod key. An operator needs to fix RUNPOD_API_KEY.",
+    "The GPU service refused the bot's key, so no image can be made until the operator fixes it "
+    "(they can see why in the bot's log).",
 )
 ENDPOINT = Failure(
     "config",
-    "RunPod does not know the bot's endpoint. An operator needs to fix RUNPOD_ENDPOINT_ID.",
+    "The GPU service does not know the bot's endpoint, so no image can be made until the operator "
+    "fixes it (they can see why in the bot's log).",
 )
 REJECTED = Failure(
     "rejected", "RunPod refused the job as malformed. This is a bug in the bot; it has been logged."
@@ -105,7 +118,7 @@ def explain_worker_error(raw: object) -> Failure:
             "Try a smaller size or fewer images.",
         )
     if "not reachable" in text:
-        return Failure("worker", "The GPU worker's ComfyUI did not start. Try again in a minute.")
+        return Failure("worker", "The GPU worker did not start properly. Try again in a minute.")
     if "WebSocket communication error" in text:
         return Failure("worker", "The GPU worker lost contact with ComfyUI. Try again.")
     if re.search(r"timed? ?out|timeout", text, re.IGNORECASE):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class FileDelivery:
         self.out = out
         self.finished = finished
         self.saved: list[Path] = []
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
 
     async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -36,10 +38,9 @@ class FileDelivery:
                 if image.mime == "image/png"
                 else image.data
             )
-            path = (
-                self.out
-                / f"job{job.id}-seed{job.request.seed}-{index}.{image.filename.rsplit('.', 1)[-1]}"
-            )
+            extension = image.filename.rsplit(".", 1)[-1]
+            # Every run is job 1 of its own scratch database: the time keeps names apart.
+            path = self.out / f"stablehand-{self.stamp}-seed{job.request.seed}-{index}.{extension}"
             path.write_bytes(data)
             self.saved.append(path)
         if not self.finished.done():

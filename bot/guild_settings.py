@@ -12,17 +12,20 @@ from bot import audit
 from bot.db import Database
 from bot.prompt import ContentPolicy
 
-EDITABLE = (
-    "moderator_role_id",
-    "nsfw_policy",
-    "allowed_channels",
-    "default_workflow",
-    "default_steps",
-    "default_cfg",
-    "max_steps",
-    "max_count",
-    "max_pixels",
-)
+LABELS = {
+    "moderator_role_id": "the moderator role",
+    "nsfw_policy": "the NSFW policy",
+    "allowed_channels": "the channels /imagine works in",
+    "default_workflow": "the default workflow",
+    "default_steps": "the default steps",
+    "default_cfg": "the default CFG",
+    "max_steps": "the steps cap",
+    "max_count": "the images-per-job cap",
+    "max_pixels": "the pixels-per-image cap",
+}
+
+
+EDITABLE = tuple(LABELS)
 
 
 @dataclass(frozen=True)
@@ -99,13 +102,18 @@ class GuildSettingsStore:
             )
             for name, value in changes.items():
                 if getattr(current, name) != value:
-                    shown = "the bot's default" if value is None else _shown(name, value)
+                    what = LABELS[name]
+                    said = (
+                        f"reset {what} to the bot's default"
+                        if value is None
+                        else f"set {what} to {_shown(name, value)}"
+                    )
                     await audit.record(
                         tx,
                         guild_id=guild_id,
                         moderator_id=moderator_id,
                         action=f"settings.{name}",
-                        detail=f"{name.replace('_', ' ')}: {shown}",
+                        detail=said,
                         at=now,
                     )
         self._cache[guild_id] = updated
@@ -130,4 +138,6 @@ def _shown(name: str, value: Any) -> str:
         return ", ".join(f"<#{c}>" for c in value) or "none"
     if name == "moderator_role_id":
         return f"<@&{value}>"
+    if name == "max_pixels":
+        return f"{value / 2**20:.2f} MP"
     return str(value)

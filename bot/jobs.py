@@ -262,7 +262,7 @@ class JobManager:
         self._subscribers: list[Callable[[JobUpdate], None]] = []
         self._queue: FairQueue[Job] = FairQueue(Caps(0, 0))
         self._tracked: dict[int, _Tracked] = {}
-        self._cancel_requested: set[int] = set()
+        self._cancel_requested: dict[int, Failure] = {}
         self._due: list[_Due] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -427,8 +427,9 @@ class JobManager:
         detail = f"by user {by_user}" + (
             " (moderator)" if moderator and job.user_id != by_user else ""
         )
+        by_moderator = moderator and job.user_id != by_user
         if job.state is JobState.SUBMITTING:
-            self._cancel_requested.add(job_id)
+            self._cancel_requested[job_id] = failures.cancelled(by_moderator=by_moderator)
             log.info("job %d cancel requested while submitting (%s)", job_id, detail)
             return job
         if job.state in AT_RUNPOD and job.runpod_id:
@@ -436,7 +437,7 @@ class JobManager:
         cancelled = await self._finish(
             job,
             JobState.CANCELLED,
-            failures.Failure("cancelled", "Cancelled."),
+            failures.cancelled(by_moderator=by_moderator),
             detail=detail,
             from_states={JobState.ACCEPTED, JobState.QUEUED, *AT_RUNPOD},
         )
@@ -571,7 +572,9 @@ class JobManager:
         if ended is None:
             return None
         if raw:
-            log.warning("job %d failed (%s): %s", job.id, failure.kind, raw[:2000])
+            log.warning(
+                "job %d failed (%s): %s", job.id, failure.kind, " ⏎ ".join(raw[:2000].splitlines())
+            )
         self._forget(job.id)
         self._emit(JobUpdate(ended, state.value if state is not JobState.FAILED else "failed"))
         self._spawn(self._notify(ended), f"notify-{job.id}")
@@ -583,7 +586,7 @@ class JobManager:
 
     def _forget(self, job_id: int) -> None:
         self._tracked.pop(job_id, None)
-        self._cancel_requested.discard(job_id)
+        self._cancel_requested.pop(job_id, None)
         self._queue.remove(job_id)
         self._release_slot(job_id)
         self._positions_dirty.set()
@@ -638,7 +641,7 @@ class JobManager:
             elif job.terminal and job.delivered_at is None:
                 self._spawn(self._notify(job), f"notify-{job.id}")
         if rows:
-            log.info("resumed %d unfinished jobs", len(rows))
+            log.info("resumed %d unfinished job(s)", len(rows))
 
     # ----- local queue and fair dispatch ---------------------------------------------------
 
@@ -720,7 +723,7 @@ class JobManager:
             await self._finish(
                 submitted,
                 JobState.CANCELLED,
-                failures.Failure("cancelled", "Cancelled."),
+                self._cancel_requested[job.id],
                 detail="cancelled while submitting",
             )
             return
@@ -742,7 +745,7 @@ class JobManager:
             await self._finish(
                 job,
                 JobState.CANCELLED,
-                failures.Failure("cancelled", "Cancelled."),
+                self._cancel_requested[job.id],
                 detail="cancelled while submitting",
             )
             return
@@ -996,7 +999,7 @@ class JobManager:
                 "finished_at": now,
                 "started_at": job.started_at or now,
             },
-            detail=f"{len(images)} images",
+            detail=f"{len(images)} image{'s' if len(images) != 1 else ''}",
             after=store,
         )
         if delivering is None:

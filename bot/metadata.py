@@ -33,7 +33,6 @@ def a1111_parameters(request: GenerationRequest, *, model: str | None = None) ->
     tags = "".join(
         f" <lora:{lora.name.rsplit('.', 1)[0]}:{lora.strength:g}>" for lora in request.loras
     )
-    return (
-        f"{request.positive_text}{tags}\nNegative prompt: {request.negative_text}\n"
-        f"{', '.join(fields)}"
-    )
+    # A1111 leaves the negative line out when there is none.
+    negative = f"Negative prompt: {request.negative_text}\n" if request.negative_text else ""
+    return f"{request.positive_text}{tags}\n{negative}{', '.join(fields)}"

@@ -348,9 +348,9 @@ class QuotaLedger:
     ) -> None:
         """Set (or with None, remove) a member override, a role tier or the server default."""
         what = {
-            "member": f"<@{target_id}>",
-            "role": f"<@&{target_id}>",
-            "default": "server default",
+            "member": f"<@{target_id}>'s own limit",
+            "role": f"the <@&{target_id}> tier",
+            "default": "the server default",
         }[scope]
         async with self.db.transaction() as tx:
             if credits is None:
@@ -358,14 +358,14 @@ class QuotaLedger:
                     "DELETE FROM quota_limits WHERE guild_id = ? AND scope = ? AND target_id = ?",
                     (guild_id, scope, target_id),
                 )
-                detail = f"{what}: limit removed"
+                detail = f"removed {what}"
             else:
                 await tx.execute(
                     "INSERT INTO quota_limits (guild_id, scope, target_id, credits) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (guild_id, scope, target_id) DO UPDATE SET credits = excluded.credits",
                     (guild_id, scope, target_id, credits),
                 )
-                detail = f"{what}: limit {credits} per {self.period_word}"
+                detail = f"set {what} to {_credits(credits)} per {self.period_word}"
             await self._audit(
                 tx, guild_id, moderator_id, f"limit.{scope}", detail, target_id or None
             )
@@ -385,7 +385,7 @@ class QuotaLedger:
                 guild_id,
                 moderator_id,
                 "grant",
-                f"<@{user_id}>: +{_credits(credits)}",
+                f"gave <@{user_id}> {_credits(credits)} of bonus",
                 user_id,
                 reason,
             )
@@ -399,7 +399,7 @@ class QuotaLedger:
                 (guild_id, user_id, self._clock()),
             )
             await self._audit(
-                tx, guild_id, moderator_id, "reset", f"<@{user_id}>: allowance reset", user_id
+                tx, guild_id, moderator_id, "reset", f"reset <@{user_id}>'s allowance", user_id
             )
 
     async def block(
@@ -427,7 +427,7 @@ class QuotaLedger:
                 guild_id,
                 moderator_id,
                 "block",
-                f"<@{user_id}>: blocked{until}",
+                f"blocked <@{user_id}>{until}",
                 user_id,
                 reason,
             )
@@ -439,7 +439,7 @@ class QuotaLedger:
             )
             if removed:
                 await self._audit(
-                    tx, guild_id, moderator_id, "unblock", f"<@{user_id}>: unblocked", user_id
+                    tx, guild_id, moderator_id, "unblock", f"unblocked <@{user_id}>", user_id
                 )
         return bool(removed)
 
@@ -448,14 +448,14 @@ class QuotaLedger:
         async with self.db.transaction() as tx:
             if daily_usd <= 0:
                 await tx.execute("DELETE FROM quota_budgets WHERE guild_id = ?", (guild_id,))
-                detail = "daily budget removed"
+                detail = "removed the daily budget"
             else:
                 await tx.execute(
                     "INSERT INTO quota_budgets (guild_id, daily_usd) VALUES (?, ?) "
                     "ON CONFLICT (guild_id) DO UPDATE SET daily_usd = excluded.daily_usd",
                     (guild_id, daily_usd),
                 )
-                detail = f"daily budget ${daily_usd:.2f}"
+                detail = f"set the daily budget to ${daily_usd:.2f}"
             await self._audit(tx, guild_id, moderator_id, "budget", detail)
 
     async def top(self, guild_id: int, since: float, limit: int = 10) -> list[Spender]:

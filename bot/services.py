@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.db import Database
 from bot.estimates import DurationModel
 from bot.guild_settings import GuildSettingsStore
@@ -70,7 +71,22 @@ class Services:
     ) -> Services:
         """Open everything; `charge=False` runs jobs without touching anyone's credits."""
         templates = load_library(settings.workflows_dir)
-        db = await Database.open(database_path or settings.database_path)
+        if templates.get(settings.default_workflow) is None:
+            raise ConfigError(
+                [
+                    f"DEFAULT_WORKFLOW={settings.default_workflow!r} is not a workflow: "
+                    f"use one of {', '.join(templates.names())}."
+                ]
+            )
+        path = database_path or settings.database_path
+        try:
+            db = await Database.open(path)
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                [
+                    f"DATABASE_PATH={str(path)!r} cannot be opened ({exc}): its directory must exist and be writable."
+                ]
+            ) from None
         runpod = runpod or runpod_from_settings(settings)
         durations = DurationModel()
         quotas = QuotaLedger(db, QuotaConfig.from_settings(settings), durations)

@@ -61,7 +61,11 @@ async def reply_privately(interaction: discord.Interaction, text: str) -> None:
 
 
 async def handle_interaction_error(interaction: discord.Interaction, error: BaseException) -> None:
-    command = interaction.command.qualified_name if interaction.command else interaction.data
+    command = (
+        interaction.command.qualified_name
+        if interaction.command
+        else (interaction.data or {}).get("custom_id", interaction.type.name)
+    )
     context = f"interaction={interaction.id} user={interaction.user.id} guild={interaction.guild_id} command={command}"
     if is_expected(error):
         log.info("refused (%s): %s", context, getattr(error, "original", error))

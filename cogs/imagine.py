@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
+from cogs import render
 from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
 from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
 from cogs.errors import MemberError
@@ -130,7 +131,7 @@ class Imagine(commands.Cog):
             template = library.get(name)
             if wanted in name and template is not None:
                 label = f"{name} — {template.description}"
-                choices.append(app_commands.Choice(name=label[:100], value=name))
+                choices.append(app_commands.Choice(name=render.choice_label(label), value=name))
         return choices[:25]
 
 

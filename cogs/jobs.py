@@ -104,7 +104,7 @@ class Jobs(commands.Cog):
         for job in reversed(active):
             label = f"#{job.id} {job.state.value} — {' '.join(job.request.prompt.split())}"
             if current.strip().lstrip("#") in label:
-                choices.append(app_commands.Choice(name=label[:100], value=job.id))
+                choices.append(app_commands.Choice(name=render.choice_label(label), value=job.id))
         return choices[:25]
 
 

@@ -137,6 +137,7 @@ class Quota(commands.Cog):
         await self._reply(interaction, embed=embed)
 
     @quota.command(name="show", description="A member's credits, limit, bonus and block.")
+    @app_commands.describe(user="the member")
     @moderators_only()
     async def show(self, interaction: discord.Interaction, user: discord.Member) -> None:
         services = self.bot.services
@@ -161,7 +162,8 @@ class Quota(commands.Cog):
         description="Give one member their own limit per period (leave limit out to remove it).",
     )
     @app_commands.describe(
-        limit="credits per period; leave out to go back to their role or the server default"
+        user="the member",
+        limit="credits per period; leave out to go back to their role or the server default",
     )
     @moderators_only()
     async def set_member(
@@ -186,6 +188,9 @@ class Quota(commands.Cog):
         await self._reply(interaction, text)
 
     @quota.command(name="grant", description="Give a member bonus credits, with a reason.")
+    @app_commands.describe(
+        user="the member", amount="bonus credits to add", reason="why (shown in the audit trail)"
+    )
     @moderators_only()
     async def grant(
         self,
@@ -199,12 +204,13 @@ class Quota(commands.Cog):
         )
         await self._reply(
             interaction,
-            f"Gave {user.mention} {credits(amount)} of bonus: {discord.utils.escape_markdown(reason)}.",
+            f"Gave {user.mention} {credits(amount)} of bonus ({discord.utils.escape_markdown(reason)}).",
         )
 
     @quota.command(
         name="reset", description="Give a member their whole allowance back for this period."
     )
+    @app_commands.describe(user="the member")
     @moderators_only()
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
         await self.bot.services.quotas.reset(interaction.guild_id, interaction.user.id, user.id)
@@ -217,7 +223,11 @@ class Quota(commands.Cog):
         name="block",
         description="Stop a member from making images, with a reason and an optional duration.",
     )
-    @app_commands.describe(duration="e.g. 30m, 12h, 7d, 1w; leave out for no end")
+    @app_commands.describe(
+        user="the member",
+        reason="why (they are told, and it goes in the audit trail)",
+        duration="e.g. 30m, 12h, 7d, 1w; leave out for no end",
+    )
     @moderators_only()
     async def block(
         self,
@@ -241,6 +251,7 @@ class Quota(commands.Cog):
         )
 
     @quota.command(name="unblock", description="Let a blocked member make images again.")
+    @app_commands.describe(user="the member")
     @moderators_only()
     async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
         removed = await self.bot.services.quotas.unblock(
@@ -275,7 +286,10 @@ class Quota(commands.Cog):
         name="role",
         description="Credits per period for members with a role (the best of their roles applies).",
     )
-    @app_commands.describe(limit="credits per period; leave out to remove this role's tier")
+    @app_commands.describe(
+        role="members with this role",
+        limit="credits per period; leave out to remove this role's tier",
+    )
     @moderators_only()
     async def role(
         self,
@@ -301,6 +315,7 @@ class Quota(commands.Cog):
     @quota.command(
         name="budget", description="This server's daily GPU budget in dollars (0 = none)."
     )
+    @app_commands.describe(amount="dollars per day, estimated from GPU time; 0 removes the budget")
     @moderators_only()
     async def budget(
         self, interaction: discord.Interaction, amount: app_commands.Range[float, 0, 10_000]
@@ -318,6 +333,7 @@ class Quota(commands.Cog):
         name="top", description="Who spent the most: credits, GPU seconds and estimated dollars."
     )
     @app_commands.choices(period=[app_commands.Choice(name=name, value=name) for name in PERIODS])
+    @app_commands.describe(period="how far back to count")
     @moderators_only()
     async def top(self, interaction: discord.Interaction, period: str = "today") -> None:
         quotas = self.bot.services.quotas
@@ -349,6 +365,7 @@ class Quota(commands.Cog):
         await self._reply(interaction, embed=embed)
 
     @quota.command(name="log", description="The audit trail: who changed what, when and why.")
+    @app_commands.describe(user="only changes about this member")
     @moderators_only()
     async def log(
         self, interaction: discord.Interaction, user: discord.Member | None = None

@@ -144,7 +144,7 @@ def details_text(job: Job) -> str:
         ("Images", str(request.count)),
         ("Steps", str(request.steps) if request.steps is not None else "—"),
         ("CFG", f"{request.cfg:g}" if request.cfg is not None else "—"),
-        ("Sampler", f"{request.sampler} / {request.scheduler}" if request.sampler else "—"),
+        ("Sampler", _sampler(request.sampler, request.scheduler)),
         ("Checkpoint", request.checkpoint or "—"),
         ("LoRAs", ", ".join(f"{lora.name} ({lora.strength:g})" for lora in request.loras) or "—"),
         ("GPU time", f"{job.execution_ms / 1000:.1f} s" if job.execution_ms is not None else "—"),
@@ -157,6 +157,19 @@ def details_text(job: Job) -> str:
     if request.hires_scale:
         rows.insert(8, ("Hires scale", f"{request.hires_scale:g}"))
     return _fit(f"**Job #{job.id}**\n" + "\n".join(f"**{name}:** {value}" for name, value in rows))
+
+
+def _sampler(sampler: str | None, scheduler: str | None) -> str:
+    """The A1111 name members know, with ComfyUI's names for pasting into a workflow."""
+    if not sampler or not scheduler:
+        return "—"
+    return f"{display_name(sampler, scheduler)} (`{sampler}` / `{scheduler}`)"
+
+
+def choice_label(text: str, limit: int = 100) -> str:
+    """An autocomplete label within Discord's 100 characters, cut with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _field(text: str) -> str:

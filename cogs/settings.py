@@ -97,6 +97,10 @@ class Settings(commands.Cog):
     @app_commands.choices(
         action=[app_commands.Choice(name=n, value=n) for n in ("add", "remove", "allow everywhere")]
     )
+    @app_commands.describe(
+        action="add or remove a channel, or allow every channel",
+        channel="the channel to add or remove",
+    )
     @managers_only()
     async def channels(
         self,
@@ -126,6 +130,7 @@ class Settings(commands.Cog):
     @app_commands.choices(
         policy=[app_commands.Choice(name=text, value=key) for key, text in NSFW_CHOICES.items()]
     )
+    @app_commands.describe(policy="what to do outside age-restricted channels")
     @managers_only()
     async def nsfw(self, interaction: discord.Interaction, policy: str) -> None:
         if policy not in NSFW_POLICIES:
@@ -137,6 +142,11 @@ class Settings(commands.Cog):
     @settings.command(
         name="defaults",
         description="Defaults for prompts that do not say (leave all out to reset).",
+    )
+    @app_commands.describe(
+        workflow="the workflow prompts use unless they say",
+        steps="sampling steps unless a prompt says",
+        cfg="CFG unless a prompt says",
     )
     @managers_only()
     async def defaults(
@@ -186,7 +196,11 @@ class Settings(commands.Cog):
     @settings.command(
         name="caps", description="Limits members cannot go past (leave all out to reset)."
     )
-    @app_commands.describe(max_megapixels="Largest image, in megapixels (1.0 is 1024x1024)")
+    @app_commands.describe(
+        max_steps="most sampling steps a prompt may ask for",
+        max_count="most images in one job",
+        max_megapixels="largest image, in megapixels (1.0 is 1024x1024)",
+    )
     @managers_only()
     async def caps(
         self,
@@ -227,6 +241,7 @@ class Settings(commands.Cog):
         name="moderators",
         description="The role whose members may manage quotas (leave out to clear).",
     )
+    @app_commands.describe(role="members with this role may use /quota")
     @managers_only()
     async def moderators(
         self, interaction: discord.Interaction, role: discord.Role | None = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import Pacing, Stablehand
-from bot.config import Secret, Settings, load_settings
+from bot.config import SETTINGS, Secret, Settings, load_settings
 from bot.db import Database
 from bot.images import ImageFile
 from bot.jobs import Job, JobManager, JobUpdate
@@ -20,6 +23,24 @@ from bot.services import Services
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTING_NAMES = {setting.name for setting in SETTINGS}
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bot ...` in `cwd` with no settings but those given (no token, no endpoint)."""
+    environ = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    environ.update({"PYTHONPATH": str(ROOT), "DATABASE_PATH": str(cwd / "stablehand.db"), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
 
 # Every interval of the job manager, shrunk so tests never wait real seconds.
 FAST = Timing(

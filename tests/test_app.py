@@ -7,15 +7,17 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from discord import app_commands
 
 from bot.app import Stablehand
+from bot.config import ConfigError
 from bot.jobs import JobState
 from bot.services import Services
-from tests.conftest import FAST, FAST_PACING, make_settings
+from tests.conftest import FAST, FAST_PACING, ROOT, make_settings, run_cli
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
-from tests.fakes.sandbox import ROOT, SITECUSTOMIZE
+from tests.fakes.sandbox import SITECUSTOMIZE
 
 
 async def _leave_a_queued_job(settings) -> int:
@@ -92,3 +94,42 @@ async def test_the_readme_documents_every_command_and_option(bot: Stablehand) ->
             name = f"/{command.name} {leaf.name}" if leaf is not command else f"/{command.name}"
             params = " ".join(p.name if p.required else f"[{p.name}]" for p in leaf.parameters)
             assert f"| `{f'{name} {params}'.strip()}` |" in readme, name
+
+
+async def test_every_option_explains_itself_in_discords_picker(bot: Stablehand) -> None:
+    for command in bot.tree.get_commands():
+        leaves = command.commands if isinstance(command, app_commands.Group) else [command]
+        for leaf in leaves:
+            for parameter in leaf.parameters:
+                assert parameter.description not in ("…", ""), (
+                    f"/{command.name} {leaf.name} {parameter.name}"
+                )
+
+
+async def test_an_unknown_default_workflow_or_an_unwritable_database_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(
+        ConfigError, match=r"DEFAULT_WORKFLOW='nope' is not a workflow: use one of pony-v6-xl"
+    ):
+        await Services.open(make_settings(tmp_path, DEFAULT_WORKFLOW="nope"))
+    with pytest.raises(
+        ConfigError, match=r"cannot be opened .* its directory must exist and be writable"
+    ):
+        await Services.open(
+            make_settings(tmp_path, DATABASE_PATH=str(tmp_path / "missing" / "x.db"))
+        )
+
+
+def test_an_unreachable_discord_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    result = run_cli(
+        cwd=tmp_path,
+        DISCORD_TOKEN="a.b.c",
+        RUNPOD_API_KEY="k",
+        RUNPOD_ENDPOINT_ID="e",
+        STABLEHAND_FAKE_DISCORD_URL="http://127.0.0.1:9",
+        PYTHONPATH=os.pathsep.join([str(SITECUSTOMIZE), str(ROOT)]),
+    )
+    assert result.returncode == 1
+    assert "cannot reach Discord" in result.stderr and "Check the network" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.checks import run_checks
-from tests.conftest import make_client
+from tests.conftest import make_client, run_cli
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
@@ -82,3 +82,16 @@ async def test_jobs_waiting_with_no_workers_is_a_failure(
         == 1
     )
     assert any("max workers" in line for line in lines)
+
+
+def test_with_no_settings_skipped_checks_are_not_counted_as_failures(tmp_path: Path) -> None:
+    result = run_cli("check", cwd=tmp_path)
+    assert "[skip] RunPod: needs RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID" in result.stdout
+    assert "[skip] Discord: needs DISCORD_TOKEN" in result.stdout
+    assert result.stdout.strip().endswith("3 check(s) failed.") and result.returncode == 1
+
+
+def test_an_invalid_value_is_reported_with_what_to_do_next(tmp_path: Path) -> None:
+    result = run_cli("check", cwd=tmp_path, MAX_STEPS="lots")
+    assert "[FAIL] settings: MAX_STEPS='lots' is not a number." in result.stdout
+    assert "fix the ones above and run check again" in result.stdout and result.returncode == 1

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,30 +10,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.config import SETTINGS
 from bot.generate import generate
 from tests.comfy_schema import text_encoder_clip_paths, validate
-from tests.conftest import FAST, make_settings
+from tests.conftest import FAST, make_settings, run_cli
 from tests.fakes.fake_runpod import FakeRunPod
 
-ROOT = Path(__file__).resolve().parents[1]
-SETTING_NAMES = {setting.name for setting in SETTINGS}
 QUALITY = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
-
-
-def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m bot ...` in `cwd` with no settings but those given (no token, no endpoint)."""
-    environ = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    environ = {k: v for k, v in environ.items() if not k.startswith(("DISCORD_", "RUNPOD_"))}
-    environ.update(PYTHONPATH=str(ROOT), **env)
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def _texts(workflow: dict[str, Any]) -> list[str]:

@@ -215,11 +215,11 @@ async def test_settings_are_for_managers_and_shape_imagine(
         await reply_to(bot, fake, payloads.slash_command("quota", subcommand="log", user=MANAGER))
     )
     for change in (
-        "allowed channels",
-        "max steps",
-        "default steps",
-        "nsfw policy: refuse",
-        "moderator role id",
+        "set the channels /imagine works in to <#3000000000000000001>",
+        "set the steps cap to 20",
+        "set the default steps to 12",
+        "set the NSFW policy to refuse",
+        f"set the moderator role to <@&{payloads.MODERATOR_ROLE_ID}>",
     ):
         assert change in log, change
 

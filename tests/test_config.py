@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.config import RUN_REQUIRES, SETTINGS, SYNC_REQUIRES, ConfigError, load_settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, run_cli
 
 
 def test_run_needs_token_key_and_endpoint_and_names_each_with_its_fix() -> None:
@@ -95,25 +91,11 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
             assert match.group(1) == setting.default, setting.name
 
 
-def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNPOD_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env["DATABASE_PATH"] = str(cwd / "check.db")
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize("args", [(), ("run",)])
 def test_running_with_no_settings_says_what_to_set_and_exits_2(
     tmp_path: Path, args: tuple[str, ...]
 ) -> None:
-    result = _run_cli(*args, cwd=tmp_path)
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert "DISCORD_TOKEN is not set" in result.stderr
     assert "RUNPOD_ENDPOINT_ID is not set" in result.stderr
@@ -121,7 +103,7 @@ def test_running_with_no_settings_says_what_to_set_and_exits_2(
 
 
 def test_check_with_no_settings_fails_with_fixes(tmp_path: Path) -> None:
-    result = _run_cli("check", cwd=tmp_path)
+    result = run_cli("check", cwd=tmp_path)
     assert result.returncode == 1
     assert "[FAIL] settings: DISCORD_TOKEN is not set" in result.stdout
     assert "fix:" in result.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import signal
@@ -15,10 +14,10 @@ import time
 from pathlib import Path
 
 from bot import heartbeat
+from tests.conftest import ROOT, run_cli
 from tests.fakes.fake_runpod import Outcome
 from tests.fakes.sandbox import sandbox
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
@@ -30,17 +29,8 @@ def _instruction(name: str) -> list[str]:
 
 
 def _run(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    assert command[0] == "python"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "RUNPOD_"))}
-    env.update(PYTHONPATH=str(ROOT), DATABASE_PATH=str(tmp_path / "stablehand.db"))
-    return subprocess.run(
-        [sys.executable, *command[1:]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    assert command[:3] == ["python", "-m", "bot"], command
+    return run_cli(*command[3:], cwd=tmp_path)
 
 
 def test_the_dockerfile_lints_clean() -> None:

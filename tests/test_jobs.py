@@ -162,7 +162,10 @@ async def test_a_refused_submission_waits_and_tries_again(
 
 
 async def test_a_wrong_key_fails_jobs_with_an_operator_hint(
-    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    open_services: OpenServices,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod, RUNPOD_API_KEY="not-the-key")
     services = await open_services(settings, runpod=None)
@@ -170,7 +173,9 @@ async def test_a_wrong_key_fails_jobs_with_an_operator_hint(
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
     job = await wait_for_state(services, job_id, "failed")
-    assert "RUNPOD_API_KEY" in job.failure and "not-the-key" not in job.failure + (job.error or "")
+    assert "refused the bot's key" in job.failure and "operator" in job.failure
+    assert "set a valid RUNPOD_API_KEY" in caplog.text, "the operator's hint goes to the log"
+    assert "not-the-key" not in job.failure + (job.error or "") + caplog.text
     await services.close()
 
 

@@ -78,7 +78,7 @@ async def test_each_moderator_command_changes_what_it_says_and_is_audited(
         assert data["flags"] & EPHEMERAL, subcommand
         said[subcommand] = embed_text(data)
     assert f"<@{ALICE_ID}> now has 3 credits per day" in said["set"]
-    assert "Gave" in said["grant"] and "5 credits of bonus: contest" in said["grant"]
+    assert said["grant"] == f"Gave <@{ALICE_ID}> 5 credits of bonus (contest)."
     assert "full again" in said["reset"]
     assert (
         "Blocked" in said["block"] and "spam" in said["block"] and "/quota unblock" in said["block"]

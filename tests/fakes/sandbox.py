@@ -31,6 +31,8 @@ SITECUSTOMIZE = Path(__file__).resolve().parent / "sitecustomize"
 
 def _option_text(value: Any) -> str:
     if isinstance(value, dict):
+        if "type" in value and "name" in value and "permissions" not in value:
+            return f"#{value['name']}"
         who = value.get("user", value)
         return "@" + str(who.get("username") or who.get("name") or who.get("id"))
     return str(value)
@@ -49,7 +51,7 @@ def render_message(message: FakeMessage) -> str:
         if embed.get("footer"):
             lines.append(f"│ ▌ {embed['footer'].get('text', '')}")
     for attachment in message.attachments:
-        size = f"{attachment.width}x{attachment.height}" if attachment.width else "?"
+        size = f"{attachment.width}x{attachment.height}" if attachment.width else "file"
         spoiler = " (spoiler)" if attachment.spoiler else ""
         lines.append(
             f"│ 📎 {attachment.filename} {size}, {attachment.size / 1024:.1f} KiB{spoiler}"
@@ -147,6 +149,7 @@ class Sandbox:
         payload = payloads.slash_command(name, options, subcommand=subcommand, user=user)
         await self.send(payload)
         await self.discord.wait_for_callback(payload, timeout=30)
+        self.print_changes()
         return payload
 
     async def click(
@@ -165,6 +168,7 @@ class Sandbox:
         payload = payloads.button_click(buttons[label], message, user=user)
         await self.send(payload)
         await self.discord.wait_for_callback(payload, timeout=30)
+        self.print_changes()
         return payload
 
     async def submit(
@@ -177,6 +181,7 @@ class Sandbox:
         )
         await self.send(payload)
         await self.discord.wait_for_callback(payload, timeout=30)
+        self.print_changes()
         return payload
 
     def latest_result(self) -> FakeMessage | None:
