@@ -215,11 +215,14 @@ async def on_edit_submit(interaction: discord.Interaction[Stablehand], job_id: i
         await handle_interaction_error(interaction, error)
 
 
-def result_view(job: Job, image_count: int, *, can_vary: bool) -> discord.ui.View:
+def result_view(
+    job: Job, image_count: int, *, can_vary: bool, can_reroll: bool = True
+) -> discord.ui.View:
     """Reroll, Edit, Details, Delete; and Vary / Upscale per image where the workflow allows."""
     view = discord.ui.View(timeout=None)
     for action in ("reroll", "edit", "details", "delete"):
-        view.add_item(ResultButton(action, job.id))
+        if action != "reroll" or can_reroll:
+            view.add_item(ResultButton(action, job.id))
     if can_vary:
         for index in range(min(image_count, 5)):
             view.add_item(ResultButton("vary", job.id, index, count=image_count))

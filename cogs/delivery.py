@@ -193,6 +193,8 @@ class DiscordDelivery:
             and template.pony_tags
             and all(services.templates.get(name) for name in (VARY_WORKFLOW, UPSCALE_WORKFLOW))
         )
+        # A job made from an image can only be redone from that image: Vary does that.
+        can_reroll = template is not None and not template.needs_image
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
         parameters = a1111_parameters(job.request)
         # A 413 means the limit the interaction reported was too high: halve what was refused.
@@ -203,7 +205,7 @@ class DiscordDelivery:
                 embed,
                 upload.files,
                 spoiler=job.request.spoiler,
-                view=result_view(job, len(upload.files), can_vary=can_vary),
+                view=result_view(job, len(upload.files), can_vary=can_vary, can_reroll=can_reroll),
             )
             try:
                 await self._show(job, outcome)

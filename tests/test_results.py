@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.app import Stablehand
 from bot.jobs import JobState
-from tests.conftest import imagine_result, make_settings, reply_to, start_bot
+from tests.conftest import imagine_result, make_settings, reply_to, start_bot, wait_for_state
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
@@ -172,3 +172,15 @@ async def test_delete_is_for_the_requester_or_a_moderator(
     )
     assert done["content"] == "Deleted." and fake_discord.messages[int(message["id"])].deleted
     assert (await bot.services.jobs.get(1)).state is JobState.DONE
+
+
+async def test_a_result_made_from_an_image_offers_no_reroll(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
+) -> None:
+    message = await imagine_result(bot, fake_discord, "a pony")
+    click = payloads.button_click(_buttons(message)["Vary"], message)
+    fake_discord.deliver(bot, click)
+    await fake_discord.wait_for_callback(click)
+    job = await wait_for_state(bot.services, 2, "done")
+    varied = fake_discord.message_payload(job.message_id)
+    assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale"}
