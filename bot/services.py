@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,14 @@ class Services:
                     f"use one of {', '.join(templates.names())}."
                 ]
             )
-        path = database_path or settings.database_path
+        path = Path(database_path or settings.database_path)
+        folder = path.parent.resolve()
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConfigError(
+                [
+                    f"DATABASE_PATH={str(path)!r} cannot be opened: its directory must exist and be writable."
+                ]
+            )
         try:
             db = await Database.open(path)
         except sqlite3.Error as exc:

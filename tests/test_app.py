@@ -114,7 +114,7 @@ async def test_an_unknown_default_workflow_or_an_unwritable_database_stops_the_s
     ):
         await Services.open(make_settings(tmp_path, DEFAULT_WORKFLOW="nope"))
     with pytest.raises(
-        ConfigError, match=r"cannot be opened .* its directory must exist and be writable"
+        ConfigError, match=r"x.db. cannot be opened: its directory must exist and be writable"
     ):
         await Services.open(
             make_settings(tmp_path, DATABASE_PATH=str(tmp_path / "missing" / "x.db"))

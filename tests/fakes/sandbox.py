@@ -311,7 +311,6 @@ async def main(argv: list[str] | None = None) -> int:
         else:
             await box.imagine(args.prompt)
             await box.watch_until(lambda: _finished(box))
-        await asyncio.sleep(0.5)
         box.print_changes()
         return 0 if await box.stop_bot() == 0 else 1
 
