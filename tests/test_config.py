@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
-from bot.config import RUN_REQUIRES, SETTINGS, SYNC_REQUIRES, ConfigError, load_settings
+from bot import logs
+from bot.config import RUN_REQUIRES, SETTINGS, SYNC_REQUIRES, ConfigError, Secret, load_settings
 from tests.conftest import ROOT, run_cli
 
 
@@ -115,3 +117,20 @@ def test_readme_documents_every_setting() -> None:
     text = (ROOT / "README.md").read_text()
     missing = [s.name for s in SETTINGS if f"| `{s.name}` |" not in text]
     assert not missing, f"README's settings table lacks {missing}"
+
+
+def test_a_secret_that_slips_into_a_log_line_is_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    token = Secret("MTIzNDU2Nzg5MDEyMzQ1Njc4.secret.token-value")
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level)
+    logs.configure("INFO", [token, None])
+    try:
+        try:
+            raise RuntimeError(f"request failed with Authorization: Bot {token.reveal()}")
+        except RuntimeError:
+            logging.getLogger("stablehand.test").exception("login with %s failed", token.reveal())
+    finally:
+        root.handlers[:], root.level = before
+    logged = capsys.readouterr().err
+    assert token.reveal() not in logged
+    assert logged.count("********") >= 2 and "login with ******** failed" in logged
