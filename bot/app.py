@@ -118,10 +118,12 @@ class Stablehand(commands.Bot):
             self._heartbeat.cancel()
             self._heartbeat = None
         if self._services is not None:
-            services, self._services = self._services, None
+            services = self._services
             log.info(
                 "shutting down; %d unfinished job(s) stay in the database for the next start",
                 services.jobs.in_progress,
             )
+            # Deliveries still finishing during the shutdown grace need the services.
             await services.close()
+            self._services = None
         await super().close()

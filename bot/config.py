@@ -132,6 +132,15 @@ def _pixels(text: str) -> int:
     return value
 
 
+def _credential(text: str) -> str:
+    value = text.strip()
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError(
+            "must be the key exactly as RunPod shows it (no spaces or accented letters)"
+        )
+    return value
+
+
 def _words(text: str) -> tuple[str, ...]:
     return tuple(w.strip().lower() for w in text.split(",") if w.strip())
 
@@ -142,9 +151,15 @@ def _optional_path(text: str) -> Path | None:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "DISCORD_TOKEN", None, "Bot token from the Discord developer portal (Bot tab).", secret=True
+        "DISCORD_TOKEN",
+        None,
+        "Bot token from the Discord developer portal (Bot tab).",
+        _credential,
+        secret=True,
     ),
-    Setting("RUNPOD_API_KEY", None, "RunPod API key (Settings > API Keys).", secret=True),
+    Setting(
+        "RUNPOD_API_KEY", None, "RunPod API key (Settings > API Keys).", _credential, secret=True
+    ),
     Setting(
         "RUNPOD_ENDPOINT_ID", None, "Id of the worker-comfyui serverless endpoint.", _endpoint_id
     ),

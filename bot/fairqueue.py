@@ -106,9 +106,12 @@ class FairQueue(Generic[T]):
             del self._busy[member]
         return True
 
-    def next_ready_at(self) -> float | None:
-        """When the earliest delayed item becomes ready, if any is delayed."""
-        return min(self._not_before.values(), default=None)
+    def next_ready_at(self, now: float) -> float | None:
+        """When the earliest item still delayed after `now` becomes ready, if any is.
+
+        Items already due but waiting for a slot are not counted: a freed slot wakes the caller.
+        """
+        return min((at for at in self._not_before.values() if at > now), default=None)
 
     def positions(self) -> dict[Hashable, int]:
         """1-based place of every waiting item in the order the rotation will hand them out."""

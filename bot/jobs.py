@@ -32,8 +32,8 @@ from bot.runpod import (
     RunPodError,
     RunPodNotFound,
     RunPodRejected,
-    SubmitUncertain,
     decode_output,
+    provably_not_created,
 )
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,8 @@ class JobManager:
         self._due: list[_Due] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._submits: set[asyncio.Task[Any]] = set()
+        # Work a shutdown lets finish (briefly): a /run under way, a delivery under way.
+        self._finishing: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self._wake_dispatch = asyncio.Event()
         self.limits = limits or Limits()
@@ -424,6 +425,8 @@ class JobManager:
             raise NotYourJob("Only the member who started a job, or a moderator, can cancel it.")
         if job.state in TERMINAL or job.state is JobState.DELIVERING:
             raise AlreadyFinished(f"Job #{job_id} has already finished ({job.state.value}).")
+        if job.state is JobState.ACCEPTED:
+            raise JobError(f"Job #{job_id} is still starting; try again in a moment.")
         detail = f"by user {by_user}" + (
             " (moderator)" if moderator and job.user_id != by_user else ""
         )
@@ -432,17 +435,18 @@ class JobManager:
             self._cancel_requested[job_id] = failures.cancelled(by_moderator=by_moderator)
             log.info("job %d cancel requested while submitting (%s)", job_id, detail)
             return job
-        if job.state in AT_RUNPOD and job.runpod_id:
-            await self._cancel_at_runpod(job)
+        # Ours first: if a poll saw the job finish meanwhile, the compare-and-set says so.
         cancelled = await self._finish(
             job,
             JobState.CANCELLED,
             failures.cancelled(by_moderator=by_moderator),
             detail=detail,
-            from_states={JobState.ACCEPTED, JobState.QUEUED, *AT_RUNPOD},
+            from_states={JobState.QUEUED, *AT_RUNPOD},
         )
         if cancelled is None:
             raise AlreadyFinished(f"Job #{job_id} finished before it could be cancelled.")
+        if job.state in AT_RUNPOD and job.runpod_id:
+            await self._cancel_at_runpod(job)
         return cancelled
 
     async def start(self, deliverer: Deliverer) -> None:
@@ -469,8 +473,8 @@ class JobManager:
         self._running = False
         for task in self._loops:
             task.cancel()
-        if self._submits:
-            await asyncio.wait(self._submits, timeout=self.timing.shutdown_grace)
+        if self._finishing:
+            await asyncio.wait(self._finishing, timeout=self.timing.shutdown_grace)
         pending = [t for t in self._tasks | set(self._loops) if not t.done()]
         for task in pending:
             task.cancel()
@@ -637,7 +641,7 @@ class JobManager:
                 self._queue.hold(job.id, (job.guild_id, job.user_id))
                 self._track(job, delay=0.0)
             elif job.state is JobState.DELIVERING:
-                self._spawn(self._deliver(job), f"deliver-{job.id}")
+                self._spawn_finishing(self._deliver(job), f"deliver-{job.id}")
             elif job.terminal and job.delivered_at is None:
                 self._spawn(self._notify(job), f"notify-{job.id}")
         if rows:
@@ -652,17 +656,16 @@ class JobManager:
 
     async def _dispatch_loop(self) -> None:
         while True:
-            ready_at = self._queue.next_ready_at()
-            timeout = None if ready_at is None else max(0.0, ready_at - time.monotonic())
+            now = time.monotonic()
+            ready_at = self._queue.next_ready_at(now)
+            timeout = None if ready_at is None else ready_at - now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_dispatch.wait(), timeout)
             self._wake_dispatch.clear()
             while (taken := self._queue.take_next(time.monotonic())) is not None:
                 job = taken[1]
                 self._positions_dirty.set()
-                task = self._spawn(self._submit(job), f"submit-{job.id}")
-                self._submits.add(task)
-                task.add_done_callback(self._submits.discard)
+                self._spawn_finishing(self._submit(job), f"submit-{job.id}")
 
     async def _position_loop(self) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
@@ -684,16 +687,27 @@ class JobManager:
         if submitting is None:
             self._release_slot(job.id)
             return
-        attempt = await self._attempts(job.id)
+        try:
+            await self._send(submitting)
+        except Exception as exc:
+            # Whether RunPod got it is unknown, so it is not sent again (see "submitting").
+            log.exception("job %d: submitting it crashed", job.id)
+            await self._fail(
+                submitting, failures.SUBMIT_UNCERTAIN, raw=f"{type(exc).__name__}: {exc}"
+            )
+        finally:
+            if job.id not in self._tracked:
+                self._release_slot(job.id)
+
+    async def _send(self, submitting: Job) -> None:
+        """`/run`, then record RunPod's id at once; only a provably unsent job is tried again."""
+        attempt = await self._attempts(submitting.id)
         try:
             status = await self.runpod.run(
                 await self._job_input(submitting),
                 execution_timeout_ms=max(5000, int(self._execution_limit(submitting) * 1000)),
                 ttl_ms=int(polling.time_to_live(self.timing, self._estimate(submitting)) * 1000),
             )
-        except SubmitUncertain as exc:
-            await self._fail(submitting, failures.SUBMIT_UNCERTAIN, raw=str(exc))
-            return
         except RunPodAuthError as exc:
             self._report_auth(exc)
             await self._fail(submitting, failures.AUTH, raw=str(exc))
@@ -706,10 +720,13 @@ class JobManager:
             await self._fail(submitting, failures.REJECTED, raw=str(exc))
             return
         except RunPodError as exc:
-            await self._requeue_or_fail(submitting, attempt, exc)
+            if provably_not_created(exc):
+                await self._requeue_or_fail(submitting, attempt, exc)
+            else:
+                await self._fail(submitting, failures.SUBMIT_UNCERTAIN, raw=str(exc))
             return
         submitted = await self._transition(
-            job.id,
+            submitting.id,
             {JobState.SUBMITTING},
             JobState.SUBMITTED,
             fields={"runpod_id": status.id, "submitted_at": self._clock()},
@@ -718,12 +735,12 @@ class JobManager:
         if submitted is None:
             return
         self._track(submitted, delay=self.timing.first_poll)
-        if job.id in self._cancel_requested:
+        if submitted.id in self._cancel_requested:
             await self._cancel_at_runpod(submitted)
             await self._finish(
                 submitted,
                 JobState.CANCELLED,
-                self._cancel_requested[job.id],
+                self._cancel_requested[submitted.id],
                 detail="cancelled while submitting",
             )
             return
@@ -824,26 +841,32 @@ class JobManager:
             return
         job = tracked.job
         assert job.runpod_id is not None
+        status: JobStatus | None = None
+        error: RunPodError | None = None
         try:
             status = await self.runpod.status(job.runpod_id)
-        except RunPodNotFound as exc:
-            await self._fail(job, failures.EXPIRED, raw=str(exc))
-            return
-        except RunPodAuthError as exc:
-            self._report_auth(exc)
-            self._schedule(job_id, self.timing.auth_backoff)
-            return
         except RunPodError as exc:
+            error = exc
+        if self._tracked.get(job_id) is not tracked:
+            return  # cancelled or ended while this request was out: its answer is old news
+        if isinstance(error, RunPodNotFound):
+            await self._fail(job, failures.EXPIRED, raw=str(error))
+        elif isinstance(error, RunPodAuthError):
+            self._report_auth(error)
+            self._schedule(job_id, self.timing.auth_backoff)
+        elif error is not None:
             tracked.backoff = min(
                 self.timing.queue_max_interval,
                 max(self.timing.retry_delay, tracked.backoff * self.timing.growth),
             )
-            log.info("job %d: status poll failed (%s); next in %.1fs", job_id, exc, tracked.backoff)
+            log.info(
+                "job %d: status poll failed (%s); next in %.1fs", job_id, error, tracked.backoff
+            )
             self._schedule(job_id, tracked.backoff)
-            return
-        tracked.backoff = 0.0
-        previous_poll, tracked.last_poll = tracked.last_poll, time.monotonic()
-        await self._handle_status(tracked, status, previous_poll)
+        elif status is not None:
+            tracked.backoff = 0.0
+            previous_poll, tracked.last_poll = tracked.last_poll, time.monotonic()
+            await self._handle_status(tracked, status, previous_poll)
 
     async def _handle_status(
         self, tracked: _Tracked, status: JobStatus, previous_poll: float | None
@@ -1009,47 +1032,51 @@ class JobManager:
         if status.execution_ms is not None:
             self.durations.observe(job.request, status.execution_ms)
         self._emit(JobUpdate(delivering, "delivering"))
-        self._spawn(self._deliver(delivering), f"deliver-{job.id}")
+        self._spawn_finishing(self._deliver(delivering), f"deliver-{job.id}")
 
     async def _deliver(self, job: Job) -> None:
+        """Show the images; Discord being down only delays this, it never loses the result."""
         rows = await self.db.fetchall(
             "SELECT filename, mime, data FROM job_outputs WHERE job_id = ? ORDER BY idx", (job.id,)
         )
         images = [ImageFile(r["filename"], r["mime"], r["data"]) for r in rows]
         assert self._deliverer is not None
-        for attempt in range(self.timing.max_delivery_attempts):
+        crashes = 0
+        for attempt in itertools.count():
             current = await self.get(job.id)
             if current is None or current.state is not JobState.DELIVERING:
                 return
             try:
                 await self._deliverer.deliver(current, images)
             except DeliveryError as exc:
-                if exc.permanent or attempt + 1 >= self.timing.max_delivery_attempts:
+                if exc.permanent:
                     await self._undeliverable(current, str(exc))
                     return
-                delay = self.timing.delivery_retry_delay * self.timing.growth**attempt
-                log.info("job %d: delivery failed (%s); retrying in %.1fs", job.id, exc, delay)
-                await asyncio.sleep(delay)
-                continue
+                log.info("job %d: delivery failed (%s); retrying", job.id, exc)
             except Exception as exc:
+                # A bug, not an outage: retrying a few times is enough to be sure.
+                crashes += 1
                 log.exception("job %d: delivery crashed", job.id)
-                await self._undeliverable(current, f"{type(exc).__name__}: {exc}")
+                if crashes >= self.timing.max_delivery_attempts:
+                    await self._undeliverable(current, f"{type(exc).__name__}: {exc}")
+                    return
+            else:
+                await self._delivered(job.id)
                 return
+            delay = self.timing.delivery_retry_delay * self.timing.growth ** min(attempt, 10)
+            await asyncio.sleep(min(delay, self.timing.delivery_max_backoff))
 
-            async def drop_outputs(tx: Transaction) -> None:
-                await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job.id,))
-
-            done = await self._transition(
-                job.id,
-                {JobState.DELIVERING},
-                JobState.DONE,
-                fields={"delivered_at": self._clock()},
-                settle="capture",
-                after=drop_outputs,
-            )
-            if done is not None:
-                self._emit(JobUpdate(done, "done"))
-            return
+    async def _delivered(self, job_id: int) -> None:
+        done = await self._transition(
+            job_id,
+            {JobState.DELIVERING},
+            JobState.DONE,
+            fields={"delivered_at": self._clock()},
+            settle="capture",
+            after=_drop_outputs(job_id),
+        )
+        if done is not None:
+            self._emit(JobUpdate(done, "done"))
 
     async def _undeliverable(self, job: Job, reason: str) -> None:
         ended = await self._transition(
@@ -1063,6 +1090,7 @@ class JobManager:
             },
             detail="undeliverable",
             settle="refund",
+            after=_drop_outputs(job.id),
         )
         log.warning("job %d could not be delivered: %s", job.id, reason)
         if ended is not None:
@@ -1112,6 +1140,11 @@ class JobManager:
         task.add_done_callback(self._task_done)
         return task
 
+    def _spawn_finishing(self, coro: Awaitable[Any], name: str) -> None:
+        task = self._spawn(coro, name)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -1137,6 +1170,15 @@ async def _record_event(
         "INSERT INTO job_events (job_id, at, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?)",
         (job_id, at, from_state, str(to_state), detail),
     )
+
+
+def _drop_outputs(job_id: int) -> Callable[[Transaction], Awaitable[None]]:
+    """The images kept for delivery go once the job has ended."""
+
+    async def drop(tx: Transaction) -> None:
+        await tx.execute("DELETE FROM job_outputs WHERE job_id = ?", (job_id,))
+
+    return drop
 
 
 def _shorten(value: Any, limit: int = 500) -> str:

@@ -24,6 +24,7 @@ class Timing:
     submit_retry_delay: float = 5.0
     max_submit_attempts: int = 5
     delivery_retry_delay: float = 5.0
+    delivery_max_backoff: float = 300.0
     max_delivery_attempts: int = 6
     position_interval: float = 1.0
     queue_timeout: float = 1800.0

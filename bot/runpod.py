@@ -252,10 +252,14 @@ class RunPodClient:
         try:
             data = await self._call("POST", "/run", op="run", json_body=body, resend_safe=False)
         except (RunPodServerError, RunPodTransportError) as exc:
-            if _provably_not_created(exc):
+            if provably_not_created(exc):
                 raise
             raise SubmitUncertain(f"/run gave no usable answer: {exc}", status=exc.status) from exc
-        return JobStatus.parse(data)
+        try:
+            return JobStatus.parse(data)
+        except RunPodError as exc:
+            # RunPod answered 2xx, so the job may well exist: never send it again.
+            raise SubmitUncertain(f"/run answered without a usable job id: {exc}") from exc
 
     async def run_sync(
         self,
@@ -280,7 +284,7 @@ class RunPodClient:
                 read_timeout=wait_ms / 1000 + 30,
             )
         except (RunPodServerError, RunPodTransportError) as exc:
-            if _provably_not_created(exc):
+            if provably_not_created(exc):
                 raise
             raise SubmitUncertain(
                 f"/runsync gave no usable answer: {exc}", status=exc.status
@@ -442,12 +446,14 @@ def _retryable(exc: RunPodError, resend_safe: bool) -> bool:
     if isinstance(exc, RunPodRateLimited):
         return True
     if isinstance(exc, RunPodServerError | RunPodTransportError):
-        return resend_safe or _provably_not_created(exc)
+        return resend_safe or provably_not_created(exc)
     return False
 
 
-def _provably_not_created(exc: RunPodError) -> bool:
+def provably_not_created(exc: RunPodError) -> bool:
     """Whether a failed `/run` certainly created no job: nothing was sent, or it was refused."""
+    if isinstance(exc, RunPodRateLimited):
+        return True
     if isinstance(exc, RunPodTransportError):
         return not exc.sent
     return exc.status == 503

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from bot.images import ImageFile, prepare_uploads
@@ -27,6 +28,10 @@ NO_MENTIONS = render.NO_MENTIONS
 # What an unboosted server takes, for jobs stored before the interaction's limit was recorded.
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20
 UPLOAD_ATTEMPTS = 5
+ENDED = frozenset({"done", "failed", "cancelled", "timed_out", "expired"})
+ENDED_MEMORY = 10_000
+# Failures below HTTP: the connection dropped or timed out. Worth another try later.
+UNREACHABLE = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
 class ChannelPacer:
@@ -74,6 +79,7 @@ class ProgressBoard:
         self._pending: dict[int, _Pending] = {}
         self._last_edit: dict[int, float] = {}
         self._shown: dict[int, str] = {}
+        self._ended: dict[int, None] = {}  # insertion-ordered: the oldest are dropped first
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._deliveries = 0
@@ -91,11 +97,14 @@ class ProgressBoard:
     def update(self, update: JobUpdate) -> None:
         """Job-manager subscriber: remember the newest progress text of each job's message."""
         job = update.job
-        if update.kind in ("done", "failed", "cancelled", "timed_out", "expired"):
+        if update.kind in ENDED:
             self.forget(job.id)
+            self._ended[job.id] = None
+            while len(self._ended) > ENDED_MEMORY:
+                self._ended.pop(next(iter(self._ended)))
             return
-        if job.channel_id is None or job.message_id is None:
-            return
+        if job.id in self._ended or job.channel_id is None or job.message_id is None:
+            return  # a late update must not overwrite how the job ended
         text = render.progress_text(update)
         if self._shown.get(job.id) == text:
             return
@@ -210,6 +219,10 @@ class DiscordDelivery:
             try:
                 await self._show(job, outcome)
                 return
+            except UNREACHABLE as exc:
+                raise DeliveryError(
+                    f"Discord could not be reached ({type(exc).__name__})"
+                ) from None
             except discord.HTTPException as exc:
                 if exc.status != 413:
                     raise DeliveryError(f"Discord answered {exc.status}") from None
@@ -226,6 +239,8 @@ class DiscordDelivery:
     async def notify(self, job: Job) -> None:
         try:
             await self._show(job, Outcome(render.ended_text(job)))
+        except UNREACHABLE as exc:
+            raise DeliveryError(f"Discord could not be reached ({type(exc).__name__})") from None
         except discord.HTTPException as exc:
             raise DeliveryError(f"Discord answered {exc.status}") from None
 

@@ -13,7 +13,6 @@ from bot.samplers import A1111_SAMPLERS, SAMPLERS
 from cogs import render
 from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
 from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
-from cogs.errors import MemberError
 from cogs.launch import launch, read_image, requester
 
 if TYPE_CHECKING:
@@ -84,13 +83,7 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         services = self.bot.services
-        settings = await services.guild_settings.get(interaction.guild_id)
-        if not settings.allows_channel(interaction.channel_id):
-            channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels or ())
-            raise MemberError(
-                f"On this server images can be made in {channels or 'no channel yet'}."
-            )
-        policy = settings.policy(services.policy())
+        policy = await services.policy_for(interaction.guild_id)
         verified = None
         if image is not None:
             # Downloading may take longer than Discord's three seconds: acknowledge first.

@@ -46,6 +46,10 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
     """Charge and store the job, then show it: the reply itself, or (after a defer) a new post."""
     bot = interaction.client
     services = bot.services
+    settings = await services.guild_settings.get(interaction.guild_id)
+    if not settings.allows_channel(interaction.channel_id):
+        channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels or ())
+        raise MemberError(f"On this server images can be made in {channels or 'no channel yet'}.")
     job = await services.jobs.accept(new_job)
     try:
         balance = await services.quotas.balance(job.guild_id, job.user_id, job.role_ids)

@@ -55,6 +55,7 @@ FAST = Timing(
     auth_backoff=0.05,
     submit_retry_delay=0.01,
     delivery_retry_delay=0.01,
+    delivery_max_backoff=0.05,
     position_interval=0.01,
     no_worker_notice=0.05,
     shutdown_grace=2.0,

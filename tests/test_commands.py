@@ -124,6 +124,7 @@ async def test_only_the_owner_or_a_moderator_can_cancel(
     fake = fake_discord
     fake_runpod.script(Outcome(status="HANG"))
     await reply_to(bot, fake, payloads.slash_command("imagine", {"prompt": "a pony"}))
+    await wait_for_state(bot.services, 1, "submitted")
     refused = await reply_to(bot, fake, payloads.slash_command("cancel", {"job": 1}, user=BOB))
     assert "Only the member who started a job, or a moderator" in refused["content"]
     nothing = await reply_to(

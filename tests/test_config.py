@@ -134,3 +134,24 @@ def test_a_secret_that_slips_into_a_log_line_is_masked(capsys: pytest.CaptureFix
     logged = capsys.readouterr().err
     assert token.reveal() not in logged
     assert logged.count("********") >= 2 and "login with ******** failed" in logged
+
+
+def test_a_malformed_log_call_does_not_break_its_caller(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    before = (root.handlers[:], root.level)
+    logs.configure("INFO", [Secret("a-secret-value")])
+    try:
+        logging.getLogger("stablehand.test").info("two placeholders %s %s", "one argument")
+    finally:
+        root.handlers[:], root.level = before
+    assert "Logging error" in capsys.readouterr().err
+
+
+def test_keys_and_tokens_must_be_plain_ascii() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            environ={"RUNPOD_API_KEY": "clé", "DISCORD_TOKEN": "to ken"}, dotenv_path=None
+        )
+    problems = "\n".join(caught.value.problems)
+    assert "RUNPOD_API_KEY=(hidden) must be copied exactly as shown" in problems
+    assert "DISCORD_TOKEN=(hidden)" in problems and "clé" not in problems

@@ -43,10 +43,11 @@ def test_delayed_items_wait_without_blocking_others() -> None:
     queue: FairQueue[str] = FairQueue(Caps(total=5, per_member=5))
     queue.add("retry", A, "retry", not_before=10.0)
     queue.add("fresh", B, "fresh")
-    assert queue.next_ready_at() == 10.0
+    assert queue.next_ready_at(now=1.0) == 10.0
     assert _drain(queue, now=1.0) == ["fresh"]
+    assert queue.next_ready_at(now=11.0) is None, "already due: only a free slot wakes the caller"
     assert _drain(queue, now=10.0) == ["retry"]
-    assert queue.next_ready_at() is None
+    assert queue.next_ready_at(now=1.0) is None
 
 
 def test_removing_a_waiting_item_updates_positions() -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.config import Secret
 from bot.jobs import (
     DeliveryError,
+    JobError,
     JobManager,
     JobState,
     JobUpdate,
@@ -119,13 +121,14 @@ async def test_member_cancel_while_queued_at_runpod(
 async def test_only_the_owner_or_a_moderator_may_cancel(
     services: Services, delivery: RecordingDelivery
 ) -> None:
-    await services.jobs.start(delivery)
     job = await services.jobs.accept(_job(services, user=1))
+    with pytest.raises(JobError, match="still starting"):
+        await services.jobs.cancel(job.id, by_user=1)  # its message is being posted right now
+    await services.jobs.attach_message(job.id, 100, 500)
     with pytest.raises(NotYourJob):
         await services.jobs.cancel(job.id, by_user=2)
-    assert (
-        await services.jobs.cancel(job.id, by_user=2, moderator=True)
-    ).state is JobState.CANCELLED
+    cancelled = await services.jobs.cancel(job.id, by_user=2, moderator=True)
+    assert cancelled.state is JobState.CANCELLED and cancelled.failure == "Stopped by a moderator."
 
 
 async def test_status_404_means_expired(
@@ -138,6 +141,9 @@ async def test_status_404_means_expired(
     del fake_runpod.jobs[job.runpod_id]
     expired = await wait_for_state(services, job_id, "expired")
     assert "30 minutes" in expired.failure
+    await delivery.wait(job_id)
+    assert delivery.notified[job_id][0].state is JobState.EXPIRED
+    assert await _hold_state(services, job_id) == "refunded"
 
 
 async def test_an_uncertain_submission_is_not_resent(
@@ -362,16 +368,98 @@ async def test_status_faults_are_ridden_out(
     await services.close()
 
 
-async def test_delivery_is_retried_then_given_up_with_a_refund(
-    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+async def test_discord_being_down_delays_delivery_but_never_loses_it(
+    services: Services, delivery: RecordingDelivery
 ) -> None:
-    delivery.fail_next = [DeliveryError("Discord 503"), DeliveryError("Discord 503")]
+    outage = [DeliveryError("Discord could not be reached (ServerDisconnectedError)")] * 12
+    delivery.fail_next = list(outage)
     await services.jobs.start(delivery)
-    retried = await _submit(services, _job(services, user=1))
-    await delivery.wait(retried)
-    assert (await services.jobs.get(retried)).state is JobState.DONE
+    job_id = await _submit(services, _job(services, user=1))
+    await delivery.wait(job_id)
+    assert (await services.jobs.get(job_id)).state is JobState.DONE
+    assert delivery.fail_next == [] and len(outage) > services.jobs.timing.max_delivery_attempts
+    assert await _hold_state(services, job_id) == "captured"
 
+
+async def test_a_delivery_that_can_never_happen_is_refunded_and_its_images_dropped(
+    services: Services, delivery: RecordingDelivery
+) -> None:
+    await services.jobs.start(delivery)
     delivery.fail_next = [DeliveryError("no channel, no DMs", permanent=True)]
-    given_up = await _submit(services, _job(services, user=2))
-    job = await wait_for_state(services, given_up, "failed")
+    permanent = await _submit(services, _job(services, user=2))
+    job = await wait_for_state(services, permanent, "failed")
     assert "could not be posted" in job.failure
+    delivery.fail_next = [
+        RuntimeError("a bug in rendering")
+    ] * services.jobs.timing.max_delivery_attempts
+    crashing = await _submit(services, _job(services, user=3))
+    await wait_for_state(services, crashing, "failed")
+    for job_id in (permanent, crashing):
+        assert await _hold_state(services, job_id) == "refunded"
+        assert (
+            await services.db.fetchone("SELECT 1 FROM job_outputs WHERE job_id = ?", (job_id,))
+            is None
+        )
+
+
+async def _hold_state(services: Services, job_id: int) -> str:
+    row = await services.db.fetchone("SELECT state FROM quota_holds WHERE job_id = ?", (job_id,))
+    return row["state"]
+
+
+async def test_a_crash_inside_submit_fails_that_job_and_frees_its_slot(
+    fake_runpod: FakeRunPod, delivery: RecordingDelivery, open_services: OpenServices
+) -> None:
+    # httpx cannot put this key in a header: an error no handler expects, inside /run.
+    client = make_client(fake_runpod)
+    client._key = Secret("clé-non-ascii")
+    services = await open_services(runpod=client)
+    services.jobs.limits = Limits(max_in_flight=1, member_max_in_flight=1, member_max_queued=5)
+    await services.jobs.start(delivery)
+    first = await _submit(services, _job(services, user=1))
+    second = await _submit(services, _job(services, user=2))
+    for job_id in (first, second):
+        job = await wait_for_state(services, job_id, "failed")
+        assert "not resent" in job.failure and await _hold_state(services, job_id) == "refunded"
+    assert services.jobs._queue.out == 0
+
+
+async def test_restart_delivers_what_was_being_delivered_and_tells_what_ended_untold(
+    fake_runpod: FakeRunPod, open_services: OpenServices
+) -> None:
+    first = await open_services()
+    first_delivery = RecordingDelivery()
+    await first.jobs.start(first_delivery)
+    delivering = await _submit(first, _job(first, user=1))
+    await wait_for_state(first, delivering, "done")
+    await first.jobs.stop()
+    # What a crash between fetching the images and showing them leaves behind:
+    async with first.db.transaction() as tx:
+        await tx.execute(
+            "UPDATE jobs SET state = 'delivering', delivered_at = NULL WHERE id = ?", (delivering,)
+        )
+        await tx.execute(
+            "INSERT INTO job_outputs (job_id, idx, filename, mime, data) VALUES (?, 0, 'a.png', 'image/png', ?)",
+            (delivering, b"\x89PNG\r\n\x1a\n"),
+        )
+        await tx.execute("UPDATE quota_holds SET state = 'held' WHERE job_id = ?", (delivering,))
+    untold = (await first.jobs.accept(_job(first, user=2))).id
+    await first.jobs.attach_message(untold, 100, 600)
+    await first.jobs.cancel(untold, by_user=2)
+    await first_delivery.wait(untold)
+    # ...and as if the process had died before saying so:
+    async with first.db.transaction() as tx:
+        await tx.execute("UPDATE jobs SET delivered_at = NULL WHERE id = ?", (untold,))
+    await first.close()
+
+    second = await open_services()
+    delivery = RecordingDelivery()
+    await second.jobs.start(delivery)
+    await delivery.wait(delivering)
+    await delivery.wait(untold)
+    assert (
+        len(delivery.delivered[delivering]) == 1
+        and (await second.jobs.get(delivering)).state is JobState.DONE
+    )
+    assert await _hold_state(second, delivering) == "captured"
+    assert delivery.notified[untold][0].failure == "Stopped by the member who asked for it."

@@ -213,6 +213,7 @@ async def test_bonus_credits_are_spent_after_the_allowance_and_come_back_on_refu
     with pytest.raises(QuotaExceeded) as caught:
         await services.jobs.accept(_new(services, 1))
     assert "you have 0 left" in str(caught.value) and "come back <t:" in str(caught.value)
+    await services.jobs.attach_message(jobs[2].id, 1, 1000)
     await services.jobs.cancel(jobs[2].id, by_user=1)
     balance = await quotas.balance(GUILD, 1)
     assert (balance.remaining, balance.bonus) == (1, 1)

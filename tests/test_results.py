@@ -184,3 +184,17 @@ async def test_a_result_made_from_an_image_offers_no_reroll(
     job = await wait_for_state(bot.services, 2, "done")
     varied = fake_discord.message_payload(job.message_id)
     assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale"}
+
+
+async def test_buttons_obey_the_servers_channel_list_too(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    message = await imagine_result(bot, fake_discord, "a pony")
+    await bot.services.guild_settings.update(
+        payloads.GUILD_ID, 1, allowed_channels=(3_100_000_000_000_000_001,)
+    )
+    data = await reply_to(
+        bot, fake_discord, payloads.button_click(_buttons(message)["Reroll"], message)
+    )
+    assert data["flags"] & EPHEMERAL and "<#3100000000000000001>" in data["content"]
+    assert len(await bot.services.jobs.recent(payloads.GUILD_ID, payloads.MEMBER_ID, 10)) == 1

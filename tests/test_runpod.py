@@ -324,3 +324,13 @@ async def test_downloads_over_the_cap_are_refused(fake_runpod: FakeRunPod) -> No
     with pytest.raises(OutputError) as caught:
         await client.download(url, max_bytes=100)
     assert caught.value.kind == "too_large"
+
+
+async def test_a_run_answered_2xx_without_a_job_id_is_uncertain_and_not_resent(
+    fake_runpod: FakeRunPod,
+) -> None:
+    client = make_client(fake_runpod)
+    fake_runpod.inject("run", fr.http(200, body={"status": "IN_QUEUE"}))
+    with pytest.raises(SubmitUncertain, match="without a usable job id"):
+        await client.run({"workflow": WORKFLOW})
+    assert len(fake_runpod.requests_for("run")) == 1
