@@ -135,9 +135,7 @@ def _pixels(text: str) -> int:
 def _credential(text: str) -> str:
     value = text.strip()
     if not value.isascii() or not value.isprintable() or " " in value:
-        raise ValueError(
-            "must be the key exactly as RunPod shows it (no spaces or accented letters)"
-        )
+        raise ValueError("must be copied exactly as shown, with no spaces or accented letters")
     return value
 
 
