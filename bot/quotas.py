@@ -295,7 +295,7 @@ class QuotaLedger:
             raise Blocked(_blocked_text(balance.block))
         if new.cost > balance.remaining:
             raise QuotaExceeded(
-                f"This needs {_credits(new.cost)} but you have {balance.remaining} left. "
+                f"This needs {credit_text(new.cost)} but you have {balance.remaining} left. "
                 f"Your credits come back {relative(balance.resets_at)}."
             )
         usd = self.estimate_usd(new.request)
@@ -365,7 +365,7 @@ class QuotaLedger:
                     "ON CONFLICT (guild_id, scope, target_id) DO UPDATE SET credits = excluded.credits",
                     (guild_id, scope, target_id, credits),
                 )
-                detail = f"set {what} to {_credits(credits)} per {self.period_word}"
+                detail = f"set {what} to {credit_text(credits)} per {self.period_word}"
             await self._audit(
                 tx, guild_id, moderator_id, f"limit.{scope}", detail, target_id or None
             )
@@ -385,7 +385,7 @@ class QuotaLedger:
                 guild_id,
                 moderator_id,
                 "grant",
-                f"gave <@{user_id}> {_credits(credits)} of bonus",
+                f"gave <@{user_id}> {credit_text(credits)} of bonus",
                 user_id,
                 reason,
             )
@@ -490,7 +490,8 @@ class QuotaLedger:
         )
 
 
-def _credits(n: int) -> str:
+def credit_text(n: int) -> str:
+    """`1 credit`, `2 credits`: how every message counts them."""
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 

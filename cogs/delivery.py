@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NO_MENTIONS = render.NO_MENTIONS
 # What an unboosted server takes, for jobs stored before the interaction's limit was recorded.
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20
 UPLOAD_ATTEMPTS = 5
@@ -154,7 +153,7 @@ class ProgressBoard:
         )
         self._last_edit[job_id] = time.monotonic()
         try:
-            await message.edit(content=pending.text, allowed_mentions=NO_MENTIONS)
+            await message.edit(content=pending.text, allowed_mentions=render.NO_MENTIONS)
             self._shown[job_id] = pending.text
         except discord.HTTPException as exc:
             # Progress is best effort: delivery has its own fallbacks if the message is gone.
@@ -262,7 +261,7 @@ class DiscordDelivery:
                     embed=outcome.embed,
                     attachments=outcome.files(job.id),
                     view=outcome.view,
-                    allowed_mentions=NO_MENTIONS,
+                    allowed_mentions=render.NO_MENTIONS,
                 )
                 return
             except (discord.NotFound, discord.Forbidden) as exc:
@@ -282,7 +281,7 @@ class DiscordDelivery:
                     embed=outcome.embed,
                     files=outcome.files(job.id),
                     view=outcome.view,
-                    allowed_mentions=NO_MENTIONS,
+                    allowed_mentions=render.NO_MENTIONS,
                 )
             except (discord.NotFound, discord.Forbidden):
                 log.info(
@@ -298,7 +297,7 @@ class DiscordDelivery:
                 content=outcome.content,
                 embed=outcome.embed,
                 files=outcome.files(job.id),
-                allowed_mentions=NO_MENTIONS,
+                allowed_mentions=render.NO_MENTIONS,
             )
         except (discord.NotFound, discord.Forbidden):
             raise DeliveryError(

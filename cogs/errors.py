@@ -13,6 +13,7 @@ from discord import app_commands
 
 from bot.jobs import JobError
 from bot.prompt import PromptError
+from cogs import render
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,11 @@ async def reply_privately(interaction: discord.Interaction, text: str) -> None:
     try:
         if interaction.response.is_done():
             await interaction.followup.send(
-                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+                text, ephemeral=True, allowed_mentions=render.NO_MENTIONS
             )
         else:
             await interaction.response.send_message(
-                text, ephemeral=True, allowed_mentions=discord.AllowedMentions.none()
+                text, ephemeral=True, allowed_mentions=render.NO_MENTIONS
             )
     except discord.HTTPException as exc:
         log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)

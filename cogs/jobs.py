@@ -9,22 +9,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.jobs import JobState
-from bot.quotas import relative
+from bot.quotas import credit_text, relative
 from cogs import render
 from cogs.permissions import is_moderator
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
-
-ICONS = {
-    JobState.DONE: "✅",
-    JobState.FAILED: "❌",
-    JobState.CANCELLED: "🚫",
-    JobState.TIMED_OUT: "⌛",
-    JobState.EXPIRED: "⌛",
-    JobState.RUNNING: "🎨",
-    JobState.DELIVERING: "📤",
-}
 
 
 class Jobs(commands.Cog):
@@ -48,7 +38,7 @@ class Jobs(commands.Cog):
             prompt = render.quote_prompt(job.request.prompt, 40)
             shown = f"[{prompt}]({link})" if link else prompt
             lines.append(
-                f"{ICONS.get(job.state, '⏳')} `#{job.id}` {shown} · {state} · {relative(job.created_at)}"
+                f"{render.state_icon(job.state)} `#{job.id}` {shown} · {state} · {relative(job.created_at)}"
             )
         embed = discord.Embed(
             title="Your jobs",
@@ -75,9 +65,7 @@ class Jobs(commands.Cog):
             )
             return
         cancelled = await manager.cancel(job, by_user=interaction.user.id, moderator=moderator)
-        refund = (
-            f" {render.credits(cancelled.cost).capitalize()} refunded." if cancelled.cost else ""
-        )
+        refund = f" {credit_text(cancelled.cost).capitalize()} refunded." if cancelled.cost else ""
         whose = (
             ""
             if cancelled.user_id == interaction.user.id

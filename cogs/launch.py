@@ -61,7 +61,7 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
                 text, allowed_mentions=render.NO_MENTIONS
             )
             channel_id, message_id = message.channel.id, message.id
-            link = f"https://discord.com/channels/{interaction.guild_id}/{channel_id}/{message_id}"
+            link = render.message_link(interaction.guild_id, channel_id, message_id)
             await interaction.edit_original_response(content=f"Started job #{job.id}: {link}")
         else:
             callback = await interaction.response.send_message(

@@ -11,23 +11,16 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import audit
-from bot.jobs import Job, JobState
-from bot.quotas import Balance, relative
+from bot.jobs import Job
+from bot.quotas import Balance, credit_text, relative
+from cogs import render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids, moderators_only
-from cogs.render import credits, job_link
+from cogs.render import job_link
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
 
-NO_MENTIONS = discord.AllowedMentions.none()
-STATE_ICONS = {
-    JobState.DONE: "✅",
-    JobState.FAILED: "❌",
-    JobState.CANCELLED: "🚫",
-    JobState.TIMED_OUT: "⌛",
-    JobState.EXPIRED: "⌛",
-}
 PERIODS = {"today": 86_400, "week": 7 * 86_400, "month": 30 * 86_400, "all time": None}
 LIMIT_SOURCES = {
     "set for this member": "set for this member by a moderator",
@@ -60,16 +53,16 @@ def parse_duration(text: str) -> float:
 
 def balance_lines(balance: Balance, period_word: str, this_period: str) -> list[str]:
     lines = [
-        f"**{credits(balance.remaining)} left** · {balance.used} of {balance.limit} used {this_period}",
+        f"**{credit_text(balance.remaining)} left** · {balance.used} of {balance.limit} used {this_period}",
         f"Limit: {balance.limit} per {period_word}, {LIMIT_SOURCES.get(balance.limit_source, balance.limit_source)}",
         f"Resets {relative(balance.resets_at)}",
     ]
     if balance.bonus:
         lines.append(
-            f"Bonus: {credits(balance.bonus)} (used after the allowance; they never expire)"
+            f"Bonus: {credit_text(balance.bonus)} (used after the allowance; they never expire)"
         )
     if balance.held:
-        lines.append(f"Held for jobs still running: {credits(balance.held)}")
+        lines.append(f"Held for jobs still running: {credit_text(balance.held)}")
     if balance.block is not None:
         until = f", until {relative(balance.block.expires_at)}" if balance.block.expires_at else ""
         lines.append(
@@ -79,7 +72,7 @@ def balance_lines(balance: Balance, period_word: str, this_period: str) -> list[
 
 
 def job_line(job: Job) -> str:
-    icon = STATE_ICONS.get(job.state, "⏳")
+    icon = render.state_icon(job.state)
     where = f" · [message]({job_link(job)})" if job_link(job) else ""
     return f"{icon} `#{job.id}` {job.state.value}{where} · {relative(job.created_at)}"
 
@@ -105,7 +98,7 @@ class Quota(commands.Cog):
         embed: discord.Embed | None = None,
     ) -> None:
         await interaction.response.send_message(
-            text, embed=embed, ephemeral=True, allowed_mentions=NO_MENTIONS
+            text, embed=embed, ephemeral=True, allowed_mentions=render.NO_MENTIONS
         )
 
     @app_commands.command(
@@ -181,7 +174,7 @@ class Quota(commands.Cog):
         )
         period = self.bot.services.quotas.period_word
         text = (
-            f"{user.mention} now has {credits(limit)} per {period}."
+            f"{user.mention} now has {credit_text(limit)} per {period}."
             if limit is not None
             else f"{user.mention} now follows their role or the server default."
         )
@@ -204,7 +197,7 @@ class Quota(commands.Cog):
         )
         await self._reply(
             interaction,
-            f"Gave {user.mention} {credits(amount)} of bonus ({discord.utils.escape_markdown(reason)}).",
+            f"Gave {user.mention} {credit_text(amount)} of bonus ({discord.utils.escape_markdown(reason)}).",
         )
 
     @quota.command(
@@ -279,7 +272,7 @@ class Quota(commands.Cog):
         )
         value = limit if limit is not None else quotas.config.daily_credits
         await self._reply(
-            interaction, f"The server default is now {credits(value)} per {quotas.period_word}."
+            interaction, f"The server default is now {credit_text(value)} per {quotas.period_word}."
         )
 
     @quota.command(
@@ -306,7 +299,7 @@ class Quota(commands.Cog):
             credits=limit,
         )
         text = (
-            f"Members with {role.mention} now get {credits(limit)} per {quotas.period_word} (the best of their roles applies)."
+            f"Members with {role.mention} now get {credit_text(limit)} per {quotas.period_word} (the best of their roles applies)."
             if limit is not None
             else f"{role.mention} no longer has a tier of its own."
         )
@@ -342,7 +335,7 @@ class Quota(commands.Cog):
         since = quotas.today_start(now) if period == "today" else (now - span if span else 0.0)
         spenders = await quotas.top(interaction.guild_id, since)
         lines = [
-            f"{n}. <@{s.user_id}> — {credits(s.credits)} · {s.gpu_seconds:.1f} GPU-s · {dollars(s.usd)} · "
+            f"{n}. <@{s.user_id}> — {credit_text(s.credits)} · {s.gpu_seconds:.1f} GPU-s · {dollars(s.usd)} · "
             f"{s.jobs} job{'s' if s.jobs != 1 else ''}"
             for n, s in enumerate(spenders, start=1)
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import discord
 
 from bot.jobs import Job, JobState, JobUpdate
+from bot.quotas import credit_text
 from bot.samplers import display_name
 
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -22,15 +23,35 @@ def quote_prompt(text: str, limit: int = PROMPT_PREVIEW) -> str:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text)) or "(no prompt)"
 
 
-def credits(n: int) -> str:
-    return f"{n} credit" if n == 1 else f"{n} credits"
+STATE_ICONS = {
+    JobState.DONE: "✅",
+    JobState.FAILED: "❌",
+    JobState.CANCELLED: "🚫",
+    JobState.TIMED_OUT: "⌛",
+    JobState.EXPIRED: "⌛",
+    JobState.RUNNING: "🎨",
+    JobState.DELIVERING: "📤",
+}
+ENDED_TITLES = {
+    JobState.CANCELLED: "Cancelled",
+    JobState.TIMED_OUT: "Timed out",
+    JobState.EXPIRED: "Expired",
+}
+
+
+def state_icon(state: JobState) -> str:
+    return STATE_ICONS.get(state, "⏳")
+
+
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
 def job_link(job: Job) -> str | None:
     """A link to the job's message, if it has one."""
     if job.channel_id is None or job.message_id is None:
         return None
-    return f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/{job.message_id}"
+    return message_link(job.guild_id, job.channel_id, job.message_id)
 
 
 def header(job: Job) -> str:
@@ -63,7 +84,7 @@ def cost_line(job: Job, remaining: int | None, this_period: str) -> str:
     if not job.cost:
         return ""
     left = f" · {remaining} left {this_period}" if remaining is not None else ""
-    return f"Costs {credits(job.cost)}{left}"
+    return f"Costs {credit_text(job.cost)}{left}"
 
 
 def accepted_text(job: Job, cost: str = "") -> str:
@@ -108,7 +129,7 @@ def result_embed(job: Job, *, remaining: int | None, this_period: str) -> discor
         )
     if job.execution_ms is not None:
         embed.add_field(name="GPU time", value=f"{job.execution_ms / 1000:.1f} s")
-    spent = credits(job.cost) + (
+    spent = credit_text(job.cost) + (
         f" · {remaining} left {this_period}" if remaining is not None else ""
     )
     embed.add_field(name="Credits", value=spent)
@@ -117,15 +138,9 @@ def result_embed(job: Job, *, remaining: int | None, this_period: str) -> discor
 
 def ended_text(job: Job) -> str:
     """A job that ended without images: what happened, and that nothing was charged."""
-    icon = {JobState.CANCELLED: "🚫", JobState.TIMED_OUT: "⌛", JobState.EXPIRED: "⌛"}.get(
-        job.state, "❌"
-    )
-    title = {
-        JobState.CANCELLED: "Cancelled",
-        JobState.TIMED_OUT: "Timed out",
-        JobState.EXPIRED: "Expired",
-    }.get(job.state, "Failed")
-    refund = f" {credits(job.cost).capitalize()} refunded." if job.cost else ""
+    icon = STATE_ICONS.get(job.state, "❌")
+    title = ENDED_TITLES.get(job.state, "Failed")
+    refund = f" {credit_text(job.cost).capitalize()} refunded." if job.cost else ""
     reason = job.failure or "Something went wrong."
     return _fit(f"{header(job)}\n{icon} **{title}** — {reason}{refund}")
 
