@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import discord
 
-from bot import heartbeat, logs
+from bot import __version__, heartbeat, logs
 from bot.app import Stablehand
 from bot.checks import run_checks
 from bot.config import (
@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablehand", description="Stablehand, the Discord image bot."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
     sub.add_parser("check", help="verify settings, database, RunPod and Discord")

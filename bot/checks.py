@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import discord
 
+from bot import __version__
 from bot.config import RUN_REQUIRES, ConfigError, Settings, load_settings
 from bot.db import Database
 from bot.runpod import (
@@ -51,6 +52,8 @@ async def run_checks(
 ) -> int:
     """Run every check that can run, print each result, and return the exit status."""
     results: list[CheckResult] = []
+    # The first line of every bug report's check output says which release it came from.
+    print_line(f"Stablehand {__version__}")
 
     def report(result: CheckResult) -> None:
         results.append(result)
