@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import Settings
-from bot.images import ImageFile, png_with_parameters
+from bot.images import ImageFile
 from bot.jobs import Job, JobUpdate
-from bot.metadata import a1111_parameters
+from bot.metadata import with_generation_data
 from bot.polling import Timing
 from bot.prompt import Options, PromptError
 from bot.services import Services
@@ -31,17 +31,12 @@ class FileDelivery:
 
     async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        parameters = a1111_parameters(job.request)
-        for index, image in enumerate(images, start=1):
-            data = (
-                png_with_parameters(image.data, parameters)
-                if image.mime == "image/png"
-                else image.data
-            )
+        marked = with_generation_data(images, job.request, job.workflow_json)
+        for index, image in enumerate(marked, start=1):
             extension = image.filename.rsplit(".", 1)[-1]
             # Every run is job 1 of its own scratch database: the time keeps names apart.
             path = self.out / f"stablehand-{self.stamp}-seed{job.request.seed}-{index}.{extension}"
-            path.write_bytes(data)
+            path.write_bytes(image.data)
             self.saved.append(path)
         if not self.finished.done():
             self.finished.set_result(job)
