@@ -219,7 +219,11 @@ def explain_worker_error(raw: object) -> Failure:
     if "not reachable" in text:
         return Failure("worker", "The GPU worker did not start properly. Try again in a minute.")
     if "WebSocket communication error" in text:
-        return Failure("worker", "The GPU worker lost contact with ComfyUI. Try again.")
+        return Failure(
+            "worker",
+            "The GPU worker lost contact with ComfyUI in the middle of the job (ComfyUI may have "
+            "crashed). Try again.",
+        )
     if re.search(r"timed? ?out|timeout", text, re.IGNORECASE):
         return TIMED_OUT
     return Failure("worker", "The GPU worker reported an error.")
