@@ -15,8 +15,10 @@ import pytest
 from PIL import Image
 
 from bot.config import Secret
-from bot.generate import generate
+from bot.generate import ProgressPrinter, generate
+from bot.jobs import JobUpdate
 from bot.runpod import RunPodClient
+from bot.services import Services
 from tests.conftest import FAST, FAST_RETRY, ROOT, SETTING_NAMES, make_settings
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -198,3 +200,26 @@ async def test_generated_pngs_carry_the_comfyui_prompt(
     [run] = fake_runpod.requests_for("run")
     with Image.open(path) as image:
         assert json.loads(image.text["prompt"]) == run.json["input"]["workflow"]
+
+
+async def test_progress_repeats_nothing_that_did_not_change(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = await services.jobs.accept(
+        services.prepare("test --workflow test-pattern", user_id=1, guild_id=None, channel_id=None)
+    )
+    printer = ProgressPrinter()
+    for update in (
+        JobUpdate(job, "queued", position=1),
+        JobUpdate(job, "queued", position=1),
+        JobUpdate(job, "waiting"),
+        JobUpdate(job, "queued", position=1),
+        JobUpdate(job, "running", elapsed=2.0),
+    ):
+        printer(update)
+    assert capsys.readouterr().err.splitlines() == [
+        "  queued (position 1)",
+        "  waiting in RunPod's queue",
+        "  queued (position 1)",
+        "  generating (2 s)",
+    ]
