@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -76,9 +76,14 @@ class Settings(commands.Cog):
         updated = await self.bot.services.guild_settings.update(
             interaction.guild_id, interaction.user.id, **changes
         )
+        await self._show(interaction, said, updated)
+
+    async def _show(
+        self, interaction: discord.Interaction, said: str, settings: GuildSettings
+    ) -> None:
         await interaction.response.send_message(
             said,
-            embed=describe(updated, bot=self.bot),
+            embed=describe(settings, bot=self.bot),
             ephemeral=True,
             allowed_mentions=render.NO_MENTIONS,
         )
@@ -108,8 +113,7 @@ class Settings(commands.Cog):
         action: str,
         channel: app_commands.AppCommandChannel | None = None,
     ) -> None:
-        current = await self.bot.services.guild_settings.get(interaction.guild_id)
-        allowed = list(current.allowed_channels or ())
+        store = self.bot.services.guild_settings
         if action == "allow everywhere":
             await self._update(
                 interaction, "/imagine now works in every channel.", allowed_channels=None
@@ -117,14 +121,16 @@ class Settings(commands.Cog):
             return
         if channel is None:
             raise MemberError(f"Name the channel to {action}.")
-        if action == "add" and channel.id not in allowed:
-            allowed.append(channel.id)
-        elif action == "remove" and channel.id in allowed:
-            allowed.remove(channel.id)
+        if action == "add":
+            change = await store.add_channel(interaction.guild_id, interaction.user.id, channel.id)
+        else:
+            change = await store.remove_channel(
+                interaction.guild_id, interaction.user.id, channel.id
+            )
         said = f"{'Added' if action == 'add' else 'Removed'} {channel.mention}."
-        if not allowed:
+        if change.after.allowed_channels == ():
             said += " No channel is left, so /imagine works nowhere until you add one or allow everywhere."
-        await self._update(interaction, said, allowed_channels=tuple(allowed))
+        await self._show(interaction, said, change.after)
 
     @settings.command(name="nsfw", description="What happens outside age-restricted channels.")
     @app_commands.choices(
@@ -161,11 +167,6 @@ class Settings(commands.Cog):
             raise MemberError(
                 f"There is no workflow `{workflow[:40]}`. Workflows: {', '.join(services.templates.names())}."
             )
-        policy = (await services.guild_settings.get(interaction.guild_id)).policy(services.policy())
-        if steps is not None and steps > policy.max_steps:
-            raise MemberError(
-                f"{steps} steps is above this server's cap of {policy.max_steps}; raise the cap first."
-            )
         if workflow is None and steps is None and cfg is None:
             await self._update(
                 interaction,
@@ -184,7 +185,20 @@ class Settings(commands.Cog):
             )
             if v is not None
         }
-        await self._update(interaction, "Defaults updated.", **changes)
+
+        def within_the_cap(current: GuildSettings) -> dict[str, Any]:
+            # Read in the same transaction as the write: a cap lowered meanwhile is seen.
+            cap = current.policy(services.policy()).max_steps
+            if steps is not None and steps > cap:
+                raise MemberError(
+                    f"{steps} steps is above this server's cap of {cap}; raise the cap first."
+                )
+            return changes
+
+        change = await services.guild_settings.change(
+            interaction.guild_id, interaction.user.id, within_the_cap
+        )
+        await self._show(interaction, "Defaults updated.", change.after)
 
     @defaults.autocomplete("workflow")
     async def workflow_choices(
