@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.config import NSFW_POLICIES
 from bot.guild_settings import GuildSettings
-from cogs import render
+from cogs import outgoing
 from cogs.errors import MemberError
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ NSFW_CHOICES = {
     "refuse": "Only make images in age-restricted channels",
     "off": "No tags, no spoilers",
 }
+# /settings shows the whole channel list up to this many; longer lists are summarised.
+SHOWN_CHANNELS = 50
 NOT_MANAGER = "Only members with the Manage Server permission can change this server's settings."
 
 
@@ -38,7 +40,7 @@ def describe(settings: GuildSettings, *, bot: Stablehand) -> discord.Embed:
     """Every server setting and what it currently is, defaults included."""
     policy = settings.policy(bot.services.policy())
     channels = (
-        ", ".join(f"<#{c}>" for c in settings.allowed_channels)
+        outgoing.summarise([f"<#{c}>" for c in settings.allowed_channels], most=SHOWN_CHANNELS)
         if settings.allowed_channels is not None
         else "every channel"
     )
@@ -81,20 +83,13 @@ class Settings(commands.Cog):
     async def _show(
         self, interaction: discord.Interaction, said: str, settings: GuildSettings
     ) -> None:
-        await interaction.response.send_message(
-            said,
-            embed=describe(settings, bot=self.bot),
-            ephemeral=True,
-            allowed_mentions=render.NO_MENTIONS,
-        )
+        await outgoing.respond(interaction, said, embed=describe(settings, bot=self.bot))
 
     @settings.command(name="show", description="Every setting of this server.")
     @managers_only()
     async def show(self, interaction: discord.Interaction) -> None:
         current = await self.bot.services.guild_settings.get(interaction.guild_id)
-        await interaction.response.send_message(
-            embed=describe(current, bot=self.bot), ephemeral=True
-        )
+        await outgoing.respond(interaction, embed=describe(current, bot=self.bot))
 
     @settings.command(
         name="channels", description="Where /imagine works: add or remove a channel, or allow all."
@@ -164,8 +159,9 @@ class Settings(commands.Cog):
     ) -> None:
         services = self.bot.services
         if workflow is not None and services.templates.get(workflow) is None:
+            names = [f"`{name}`" for name in services.templates.names()]
             raise MemberError(
-                f"There is no workflow `{workflow[:40]}`. Workflows: {', '.join(services.templates.names())}."
+                f"There is no workflow `{workflow[:40]}`. Workflows: {outgoing.summarise(names)}."
             )
         if workflow is None and steps is None and cfg is None:
             await self._update(
