@@ -11,10 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bot import heartbeat
 from tests.conftest import ROOT, run_cli
+from tests.fakes import HANG_GUARD
 from tests.fakes.fake_runpod import Outcome
 from tests.fakes.sandbox import sandbox
 
@@ -54,40 +56,57 @@ def test_the_containers_command_says_what_to_set(tmp_path: Path) -> None:
 
 
 def test_the_healthcheck_follows_the_heartbeat(tmp_path: Path) -> None:
+    """The image's HEALTHCHECK command, run as Docker runs it; no outcome depends on how fast."""
     command = _instruction(
         "HEALTHCHECK --interval=60s --timeout=10s --start-period=90s --retries=3 CMD"
     )
     missing = _run(command, tmp_path)
     assert missing.returncode == 1 and "not running" in missing.stderr
     path = heartbeat.heartbeat_path(tmp_path / "stablehand.db")
+    # A beat that promises the next one within the hour is fresh however slowly the check starts.
     beat = heartbeat.Beat(
-        at=time.time(), interval=30, connected=True, tasks=12, rss_mb=80.0, active_jobs=2
+        at=time.time(), interval=3600, connected=True, tasks=12, rss_mb=80.0, active_jobs=2
     )
     heartbeat.write(path, beat)
     fresh = _run(command, tmp_path)
     assert fresh.returncode == 0 and "alive: 2 active jobs" in fresh.stdout
-    heartbeat.write(path, heartbeat.Beat(**{**beat.__dict__, "at": time.time() - 120}))
+    # A day-old beat of a bot that beats every 30 s is stale whenever the check runs.
+    heartbeat.write(path, replace(beat, at=time.time() - 86_400, interval=30))
     stale = _run(command, tmp_path)
-    assert stale.returncode == 1 and "120 s old" in stale.stderr
+    assert stale.returncode == 1 and "stuck or stopped" in stale.stderr
+    assert "s old" in stale.stderr
+
+
+def test_the_health_check_counts_three_missed_beats_as_stale(tmp_path: Path) -> None:
+    """The age in the message and the staleness line, on a clock the test sets."""
+    path = heartbeat.heartbeat_path(tmp_path / "stablehand.db")
+    beat = heartbeat.Beat(
+        at=1_700_000_000.0, interval=30, connected=True, tasks=12, rss_mb=80.0, active_jobs=2
+    )
+    heartbeat.write(path, beat)
+    assert heartbeat.check(path, now=beat.at + 90)[0], "three intervals late is still alive"
+    healthy, why = heartbeat.check(path, now=beat.at + 120)
+    assert not healthy and "the last heartbeat is 120 s old" in why
 
 
 async def test_sigterm_stops_within_seconds_and_the_next_start_finishes_the_job() -> None:
     lines: list[str] = []
-    async with sandbox(show=lines.append) as box:
+    # Discord's 3-second rule would measure this machine's load, not the bot: it is tested elsewhere.
+    async with sandbox(show=lines.append, ack_deadline=HANG_GUARD) as box:
         box.runpod.script(Outcome(status="HANG"))
         await box.start_bot(HEARTBEAT_INTERVAL="1")
         await box.imagine("a pony that takes forever")
         await box.runpod.wait_for_requests("run", 1, timeout=30)
         database = box.workdir / "sandbox.db"
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(60):  # a hang guard: a loaded machine starts Python slowly
             while not (
                 (beat := heartbeat.read(heartbeat.heartbeat_path(database))) and beat.connected
             ):
                 await asyncio.sleep(0.1)
         assert beat.active_jobs == 1
-        started = time.monotonic()
+        # The job hangs forever: exiting at all (within compose's 30 s stop_grace_period, which
+        # `stop_bot` waits) shows that the bot does not wait for jobs at RunPod.
         assert await box.stop_bot(signal.SIGTERM) == 0
-        assert time.monotonic() - started < 10
         with sqlite3.connect(database) as conn:
             assert conn.execute("SELECT state FROM jobs").fetchone()[0] == "submitted"
 

@@ -27,7 +27,7 @@ import discord.http
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 
-from tests.fakes import payloads
+from tests.fakes import HANG_GUARD, payloads
 
 API_PREFIX = "/api/v10"
 MAX_CONTENT = 2000
@@ -547,7 +547,7 @@ class FakeDiscord:
     async def wait_for(
         self,
         predicate: Callable[[RecordedRequest], bool],
-        timeout: float = 5.0,
+        timeout: float = HANG_GUARD,
     ) -> RecordedRequest:
         """The first recorded request (past or future) matching ``predicate``."""
 
@@ -566,7 +566,7 @@ class FakeDiscord:
     async def wait_for_callback(
         self,
         payload: Mapping[str, Any],
-        timeout: float = 5.0,
+        timeout: float = HANG_GUARD,
     ) -> RecordedRequest:
         """The interaction callback request for ``payload`` (whatever its status)."""
         suffix = f"/{payload['id']}/{payload['token']}/callback"
