@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -12,9 +13,13 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+import yaml
+from dotenv import dotenv_values
 
 from bot import heartbeat
+from bot.config import load_settings
 from tests.conftest import ROOT, run_cli
 from tests.fakes import HANG_GUARD
 from tests.fakes.fake_runpod import Outcome
@@ -47,6 +52,77 @@ def test_the_image_runs_as_a_non_root_user_with_the_database_on_a_volume() -> No
     assert re.search(r"^USER 10001$", DOCKERFILE, re.MULTILINE)
     assert 'VOLUME ["/data"]' in DOCKERFILE and "DATABASE_PATH=/data/stablehand.db" in DOCKERFILE
     assert "FROM python:3.11-slim" in DOCKERFILE
+
+
+def _image_env() -> dict[str, str]:
+    """The variables the image's ENV instructions set (`ENV A=1 \\` continued lines included)."""
+    env: dict[str, str] = {}
+    for line in DOCKERFILE.replace("\\\n", " ").splitlines():
+        if line.startswith("ENV "):
+            for pair in shlex.split(line.removeprefix("ENV ")):
+                name, equals, value = pair.partition("=")
+                assert equals, f"use ENV NAME=value: {line}"
+                env[name] = value
+    return env
+
+
+def _interpolated(value: str, project_env: dict[str, str | None]) -> str:
+    """Compose's `${VAR}` / `${VAR:-default}` from the project's .env (the shell adds nothing)."""
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*))?\}",
+        lambda m: project_env.get(m[1]) or m[2] or "",
+        value,
+    )
+
+
+def _container_env(dotenv: Path) -> dict[str, str]:
+    """The stablehand service's environment with `dotenv` as the operator's .env.
+
+    Compose's precedence, lowest first: the image's ENV, then `env_file`, then `environment`
+    (https://docs.docker.com/compose/how-tos/environment-variables/envvars-precedence/).
+    """
+    service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["stablehand"]
+    project_env = dotenv_values(dotenv)
+    env = _image_env()
+    env_files = service.get("env_file", [])
+    for entry in [env_files] if isinstance(env_files, str) else env_files:
+        assert (entry if isinstance(entry, str) else entry["path"]) == ".env", entry
+        env.update({k: v for k, v in project_env.items() if v is not None})
+    environment = service.get("environment", {})
+    if isinstance(environment, list):
+        environment = dict(item.partition("=")[::2] for item in environment)
+    env.update(
+        {k: _interpolated(str(v), project_env) for k, v in environment.items() if v is not None}
+    )
+    return env
+
+
+def test_the_example_env_puts_the_database_on_the_volume_the_container_user_owns(
+    tmp_path: Path,
+) -> None:
+    """Copy .env.example to .env, change nothing: the database lands where uid 10001 can write."""
+    dotenv = tmp_path / ".env"
+    shutil.copy(ROOT / ".env.example", dotenv)
+    setting = PurePosixPath(_container_env(dotenv)["DATABASE_PATH"])
+    workdir = PurePosixPath(re.findall(r"^WORKDIR (\S+)$", DOCKERFILE, re.MULTILINE)[-1])
+    database = setting if setting.is_absolute() else workdir / setting
+    assert database == PurePosixPath("/data/stablehand.db")
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["stablehand"]
+    mounted = {PurePosixPath(volume.split(":")[1]) for volume in compose["volumes"]}
+    assert database.parent in mounted and f'VOLUME ["{database.parent}"]' in DOCKERFILE
+    user = re.search(r"^USER (\d+)$", DOCKERFILE, re.MULTILINE)
+    owner = re.search(rf"useradd .*--uid {user[1]} (\w+)", DOCKERFILE)
+    assert owner and f"chown {owner[1]}:{owner[1]} {database.parent}" in DOCKERFILE
+
+
+def test_the_example_env_keeps_the_database_in_the_working_directory_without_docker(
+    tmp_path: Path,
+) -> None:
+    dotenv = tmp_path / ".env"
+    shutil.copy(ROOT / ".env.example", dotenv)
+    settings = load_settings(environ={}, dotenv_path=dotenv)
+    assert settings.database_path == Path("stablehand.db")
 
 
 def test_the_containers_command_says_what_to_set(tmp_path: Path) -> None:
