@@ -16,7 +16,7 @@ import discord
 from bot.images import ImageFile, prepare_uploads
 from bot.jobs import DeliveryError, Job, JobUpdate
 from bot.metadata import with_generation_data
-from cogs import render
+from cogs import outgoing, render
 from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class ProgressBoard:
         )
         self._last_edit[job_id] = time.monotonic()
         try:
-            await message.edit(content=pending.text, allowed_mentions=render.NO_MENTIONS)
+            await outgoing.edit(message, content=pending.text)
             self._shown[job_id] = pending.text
         except discord.HTTPException as exc:
             # Progress is best effort: delivery has its own fallbacks if the message is gone.
@@ -257,12 +257,12 @@ class DiscordDelivery:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
             try:
-                await channel.get_partial_message(job.message_id).edit(
+                await outgoing.edit(
+                    channel.get_partial_message(job.message_id),
                     content=outcome.content,
                     embed=outcome.embed,
                     attachments=outcome.files(job.id),
                     view=outcome.view,
-                    allowed_mentions=render.NO_MENTIONS,
                 )
                 return
             except (discord.NotFound, discord.Forbidden) as exc:
@@ -277,12 +277,12 @@ class DiscordDelivery:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
             try:
-                message = await channel.send(
-                    content=outcome.content,
+                message = await outgoing.send(
+                    channel,
+                    outcome.content,
                     embed=outcome.embed,
                     files=outcome.files(job.id),
                     view=outcome.view,
-                    allowed_mentions=render.NO_MENTIONS,
                 )
             except (discord.NotFound, discord.Forbidden):
                 log.info(
@@ -294,11 +294,8 @@ class DiscordDelivery:
         try:
             user = await self._bot.fetch_user(job.user_id)
             # Buttons stay in the server: a DM holds only the images and their details.
-            message = await user.send(
-                content=outcome.content,
-                embed=outcome.embed,
-                files=outcome.files(job.id),
-                allowed_mentions=render.NO_MENTIONS,
+            message = await outgoing.send(
+                user, outcome.content, embed=outcome.embed, files=outcome.files(job.id)
             )
         except (discord.NotFound, discord.Forbidden):
             raise DeliveryError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -39,9 +40,19 @@ async def test_progress_is_shown_in_the_jobs_own_message(
     bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
 ) -> None:
     fake_runpod.workers = {"idle": 0, "ready": 0, "running": 0, "initializing": 1}
-    fake_runpod.script(Outcome(queue_delay=0.3, run_delay=0.3))
+    fake_runpod.script(Outcome(status="STUCK", queue_delay=3600))
     _, message_id = await _started(bot, fake_discord, "a pony")
-    await fake_discord.wait_for(_final(message_id), timeout=10)
+
+    def showing(words: str) -> Callable[[RecordedRequest], bool]:
+        return lambda r: r.method == "PATCH" and words in str((r.json or {}).get("content"))
+
+    # Each phase lasts until the member has been shown it, however slowly this machine runs.
+    await fake_discord.wait_for(showing("Waiting for a GPU worker to start"))
+    [job_id] = fake_runpod.jobs
+    fake_runpod.start_running(job_id)
+    await fake_discord.wait_for(showing("Generating"))
+    fake_runpod.finish(job_id)
+    await fake_discord.wait_for(_final(message_id))
     shown = [
         r.json["content"]
         for r in fake_discord.requests

@@ -27,7 +27,7 @@ import discord.http
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 
-from tests.fakes import payloads
+from tests.fakes import HANG_GUARD, payloads
 
 API_PREFIX = "/api/v10"
 MAX_CONTENT = 2000
@@ -41,6 +41,8 @@ LOADING = 1 << 7
 COMPONENTS_V2 = 1 << 15
 EDITABLE_FLAGS = (1 << 2) | (1 << 12) | COMPONENTS_V2
 EMBED_LIMITS = {"title": 256, "description": 4096}
+FIELD_LIMITS = {"name": 256, "value": 1024}
+NAMED_LIMITS = (("footer", "text", 2048), ("author", "name", 256))
 EMBED_TOTAL = 6000
 DEFAULT_REQUEST_LIMIT = 25 * 1024 * 1024
 _JSON = web.RequestKey("json", object)
@@ -261,7 +263,8 @@ def check_components(components: list[dict[str, Any]], flags: int) -> None:
 
 
 def check_embeds(embeds: list[dict[str, Any]]) -> None:
-    """Discord's embed limits: 10 embeds, title 256, description 4096, 6000 in total."""
+    """Discord's embed limits: 10 embeds, title 256, description 4096, fields 25 of 256/1024,
+    footer 2048, author 256, 6000 in total."""
     if len(embeds) > MAX_EMBEDS:
         raise _too_long("embeds", MAX_EMBEDS)
     total = 0
@@ -273,10 +276,16 @@ def check_embeds(embeds: list[dict[str, Any]]) -> None:
             total += len(text)
         if len(embed.get("fields", [])) > 25:
             raise _too_long(f"embeds.{index}.fields", 25)
-        for field in embed.get("fields", []):
-            total += len(field.get("name", "")) + len(field.get("value", ""))
-        total += len((embed.get("footer") or {}).get("text", ""))
-        total += len((embed.get("author") or {}).get("name", ""))
+        for n, field in enumerate(embed.get("fields", [])):
+            for key, limit in FIELD_LIMITS.items():
+                if len(field.get(key, "")) > limit:
+                    raise _too_long(f"embeds.{index}.fields.{n}.{key}", limit)
+                total += len(field.get(key, ""))
+        for part, key, limit in NAMED_LIMITS:
+            text = (embed.get(part) or {}).get(key, "")
+            if len(text) > limit:
+                raise _too_long(f"embeds.{index}.{part}.{key}", limit)
+            total += len(text)
     if total > EMBED_TOTAL:
         raise form_error(
             "embeds", "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000"
@@ -538,7 +547,7 @@ class FakeDiscord:
     async def wait_for(
         self,
         predicate: Callable[[RecordedRequest], bool],
-        timeout: float = 5.0,
+        timeout: float = HANG_GUARD,
     ) -> RecordedRequest:
         """The first recorded request (past or future) matching ``predicate``."""
 
@@ -557,7 +566,7 @@ class FakeDiscord:
     async def wait_for_callback(
         self,
         payload: Mapping[str, Any],
-        timeout: float = 5.0,
+        timeout: float = HANG_GUARD,
     ) -> RecordedRequest:
         """The interaction callback request for ``payload`` (whatever its status)."""
         suffix = f"/{payload['id']}/{payload['token']}/callback"

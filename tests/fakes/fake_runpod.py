@@ -29,6 +29,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
+from tests.fakes import HANG_GUARD
+
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 OUTCOME_STATUSES = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "HANG", "STUCK"})
 OUTPUT_FORMATS = frozenset(
@@ -592,7 +594,7 @@ class FakeRunPod:
             self._schedule_run(job, now)
             self._job_signal.fire()
 
-    async def wait_for_requests(self, op: str, count: int, timeout: float = 5.0) -> None:
+    async def wait_for_requests(self, op: str, count: int, timeout: float = HANG_GUARD) -> None:
         """Return once `count` requests to `op` have arrived; TimeoutError after `timeout`."""
         deadline = time.monotonic() + timeout
         while self._op_counts[op] < count:

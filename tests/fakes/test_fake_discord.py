@@ -24,7 +24,13 @@ from discord.ext import commands
 from PIL import Image
 
 from tests.fakes import payloads
-from tests.fakes.fake_discord import FakeDiscord, RecordedFile, RecordedRequest
+from tests.fakes.fake_discord import (
+    DiscordError,
+    FakeDiscord,
+    RecordedFile,
+    RecordedRequest,
+    check_embeds,
+)
 
 CHANNEL_MESSAGE = r"/channels/\d+/messages/\d+"
 CHANNEL_MESSAGES = r"/channels/\d+/messages"
@@ -519,3 +525,26 @@ def test_interaction_payload_shapes() -> None:
     assert "member" not in dm and dm["user"]["id"] == str(payloads.MEMBER_ID)
     assert dm["channel"]["type"] == 1 and dm["context"] == 1
     assert payloads.slash_command("a")["token"] != payloads.slash_command("a")["token"]
+
+
+@pytest.mark.parametrize(
+    ("embed", "where"),
+    [
+        ({"title": "t" * 257}, "embeds.0.title"),
+        ({"description": "d" * 4097}, "embeds.0.description"),
+        ({"fields": [{"name": "n" * 257, "value": "v"}]}, "embeds.0.fields.0.name"),
+        ({"fields": [{"name": "n", "value": "v" * 1025}]}, "embeds.0.fields.0.value"),
+        ({"footer": {"text": "f" * 2049}}, "embeds.0.footer.text"),
+        ({"author": {"name": "a" * 257}}, "embeds.0.author.name"),
+        ({"description": "d" * 4000, "footer": {"text": "f" * 2001}}, "embeds"),
+    ],
+)
+def test_each_embed_limit_is_refused_like_discord_does(embed: dict, where: str) -> None:
+    with pytest.raises(DiscordError) as refused:
+        check_embeds([embed])
+    assert refused.value.status == 400
+    errors = refused.value.errors
+    for part in where.split("."):
+        errors = errors[part]
+    assert "_errors" in errors
+    check_embeds([{"title": "t" * 256, "fields": [{"name": "n" * 256, "value": "v" * 1024}]}])

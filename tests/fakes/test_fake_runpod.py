@@ -492,7 +492,7 @@ async def test_reset_after_processing_creates_a_job_nobody_heard_of(
 async def test_delay_fault_trips_the_client_read_timeout_after_creating_the_job(
     fake: FakeRunPod,
 ) -> None:
-    fake.inject("run", delay(0.2))
+    fake.inject("run", delay(5))
     async with make_client(fake, timeout=0.05) as impatient:
         with pytest.raises(httpx.ReadTimeout):
             await impatient.post("run", json={"input": {"workflow": workflow()}})
