@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
 import struct
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bot.config import Secret
+from bot.config import ConfigError, Secret
 from bot.images import ImageError, PixelLimitError, prepare_input_image, verify_output_image
+from bot.jobs import Job
 from bot.runpod import (
     MAX_REDIRECTS,
     MAX_RESPONSE_BYTES,
@@ -35,7 +38,14 @@ from bot.runpod import (
     RunPodServerError,
     decode_output,
 )
-from tests.conftest import make_client
+from bot.services import Services
+from tests.conftest import (
+    OpenServices,
+    RecordingDelivery,
+    make_client,
+    make_settings,
+    wait_for_state,
+)
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import MISSING, FakeRunPod, garble, garble_health
 
@@ -526,3 +536,194 @@ async def test_worker_file_names_are_cleaned_before_members_see_them() -> None:
     output = fr.images_output(fr.base64_entry(fr.small_png(), filename="../../@everyone x.png"))
     (image,) = await decode_output(output, expected=1, fetch=no_fetch)
     assert image.filename == "everyone_x.png"
+
+
+# ----- through the job manager: garbage ends a job once, refunded -------------------------------
+
+GUILD = 10
+TERMINAL = {"done", "failed", "expired", "timed_out", "cancelled"}
+
+
+async def _accepted(services: Services, user: int = 1) -> int:
+    new = services.prepare(
+        "a pony --workflow test-pattern", user_id=user, guild_id=GUILD, channel_id=100
+    )
+    job = await services.jobs.accept(new)
+    await services.jobs.attach_message(job.id, new.channel_id, 500 + job.id)
+    return job.id
+
+
+async def _endings(services: Services, job_id: int) -> list[str]:
+    return [to for _, to, _ in await services.jobs.events(job_id) if to in TERMINAL]
+
+
+async def _holds(services: Services, job_id: int) -> list[tuple[str, float | None]]:
+    rows = await services.db.fetchall(
+        "SELECT state, usd_actual FROM quota_holds WHERE job_id = ?", (job_id,)
+    )
+    return [(r["state"], r["usd_actual"]) for r in rows]
+
+
+async def _ended_once_refunded(services: Services, delivery: RecordingDelivery, job_id: int) -> Job:
+    """Wait for the job's one ending, then check a later job runs: no poll loop holds the manager."""
+    await delivery.wait(job_id)
+    job = await wait_for_state(services, job_id, "failed", "expired")
+    assert await _holds(services, job_id) == [("refunded", None)]
+    balance = await services.quotas.balance(GUILD, 1)
+    assert balance.held == 0 and balance.used == 0
+    return job
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"executionTime": 1e300}, {"executionTime": -1_116_000_000}, {"delayTime": -1}],
+    ids=["execution-1e300", "execution-negative", "delay-negative"],
+)
+async def test_a_completed_answer_with_impossible_timings_ends_the_job_once_refunded(
+    open_services: OpenServices,
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    delivery: RecordingDelivery,
+    caplog: pytest.LogCaptureFixture,
+    fields: dict,
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod, DAILY_BUDGET_USD="5")
+    services = await open_services(settings)
+    fake_runpod.retention = 0.3  # RunPod forgets a result; the bot must not loop until then
+    garble(fake_runpod, **fields)
+    await services.jobs.start(delivery)
+    job_id = await _accepted(services)
+    await _ended_once_refunded(services, delivery, job_id)
+    assert "unexpected error while polling" not in caplog.text, "no traceback per poll"
+    assert "OverflowError" not in caplog.text
+    status = await services.quotas.budget_status(GUILD)
+    assert status.total_spent_usd == 0 and status.guild_spent_usd == 0
+    garble_stop(fake_runpod)
+    next_job = await _accepted(services, user=2)
+    await wait_for_state(services, next_job, "done")
+    assert await _endings(services, job_id) == [(await services.jobs.get(job_id)).state.value]
+
+
+def garble_stop(fake: FakeRunPod) -> None:
+    fake.garbage.status.clear()
+
+
+async def test_a_brief_burst_of_garbage_is_survived_and_the_charge_is_never_negative(
+    open_services: OpenServices,
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    delivery: RecordingDelivery,
+) -> None:
+    services = await open_services(make_settings(tmp_path, fake_runpod, DAILY_BUDGET_USD="5"))
+    garble(fake_runpod, times=3, executionTime=-1_116_000_000)
+    fake_runpod.script(fr.Outcome(run_delay=0.05))
+    await services.jobs.start(delivery)
+    job_id = await _accepted(services)
+    done = await wait_for_state(services, job_id, "done")
+    assert fake_runpod.garbage.garbled == 3, "three malformed polls, then a good one"
+    assert done.execution_ms is not None and done.execution_ms >= 0
+    [(state, usd)] = await _holds(services, job_id)
+    assert state == "captured" and usd is not None and usd >= 0
+    assert (await services.quotas.budget_status(GUILD)).total_spent_usd >= 0
+
+
+async def test_the_ledger_never_books_negative_gpu_time(services: Services) -> None:
+    job_id = await _accepted(services)
+    job = await services.jobs.get(job_id)
+    assert job is not None
+    # A row with a negative time (older version, hand edit): the capture clamps it at zero.
+    async with services.db.transaction() as tx:
+        await services.quotas.capture(tx, dataclasses.replace(job, execution_ms=-3_600_000_000))
+    [(state, usd)] = await _holds(services, job_id)
+    assert state == "captured" and usd == 0
+    status = await services.quotas.budget_status(GUILD)
+    assert status.total_spent_usd == 0, "spent today is never below $0.00"
+
+
+async def test_an_unparseable_image_url_fails_the_job_once_with_a_reason(
+    services: Services, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+) -> None:
+    garble(fake_runpod, output=fr.images_output(fr.s3_entry("http://bucket:abc/img.png")))
+    await services.jobs.start(delivery)
+    job_id = await _accepted(services)
+    job = await _ended_once_refunded(services, delivery, job_id)
+    assert job.state.value == "failed" and "cannot be parsed" in (job.failure or "")
+    reads = fake_runpod.jobs[job.runpod_id].status_reads
+    garble_stop(fake_runpod)
+    await wait_for_state(services, await _accepted(services, user=2), "done")
+    assert fake_runpod.jobs[job.runpod_id].status_reads == reads, "no more polls after the end"
+    assert await _endings(services, job_id) == ["failed"]
+    assert fake_runpod.requests_for("s3") == []
+
+
+async def test_twelve_entries_for_one_image_deliver_one_and_fetch_one(
+    open_services: OpenServices, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+) -> None:
+    services = await open_services(
+        runpod=make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    )
+    urls = [fake_runpod.serve(f"entry-{n}.png", fr.small_png((16, 16))) for n in range(12)]
+    garble(fake_runpod, output=fr.images_output(*(fr.s3_entry(url) for url in urls)))
+    await services.jobs.start(delivery)
+    job_id = await _accepted(services)
+    await wait_for_state(services, job_id, "done")
+    assert [len(images) for images in delivery.delivered[job_id]] == [1]
+    assert [r.path for r in fake_runpod.requests_for("s3")] == ["/s3/entry-0.png"]
+
+
+async def test_an_image_url_at_an_internal_address_is_never_fetched_and_the_job_ends_once(
+    open_services: OpenServices, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+) -> None:
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    services = await open_services(runpod=make_client(fake_runpod, resolve=resolve))
+    secret = fake_runpod.serve("admin-secret", fr.small_png())
+    https_name = f"https://storage.example:{fake_runpod.port}/s3/admin-secret"
+    garble(fake_runpod, times=1, output=fr.images_output(fr.s3_entry(secret)))
+    garble(fake_runpod, times=1, output=fr.images_output(fr.s3_entry(https_name)))
+    await services.jobs.start(delivery)
+    plain, named = await _accepted(services, user=1), await _accepted(services, user=2)
+    for job_id, reason in ((plain, "plain http"), (named, "private or local address")):
+        await delivery.wait(job_id)
+        job = await wait_for_state(services, job_id, "failed")
+        assert reason in (job.failure or "") and await _endings(services, job_id) == ["failed"]
+        assert await _holds(services, job_id) == [("refunded", None)]
+    assert fake_runpod.requests_for("s3") == [], "nothing fetched from the internal address"
+
+
+async def test_a_13000_pixel_square_png_fails_the_job_once_before_it_is_decoded(
+    services: Services, fake_runpod: FakeRunPod, delivery: RecordingDelivery
+) -> None:
+    garble(fake_runpod, output=fr.images_output(fr.base64_entry(fr.oversized_png())))
+    await services.jobs.start(delivery)
+    job_id = await _accepted(services)
+    job = await _ended_once_refunded(services, delivery, job_id)
+    assert job.state.value == "failed" and "13000x13000" in (job.failure or "")
+    assert await _endings(services, job_id) == ["failed"]
+    assert job_id not in delivery.delivered
+
+
+async def test_an_operator_allowed_local_bucket_serves_images_over_plain_http(
+    open_services: OpenServices,
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    delivery: RecordingDelivery,
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod, WORKER_OUTPUT_HTTP_HOSTS="127.0.0.1")
+    services = await open_services(settings, runpod=None)  # the client the bot builds itself
+    fake_runpod.script(fr.Outcome(output_format="s3_url"))
+    await services.jobs.start(delivery)
+    job_id = await _accepted(services)
+    await wait_for_state(services, job_id, "done")
+    assert len(fake_runpod.requests_for("s3")) == 1 and delivery.delivered[job_id]
+
+
+@pytest.mark.parametrize("value", ["http://minio", "minio:9000", "minio/bucket"])
+def test_a_worker_output_host_with_a_scheme_or_port_is_a_settings_error(
+    tmp_path: Path, value: str
+) -> None:
+    with pytest.raises(ConfigError, match="host names like minio or localhost"):
+        make_settings(tmp_path, WORKER_OUTPUT_HTTP_HOSTS=value)
+    allowed = make_settings(tmp_path, WORKER_OUTPUT_HTTP_HOSTS="MinIO, localhost,::1")
+    assert allowed.worker_output_http_hosts == ("minio", "localhost", "::1")
