@@ -897,82 +897,6 @@ class FakeRunPod:
         return web.Response(body=image.data, content_type=image.mime)
 
 
-_METHODS = {
-    "run": ("POST",),
-    "runsync": ("POST",),
-    "status": ("GET", "POST"),
-    "cancel": ("POST",),
-    "retry": ("POST",),
-    "purge-queue": ("POST",),
-    "health": ("GET",),
-}
-
-
-def _check_method(op: str, method: str) -> None:
-    if method not in _METHODS[op]:
-        raise _Reject(405, f"{method} not allowed for {op}")
-
-
-def _without_image_data(job_input: dict[str, Any]) -> dict[str, Any]:
-    """The input minus uploaded image payloads, so thousands of stored jobs stay small."""
-    images = job_input.get("images")
-    if not isinstance(images, list):
-        return job_input
-    names = [entry.get("name") for entry in images if isinstance(entry, dict)]
-    return {**job_input, "images": [{"name": name} for name in names]}
-
-
-def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Serve a fake RunPod Serverless endpoint.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key", default="test-runpod-key")
-    parser.add_argument("--endpoint-id", default="test-endpoint")
-    parser.add_argument("--queue-delay", type=float, default=0.0, help="seconds IN_QUEUE")
-    parser.add_argument("--run-delay", type=float, default=0.0, help="seconds IN_PROGRESS")
-    parser.add_argument("--run-jitter", type=float, default=0.0, help="± seconds per run")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the run jitter")
-    parser.add_argument("--retention", type=float, default=1800.0, help="seconds after done")
-    parser.add_argument("--output-format", default="current", choices=sorted(OUTPUT_FORMATS))
-    parser.add_argument("--noise", action="store_true", help="incompressible noise images")
-    parser.add_argument(
-        "--no-record", action="store_true", help="keep no request bodies or input images"
-    )
-    return parser.parse_args(None if argv is None else list(argv))
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeRunPod(
-        api_key=args.api_key,
-        endpoint_id=args.endpoint_id,
-        queue_delay=args.queue_delay,
-        run_delay=args.run_delay,
-        retention=args.retention,
-        host=args.host,
-        port=args.port,
-        run_jitter=args.run_jitter,
-        seed=args.seed,
-        record_bodies=not args.no_record,
-    )
-    fake.default_outcome = Outcome(output_format=args.output_format, noise=args.noise)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with fake:
-        print(f"READY {fake.api_base} {fake.endpoint_id} {fake.api_key}", flush=True)
-        await stop.wait()
-
-
-def main(argv: Iterable[str] | None = None) -> None:
-    """Entry point of `python -m tests.fakes.fake_runpod`."""
-    asyncio.run(_serve(_parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main()
-
-
 # ----- garbage in answers: fault injection for the bot's boundary checks ----------------------
 
 MISSING: Any = object()  # a field value meaning "leave this field out of the answer"
@@ -1079,3 +1003,79 @@ def oversized_png(width: int = 13000, height: int = 13000, *, whole: bool = True
 def _chunk(kind: bytes, payload: bytes) -> bytes:
     crc = zlib.crc32(kind + payload)
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+_METHODS = {
+    "run": ("POST",),
+    "runsync": ("POST",),
+    "status": ("GET", "POST"),
+    "cancel": ("POST",),
+    "retry": ("POST",),
+    "purge-queue": ("POST",),
+    "health": ("GET",),
+}
+
+
+def _check_method(op: str, method: str) -> None:
+    if method not in _METHODS[op]:
+        raise _Reject(405, f"{method} not allowed for {op}")
+
+
+def _without_image_data(job_input: dict[str, Any]) -> dict[str, Any]:
+    """The input minus uploaded image payloads, so thousands of stored jobs stay small."""
+    images = job_input.get("images")
+    if not isinstance(images, list):
+        return job_input
+    names = [entry.get("name") for entry in images if isinstance(entry, dict)]
+    return {**job_input, "images": [{"name": name} for name in names]}
+
+
+def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve a fake RunPod Serverless endpoint.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default="test-runpod-key")
+    parser.add_argument("--endpoint-id", default="test-endpoint")
+    parser.add_argument("--queue-delay", type=float, default=0.0, help="seconds IN_QUEUE")
+    parser.add_argument("--run-delay", type=float, default=0.0, help="seconds IN_PROGRESS")
+    parser.add_argument("--run-jitter", type=float, default=0.0, help="± seconds per run")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the run jitter")
+    parser.add_argument("--retention", type=float, default=1800.0, help="seconds after done")
+    parser.add_argument("--output-format", default="current", choices=sorted(OUTPUT_FORMATS))
+    parser.add_argument("--noise", action="store_true", help="incompressible noise images")
+    parser.add_argument(
+        "--no-record", action="store_true", help="keep no request bodies or input images"
+    )
+    return parser.parse_args(None if argv is None else list(argv))
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeRunPod(
+        api_key=args.api_key,
+        endpoint_id=args.endpoint_id,
+        queue_delay=args.queue_delay,
+        run_delay=args.run_delay,
+        retention=args.retention,
+        host=args.host,
+        port=args.port,
+        run_jitter=args.run_jitter,
+        seed=args.seed,
+        record_bodies=not args.no_record,
+    )
+    fake.default_outcome = Outcome(output_format=args.output_format, noise=args.noise)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with fake:
+        print(f"READY {fake.api_base} {fake.endpoint_id} {fake.api_key}", flush=True)
+        await stop.wait()
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    """Entry point of `python -m tests.fakes.fake_runpod`."""
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
