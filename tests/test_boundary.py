@@ -589,10 +589,12 @@ async def test_a_completed_answer_with_impossible_timings_ends_the_job_once_refu
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod, DAILY_BUDGET_USD="5")
     services = await open_services(settings)
-    fake_runpod.retention = 0.3  # RunPod forgets a result; the bot must not loop until then
     garble(fake_runpod, **fields)
     await services.jobs.start(delivery)
     job_id = await _accepted(services)
+    await _until_garbled_twice_or_ended(services, fake_runpod, job_id)
+    runpod_id = (await services.jobs.get(job_id)).runpod_id
+    fake_runpod.jobs.pop(runpod_id, None)  # RunPod forgets the result (retention), at the latest
     await _ended_once_refunded(services, delivery, job_id)
     assert "unexpected error while polling" not in caplog.text, "no traceback per poll"
     assert "OverflowError" not in caplog.text
@@ -602,6 +604,16 @@ async def test_a_completed_answer_with_impossible_timings_ends_the_job_once_refu
     next_job = await _accepted(services, user=2)
     await wait_for_state(services, next_job, "done")
     assert await _endings(services, job_id) == [(await services.jobs.get(job_id)).state.value]
+
+
+async def _until_garbled_twice_or_ended(services: Services, fake: FakeRunPod, job_id: int) -> None:
+    """Wait on the fake's count of garbled answers (two malformed polls survived) or the end."""
+    async with asyncio.timeout(10):
+        while fake.garbage.garbled < 2:
+            job = await services.jobs.get(job_id)
+            if job is not None and job.state.value in TERMINAL:
+                return
+            await asyncio.sleep(0.005)
 
 
 def garble_stop(fake: FakeRunPod) -> None:
