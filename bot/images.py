@@ -29,7 +29,7 @@ EXTENSIONS = {
 }
 STILL_IMAGES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 MAX_INPUT_PIXELS = 4096 * 4096
-# Above any size a member can ask for (MAX_PIXELS, hires included): decoding costs 4 bytes a pixel.
+# Far above the default MAX_PIXELS (hires included); decoding costs up to 4 bytes a pixel.
 MAX_OUTPUT_PIXELS = 4096 * 4096
 # RunPod takes 10 MB per /run body, base64 included: inputs above this go as JPEG instead.
 INPUT_PNG_LIMIT = 6 * 2**20
@@ -132,7 +132,7 @@ def _decoded(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
-        raise PixelLimitError("more than Pillow's decompression-bomb limit", max_pixels) from None
+        raise PixelLimitError(f"more than {2 * Image.MAX_IMAGE_PIXELS:,}", max_pixels) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError("is damaged or incomplete") from exc
     if image.width * image.height > max_pixels:

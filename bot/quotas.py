@@ -331,7 +331,7 @@ class QuotaLedger:
         """Charge a delivered job: its credits, and its actual GPU time at the configured price."""
         seconds = None
         if job.execution_ms is not None:
-            # RunPod's answers are checked on entry; this clamp keeps a bad row from refilling the budget.
+            # Checked on entry too; clamped here so no stored value can refill the budget.
             seconds = min(max(job.execution_ms, 0), MAX_EXECUTION_MS) / 1000
         await tx.execute(
             "UPDATE quota_holds SET state = 'captured', settled_at = ?, gpu_seconds = ?, "

@@ -739,3 +739,8 @@ def test_a_worker_output_host_with_a_scheme_or_port_is_a_settings_error(
         make_settings(tmp_path, WORKER_OUTPUT_HTTP_HOSTS=value)
     allowed = make_settings(tmp_path, WORKER_OUTPUT_HTTP_HOSTS="MinIO, localhost,::1")
     assert allowed.worker_output_http_hosts == ("minio", "localhost", "::1")
+
+
+def test_a_header_past_pillows_own_bomb_limit_is_a_pixel_refusal_too() -> None:
+    with pytest.raises(PixelLimitError, match="more than"):
+        verify_output_image(fr.oversized_png(20000, 20000, whole=False))
