@@ -13,11 +13,13 @@ import dataclasses
 import io
 import json
 import logging
+import ssl
 import struct
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -36,6 +38,7 @@ from bot.runpod import (
     RunPodError,
     RunPodMalformed,
     RunPodServerError,
+    RunPodTransportError,
     decode_output,
 )
 from bot.services import Services
@@ -251,10 +254,6 @@ def test_any_worker_output_decodes_or_fails_as_a_runpod_error(output, expected: 
 # ----- where worker images may come from --------------------------------------------------------
 
 
-def _client(fake: FakeRunPod, **kwargs):
-    return make_client(fake, **kwargs)
-
-
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
@@ -269,7 +268,7 @@ def _client(fake: FakeRunPod, **kwargs):
 async def test_an_unusable_image_url_fails_the_job_once_with_a_reason(
     fake_runpod: FakeRunPod, url: str, reason: str
 ) -> None:
-    client = _client(fake_runpod)
+    client = make_client(fake_runpod)
     with pytest.raises(OutputError, match=reason):
         await decode_output(fr.images_output(fr.s3_entry(url)), expected=1, fetch=client.download)
     assert fake_runpod.requests == []
@@ -279,7 +278,7 @@ async def test_an_unusable_image_url_fails_the_job_once_with_a_reason(
 async def test_plain_http_from_a_host_the_operator_did_not_allow_is_never_fetched(
     fake_runpod: FakeRunPod,
 ) -> None:
-    client = _client(fake_runpod)  # no WORKER_OUTPUT_HTTP_HOSTS
+    client = make_client(fake_runpod)  # no WORKER_OUTPUT_HTTP_HOSTS
     secret = fake_runpod.serve("admin-secret", fr.small_png())
     for url in (secret, secret.replace("127.0.0.1", "localhost")):
         with pytest.raises(OutputError, match="plain http") as caught:
@@ -317,7 +316,7 @@ async def test_https_to_a_name_resolving_to_an_internal_address_is_refused_befor
         lookups.append(host)
         return ["93.184.216.34", address]  # one bad record among good ones is enough
 
-    client = _client(fake_runpod, resolve=resolve)
+    client = make_client(fake_runpod, resolve=resolve)
     with pytest.raises(OutputError, match="private or local address"):
         await client.download(f"https://images.example:{fake_runpod.port}/s3/admin-secret")
     assert lookups == ["images.example"]
@@ -326,7 +325,7 @@ async def test_https_to_a_name_resolving_to_an_internal_address_is_refused_befor
 
 
 async def test_https_to_an_internal_ip_literal_is_refused(fake_runpod: FakeRunPod) -> None:
-    client = _client(fake_runpod)
+    client = make_client(fake_runpod)
     for url in ("https://169.254.169.254/latest/meta-data/", "https://[::1]/x.png"):
         with pytest.raises(OutputError, match="private or local address"):
             await client.download(url)
@@ -334,7 +333,7 @@ async def test_https_to_an_internal_ip_literal_is_refused(fake_runpod: FakeRunPo
 
 
 async def test_credentials_in_an_image_url_are_refused(fake_runpod: FakeRunPod) -> None:
-    client = _client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     url = fake_runpod.serve("x.png", fr.small_png()).replace("http://", "http://user:pw@")
     with pytest.raises(OutputError, match="credentials"):
         await client.download(url)
@@ -353,7 +352,7 @@ async def test_an_allowed_host_is_fetched_over_http_at_its_checked_address_witho
 
     http = httpx.AsyncClient()
     http.cookies.set("session", "from-runpod", domain="127.0.0.1")
-    client = _client(fake_runpod, http=http, resolve=resolve, output_http_hosts=["minio"])
+    client = make_client(fake_runpod, http=http, resolve=resolve, output_http_hosts=["minio"])
     png = fr.small_png()
     url = fake_runpod.serve("ok.png", png).replace("127.0.0.1", "minio")
     assert await client.download(url) == png
@@ -365,7 +364,7 @@ async def test_an_allowed_host_is_fetched_over_http_at_its_checked_address_witho
 
 
 async def test_every_redirect_is_checked_again(fake_runpod: FakeRunPod) -> None:
-    client = _client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     secret = fake_runpod.serve("admin-secret", fr.small_png())
     to_localhost = fake_runpod.redirect("hop1", secret.replace("127.0.0.1", "localhost"))
     with pytest.raises(OutputError, match="plain http"):
@@ -378,7 +377,7 @@ async def test_a_redirect_to_an_internal_https_address_is_refused(fake_runpod: F
     async def resolve(host: str, port: int) -> list[str]:
         return ["127.0.0.1"] if host == fake_runpod.host else ["10.0.0.7"]
 
-    client = _client(fake_runpod, resolve=resolve, output_http_hosts=[fake_runpod.host])
+    client = make_client(fake_runpod, resolve=resolve, output_http_hosts=[fake_runpod.host])
     hop = fake_runpod.redirect("hop2", "https://bucket.internal.example/latest/meta-data")
     with pytest.raises(OutputError, match="private or local address"):
         await client.download(hop)
@@ -386,7 +385,7 @@ async def test_a_redirect_to_an_internal_https_address_is_refused(fake_runpod: F
 
 
 async def test_redirect_loops_are_bounded(fake_runpod: FakeRunPod) -> None:
-    client = _client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     loop = fake_runpod.redirect("loop", f"{fake_runpod.base_url}/s3/loop")
     with pytest.raises(OutputError, match="redirects too many times"):
         await client.download(loop)
@@ -395,7 +394,7 @@ async def test_redirect_loops_are_bounded(fake_runpod: FakeRunPod) -> None:
 
 
 async def test_a_redirect_to_an_allowed_image_is_followed(fake_runpod: FakeRunPod) -> None:
-    client = _client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     png = fr.small_png()
     target = fake_runpod.serve("real.png", png)
     assert await client.download(fake_runpod.redirect("moved", target)) == png
@@ -408,7 +407,7 @@ async def test_a_redirect_to_an_allowed_image_is_followed(fake_runpod: FakeRunPo
 async def test_extra_entries_beyond_the_images_asked_for_are_never_fetched(
     fake_runpod: FakeRunPod, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = _client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     urls = [fake_runpod.serve(f"big-{n}.png", fr.small_png()) for n in range(12)]
     output = fr.images_output(*(fr.s3_entry(url) for url in urls))
     with caplog.at_level(logging.WARNING, logger="bot.runpod"):
@@ -429,7 +428,7 @@ def _noise_png(side: int, seed: int) -> bytes:
 
 
 async def test_the_byte_cap_is_a_running_total_across_all_images(fake_runpod: FakeRunPod) -> None:
-    client = _client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     pngs = [_noise_png(100, seed) for seed in range(3)]  # about 30 KB each
     size = len(pngs[0])
     output = fr.images_output(
@@ -744,3 +743,57 @@ def test_a_worker_output_host_with_a_scheme_or_port_is_a_settings_error(
 def test_a_header_past_pillows_own_bomb_limit_is_a_pixel_refusal_too() -> None:
     with pytest.raises(PixelLimitError, match="more than"):
         verify_output_image(fr.oversized_png(20000, 20000, whole=False))
+
+
+@pytest.fixture
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+async def _https_bucket(fake: FakeRunPod, ca: trustme.CA, name: str) -> int:
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(server)
+    return await fr.serve_tls(fake, server)
+
+
+def _trusting(ca: trustme.CA) -> httpx.AsyncClient:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return httpx.AsyncClient(verify=context)
+
+
+async def test_https_goes_to_the_checked_address_and_still_verifies_the_name(
+    fake_runpod: FakeRunPod, tls_ca: trustme.CA
+) -> None:
+    port = await _https_bucket(fake_runpod, tls_ca, "bucket.test")
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]  # a name no real DNS has: the connection used our checked answer
+
+    client = make_client(
+        fake_runpod, http=_trusting(tls_ca), resolve=resolve, output_http_hosts=["bucket.test"]
+    )
+    png = fr.small_png()
+    fake_runpod.serve("tls.png", png)
+    assert await client.download(f"https://bucket.test:{port}/s3/tls.png") == png
+    (request,) = fake_runpod.requests_for("s3")
+    assert request.headers["host"] == f"bucket.test:{port}"
+    await client.aclose()
+
+
+async def test_a_certificate_for_another_name_is_refused_at_the_pinned_address(
+    fake_runpod: FakeRunPod, tls_ca: trustme.CA
+) -> None:
+    port = await _https_bucket(fake_runpod, tls_ca, "someone-else.test")
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    client = make_client(
+        fake_runpod, http=_trusting(tls_ca), resolve=resolve, output_http_hosts=["bucket.test"]
+    )
+    fake_runpod.serve("tls.png", fr.small_png())
+    with pytest.raises(RunPodTransportError, match="download failed"):
+        await client.download(f"https://bucket.test:{port}/s3/tls.png")
+    assert fake_runpod.requests_for("s3") == []
+    await client.aclose()

@@ -17,6 +17,7 @@ import math
 import random
 import signal
 import socket
+import ssl
 import struct
 import time
 import uuid
@@ -959,6 +960,14 @@ def garble(
 def garble_health(fake: FakeRunPod, **fields: Any) -> None:
     """Every /health answer gets `fields` (MISSING removes one; "" replaces the whole body)."""
     fake.garbage.health = dict(fields)
+
+
+async def serve_tls(fake: FakeRunPod, ssl_context: ssl.SSLContext) -> int:
+    """Also listen with TLS on another port of the same host (an https bucket); that port."""
+    assert fake._runner is not None, "start the fake first"
+    site = web.TCPSite(fake._runner, fake.host, 0, ssl_context=ssl_context)
+    await site.start()
+    return fake._runner.addresses[-1][1]
 
 
 def images_output(*entries: Any) -> dict[str, Any]:
