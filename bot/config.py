@@ -155,7 +155,9 @@ def _is_host(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        return all(part and part.replace("-", "").isalnum() for part in text.split("."))
+        return all(
+            part and part.replace("-", "").replace("_", "").isalnum() for part in text.split(".")
+        )
     return True
 
 

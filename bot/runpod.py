@@ -39,7 +39,7 @@ MAX_OUTPUT_TOTAL_BYTES = 100 * 2**20
 MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 8192
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,62}\.?)*")
+HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 Sleep = Callable[[float], Awaitable[None]]
 Resolve = Callable[[str, int], Awaitable[list[str]]]
@@ -489,7 +489,7 @@ class RunPodClient:
             ) from None
         if url.userinfo:
             raise OutputError("the worker's image URL carries credentials", kind="bad_output")
-        if not (HOSTNAME.fullmatch(host) or _ip_literal(host)) or not 0 < (port or 1) < 65536:
+        if not (_hostname(host) or _ip_literal(host)) or not 0 < (port or 1) < 65536:
             raise OutputError("the worker's image URL names no valid host", kind="bad_output")
         if url.scheme == "http" and host not in self._output_http_hosts:
             raise OutputError(
@@ -598,6 +598,12 @@ def _too_large_image(limit: int) -> OutputError:
 
 def _mb(size: int) -> str:
     return f"{size / 2**20:.0f} MB" if size >= 2**20 else f"{size} bytes"
+
+
+def _hostname(host: str) -> bool:
+    """A DNS name, checked label by label (linear time whatever the input)."""
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def _ip_literal(host: str) -> bool:

@@ -260,6 +260,7 @@ def test_any_worker_output_decodes_or_fails_as_a_runpod_error(output, expected: 
         ("http://bucket:abc/img.png", "cannot be parsed"),
         ("http://127.0.0.1:99999/img.png", "no valid host"),
         ("https://exa mple.com/img.png", "no valid host"),
+        ("https://" + "a" * 40 + "!.example/img.png", "no valid host"),  # no regex backtracking
         ("simulated_uploaded/ab12.png", "local path"),
         ("ftp://example.com/img.png", "local path"),
         ("https://" + "a" * 9000 + ".com/img.png", "cannot be parsed"),
