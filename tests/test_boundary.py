@@ -8,6 +8,7 @@ https addresses (or hosts the operator allows), with no credentials.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import io
@@ -233,8 +234,19 @@ async def _refusing_resolver(host: str, port: int) -> list[str]:
     return ["203.0.113.9"]  # documentation range: never global, so never connected to
 
 
+PNG = fr.small_png()
+ENTRY = st.one_of(
+    JSON,
+    st.binary(max_size=200).map(lambda data: base64.b64encode(data).decode()),
+    st.text(max_size=40).map(lambda rest: "https://" + rest),
+    st.text(max_size=40).map(lambda rest: "http://" + rest),
+    st.integers(0, len(PNG)).map(lambda cut: fr.base64_entry(PNG[:cut])),
+)
+OUTPUT = JSON | st.lists(ENTRY, max_size=5).map(lambda entries: fr.images_output(*entries))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(JSON, st.integers(min_value=1, max_value=4))
+@given(OUTPUT, st.integers(min_value=1, max_value=4))
 def test_any_worker_output_decodes_or_fails_as_a_runpod_error(output, expected: int) -> None:
     client = RunPodClient(
         api_base="http://127.0.0.1:9/v2",
