@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -155,6 +156,23 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(w.strip().lower() for w in text.split(",") if w.strip())
 
 
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = _words(text)
+    if not all(_is_host(host) for host in hosts):
+        raise ValueError("must list host names like minio or localhost, with no scheme or port")
+    return hosts
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return all(
+            part and part.replace("-", "").replace("_", "").isalnum() for part in text.split(".")
+        )
+    return True
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text).expanduser() if text.strip() else None
 
@@ -174,6 +192,13 @@ SETTINGS: tuple[Setting, ...] = (
         "RUNPOD_ENDPOINT_ID", None, "Id of the worker-comfyui serverless endpoint.", _endpoint_id
     ),
     Setting("RUNPOD_API_BASE", "https://api.runpod.ai/v2", "RunPod API base URL.", _api_base),
+    Setting(
+        "WORKER_OUTPUT_HTTP_HOSTS",
+        "",
+        "Comma-separated hosts the worker's s3_url images may come from over plain http, "
+        "private addresses included (local testing only).",
+        _hosts,
+    ),
     Setting("DATABASE_PATH", "stablehand.db", "SQLite file for jobs, quotas and settings.", Path),
     Setting(
         "CHECKPOINT",
@@ -264,6 +289,7 @@ class Settings:
     runpod_api_key: Secret | None
     runpod_endpoint_id: str | None
     runpod_api_base: str
+    worker_output_http_hosts: tuple[str, ...]
     database_path: Path
     checkpoint: str
     log_level: str

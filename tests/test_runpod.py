@@ -254,7 +254,7 @@ def _png(size=(8, 8)) -> bytes:
     return out.getvalue()
 
 
-async def _no_fetch(url: str) -> bytes:
+async def _no_fetch(url: str, *, max_bytes: int) -> bytes:
     raise AssertionError("nothing to fetch")
 
 
@@ -312,7 +312,7 @@ async def test_fewer_images_than_asked_is_a_failure() -> None:
 
 
 async def test_s3_urls_are_downloaded_and_webp_is_sniffed(fake_runpod: FakeRunPod) -> None:
-    client = make_client(fake_runpod)
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     for fmt, mime in (("s3_url", "image/png"), ("webp", "image/webp")):
         fake_runpod.script(Outcome(output_format=fmt))
         job = await client.run({"workflow": WORKFLOW})
@@ -324,7 +324,7 @@ async def test_s3_urls_are_downloaded_and_webp_is_sniffed(fake_runpod: FakeRunPo
 
 
 async def test_downloads_over_the_cap_are_refused(fake_runpod: FakeRunPod) -> None:
-    client = make_client(fake_runpod)
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     fake_runpod.script(Outcome(output_format="s3_url", noise=True))
     job = await client.run({"workflow": WORKFLOW})
     done = await _until_terminal(client, job.id)

@@ -17,9 +17,11 @@ import math
 import random
 import signal
 import socket
+import ssl
 import struct
 import time
 import uuid
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -530,6 +532,7 @@ class FakeRunPod:
         self._s3: dict[str, _Encoded] = {}
         self._rng = random.Random(seed)
         self._runner: web.AppRunner | None = None
+        self.garbage = GarbageFaults()
 
     async def start(self) -> None:
         """Start listening; `port` becomes the real port if 0 was asked for."""
@@ -821,7 +824,7 @@ class FakeRunPod:
             "inQueue": counts["IN_QUEUE"],
             "retried": sum(1 for job in self.jobs.values() if job.retries),
         }
-        return {"jobs": jobs, "workers": dict(self.workers)}
+        return self.garbage.health_body({"jobs": jobs, "workers": dict(self.workers)})
 
     def _status_body(self, job: FakeJob, now: float) -> dict[str, Any]:
         """The /status answer for `job` at `now`."""
@@ -848,7 +851,7 @@ class FakeRunPod:
                 body["output"] = {"details": outcome.details or [DETAIL_CPU_OUT_OF_MEMORY]}
         elif terminal and outcome.error:
             body["error"] = outcome.error
-        return body
+        return self.garbage.status_body(body)
 
     def _job_images(self, job: FakeJob) -> list[_Encoded]:
         outcome = job.outcome
@@ -892,16 +895,144 @@ class FakeRunPod:
             entries.append({"filename": filename, "type": kind, "data": data})
         return entries
 
+    def serve(self, key: str, data: bytes, content_type: str = "image/png") -> str:
+        """Serve raw bytes at GET /s3/{key} (any content: an image, a secret, junk); its URL."""
+        return self._publish(key, _Encoded(data, "", content_type, key.rsplit(".", 1)[-1]))
+
+    def redirect(self, key: str, location: str) -> str:
+        """Answer GET /s3/{key} with a 302 to `location`; the URL that redirects."""
+        self.garbage.redirects[key] = location
+        return f"{self.base_url}/s3/{key}"
+
     def _publish(self, key: str, image: _Encoded) -> str:
         """Store an image for GET /s3/{key} and return its URL (the presigned-URL stand-in)."""
         self._s3[key] = image
         return f"{self.base_url}/s3/{key}"
 
     def _serve_s3(self, path: str) -> web.Response:
-        image = self._s3.get(path.removeprefix("/s3/"))
+        key = path.removeprefix("/s3/")
+        if key in self.garbage.redirects:
+            raise web.HTTPFound(self.garbage.redirects[key])
+        image = self._s3.get(key)
         if image is None:
             raise _Reject(404, "NoSuchKey")
         return web.Response(body=image.data, content_type=image.mime)
+
+
+# ----- garbage in answers: fault injection for the bot's boundary checks ----------------------
+
+MISSING: Any = object()  # a field value meaning "leave this field out of the answer"
+
+
+@dataclass
+class Garbage:
+    """Fields overwritten (MISSING: removed) in status answers while the job is in `when`."""
+
+    fields: dict[str, Any]
+    when: frozenset[str] | None = None
+    times: int | None = None
+
+
+class GarbageFaults:
+    """What `FakeRunPod.garble*` scripted; the fake passes every answer body through it."""
+
+    def __init__(self) -> None:
+        self.status: list[Garbage] = []
+        self.health: dict[str, Any] | None = None
+        self.redirects: dict[str, str] = {}
+        self.garbled = 0
+
+    def status_body(self, body: dict[str, Any]) -> Any:
+        for garbage in self.status:
+            if garbage.times == 0 or (garbage.when and body.get("status") not in garbage.when):
+                continue
+            if garbage.times is not None:
+                garbage.times -= 1
+            self.garbled += 1
+            return _overwrite(body, garbage.fields)
+        return body
+
+    def health_body(self, body: dict[str, Any]) -> Any:
+        return body if self.health is None else _overwrite(body, self.health)
+
+
+def _overwrite(body: dict[str, Any], fields: dict[str, Any]) -> Any:
+    if "" in fields:  # the whole body replaced: a list, a string, null
+        return fields[""]
+    changed = {**body, **fields}
+    return {key: value for key, value in changed.items() if value is not MISSING}
+
+
+def garble(
+    fake: FakeRunPod,
+    when: str | Iterable[str] | None = "COMPLETED",
+    times: int | None = None,
+    **fields: Any,
+) -> None:
+    """Status answers (while a job is `when`; None: always) get `fields` for `times` answers.
+
+    `garble(fake, executionTime=1e300)`; `garble(fake, id=MISSING)`; `garble(fake, **{"": []})`
+    replaces the whole body.
+    """
+    statuses = None if when is None else frozenset([when] if isinstance(when, str) else when)
+    fake.garbage.status.append(Garbage(dict(fields), statuses, times))
+
+
+def garble_health(fake: FakeRunPod, **fields: Any) -> None:
+    """Every /health answer gets `fields` (MISSING removes one; "" replaces the whole body)."""
+    fake.garbage.health = dict(fields)
+
+
+async def serve_tls(fake: FakeRunPod, ssl_context: ssl.SSLContext) -> int:
+    """Also listen with TLS on another port of the same host (an https bucket); that port."""
+    assert fake._runner is not None, "start the fake first"
+    site = web.TCPSite(fake._runner, fake.host, 0, ssl_context=ssl_context)
+    await site.start()
+    return fake._runner.addresses[-1][1]
+
+
+def images_output(*entries: Any) -> dict[str, Any]:
+    """A worker-comfyui 5.x `output` holding these `images` entries."""
+    return {"images": list(entries)}
+
+
+def base64_entry(data: bytes, filename: str = "ComfyUI_00001_.png") -> dict[str, str]:
+    return {"filename": filename, "type": "base64", "data": base64.b64encode(data).decode()}
+
+
+def s3_entry(url: str, filename: str = "ComfyUI_00001_.png") -> dict[str, str]:
+    return {"filename": filename, "type": "s3_url", "data": url}
+
+
+def small_png(size: tuple[int, int] = (8, 8), color: str = "red") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+def oversized_png(width: int = 13000, height: int = 13000, *, whole: bool = True) -> bytes:
+    """A valid 1-bit PNG whose header declares width x height: tiny to send, huge to decode.
+
+    `whole=False` cuts the image data short: only a header-first check refuses it for its size.
+    """
+    rows = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    data = b"".join(rows.compress(row * 256) for _ in range(height // 256))
+    data += rows.compress(row * (height % 256)) + rows.flush()
+    if not whole:
+        data = data[:64]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", data)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload)
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
 _METHODS = {
