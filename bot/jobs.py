@@ -724,7 +724,12 @@ class JobManager:
             log.info("resumed %d unfinished job(s)", len(rows))
         elif adopted:
             log.warning("adopted %d job(s) the job manager had lost track of", adopted)
-        await self._settle_ended_holds()
+        try:
+            await self._settle_ended_holds()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("settling held credits: the database refused (%s); trying later", exc)
 
     async def _adopt(self, job: Job, *, at_start: bool) -> bool:
         """Take back a job memory does not know; True if anything was done with it."""
@@ -789,8 +794,13 @@ class JobManager:
 
     async def _replay_unsaved(self) -> None:
         for job_id, step in sorted(self._unsaved.items()):
-            if self._unsaved.get(job_id) is step:
+            if self._unsaved.get(job_id) is not step:
+                continue
+            try:
                 await self._save_or_defer(job_id, step)
+            except Exception:
+                # It would fail the same way again; the job is adopted like any lost one.
+                log.exception("job %d: a kept change failed for good", job_id)
 
     async def _save_or_defer(self, job_id: int, step: Callable[[], Awaitable[T]]) -> T | None:
         """Take a step that writes a job's state; if the database refuses for a passing reason,
@@ -1288,7 +1298,7 @@ class JobManager:
             await self._fail(
                 job,
                 Failure("download", "The finished images could not be downloaded."),
-                raw=str(exc),
+                raw=f"{exc}; output={_shorten(status.output)}",
             )
             return
         except Exception as exc:
