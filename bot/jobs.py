@@ -683,9 +683,12 @@ class JobManager:
             try:
                 await self._reconcile()
             except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("reconciling jobs: the database refused (%s); trying next time", exc)
+                if is_transient(exc):
+                    log.warning(
+                        "reconciling jobs: the database refused (%s); trying next time", exc
+                    )
+                else:
+                    log.exception("reconciling jobs failed; trying next time")
 
     async def _reconcile(self, *, at_start: bool = False) -> None:
         """Make memory agree with the database, then settle the credits of ended jobs.

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,7 @@ class OtherProcess:
 
 
 @pytest.fixture
-def other_process(healing: Services) -> OtherProcess:
+def other_process(healing: Services) -> Iterator[OtherProcess]:
     holder = OtherProcess(healing.db.path)
     yield holder
     holder.close()
@@ -217,10 +217,13 @@ async def test_a_lock_just_after_the_images_are_shown_charges_once_and_never_pos
     healing: Services, other_process: OtherProcess
 ) -> None:
     delivery = LockedAfterShowing(other_process)
+    # No reconciler passes: every refusal counted below is one of the delivery's own.
+    healing.jobs.timing = dataclasses.replace(HEALING, reconcile_interval=3600)
     await healing.jobs.start(delivery)
     job_id = await _submit(healing, _job(healing))
     await delivery.wait(job_id)
-    await refused_for_a_while(healing)
+    # Longer than delivery's patience with crashes: a refusing database is not a crash.
+    await refused_for_a_while(healing, give_ups=HEALING.max_delivery_attempts + 1)
     assert (await healing.jobs.get(job_id)).state is JobState.DELIVERING
     await other_process.release_write_lock()
 
@@ -301,7 +304,7 @@ async def test_the_queue_deadline_ends_a_job_whatever_status_answers(
     open_services: OpenServices,
     fake_runpod: FakeRunPod,
     delivery: RecordingDelivery,
-    answer: Callable[[FakeRunPod], object],
+    answer: Callable[[FakeRunPod], Awaitable[None]],
 ) -> None:
     services = await open_services(timing=dataclasses.replace(HEALING, queue_timeout=0.2))
     fake_runpod.script(Outcome(status="HANG"))

@@ -537,6 +537,10 @@ class FakeRunPod:
         if self._site is not None:
             site, self._site = self._site, None
             await site.stop()
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
 
     async def go_online(self) -> None:
         """Listen again on the same port after `go_offline`."""
