@@ -179,6 +179,36 @@ async def test_a_lock_while_the_progress_message_is_recorded_does_not_leave_the_
     await assert_every_credit_settled_once(healing)
 
 
+async def test_a_job_withdrawn_during_a_lock_is_refunded_once_it_lets_go_and_never_runs(
+    healing: Services,
+    other_process: OtherProcess,
+    fake_runpod: FakeRunPod,
+    delivery: RecordingDelivery,
+) -> None:
+    await healing.jobs.start(delivery)
+    job = await healing.jobs.accept(_job(healing))
+    await other_process.take_write_lock()
+    await healing.jobs.abandon(job.id, "its progress message could not be posted")
+    await refused_for_a_while(healing)
+    await other_process.release_write_lock()
+
+    withdrawn = await wait_for_state(healing, job.id, "cancelled")
+    assert withdrawn.error == "its progress message could not be posted"
+    await assert_every_credit_settled_once(healing)
+    assert fake_runpod.requests_for("run") == []
+
+
+async def test_imagine_during_a_long_lock_is_refused_with_a_sentence_and_charges_nothing(
+    healing: Services, other_process: OtherProcess
+) -> None:
+    await other_process.take_write_lock()
+    with pytest.raises(DatabaseBusy, match="try again"):
+        await healing.jobs.accept(_job(healing))
+    await other_process.release_write_lock()
+    assert (await healing.db.fetchone("SELECT COUNT(*) FROM jobs"))[0] == 0
+    assert (await healing.db.fetchone("SELECT COUNT(*) FROM quota_holds"))[0] == 0
+
+
 async def test_cancel_during_a_lock_says_try_again_and_changes_nothing(
     healing: Services,
     other_process: OtherProcess,
