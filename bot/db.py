@@ -135,6 +135,7 @@ class Database:
         self.retry = retry or TransientRetry()
         # Refusals that passed or were given up on: an operator's clue to a lock-holding neighbour.
         self.transient_errors = 0
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, path: Path | str, migrations: list[Migration] | None = None) -> Database:
@@ -231,9 +232,25 @@ class Database:
         await self._lock.acquire()
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
+        except asyncio.CancelledError:
+            # The BEGIN still runs in the connection's thread (perhaps waiting out another
+            # process's lock); a transaction it opens with nobody to end it would refuse every
+            # later BEGIN. So the lock is given back only once that one is rolled back.
+            cleanup = asyncio.ensure_future(self._end_abandoned_begin())
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            raise
         except BaseException:
             self._lock.release()
             raise
+
+    async def _end_abandoned_begin(self) -> None:
+        try:
+            await self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the BEGIN was refused: there was nothing to end
+        finally:
+            self._lock.release()
 
     async def _rollback(self) -> None:
         # A full disk or an I/O error may already have rolled the transaction back; a connection

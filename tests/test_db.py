@@ -188,3 +188,20 @@ async def test_a_mistake_is_not_retried(db: Database) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         await db.write(broken)
     assert db.transient_errors == 0
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction_open(
+    db: Database,
+) -> None:
+    # What a supervisor restarting a stuck loop does: cancel a write that waits inside BEGIN.
+    await db.set_busy_timeout(10_000)
+    other = _OtherConnection(db.path)
+    await other.lock()
+    waiting = asyncio.ensure_future(db.write(_one_job))
+    await asyncio.sleep(0)  # it has sent BEGIN and waits for SQLite's answer
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await other.unlock()
+    assert await db.write(_one_job) == 1
+    assert (await db.fetchone("SELECT COUNT(*) FROM jobs"))[0] == 1
