@@ -524,6 +524,18 @@ async def test_the_reconciler_adopts_a_queued_job_memory_lost(
     await assert_every_credit_settled_once(healing)
 
 
+async def test_the_reconciler_runs_a_job_whose_progress_message_was_never_recorded(
+    healing: Services, delivery: RecordingDelivery
+) -> None:
+    await healing.jobs.start(delivery)
+    job = await healing.jobs.accept(_job(healing))  # and then the command handler died
+
+    await delivery.wait(job.id)
+    done = await wait_for_state(healing, job.id, "done")
+    assert done.message_id is None, "delivered as a fresh post"
+    await assert_every_credit_settled_once(healing)
+
+
 async def test_the_reconciler_frees_a_slot_no_live_job_holds(
     healing: Services, delivery: RecordingDelivery
 ) -> None:
