@@ -116,6 +116,15 @@ ENDPOINT = Failure(
 REJECTED = Failure(
     "rejected", "RunPod refused the job as malformed. This is a bug in the bot; it has been logged."
 )
+UNUSABLE_OUTPUT = Failure(
+    "bad_output",
+    "The GPU finished, but what it sent back could not be read as images, so there is nothing "
+    "to show.",
+)
+INTERNAL = Failure(
+    "internal",
+    "Something went wrong in the bot while following this job; it has been logged.",
+)
 UNDELIVERABLE = Failure(
     "undeliverable",
     "The images were made but could not be posted here (the bot may lack permission).",

@@ -345,6 +345,10 @@ class QuotaLedger:
             (self._clock(), job.id),
         )
 
+    async def held_job_ids(self, tx: Transaction) -> list[int]:
+        rows = await tx.fetchall("SELECT job_id FROM quota_holds WHERE state = 'held'")
+        return [row["job_id"] for row in rows]
+
     # ----- moderation: every change writes an audit row in the same transaction ------------------
 
     async def set_limit(

@@ -181,11 +181,21 @@ class Fault:
     retry_after: float | None = None
     body: Any = None
     seconds: float = 0.0
+    gate: asyncio.Event | None = None
 
 
-def http(status: int, retry_after: float | None = None, body: Any = None) -> Fault:
-    """Answer `status` without processing; `retry_after` seconds go in a Retry-After header."""
-    return Fault("http", status=status, retry_after=retry_after, body=body)
+def http(
+    status: int,
+    retry_after: float | None = None,
+    body: Any = None,
+    *,
+    gate: asyncio.Event | None = None,
+) -> Fault:
+    """Answer `status` without processing; `retry_after` seconds go in a Retry-After header.
+
+    With `gate`, the answer waits until the test sets it: a fault that lands at a chosen moment.
+    """
+    return Fault("http", status=status, retry_after=retry_after, body=body, gate=gate)
 
 
 def reset() -> Fault:
@@ -533,6 +543,7 @@ class FakeRunPod:
         self._rng = random.Random(seed)
         self._runner: web.AppRunner | None = None
         self.garbage = GarbageFaults()
+        self._site: web.TCPSite | None = None
 
     async def start(self) -> None:
         """Start listening; `port` becomes the real port if 0 was asked for."""
@@ -540,8 +551,28 @@ class FakeRunPod:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        await self._listen()
         self.port = self._runner.addresses[0][1]
+
+    async def go_offline(self) -> None:
+        """Become unreachable, job state kept: new connections are refused, open ones reset."""
+        if self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
+
+    async def go_online(self) -> None:
+        """Listen again on the same port after `go_offline`."""
+        if self._site is None:
+            await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self.port)
+        await self._site.start()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -624,6 +655,9 @@ class FakeRunPod:
         return {"jobs": jobs, "requests": dict(self._op_counts)}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._site is None:  # offline: a kept-alive connection is cut, not answered
+            _drop_connection(request)
+            raise asyncio.CancelledError
         if request.path.startswith("/_fake/"):
             return web.json_response(self.snapshot())
         arrived = time.monotonic()
@@ -632,6 +666,8 @@ class FakeRunPod:
         payload = _json_body(body)
         self._record(request, op, payload, arrived)
         fault = self._next_fault(op)
+        if fault is not None and fault.gate is not None:
+            await fault.gate.wait()
         if fault is not None and fault.kind == "http":
             return _fault_response(fault)
         if fault is not None and fault.kind == "reset":

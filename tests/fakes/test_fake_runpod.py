@@ -479,6 +479,31 @@ async def test_reset_drops_the_connection_and_creates_no_job(
     await submit(client)
 
 
+async def test_offline_refuses_connections_and_keeps_every_job_for_when_it_is_back(
+    fake: FakeRunPod, client: httpx.AsyncClient
+) -> None:
+    job_id = await submit(client)
+    await fake.go_offline()
+    with pytest.raises(httpx.TransportError):
+        await client.get(f"status/{job_id}")  # the kept-alive connection is cut
+    with pytest.raises(httpx.ConnectError):
+        await client.get(f"status/{job_id}")  # and no new one is accepted
+    await fake.go_online()
+    assert (await status(client, job_id))["status"] == "COMPLETED"
+
+
+async def test_a_gated_fault_answers_only_once_the_gate_opens(
+    fake: FakeRunPod, client: httpx.AsyncClient
+) -> None:
+    gate = asyncio.Event()
+    fake.inject("run", http(429, gate=gate))
+    answer = asyncio.ensure_future(client.post("run", json={"input": {"workflow": workflow()}}))
+    await fake.wait_for_requests("run", 1)
+    assert not answer.done()
+    gate.set()
+    assert (await answer).status_code == 429 and fake.jobs == {}
+
+
 async def test_reset_after_processing_creates_a_job_nobody_heard_of(
     fake: FakeRunPod, client: httpx.AsyncClient
 ) -> None:
