@@ -499,8 +499,9 @@ class JobManager:
         )
         if cancelled is None:
             raise AlreadyFinished(f"Job #{job_id} finished before it could be cancelled.")
-        if job.state in AT_RUNPOD and job.runpod_id:
-            await self._cancel_at_runpod(job)
+        # The row, not the earlier read: dispatch may have sent it to RunPod in between.
+        if cancelled.runpod_id:
+            await self._cancel_at_runpod(cancelled)
         return cancelled
 
     async def start(self, deliverer: Deliverer) -> None:
