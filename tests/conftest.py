@@ -134,16 +134,23 @@ class Watcher:
         return found[0]
 
 
-async def wait_for_state(
-    services: Services, job_id: int, *states: str, timeout: float = HANG_GUARD
+async def wait_for_job(
+    services: Services, job_id: int, reached: Callable[[Job], bool], timeout: float = HANG_GUARD
 ) -> Job:
-    """Wait (on the database, in small steps) until a job reaches one of `states`."""
+    """Wait (on the database, in small steps) until the stored job satisfies `reached`."""
     async with asyncio.timeout(timeout):
         while True:
             job = await services.jobs.get(job_id)
-            if job is not None and job.state.value in states:
+            if job is not None and reached(job):
                 return job
             await asyncio.sleep(0.005)
+
+
+async def wait_for_state(
+    services: Services, job_id: int, *states: str, timeout: float = HANG_GUARD
+) -> Job:
+    """Wait until a job reaches one of `states`."""
+    return await wait_for_job(services, job_id, lambda job: job.state.value in states, timeout)
 
 
 @pytest_asyncio.fixture

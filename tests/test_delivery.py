@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import Pacing, Stablehand
-from tests.conftest import FAST, make_settings, reply_to, wait_for_state
+from tests.conftest import FAST, make_settings, reply_to, wait_for_job, wait_for_state
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -89,7 +89,8 @@ async def test_a_deleted_progress_message_gets_a_fresh_post_recorded_at_once(
         lambda r: r.method == "POST" and r.path == f"/channels/{CHANNEL}/messages" and bool(r.files)
     )
     assert post.status == 200
-    job = await bot.services.jobs.get(1)
+    # The fake records the post before the bot has read the new message's id and stored it.
+    job = await wait_for_job(bot.services, 1, lambda stored: stored.message_id != message_id)
     fresh = fake_discord.channel_messages(CHANNEL)[-1]
     assert (job.message_id, job.channel_id) == (fresh.id, CHANNEL) and fresh.attachments
     details = [detail for _, _, detail in await bot.services.jobs.events(1)]

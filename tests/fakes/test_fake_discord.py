@@ -382,14 +382,19 @@ async def test_modal_submit_reaches_on_submit(fake: FakeDiscord, bot: commands.B
         async def on_submit(self, interaction: discord.Interaction) -> None:
             await interaction.response.send_message(f"got {self.prompt.value}", ephemeral=True)
 
+    shown = asyncio.Event()
+
     @bot.tree.command(name="edit", description="Edit a prompt")
     async def edit(interaction: discord.Interaction) -> None:
         await interaction.response.send_modal(PromptModal(custom_id="edit-modal"))
+        shown.set()
 
     opened = payloads.slash_command("edit")
     fake.deliver(bot, opened)
     await fake.wait_for_callback(opened)
     assert fake.interactions[opened["token"]].modal["custom_id"] == "edit-modal"
+    # discord.py stores the modal (to route its submit) only once it has read the callback's answer.
+    await asyncio.wait_for(shown.wait(), 5)
 
     submitted = payloads.modal_submit("edit-modal", {"prompt": "a horse"})
     fake.deliver(bot, submitted)
