@@ -624,7 +624,9 @@ def _check_applies(
 
 
 def _default(name: str, template: Template, policy: ContentPolicy) -> Any:
-    server = {"steps": policy.default_steps, "cfg": policy.default_cfg}.get(name)
+    # A server's default CFG is a CFG: it means nothing as a distilled model's guidance.
+    server_cfg = None if template.cfg_is_guidance else policy.default_cfg
+    server = {"steps": policy.default_steps, "cfg": server_cfg}.get(name)
     return server if server is not None else template.defaults.get(name)
 
 

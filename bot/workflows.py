@@ -57,6 +57,8 @@ REQUIRED_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "CLIPTextEncode": {"text": ("prompt", "negative")},
     "EmptyLatentImage": {"width": ("width",), "height": ("height",), "batch_size": ("count",)},
+    "EmptySD3LatentImage": {"width": ("width",), "height": ("height",), "batch_size": ("count",)},
+    "FluxGuidance": {"guidance": ("cfg",)},
     "EmptyImage": {"width": ("width",), "height": ("height",), "batch_size": ("count",)},
     "LoadImage": {"image": ("image",)},
 }
@@ -142,6 +144,14 @@ class Template:
     def pony_tags(self) -> bool:
         """A Pony template: the bundled Vary and Upscale workflows suit its results."""
         return self.model.family == PONY_FAMILY
+
+    @property
+    def cfg_is_guidance(self) -> bool:
+        """Whether a member's cfg sets a guidance-distilled model's guidance (Flux), not CFG."""
+        return any(
+            self.workflow[ref.node]["class_type"] == "FluxGuidance"
+            for ref in self.parameters.get("cfg", ())
+        )
 
     @property
     def accepts_loras(self) -> bool:
