@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -754,3 +755,11 @@ def test_operator_quality_settings_override_the_pony_templates_only_when_changed
     assert (pony.positive_text, pony.negative_text) == (f"{QUALITY}, a pony", NEGATIVE)
     pony = parse("a pony", library=LIBRARY, policy=changed, channel_nsfw=True, seed=1)
     assert (pony.positive_text, pony.negative_text) == ("score_9, a pony", "blurry")
+
+
+def test_a_flux_reroll_keeps_everything_but_the_seed() -> None:
+    original = run_any("a red fox --ar 16:9 --cfg 2.5 --steps 28", FLUX, {}, nsfw=True)
+    again = revise(
+        original, library=EVERY_FAMILY, policy=ContentPolicy(), seed=7, channel_nsfw=True
+    )
+    assert again == replace(original, seed=7)

@@ -355,6 +355,12 @@ def test_upscale_scales_the_image_then_refines_it_lightly() -> None:
     assert request.output_size == (1536, 1536)
 
 
+def test_a_flux_image_costs_more_than_a_pony_image_as_its_gpu_time_does() -> None:
+    assert _credits("a pony") == 1
+    assert _credits("a fox --workflow flux1-dev-fp8") == 2, "20 steps of 25, times 3"
+    assert _credits("a fox --workflow sdxl") == 1
+
+
 def test_test_pattern_needs_no_model() -> None:
     workflow = render(request_for("anything --workflow test-pattern"))
     assert {n["class_type"] for n in workflow.values()} == {"EmptyImage", "SaveImage"}
