@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest_asyncio
 
 from bot.app import Stablehand
-from tests.conftest import HANG_GUARD, make_settings, reply_to, start_bot, wait_for_state
+from tests.conftest import (
+    HANG_GUARD,
+    make_settings,
+    reply_to,
+    run_cli,
+    start_bot,
+    wait_for_state,
+)
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod
@@ -18,16 +25,20 @@ from tests.fakes.fake_runpod import FakeRunPod
 FLUX = "flux1-dev-fp8"
 
 
+def _flux_on_the_default_endpoint(directory: Path) -> Path:
+    """An operator whose one endpoint runs the official Flux image: the bundled copy, renamed."""
+    directory.mkdir()
+    data = json.loads(resources.files("bot.templates").joinpath(f"{FLUX}.json").read_text("utf-8"))
+    data["endpoint"] = "default"
+    (directory / "flux.json").write_text(json.dumps(data), encoding="utf-8")
+    return directory
+
+
 @pytest_asyncio.fixture
 async def flux_bot(
     tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
 ) -> AsyncIterator[Stablehand]:
-    """An operator whose one endpoint runs the official Flux image beside the Pony templates."""
-    workflows = tmp_path / "workflows"
-    workflows.mkdir()
-    data = json.loads(resources.files("bot.templates").joinpath(f"{FLUX}.json").read_text("utf-8"))
-    data["endpoint"] = "default"
-    (workflows / "flux.json").write_text(json.dumps(data), encoding="utf-8")
+    workflows = _flux_on_the_default_endpoint(tmp_path / "workflows")
     settings = make_settings(tmp_path, fake_runpod, WORKFLOWS_DIR=str(workflows))
     running = await start_bot(settings, fake_discord)
     yield running
@@ -111,3 +122,15 @@ async def test_a_negative_for_flux_is_refused_privately_and_nothing_runs(
     assert "The `negative` option has no effect on the `flux1-dev-fp8` workflow" in data["content"]
     assert (await flux_bot.services.db.fetchone("SELECT COUNT(*) FROM jobs"))[0] == 0
     assert fake_runpod.requests_for("run") == []
+
+
+def test_the_workflows_command_names_each_templates_model_and_endpoint(tmp_path: Path) -> None:
+    listed = run_cli("workflows", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "model: Pony Diffusion V6 XL, endpoint: default" in listed.stdout
+    assert FLUX not in listed.stdout, "no endpoint named flux is configured"
+    workflows = _flux_on_the_default_endpoint(tmp_path / "workflows")
+    listed = run_cli("workflows", cwd=tmp_path, WORKFLOWS_DIR=str(workflows))
+    assert listed.returncode == 0, listed.stderr
+    assert f"{FLUX}  ({workflows / 'flux.json'})" in listed.stdout
+    assert "model: FLUX.1 [dev], endpoint: default" in listed.stdout
