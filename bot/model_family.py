@@ -28,7 +28,7 @@ MODEL_FIELDS = frozenset(
 
 
 class ModelSectionError(ValueError):
-    """A `model` section (or `endpoint` name) that cannot be used, saying what to write instead."""
+    """A `model` section or `endpoint` name that cannot be used, saying what to write instead."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def parse_model(data: Any, *, legacy_pony_tags: Any = None) -> ModelFamily:
             f"unknown model field {unknown[0]!r} (fields: {', '.join(sorted(MODEL_FIELDS))})"
         )
     texts = {}
-    for key in MODEL_FIELDS - {"recommended_cfg"}:
+    for key in sorted(MODEL_FIELDS - {"recommended_cfg"}):
         value = data.get(key, "")
         if not isinstance(value, str):
             raise ModelSectionError(f"model.{key} must be a string, not {value!r}")

@@ -148,10 +148,7 @@ class Template:
     @property
     def cfg_is_guidance(self) -> bool:
         """Whether a member's cfg sets a guidance-distilled model's guidance (Flux), not CFG."""
-        return any(
-            self.workflow[ref.node]["class_type"] == "FluxGuidance"
-            for ref in self.parameters.get("cfg", ())
-        )
+        return _cfg_sets_guidance(self.workflow, self.parameters)
 
     @property
     def accepts_loras(self) -> bool:
@@ -379,7 +376,7 @@ def _check_model_fits(template: Template) -> None:
         if getattr(model, key):
             raise TemplateError(
                 f"{template.source}: model.{key} is set but the workflow maps no 'negative' "
-                "parameter; map it, or leave the negative terms out (and say so in the model)"
+                "parameter; map it, or remove the negative terms"
             )
 
 
@@ -587,9 +584,13 @@ def _cfg_left_to_guidance(
     return (
         input_name == "cfg"
         and node["inputs"]["cfg"] == 1.0
-        and any(
-            workflow[ref.node]["class_type"] == "FluxGuidance" for ref in parameters.get("cfg", ())
-        )
+        and _cfg_sets_guidance(workflow, parameters)
+    )
+
+
+def _cfg_sets_guidance(workflow: Workflow, parameters: Mapping[str, tuple[InputRef, ...]]) -> bool:
+    return any(
+        workflow[ref.node]["class_type"] == "FluxGuidance" for ref in parameters.get("cfg", ())
     )
 
 

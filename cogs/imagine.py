@@ -123,14 +123,10 @@ class Imagine(commands.Cog):
         choices = []
         for name in library.names():
             template = library.get(name)
-            if template is not None and (wanted in name or wanted in _model_name(template)):
+            if template is not None and (wanted in name or wanted in template.model.label.lower()):
                 label = workflow_label(template)
                 choices.append(app_commands.Choice(name=render.choice_label(label), value=name))
         return choices[:25]
-
-
-def _model_name(template: Template) -> str:
-    return template.model.label.lower()
 
 
 def workflow_label(template: Template) -> str:
