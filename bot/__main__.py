@@ -205,6 +205,7 @@ def _print_workflows(settings: Settings) -> int:
         )
         print(f"{template.name}  ({template.source})")
         print(f"  {template.description}")
+        print(f"  model: {template.model.label}, endpoint: {template.endpoint}")
         print(f"  parameters: {', '.join(template.parameters)}")
         if defaults:
             print(f"  defaults: {defaults}")

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bot.config import DEFAULT_NEGATIVE, DEFAULT_QUALITY_TAGS, Settings
+from bot.model_family import PONY_FAMILY, ModelFamily
 from bot.model_files import ModelNameError, model_file_name
 from bot.samplers import A1111_SAMPLERS, SAMPLERS, SCHEDULERS
 from bot.workflows import Lora, Template, TemplateLibrary
@@ -27,8 +28,6 @@ HIRES_RANGE = (1.1, 2.0)
 HIRES_DEFAULT = 1.5
 DENOISE_RANGE = (0.05, 1.0)
 RANDOM_SEED = -1  # A1111's "pick one for me"
-SAFE_POSITIVE = "rating_safe"
-SAFE_NEGATIVE = "rating_questionable, rating_explicit"
 
 # SDXL resolution buckets (~1 MP, multiples of 64) for a 1024x1024 base.
 SDXL_BUCKETS: tuple[tuple[int, int], ...] = (
@@ -65,8 +64,10 @@ class ContentPolicy:
     default_template: str = "pony-v6-xl"
     default_steps: int | None = None
     default_cfg: float | None = None
-    quality_tags: str = DEFAULT_QUALITY_TAGS
-    default_negative: str = DEFAULT_NEGATIVE
+    # The operator's QUALITY_TAGS and DEFAULT_NEGATIVE, when changed: they replace the Pony
+    # family's prefix and negative; None leaves each template's own.
+    quality_tags: str | None = None
+    default_negative: str | None = None
     checkpoint: str = "ponyDiffusionV6XL.safetensors"
 
     @classmethod
@@ -79,10 +80,15 @@ class ContentPolicy:
             max_pixels=settings.max_pixels,
             max_prompt_length=settings.max_prompt_length,
             default_template=settings.default_workflow,
-            quality_tags=settings.quality_tags,
-            default_negative=settings.default_negative,
+            quality_tags=_changed(settings.quality_tags, DEFAULT_QUALITY_TAGS),
+            default_negative=_changed(settings.default_negative, DEFAULT_NEGATIVE),
             checkpoint=settings.checkpoint,
         )
+
+
+def _changed(value: str, default: str) -> str | None:
+    """A setting the operator changed, or None: the settings give no "unset" for these."""
+    return None if value == default else value
 
 
 @dataclass(frozen=True)
@@ -278,6 +284,8 @@ def parse(
     positive_text, negative_text = _compose(
         template, policy, draft.prompt, member_negative, raw=raw, safe=safe
     )
+    # A model with no terms to keep it safe for work hides its images instead.
+    unsteered = safe and template.accepts("prompt") and not template.model.steers_safe
     return GenerationRequest(
         template=template.name,
         prompt=draft.prompt,
@@ -298,7 +306,7 @@ def parse(
         hires_scale=hires,
         denoise=_denoise(draft, options, template),
         image=image,
-        spoiler=policy.nsfw_policy == "spoiler" and not channel_nsfw,
+        spoiler=(policy.nsfw_policy == "spoiler" and not channel_nsfw) or unsteered,
     )
 
 
@@ -606,7 +614,7 @@ def _check_applies(
             raise PromptError(
                 f"`--{flag}` has no effect on the `{template.name}` workflow; drop it{hint}."
             )
-        if flag == "raw" and not template.pony_tags:
+        if flag == "raw" and not template.model.adds_tags:
             raise PromptError(f"The `{template.name}` workflow adds no quality tags; drop `--raw`.")
     for option, parameter in _OPTION_PARAMETER.items():
         if getattr(options, option) is not None and not template.accepts(parameter):
@@ -616,7 +624,9 @@ def _check_applies(
 
 
 def _default(name: str, template: Template, policy: ContentPolicy) -> Any:
-    server = {"steps": policy.default_steps, "cfg": policy.default_cfg}.get(name)
+    # A server's default CFG is a CFG: it means nothing as a distilled model's guidance.
+    server_cfg = None if template.cfg_is_guidance else policy.default_cfg
+    server = {"steps": policy.default_steps, "cfg": server_cfg}.get(name)
     return server if server is not None else template.defaults.get(name)
 
 
@@ -700,10 +710,19 @@ def _cfg(
     low, high = CFG_RANGE
     if not (math.isfinite(value) and low <= value <= high):
         raise PromptError(
-            f"{_shown('cfg', f'{value:g}', typed)} is outside {low:g} to {high:g}; "
-            f"Pony works best at 5–8, e.g. {_shown('cfg', 6.5, typed)}."
+            f"{_shown('cfg', f'{value:g}', typed)} is outside {low:g} to {high:g}"
+            f"{_cfg_advice(template.model, typed)}."
         )
     return round(value, 2)
+
+
+def _cfg_advice(model: ModelFamily, typed: bool) -> str:
+    if model.recommended_cfg is None:
+        return ""
+    good_low, good_high = model.recommended_cfg
+    example = _shown("cfg", f"{(good_low + good_high) / 2:g}", typed)
+    name = model.label.split()[0]
+    return f"; {name} works best at {good_low:g}–{good_high:g}, e.g. {example}"
 
 
 def _seed(draft: _Draft, options: Options, fixed: int | None) -> int:
@@ -996,24 +1015,42 @@ def _member_negative(draft: _Draft, options: Options) -> str:
 def _compose(
     template: Template, policy: ContentPolicy, prompt: str, negative: str, *, raw: bool, safe: bool
 ) -> tuple[str, str]:
-    """The texts sent to the model: quality and rating tags around the member's own words."""
-    positive_parts, negative_parts = [], []
-    if template.pony_tags and not raw:
-        positive_parts.append(policy.quality_tags)
-        negative_parts.append(policy.default_negative)
-    if template.pony_tags and safe:
-        positive_parts.append(SAFE_POSITIVE)
-        negative_parts.append(SAFE_NEGATIVE)
-    return _join_tags(positive_parts, prompt), _join_tags(negative_parts, negative)
+    """The texts sent to the model: its own and its safe terms around the member's words."""
+    model = template.model
+    positive_parts, negative_parts, suffix_parts = [], [], []
+    if not raw:
+        prefix, default_negative = model.prompt_prefix, model.default_negative
+        if model.family == PONY_FAMILY:
+            prefix = _either(policy.quality_tags, prefix)
+            default_negative = _either(policy.default_negative, default_negative)
+        positive_parts.append(prefix)
+        negative_parts.append(default_negative)
+        suffix_parts.append(model.prompt_suffix)
+    if safe:
+        positive_parts.append(model.safe_positive)
+        negative_parts.append(model.safe_negative)
+    return (
+        _join_tags(positive_parts, prompt, suffix_parts),
+        _join_tags(negative_parts, negative),
+    )
 
 
-def _join_tags(tag_groups: list[str], text: str) -> str:
-    """Tags before the member's text, leaving out any tag the member already wrote."""
+def _either(override: str | None, own: str) -> str:
+    return own if override is None else override
+
+
+def _join_tags(tag_groups: list[str], text: str, after: list[str] | None = None) -> str:
+    """Tags before (and `after`) the member's text, leaving out any the member already wrote."""
     seen = {tag.strip().lower() for tag in text.split(",")}
-    tags = []
-    for group in tag_groups:
-        for tag in (t.strip() for t in group.split(",")):
-            if tag and tag.lower() not in seen:
-                seen.add(tag.lower())
-                tags.append(tag)
-    return ", ".join([*tags, text] if text else tags)
+
+    def fresh(groups: list[str]) -> list[str]:
+        tags = []
+        for group in groups:
+            for tag in (t.strip() for t in group.split(",")):
+                if tag and tag.lower() not in seen:
+                    seen.add(tag.lower())
+                    tags.append(tag)
+        return tags
+
+    before = fresh(tag_groups)
+    return ", ".join([*before, *([text] if text else []), *fresh(after or [])])

@@ -5,13 +5,21 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bot.comfy_nodes import check_workflow, comfyui_version, output_types
+from bot.model_family import (
+    DEFAULT_ENDPOINT,
+    PONY_FAMILY,
+    ModelFamily,
+    ModelSectionError,
+    parse_endpoint,
+    parse_model,
+)
 from bot.samplers import SAMPLERS, SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,8 @@ REQUIRED_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "CLIPTextEncode": {"text": ("prompt", "negative")},
     "EmptyLatentImage": {"width": ("width",), "height": ("height",), "batch_size": ("count",)},
+    "EmptySD3LatentImage": {"width": ("width",), "height": ("height",), "batch_size": ("count",)},
+    "FluxGuidance": {"guidance": ("cfg",)},
     "EmptyImage": {"width": ("width",), "height": ("height",), "batch_size": ("count",)},
     "LoadImage": {"image": ("image",)},
 }
@@ -60,6 +70,8 @@ TEMPLATE_FIELDS = frozenset(
         "base_resolution",
         "cost_multiplier",
         "pony_tags",
+        "model",
+        "endpoint",
         "hidden",
         "defaults",
         "parameters",
@@ -117,14 +129,26 @@ class Template:
     base_width: int = 1024
     base_height: int = 1024
     cost_multiplier: float = 1.0
-    pony_tags: bool = True
+    model: ModelFamily = field(default_factory=ModelFamily)
+    endpoint: str = DEFAULT_ENDPOINT
     needs_image: bool = False
     lora_model: tuple[str, int] | None = None
     lora_clip: tuple[str, int] | None = None
     source: str = "<bundled>"
+    bundled: bool = False
     hidden: bool = False
     variants: Mapping[str, str] = field(default_factory=dict)
     requires_nodes: tuple[str, ...] = ()
+
+    @property
+    def pony_tags(self) -> bool:
+        """A Pony template: the bundled Vary and Upscale workflows suit its results."""
+        return self.model.family == PONY_FAMILY
+
+    @property
+    def cfg_is_guidance(self) -> bool:
+        """Whether a member's cfg sets a guidance-distilled model's guidance (Flux), not CFG."""
+        return _cfg_sets_guidance(self.workflow, self.parameters)
 
     @property
     def accepts_loras(self) -> bool:
@@ -166,17 +190,42 @@ class TemplateLibrary:
         return len(self.templates)
 
 
-def load_library(extra_dir: Path | None = None) -> TemplateLibrary:
-    """Load the bundled templates and those in `extra_dir`; a broken file raises `TemplateError`."""
+def load_library(
+    extra_dir: Path | None = None, endpoints: Collection[str] = (DEFAULT_ENDPOINT,)
+) -> TemplateLibrary:
+    """Load the bundled templates and those in `extra_dir` that run on one of `endpoints`;
+    a broken file raises `TemplateError`."""
     library = TemplateLibrary()
     bundled = resources.files("bot.templates")
     for entry in sorted(bundled.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".json"):
-            _add(library, parse_template(entry.read_text("utf-8"), source=entry.name))
+            text = entry.read_text("utf-8")
+            _add(library, parse_template(text, source=entry.name, bundled=True))
     if extra_dir is not None:
         _add_operator_templates(library, Path(extra_dir))
+    for name in check_endpoints(library, endpoints):
+        log.info("workflow %s is not offered: no endpoint named for it", name)
     check_variants(library)
     return library
+
+
+def check_endpoints(library: TemplateLibrary, endpoints: Collection[str]) -> list[str]:
+    """Drop bundled templates whose endpoint is not configured and return their names;
+    an operator's template naming an unconfigured endpoint raises `TemplateError`."""
+    dropped = []
+    for template in list(library):
+        if template.endpoint in endpoints:
+            continue
+        if not template.bundled:
+            known = ", ".join(sorted(endpoints)) or "none"
+            raise TemplateError(
+                f"{template.source}: runs on the endpoint {template.endpoint!r}, which is not "
+                f"configured (endpoints: {known}); name it in RUNPOD_ENDPOINTS or change "
+                "'endpoint'"
+            )
+        del library.templates[template.name]
+        dropped.append(template.name)
+    return dropped
 
 
 def _add(library: TemplateLibrary, template: Template) -> None:
@@ -224,7 +273,7 @@ def check_variants(library: TemplateLibrary) -> None:
                 )
 
 
-def parse_template(text: str, *, source: str) -> Template:
+def parse_template(text: str, *, source: str, bundled: bool = False) -> Template:
     """Parse and validate one template file's text."""
     try:
         data = json.loads(text)
@@ -236,7 +285,7 @@ def parse_template(text: str, *, source: str) -> Template:
         raise TemplateError(f"{source}: the file must hold one JSON object")
     _check_format(data, source)
     try:
-        return _build_template(data, source)
+        return _build_template(data, source, bundled)
     except TemplateError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -268,7 +317,7 @@ def _check_format(data: dict[str, Any], source: str) -> None:
         )
 
 
-def _build_template(data: dict[str, Any], source: str) -> Template:
+def _build_template(data: dict[str, Any], source: str, bundled: bool) -> Template:
     name = data["name"]
     if not isinstance(name, str) or not name or name != name.strip().lower() or " " in name:
         raise ValueError(f"name {name!r} must be lower-case with no spaces, like 'my-workflow'")
@@ -288,17 +337,47 @@ def _build_template(data: dict[str, Any], source: str) -> Template:
         base_width=base_width,
         base_height=base_height,
         cost_multiplier=_cost_multiplier(data.get("cost_multiplier", 1.0), source),
-        pony_tags=bool(data.get("pony_tags", False)),
+        model=_model(data, source),
+        endpoint=_endpoint(data.get("endpoint"), source),
         needs_image="image" in parameters,
         lora_model=lora_model,
         lora_clip=lora_clip,
         source=source,
+        bundled=bundled,
         hidden=bool(data.get("hidden", False)),
         variants=_variants(data.get("variants", {}), source),
         requires_nodes=_requires_nodes(data.get("requires_nodes", []), source),
     )
+    _check_model_fits(template)
     _check_against_comfyui(template)
     return template
+
+
+def _model(data: dict[str, Any], source: str) -> ModelFamily:
+    try:
+        return parse_model(data.get("model"), legacy_pony_tags=data.get("pony_tags"))
+    except ModelSectionError as exc:
+        raise TemplateError(f"{source}: {exc}") from None
+
+
+def _endpoint(value: Any, source: str) -> str:
+    try:
+        return parse_endpoint(value)
+    except ModelSectionError as exc:
+        raise TemplateError(f"{source}: {exc}") from None
+
+
+def _check_model_fits(template: Template) -> None:
+    """Negative terms need a negative input: without one they would silently vanish."""
+    model = template.model
+    if template.accepts("negative"):
+        return
+    for key in ("default_negative", "safe_negative"):
+        if getattr(model, key):
+            raise TemplateError(
+                f"{template.source}: model.{key} is set but the workflow maps no 'negative' "
+                "parameter; map it, or remove the negative terms"
+            )
 
 
 def _requires_nodes(data: Any, source: str) -> tuple[str, ...]:
@@ -486,11 +565,33 @@ def _check_required(
             if input_name not in node["inputs"] or isinstance(node["inputs"][input_name], list):
                 continue
             if mapped.get(InputRef(node_id, input_name)) not in wanted:
+                if _cfg_left_to_guidance(workflow, node, input_name, parameters):
+                    continue
                 raise TemplateError(
                     f"{source}: node {node_id} ({node['class_type']}) input {input_name!r} is "
                     f"not set by any parameter; map {' or '.join(map(repr, wanted))} to "
                     f'"{node_id}.{input_name}"'
                 )
+
+
+def _cfg_left_to_guidance(
+    workflow: Workflow,
+    node: dict[str, Any],
+    input_name: str,
+    parameters: Mapping[str, tuple[InputRef, ...]],
+) -> bool:
+    """Flux: the sampler's cfg stays 1.0 and the member's cfg sets a FluxGuidance node instead."""
+    return (
+        input_name == "cfg"
+        and node["inputs"]["cfg"] == 1.0
+        and _cfg_sets_guidance(workflow, parameters)
+    )
+
+
+def _cfg_sets_guidance(workflow: Workflow, parameters: Mapping[str, tuple[InputRef, ...]]) -> bool:
+    return any(
+        workflow[ref.node]["class_type"] == "FluxGuidance" for ref in parameters.get("cfg", ())
+    )
 
 
 def _next_node_id(workflow: Workflow) -> str:

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
+from bot.workflows import Template
 from cogs import render
 from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
 from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
@@ -122,10 +123,19 @@ class Imagine(commands.Cog):
         choices = []
         for name in library.names():
             template = library.get(name)
-            if wanted in name and template is not None:
-                label = f"{name} — {template.description}"
+            if template is not None and (wanted in name or wanted in template.model.label.lower()):
+                label = workflow_label(template)
                 choices.append(app_commands.Choice(name=render.choice_label(label), value=name))
         return choices[:25]
+
+
+def workflow_label(template: Template) -> str:
+    """`name · model — description`, without the model named twice."""
+    model = template.model.label
+    about = template.description
+    if about.lower().startswith(model.lower()):
+        about = about[len(model) :].lstrip(" ,:")
+    return f"{template.name} · {model} — {about}" if about else f"{template.name} · {model}"
 
 
 async def setup(bot: Stablehand) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from bot.prompt import (
     revise,
 )
 from bot.workflows import Lora, load_library
+from tests.conftest import make_settings
 
 LIBRARY = load_library()
 QUALITY = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
@@ -627,3 +630,136 @@ def test_as_text_parses_back_to_the_same_words_and_loras() -> None:
         True,
         "text",
     )
+
+
+# --- model families: each template's own prompt rules, the server's policy over all of them ---
+
+EVERY_FAMILY = load_library(endpoints=("default", "flux", "sdxl"))
+FLUX = {"workflow": "flux1-dev-fp8"}
+SDXL = {"workflow": "sdxl"}
+SDXL_SAFE_NEGATIVE = "nsfw, nude, naked, explicit"
+
+
+def run_any(text: str, options: dict, policy: dict, *, nsfw: bool = False) -> GenerationRequest:
+    return parse(
+        text,
+        library=EVERY_FAMILY,
+        policy=ContentPolicy(**policy),
+        options=Options(**options),
+        channel_nsfw=nsfw,
+        seed=42,
+    )
+
+
+# (id, text, typed options, policy, extra keyword arguments, expected fields)
+FAMILY_ACCEPTED: list[tuple[str, str, dict, dict, dict, dict[str, Any]]] = [
+    ("flux: the model card's settings and the member's words alone", "a pony astronaut", FLUX,
+     {}, {"nsfw": True}, {
+        "template": "flux1-dev-fp8", "positive_text": "a pony astronaut", "steps": 20,
+        "cfg": 3.5, "sampler": "euler", "scheduler": "simple", "checkpoint": None,
+        "spoiler": False,
+    }),
+    ("flux outside an age-restricted channel is spoilered: it has no safe terms",
+     "a pony astronaut", FLUX, {}, {},
+     {"positive_text": "a pony astronaut", "spoiler": True}),
+    ("flux under nsfw_policy off is not spoilered", "a pony", FLUX, {"nsfw_policy": "off"}, {},
+     {"spoiler": False}),
+    ("flux: the server's CFG is a CFG, not Flux guidance", "a pony", FLUX,
+     {"default_cfg": 7.0, "default_steps": 30}, {}, {"cfg": 3.5, "steps": 30}),
+    ("flux: a member's cfg sets the guidance", "a pony --cfg 2.5", FLUX, {}, {}, {"cfg": 2.5}),
+    ("flux: the Pony quality settings never reach it", "a pony", FLUX,
+     {"quality_tags": "score_9", "default_negative": "blurry"}, {"nsfw": True},
+     {"positive_text": "a pony"}),
+    ("flux named by flag", "a pony --workflow flux1-dev-fp8", {}, {}, {},
+     {"template": "flux1-dev-fp8"}),
+    ("sdxl: plain words, safe terms in the negative", "a pony astronaut", SDXL, {}, {}, {
+        "template": "sdxl", "positive_text": "a pony astronaut",
+        "negative_text": SDXL_SAFE_NEGATIVE, "steps": 25, "cfg": 7.0, "sampler": "dpmpp_2m",
+        "scheduler": "karras", "checkpoint": None, "spoiler": False,
+    }),
+    ("sdxl: the member's negative after the safe terms", "a pony --no text, watermark", SDXL, {},
+     {}, {"negative": "text, watermark",
+          "negative_text": f"{SDXL_SAFE_NEGATIVE}, text, watermark"}),
+    ("sdxl in an age-restricted channel: no safe terms", "a pony", SDXL, {}, {"nsfw": True},
+     {"positive_text": "a pony", "negative_text": ""}),
+    ("sdxl: the Pony quality settings never reach it", "a pony", SDXL,
+     {"quality_tags": "score_9", "default_negative": "blurry"}, {},
+     {"positive_text": "a pony", "negative_text": SDXL_SAFE_NEGATIVE}),
+    ("sdxl: the server's CFG applies", "a pony", SDXL, {"default_cfg": 5.5}, {}, {"cfg": 5.5}),
+    ("pony: the server's quality settings still win", "a pony", {},
+     {"quality_tags": "score_9", "default_negative": "blurry"}, {"nsfw": True},
+     {"positive_text": "score_9, a pony", "negative_text": "blurry"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "policy", "extra", "expected"),
+    [case[1:] for case in FAMILY_ACCEPTED],
+    ids=[case[0] for case in FAMILY_ACCEPTED],
+)
+def test_each_family_gets_its_own_prompt_rules(
+    text: str, options: dict, policy: dict, extra: dict, expected: dict[str, Any]
+) -> None:
+    request = run_any(text, options, policy, **extra)
+    assert {name: getattr(request, name) for name in expected} == expected
+
+
+# (id, text, typed options, policy, substrings the message must hold)
+FAMILY_REFUSED: list[tuple[str, str, dict, dict, tuple[str, ...]]] = [
+    ("flux: --no, naming workflows that take one", "a pony --no text", FLUX, {},
+     ("`--no` has no effect on the `flux1-dev-fp8` workflow", "`pony-v6-xl`", "`sdxl`")),
+    ("flux: a typed negative", "a pony", {**FLUX, "negative": "text"}, {},
+     ("The `negative` option has no effect on the `flux1-dev-fp8` workflow",)),
+    ("flux: --raw", "a pony --raw", FLUX, {}, ("adds no quality tags", "drop `--raw`")),
+    ("flux: LoRAs (the worker image ships none)", "<lora:style:1> a pony", FLUX, {},
+     ("does not take LoRAs",)),
+    ("flux: --hires", "a pony --hires", FLUX, {}, ("has no hires pass",)),
+    ("flux: cfg out of range, with Flux's own advice", "a pony --cfg 40", FLUX, {},
+     ("`--cfg 40` is outside 1 to 30", "FLUX.1 works best at 2–5", "`--cfg 3.5`")),
+    ("flux: refused where the server refuses", "a pony", FLUX, {"nsfw_policy": "refuse"},
+     ("only be made in age-restricted channels",)),
+    ("flux: blocked words", "a gore pony", FLUX, {"blocked_words": ("gore",)},
+     ("does not allow `gore`",)),
+    ("sdxl: cfg out of range, with SDXL's own advice", "a pony --cfg 0.5", SDXL, {},
+     ("SDXL works best at 5–9", "`--cfg 7`")),
+    ("sdxl: --raw", "a pony --raw", SDXL, {}, ("adds no quality tags",)),
+    ("pony keeps its advice", "a pony --cfg 31", {}, {}, ("Pony works best at 5–8, e.g. `--cfg 6.5`",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "policy", "expected"),
+    [case[1:] for case in FAMILY_REFUSED],
+    ids=[case[0] for case in FAMILY_REFUSED],
+)
+def test_each_family_refuses_what_it_cannot_do(
+    text: str, options: dict, policy: dict, expected: tuple[str, ...]
+) -> None:
+    with pytest.raises(PromptError) as caught:
+        run_any(text, options, policy)
+    message = str(caught.value)
+    for part in expected:
+        assert part in message
+    assert "\n" not in message and len(message) <= 300
+
+
+def test_operator_quality_settings_override_the_pony_templates_only_when_changed(
+    tmp_path: Path,
+) -> None:
+    default = ContentPolicy.from_settings(make_settings(tmp_path))
+    changed = ContentPolicy.from_settings(
+        make_settings(tmp_path, QUALITY_TAGS="score_9", DEFAULT_NEGATIVE="blurry")
+    )
+    assert (default.quality_tags, default.default_negative) == (None, None)
+    pony = parse("a pony", library=LIBRARY, policy=default, channel_nsfw=True, seed=1)
+    assert (pony.positive_text, pony.negative_text) == (f"{QUALITY}, a pony", NEGATIVE)
+    pony = parse("a pony", library=LIBRARY, policy=changed, channel_nsfw=True, seed=1)
+    assert (pony.positive_text, pony.negative_text) == ("score_9, a pony", "blurry")
+
+
+def test_a_flux_reroll_keeps_everything_but_the_seed() -> None:
+    original = run_any("a red fox --ar 16:9 --cfg 2.5 --steps 28", FLUX, {}, nsfw=True)
+    again = revise(
+        original, library=EVERY_FAMILY, policy=ContentPolicy(), seed=7, channel_nsfw=True
+    )
+    assert again == replace(original, seed=7)

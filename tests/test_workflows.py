@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.model_family import PONY_V6
 from bot.prompt import (
     ContentPolicy,
     GenerationRequest,
@@ -34,10 +35,12 @@ from bot.prompt import (
 )
 from bot.quotas import credit_cost
 from bot.samplers import A1111_SAMPLERS, SAMPLERS, SCHEDULERS
-from bot.workflows import Lora, TemplateError, load_library, parse_template
+from bot.workflows import Lora, TemplateError, check_endpoints, load_library, parse_template
 from tests.comfy_schema import text_encoder_clip_paths, validate
 
-LIBRARY = load_library()
+# Every endpoint a bundled template names, so that every bundled template is offered.
+BUNDLED_ENDPOINTS = ("default", "flux", "sdxl")
+LIBRARY = load_library(endpoints=BUNDLED_ENDPOINTS)
 BUNDLED = resources.files("bot.templates")
 GOLDEN_DIR = Path(__file__).parent / "golden"
 QUALITY = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
@@ -110,6 +113,14 @@ GOLDEN: list[tuple[str, str, dict[str, Any]]] = [
      {"image": PORTRAIT, "options": Options(workflow="pony-v6-xl-upscale")}),
     ("test-pattern-default", "--workflow test-pattern", {}),
     ("test-pattern-size", "--workflow test-pattern --size 256x128 --count 2", {}),
+    ("flux1-dev-fp8-default", "a pony astronaut on the moon --workflow flux1-dev-fp8", {}),
+    ("flux1-dev-fp8-flags",
+     "a pony astronaut, moon base --workflow flux1-dev-fp8 --ar 16:9 --seed 7 --steps 28 "
+     "--cfg 2.5 --sampler dpmpp_2m --count 2", {"nsfw": True}),
+    ("sdxl-default", "a pony astronaut on the moon --workflow sdxl", {}),
+    ("sdxl-flags",
+     "a pony astronaut, moon base --workflow sdxl --ar 2:3 --seed 7 --steps 30 --cfg 6 "
+     "--sampler Euler a --no text, watermark", {"nsfw": True}),
 ]  # fmt: skip
 CHECKED = [(case_id, text, kwargs) for case_id, text, kwargs in GOLDEN]
 CHECKED += [
@@ -119,6 +130,12 @@ CHECKED += [
     ("pony-v6-xl-hires-max",
      "<lora:a:1> <lora:b:-2> a pony --hires 2 --size 768x768 --denoise 1 --sampler DDIM", {}),
     ("pony-v6-xl-img2img-tiny", "a pony", {"image": ImageInput("t.png", 64, 64)}),
+    ("flux1-dev-fp8-every-flag",
+     "a pony --workflow flux1-dev-fp8 --ar 9:21 --seed 1 --steps 50 --cfg 30 --sampler uni_pc "
+     "--scheduler kl_optimal --count 4", {}),
+    ("sdxl-every-flag",
+     "a pony --workflow sdxl --ar 21:9 --seed 1 --steps 50 --cfg 1 --sampler DDIM --no x "
+     "--count 4", {}),
 ]  # fmt: skip
 
 
@@ -160,6 +177,24 @@ def test_rendered_workflows_pass_comfyui_validation(
         )
         for loader in nodes_of(workflow, "CheckpointLoaderSimple"):
             assert set(loader["inputs"]) == {"ckpt_name"}
+    if case_id.startswith("flux"):
+        _assert_flux_graph(workflow)
+
+
+def _assert_flux_graph(workflow: dict[str, Any]) -> None:
+    """Flux as ComfyUI's example runs it: cfg 1.0, guidance on the positive, nothing negative."""
+    (sampler,) = nodes_of(workflow, "KSampler")
+    (guidance,) = nodes_of(workflow, "FluxGuidance")
+    (zero,) = nodes_of(workflow, "ConditioningZeroOut")
+    (encoder,) = nodes_of(workflow, "CLIPTextEncode")
+    assert sampler["inputs"]["cfg"] == 1.0
+    assert sampler["inputs"]["positive"] == [_id_of(workflow, guidance), 0]
+    assert sampler["inputs"]["negative"] == [_id_of(workflow, zero), 0]
+    assert guidance["inputs"]["conditioning"] == zero["inputs"]["conditioning"]
+    assert guidance["inputs"]["conditioning"] == [_id_of(workflow, encoder), 0]
+    (loader,) = nodes_of(workflow, "CheckpointLoaderSimple")
+    assert loader["inputs"] == {"ckpt_name": "flux1-dev-fp8.safetensors"}
+    assert nodes_of(workflow, "EmptySD3LatentImage") and not nodes_of(workflow, "EmptyLatentImage")
 
 
 @pytest.mark.parametrize("name", LIBRARY.names(include_hidden=True))
@@ -320,6 +355,12 @@ def test_upscale_scales_the_image_then_refines_it_lightly() -> None:
     assert request.output_size == (1536, 1536)
 
 
+def test_a_flux_image_costs_more_than_a_pony_image_as_its_gpu_time_does() -> None:
+    assert _credits("a pony") == 1
+    assert _credits("a fox --workflow flux1-dev-fp8") == 2, "20 steps of 25, times 3"
+    assert _credits("a fox --workflow sdxl") == 1
+
+
 def test_test_pattern_needs_no_model() -> None:
     workflow = render(request_for("anything --workflow test-pattern"))
     assert {n["class_type"] for n in workflow.values()} == {"EmptyImage", "SaveImage"}
@@ -451,6 +492,13 @@ def _check_valid(request: GenerationRequest, policy: ContentPolicy) -> dict[str,
     assert validate(workflow) == []
     if request.template.startswith("pony"):
         assert all(layers == [-2] for layers in clip_layers_per_encoder(workflow))
+    if request.template.startswith("flux"):
+        _assert_flux_graph(workflow)
+        (guidance,) = nodes_of(workflow, "FluxGuidance")
+        assert guidance["inputs"]["guidance"] == request.cfg
+    if not LIBRARY.get(request.template).pony_tags:
+        member_text = json.dumps([request.prompt, request.negative])
+        assert "score_" not in json.dumps(workflow) or "score_" in member_text
     width, height = request.output_size
     assert width * height <= policy.max_pixels
     assert request.count in range(1, policy.max_count + 1)
@@ -476,13 +524,21 @@ _MODES = {
                 {"negative", "aspect", "seed", "steps", "cfg", "sampler", "denoise"}),
     "upscale": ({"seed", "steps", "cfg", "sampler", "scheduler", "no", "raw", "denoise", "hires"},
                 {"negative", "seed", "steps", "cfg", "sampler", "denoise", "hires"}),
+    "flux": ({"ar", "size", "seed", "steps", "cfg", "sampler", "scheduler", "count"},
+             {"aspect", "count", "seed", "steps", "cfg", "sampler"}),
+    "sdxl": ({"ar", "size", "seed", "steps", "cfg", "sampler", "scheduler", "no", "count"},
+             {"negative", "aspect", "count", "seed", "steps", "cfg", "sampler"}),
 }  # fmt: skip
 _TEMPLATE_OF_MODE = {
     "text": "pony-v6-xl",
     "hires": "pony-v6-xl-hires",
     "img2img": "pony-v6-xl-img2img",
     "upscale": "pony-v6-xl-upscale",
+    "flux": "flux1-dev-fp8",
+    "sdxl": "sdxl",
 }
+# Modes whose workflow takes LoRAs (the official Flux and SDXL images ship none).
+_LORA_MODES = {"text", "hires", "img2img", "upscale"}
 _RATIOS = ["16:9", "9:16", "1:1", "3:2", "2:3", "4:3", "3:4", "21:9", "9:21", "2.39:1", "5:4"]
 
 
@@ -545,7 +601,11 @@ def sensible_requests(draw: st.DrawFn) -> tuple[str, Options, ImageInput | None,
     dash = draw(st.sampled_from(["--", "—", "–"]))
     lora_name = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_]{0,15}", fullmatch=True)
     loras = draw(
-        st.lists(st.tuples(lora_name, st.floats(-2, 2)), max_size=3, unique_by=lambda x: x[0])
+        st.lists(
+            st.tuples(lora_name, st.floats(-2, 2)),
+            max_size=3 if mode in _LORA_MODES else 0,
+            unique_by=lambda x: x[0],
+        )
     )
     words = draw(st.lists(_PROMPT_WORD, min_size=1, max_size=8))
     words += [f"<lora:{name}:{strength!r}>" for name, strength in loras]
@@ -553,8 +613,8 @@ def sensible_requests(draw: st.DrawFn) -> tuple[str, Options, ImageInput | None,
     text += "".join(f" {dash}{name} {values[name]}".rstrip() for name in flags)
     typed = draw(st.lists(st.sampled_from(sorted(option_names)), unique=True, max_size=4))
     options = {name: draw(_TYPED[name]) for name in typed}
-    if mode == "upscale":
-        options["workflow"] = "pony-v6-xl-upscale"
+    if mode in ("upscale", "flux", "sdxl"):
+        options["workflow"] = _TEMPLATE_OF_MODE[mode]
     image = None
     if mode in ("img2img", "upscale"):
         image = ImageInput(
@@ -606,12 +666,13 @@ def test_sensible_requests_are_accepted_with_typed_options_winning(
     _check_valid(request, ROOMY)
     assert request.template == _TEMPLATE_OF_MODE[mode]
     flags, typed = given_values["flags"], given_values["typed"]
-    for name, default in (("seed", 42), ("steps", 25), ("count", 1)):
+    template_steps = LIBRARY.get(request.template).defaults["steps"]
+    for name, default in (("seed", 42), ("steps", template_steps), ("count", 1)):
         if name in typed:
             assert getattr(request, name) == typed[name]
         elif name in flags:
             assert getattr(request, name) == int(flags[name])
-        elif mode in ("text", "hires") or name != "count":
+        elif mode in ("text", "hires", "flux", "sdxl") or name != "count":
             assert getattr(request, name) == default
     if "sampler" in typed:
         assert request.sampler == resolve_sampler(typed["sampler"])[0]
@@ -790,6 +851,29 @@ BROKEN: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
      ("cost_multiplier must be a number above 0",)),
     ("cost multiplier as text", "pony-v6-xl", {"cost_multiplier": "1"},
      ("cost_multiplier must be a number above 0",)),
+    ("model with an unknown field", "sdxl", {"model.quality": "x"},
+     ("unknown model field 'quality'", "prompt_prefix")),
+    ("model family with spaces", "sdxl", {"model.family": "Stable Diffusion"},
+     ("model.family 'Stable Diffusion' must be a short lower-case name",)),
+    ("model text that is not text", "sdxl", {"model.safe_negative": ["nsfw"]},
+     ("model.safe_negative must be a string",)),
+    ("model section that is not an object", "sdxl", {"model": "sdxl"},
+     ("'model' must be an object",)),
+    ("recommended cfg backwards", "sdxl", {"model.recommended_cfg": [9, 5]},
+     ("model.recommended_cfg must be [low, high]",)),
+    ("pony_tags beside a model section", "sdxl", {"pony_tags": True},
+     ("'pony_tags' and 'model' both given",)),
+    ("negative terms with no negative input", "flux1-dev-fp8", {"model.safe_negative": "nsfw"},
+     ("model.safe_negative is set but the workflow maps no 'negative' parameter",)),
+    ("endpoint that is not a name", "flux1-dev-fp8", {"endpoint": "Flux Endpoint"},
+     ("'endpoint' 'Flux Endpoint' must be a short lower-case name",)),
+    ("flux sampler cfg other than 1.0", "flux1-dev-fp8", {"workflow.3.inputs.cfg": 3.5},
+     ("node 3 (KSampler) input 'cfg' is not set by any parameter",)),
+    ("flux guidance left fixed", "flux1-dev-fp8", {"parameters.cfg": "3.cfg"},
+     ("node 11 (FluxGuidance) input 'guidance' is not set by any parameter", "map 'cfg'")),
+    ("flux latent size left fixed", "flux1-dev-fp8",
+     {"parameters.width": DELETE, "defaults.width": DELETE},
+     ("node 5 (EmptySD3LatentImage) input 'width' is not set by any parameter",)),
 ]  # fmt: skip
 
 
@@ -939,3 +1023,106 @@ def test_operator_template_flags(
     library = load_library(tmp_path)
     assert check(library)
     assert library.get("mine") is not None
+
+
+# --- model families and the endpoints templates run on -----------------------------------------
+
+
+def test_the_pony_templates_declare_the_rules_pony_tags_stood_for() -> None:
+    for name in ("pony-v6-xl", "pony-v6-xl-hires", "pony-v6-xl-img2img", "pony-v6-xl-upscale"):
+        assert LIBRARY.get(name).model == PONY_V6
+        assert LIBRARY.get(name).endpoint == "default"
+
+
+def test_an_operator_template_with_pony_tags_keeps_the_pony_rules(tmp_path: Path) -> None:
+    data = _mine(model=DELETE, pony_tags=True)
+    _write(tmp_path, "mine.json", data)
+    request = parse(
+        "a pony",
+        library=load_library(tmp_path),
+        policy=ContentPolicy(),
+        options=Options(workflow="mine"),
+        seed=1,
+    )
+    assert request.positive_text == f"{QUALITY}, rating_safe, a pony"
+    assert (
+        request.negative_text == "score_1, score_2, score_3, rating_questionable, rating_explicit"
+    )
+
+
+def test_a_model_without_safe_terms_is_spoilered_outside_age_restricted_channels(
+    tmp_path: Path,
+) -> None:
+    """An operator's prompt-taking template with no model section cannot steer: it hides instead."""
+    _write(tmp_path, "mine.json", _mine(model=DELETE))
+    library = load_library(tmp_path)
+    for nsfw, spoiler in ((False, True), (True, False)):
+        request = parse(
+            "a pony",
+            library=library,
+            policy=ContentPolicy(),
+            options=Options(workflow="mine"),
+            channel_nsfw=nsfw,
+        )
+        assert (request.positive_text, request.spoiler) == ("a pony", spoiler)
+    pattern = parse("--workflow test-pattern", library=library, policy=ContentPolicy())
+    assert pattern.spoiler is False, "a template without a prompt draws nothing to hide"
+
+
+def test_sdxl_runs_the_base_checkpoint_with_its_usual_settings() -> None:
+    workflow = render(
+        request_for("a pony --workflow sdxl", policy=ContentPolicy(checkpoint="x.safetensors"))
+    )
+    (loader,) = nodes_of(workflow, "CheckpointLoaderSimple")
+    assert loader["inputs"] == {"ckpt_name": "sd_xl_base_1.0.safetensors"}
+    (sampler,) = nodes_of(workflow, "KSampler")
+    inputs = sampler["inputs"]
+    assert (inputs["sampler_name"], inputs["scheduler"], inputs["steps"], inputs["cfg"]) == (
+        "dpmpp_2m",
+        "karras",
+        25,
+        7.0,
+    )
+    assert [n["inputs"]["text"] for n in nodes_of(workflow, "CLIPTextEncode")] == [
+        "a pony",
+        "nsfw, nude, naked, explicit",
+    ]
+
+
+def test_the_checkpoint_setting_never_replaces_the_flux_file() -> None:
+    policy = ContentPolicy(checkpoint="ponyDiffusionV6XL_v6StartWithThisOne.safetensors")
+    workflow = render(request_for("a pony --workflow flux1-dev-fp8", policy=policy))
+    _assert_flux_graph(workflow)
+
+
+def test_templates_on_an_endpoint_not_configured_are_not_offered() -> None:
+    assert "flux1-dev-fp8" not in load_library().names()
+    assert "sdxl" not in load_library().names()
+    library = load_library(endpoints=("default", "flux"))
+    assert library.get("flux1-dev-fp8").endpoint == "flux"
+    assert library.get("sdxl") is None and library.get("pony-v6-xl") is not None
+
+
+def test_check_endpoints_drops_bundled_templates_and_names_them() -> None:
+    library = load_library(endpoints=BUNDLED_ENDPOINTS)
+    assert check_endpoints(library, {"default", "sdxl"}) == ["flux1-dev-fp8"]
+    assert "flux1-dev-fp8" not in library.names() and "sdxl" in library.names()
+
+
+def test_an_operator_template_on_an_unknown_endpoint_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, "mine.json", _mine(endpoint="flux"))
+    with pytest.raises(TemplateError) as caught:
+        load_library(tmp_path)
+    message = str(caught.value)
+    assert "mine.json: runs on the endpoint 'flux', which is not configured" in message
+    assert "endpoints: default" in message and "RUNPOD_ENDPOINTS" in message
+    assert load_library(tmp_path, endpoints=("default", "flux")).get("mine").endpoint == "flux"
+
+
+def test_an_operator_may_run_the_flux_template_on_the_default_endpoint(tmp_path: Path) -> None:
+    """One endpoint running the official Flux image: the operator's copy names `default`."""
+    data = _edit(_template_data("flux1-dev-fp8"), {"endpoint": "default"})
+    _write(tmp_path, "flux.json", data)
+    library = load_library(tmp_path)
+    assert library.get("flux1-dev-fp8").endpoint == "default"
+    assert library.get("sdxl") is None

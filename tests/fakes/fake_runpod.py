@@ -376,9 +376,9 @@ def _node_inputs(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def _empty_image_size(nodes: list[dict[str, Any]]) -> tuple[int, int, int] | None:
-    """(width, height, batch) of the first EmptyLatentImage/EmptyImage node."""
+    """(width, height, batch) of the first empty latent (SD or SD3/Flux) or EmptyImage node."""
     for node in nodes:
-        if node.get("class_type") not in ("EmptyLatentImage", "EmptyImage"):
+        if node.get("class_type") not in ("EmptyLatentImage", "EmptySD3LatentImage", "EmptyImage"):
             continue
         inputs = _node_inputs(node)
         width, height = _as_int(inputs.get("width")), _as_int(inputs.get("height"))
