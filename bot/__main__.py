@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "workflow":
             return _print_workflow(load_settings(), args)
         if command == "health":
-            healthy, why = heartbeat.check(heartbeat.heartbeat_path(load_settings().database_path))
+            healthy, why = heartbeat.check(
+                heartbeat.heartbeat_path(load_settings().database_path),
+                stuck_after=args.stuck_after,
+            )
             print(why, file=sys.stdout if healthy else sys.stderr)
             return 0 if healthy else 1
         if command == "workflows":
@@ -73,8 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
     sub.add_parser("check", help="verify settings, database, RunPod and Discord")
-    sub.add_parser(
-        "health", help="exit 0 if the running bot wrote a heartbeat lately (for healthchecks)"
+    health = sub.add_parser(
+        "health",
+        help="exit 0 if the running bot wrote a heartbeat lately and every loop beats (for healthchecks)",
+    )
+    health.add_argument(
+        "--stuck-after",
+        type=float,
+        metavar="SECONDS",
+        help="a loop without a beat for this long is stuck (default: what the bot wrote, 300)",
     )
     sync = sub.add_parser("sync", help="register the slash commands with Discord and exit")
     sync.add_argument(
