@@ -403,6 +403,8 @@ class FakeDiscord:
         self._offset = 0.0
         self._installed: tuple[str, yarl.URL] | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self.reachable = True
         if default_guild:
             self.add_guild(payloads.guild())
 
@@ -417,10 +419,26 @@ class FakeDiscord:
             app.router.add_route(method, API_PREFIX + path, handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
+
+    async def refuse_connections(self) -> None:
+        """Be unreachable: stop listening, reset open connections, drop the gateway."""
+        self.reachable = False
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        await self.drop_gateway()
+
+    async def accept_connections(self) -> None:
+        """Listen again on the same port, after ``refuse_connections()``."""
+        if self._site is None and self._runner is not None:
+            port = yarl.URL(self.url).port
+            self._site = web.TCPSite(self._runner, "127.0.0.1", port)
+            await self._site.start()
+        self.reachable = True
 
     async def close(self) -> None:
         """Disconnect gateway clients, stop listening and undo ``install()``."""
@@ -755,6 +773,9 @@ class FakeDiscord:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not self.reachable and request.transport is not None:
+            request.transport.abort()  # a kept-alive connection dies with the network
+            raise asyncio.CancelledError
         if request.path == "/gateway":
             return await handler(request)
         at = self.now()
