@@ -177,6 +177,11 @@ def reset_after_processing() -> Fault:
     return Fault("reset_after_processing")
 
 
+def corrupt(**fields: Any) -> Fault:
+    """Process the request, then answer with these fields of its JSON set to `fields` (garbage)."""
+    return Fault("corrupt", body=fields)
+
+
 def delay(seconds: float) -> Fault:
     """Process the request at once but hold the answer back for `seconds`."""
     return Fault("delay", seconds=seconds)
@@ -619,6 +624,10 @@ class FakeRunPod:
             response = await self._dispatch(request, op, body, payload)
         except _Reject as reject:
             response = _error(reject.status, reject.message)
+        if fault is not None and fault.kind == "corrupt" and isinstance(response.body, bytes):
+            response = web.json_response(
+                {**json.loads(response.body), **fault.body}, status=response.status
+            )
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
         if fault is not None and fault.kind == "reset_after_processing":

@@ -21,6 +21,7 @@ from tests.fakes.fake_runpod import (
     LEGACY_ERROR_MESSAGE,
     FakeRunPod,
     Outcome,
+    corrupt,
     delay,
     http,
     plan_images,
@@ -456,6 +457,17 @@ async def test_delay_fault_trips_the_client_read_timeout_after_creating_the_job(
         with pytest.raises(httpx.ReadTimeout):
             await impatient.post("run", json={"input": {"workflow": workflow()}})
     assert len(fake.jobs) == 1
+
+
+async def test_corrupt_fault_garbles_one_real_answer(
+    fake: FakeRunPod, client: httpx.AsyncClient
+) -> None:
+    job_id = await submit(client)
+    fake.inject("status", corrupt(executionTime=1e300, status=42))
+    garbled = await status(client, job_id)
+    assert garbled["id"] == job_id and garbled["output"]["images"]
+    assert (garbled["executionTime"], garbled["status"]) == (1e300, 42)
+    assert (await status(client, job_id))["status"] == "COMPLETED"
 
 
 async def test_delay_fault_still_answers(fake: FakeRunPod, client: httpx.AsyncClient) -> None:
