@@ -1,15 +1,24 @@
 """Soak: the real bot process against both fakes, random faults and SIGKILLs, simulated members.
 
-Phases: chaos (members act, RunPod and Discord misbehave, the bot is killed and restarted at
+Phases: chaos (members act, RunPod and Discord misbehave, RunPod answers garbage, another process
+holds the database's write lock, Discord becomes unreachable, the bot is killed and restarted at
 random moments), then a clean phase in one last process (a warm-up, a baseline, more load),
 then a drain. At the end every job must have ended, every delivered job shown in exactly one
 message, no workflow sent to /run twice, every credit hold captured or refunded to match its
 job, the bot's task count and memory back at their baseline, and a clean exit on SIGTERM.
+
+The three self-healing invariants, precisely:
+- stuck_jobs: jobs not in a terminal state in the database once the drain period has passed.
+- leaked_slots: RunPod slots the bot counts as taken (its final heartbeat) beyond the jobs the
+  database has in flight (submitting, submitted, running) at that moment.
+- dead_loops: background loops any live bot process reported dead, or quiet for longer than
+  LOOP_STUCK_AFTER, in a fresh heartbeat sampled every second (the rule `health` applies).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -23,6 +32,7 @@ from typing import Any
 
 from bench.harness import print_result, print_table
 from bot import heartbeat
+from bot.jobs import IN_FLIGHT, TERMINAL
 from tests.fakes import fake_runpod as fr
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
@@ -41,6 +51,24 @@ PROMPTS = [
 ]
 TASK_SLACK = 3
 RSS_SLACK_MB = 25.0
+# Stricter than the bot's own limit: no healthy loop waits this long on one call in the soak.
+LOOP_STUCK_AFTER = 60.0
+GARBAGE_IMAGE = {"filename": "x.png", "type": "s3_url", "data": "http://bucket:abc/img.png"}
+
+
+def hold_write_lock(database: Path, seconds: float) -> bool:
+    """Another process's `BEGIN IMMEDIATE`, held `seconds`; False if the bot held the lock first."""
+    conn = sqlite3.connect(database, timeout=2.0, isolation_level=None)
+    try:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        return True
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -49,6 +77,12 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     kills: int = 0
     lost_interactions: int = 0
+    dead_loops: dict[tuple[int, str], str] = field(default_factory=dict)
+    tracebacks: int = 0
+
+    def bot_output(self, line: str) -> None:
+        if "Traceback (most recent call last)" in line:
+            self.tracebacks += 1
 
 
 class Soak:
@@ -60,6 +94,9 @@ class Soak:
         self.tally = Tally()
         self.database = box.workdir / "sandbox.db"
         self.chaos = True
+        # Restarts, Discord outages and database locks take turns: a bot started while Discord
+        # is unreachable exits at once (its container restarts it), which is not what is tested.
+        self.disruption = asyncio.Lock()
 
     # ----- members ---------------------------------------------------------------------------
 
@@ -162,6 +199,18 @@ class Soak:
             "run 502": ("run", fr.http(502)),
             "run reset after sending": ("run", fr.reset_after_processing()),
             "health 500": ("health", fr.http(500)),
+            "status garbage executionTime": ("status", fr.corrupt(executionTime=1e300)),
+            "status negative executionTime": ("status", fr.corrupt(executionTime=-4_000_000)),
+            "status garbage delayTime": ("status", fr.corrupt(delayTime="soon")),
+            "status garbage status": ("status", fr.corrupt(status=42)),
+            "status without id": ("status", fr.corrupt(id=None)),
+            "status not json": ("status", fr.http(200, body="<html>bad gateway</html>")),
+            "status garbage output": ("status", fr.corrupt(status="COMPLETED", output="garbage")),
+            "status bad image url": (
+                "status",
+                fr.corrupt(status="COMPLETED", output={"images": [GARBAGE_IMAGE]}),
+            ),
+            "run answer without id": ("run", fr.corrupt(id=None)),
         }
         discord_faults = {
             "discord edit 500": ("PATCH", r"/channels/\d+/messages/\d+", 500),
@@ -182,30 +231,80 @@ class Soak:
                 self.box.discord.inject(method, path, status, retry_after=0.5)
             self.tally.faults[name] += 1
 
+    async def discord_drops(self, until: float) -> None:
+        """Discord goes away now and then: unreachable for a moment, or the gateway drops."""
+        while True:
+            await asyncio.sleep(self.rng.uniform(8.0, 25.0))
+            if time.monotonic() >= until:
+                return
+            async with self.disruption:
+                if self.rng.random() < 0.6:
+                    await self.box.discord.refuse_connections()
+                    await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+                    await self.box.discord.accept_connections()
+                    self.tally.faults["discord unreachable"] += 1
+                else:
+                    await self.box.discord.drop_gateway()
+                    self.tally.faults["discord gateway drop"] += 1
+
+    async def db_locks(self, until: float) -> None:
+        """Another process (an operator's sqlite3 shell, a backup) holds the write lock for seconds."""
+        while True:
+            await asyncio.sleep(self.rng.uniform(5.0, 20.0))
+            if time.monotonic() >= until:
+                return
+            seconds = self.rng.uniform(1.0, 8.0)
+            async with self.disruption:
+                if await asyncio.to_thread(hold_write_lock, self.database, seconds):
+                    self.tally.faults["database write lock held"] += 1
+
     async def kills(self, until: float, *, every: tuple[float, float]) -> None:
         while True:
             await asyncio.sleep(self.rng.uniform(*every))
             if time.monotonic() >= until:
                 return
-            self.box.process.send_signal(signal.SIGKILL)
-            await self.box.process.wait()
-            self.tally.kills += 1
-            await self.box.start_bot(**ENV)
+            async with self.disruption:
+                self.box.process.send_signal(signal.SIGKILL)
+                await self.box.process.wait()
+                self.tally.kills += 1
+                await self.box.start_bot(**ENV)
+
+    async def watch_loops(self) -> None:
+        """Sample the heartbeat every second for dead or stuck loops, until cancelled."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.check_loops()
+
+    def check_loops(self) -> None:
+        process = self.box.process
+        beat = heartbeat.read(heartbeat.heartbeat_path(self.database))
+        if beat is None or process is None or process.returncode is not None:
+            return
+        if beat.pid != process.pid:
+            return  # the last beat of a killed process; its successor has not written yet
+        problems = heartbeat.loop_problems(beat, LOOP_STUCK_AFTER)
+        if time.time() - beat.at > LOOP_STUCK_AFTER:
+            problems["heartbeat"] = f"no heartbeat for {time.time() - beat.at:.0f} s"
+        for name, problem in problems.items():
+            self.tally.dead_loops.setdefault((beat.pid, name), problem)
 
     # ----- measuring -------------------------------------------------------------------------
 
-    async def quiet_beat(self, settle: float = 3.0) -> heartbeat.Beat:
-        """A heartbeat taken once nothing is running and the bot has sat idle for `settle` seconds."""
-        await self.drained()
+    async def quiet_beat(self, drain: float, settle: float = 3.0) -> heartbeat.Beat:
+        """A heartbeat taken once nothing is running (or `drain` seconds have passed) and the
+        bot has sat idle for `settle` seconds."""
+        await self.drained(drain)
         await asyncio.sleep(settle)
         beat = heartbeat.read(heartbeat.heartbeat_path(self.database))
         assert beat is not None
         return beat
 
-    async def drained(self, timeout: float = 600.0) -> None:
-        async with asyncio.timeout(timeout):
-            while self._unfinished():
-                await asyncio.sleep(0.5)
+    async def drained(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._unfinished():
+                    await asyncio.sleep(0.5)
+        return not self._unfinished()
 
     def _unfinished(self) -> int:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
@@ -215,10 +314,12 @@ class Soak:
             ).fetchone()
         return count
 
-    def checks(self) -> dict[str, Any]:
+    def checks(self, end: heartbeat.Beat) -> dict[str, Any]:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
             jobs = conn.execute("SELECT id, state, workflow, runpod_id, cost FROM jobs").fetchall()
             holds = dict(conn.execute("SELECT job_id, state FROM quota_holds").fetchall())
+        stuck = Counter(state for _, state, *_ in jobs if state not in TERMINAL)
+        in_flight = sum(1 for _, state, *_ in jobs if state in IN_FLIGHT)
         states = Counter(state for _, state, _, _, _ in jobs)
         # What RunPod created, not what was sent: a /run refused with 429 or 503 creates nothing
         # and is safely sent again.
@@ -253,6 +354,11 @@ class Soak:
             "captured": sum(1 for s in holds.values() if s == "captured"),
             "refunded": sum(1 for s in holds.values() if s == "refunded"),
             "ledger_mismatches": ledger_mismatch,
+            "stuck_jobs": sum(stuck.values()),
+            "stuck_states": dict(stuck),
+            "leaked_slots": max(0, end.slots_in_use - in_flight),
+            "dead_loops": len(self.tally.dead_loops),
+            "dead_loop_reports": sorted(set(self.tally.dead_loops.values())),
         }
 
 
@@ -264,21 +370,32 @@ ENV = {
 }
 
 
-async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
+async def run_soak(
+    minutes: float = 10.0, seed: int = 7, drain: float | None = None
+) -> dict[str, Any]:
+    """`drain`: how long the bot may take to end every job once the load stops (default: a
+    minute per soak minute, at least two)."""
+    drain = drain if drain is not None else max(120.0, 60.0 * minutes)
     with tempfile.TemporaryDirectory(prefix="stablehand-soak-") as workdir:
         discord = FakeDiscord()
         runpod = FakeRunPod(queue_delay=0.5, run_delay=2.0, run_jitter=1.0, seed=seed)
         async with discord, runpod:
             for channel in CHANNELS:
                 discord.add_channel(payloads.guild_channel(channel, name=f"art{channel % 10}"))
-            box = Sandbox(discord, runpod, Path(workdir), show=lambda line: None)
+            box = Sandbox(discord, runpod, Path(workdir))
             soak = Soak(box, seed=seed)
+            box.show = soak.tally.bot_output
             started = time.monotonic()
             chaos_end = started + minutes * 60 * 0.8
             await box.start_bot(**ENV)
+            watcher = asyncio.create_task(soak.watch_loops())
             members = [asyncio.create_task(soak.member(n, chaos_end)) for n in range(len(MEMBERS))]
             await asyncio.gather(
-                soak.faults(chaos_end), soak.kills(chaos_end, every=(20.0, 60.0)), *members
+                soak.faults(chaos_end),
+                soak.discord_drops(chaos_end),
+                soak.db_locks(chaos_end),
+                soak.kills(chaos_end, every=(20.0, 60.0)),
+                *members,
             )
 
             # The clean phase, in one last process: warm up, take the baseline, load it again.
@@ -288,9 +405,13 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
             await box.start_bot(**ENV)
             clean_end = max(time.monotonic() + 30.0, started + minutes * 60)
             await asyncio.gather(*(soak.member(n, time.monotonic() + 15) for n in range(4)))
-            baseline = await soak.quiet_beat()
+            baseline = await soak.quiet_beat(drain)
             await asyncio.gather(*(soak.member(n, clean_end) for n in range(len(MEMBERS))))
-            end = await soak.quiet_beat()
+            end = await soak.quiet_beat(drain)
+            soak.check_loops()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            checks = soak.checks(end)
             exit_code = await box.stop_bot(signal.SIGTERM)
             result = {
                 "bench": "soak",
@@ -300,7 +421,8 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
                 "faults_by_kind": dict(soak.tally.faults),
                 "kills": soak.tally.kills,
                 "lost_interactions": soak.tally.lost_interactions,
-                **soak.checks(),
+                "bot_tracebacks": soak.tally.tracebacks,
+                **checks,
                 "tasks_baseline": baseline.tasks,
                 "tasks_end": end.tasks,
                 "rss_baseline_mb": baseline.rss_mb,
@@ -316,6 +438,9 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
         and result["tasks_end"] <= result["tasks_baseline"] + TASK_SLACK
         and result["rss_end_mb"] <= result["rss_baseline_mb"] + RSS_SLACK_MB
         and result["exit_code"] == 0
+        and result["stuck_jobs"] == 0
+        and result["leaked_slots"] == 0
+        and result["dead_loops"] == 0
     )
     return result
 
@@ -355,6 +480,9 @@ def report(result: dict[str, Any]) -> None:
             f"+{RSS_SLACK_MB:.0f} MB at most",
         ),
         ("exit code on SIGTERM", str(result["exit_code"]), "0"),
+        ("jobs stuck after the drain", str(result["stuck_jobs"]), "0"),
+        ("RunPod slots held by no job in flight", str(result["leaked_slots"]), "0"),
+        ("loops seen dead or stuck", str(result["dead_loops"]), "0"),
     ]
     print_table(rows)
     print("PASS" if result["pass"] else "FAIL")

@@ -46,8 +46,15 @@ class LoopStatus:
 class Loop:
     """A supervised loop's handle: the loop beats through it and waits through it without going quiet."""
 
-    def __init__(self, name: str, supervision: Supervision, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        supervision: Supervision,
+        clock: Callable[[], float],
+        forget: Callable[[Loop], None],
+    ) -> None:
         self.name = name
+        self._forget = forget
         self._supervision = supervision
         self._clock = clock
         self._last_beat = clock()
@@ -91,6 +98,7 @@ class Loop:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+        self._forget(self)
 
     def status(self) -> LoopStatus:
         ended = self.task is not None and self.task.done() and not self._stopping
@@ -132,10 +140,10 @@ class Supervisor:
         current = self._loops.get(name)
         if current is not None and not current._stopping:
             raise ValueError(f"a loop named {name!r} is already running")
-        loop = Loop(name, self.supervision, self._clock)
+        loop = Loop(name, self.supervision, self._clock, self._forget)
         self._loops[name] = loop
         loop.task = asyncio.create_task(self._supervise(loop, body), name=name)
-        loop.task.add_done_callback(lambda task: self._ended(loop, task))
+        loop.task.add_done_callback(lambda _: self._ended(loop))
         return loop
 
     def statuses(self) -> list[LoopStatus]:
@@ -164,10 +172,11 @@ class Supervisor:
                 log.error("loop %s returned, which it never should; restarting it", loop.name)
             await asyncio.sleep(delay)
 
-    def _ended(self, loop: Loop, task: asyncio.Task[None]) -> None:
-        if loop._stopping:
-            if self._loops.get(loop.name) is loop:
-                del self._loops[loop.name]
-            return
-        # Only a cancellation from outside or a BaseException gets here: it stays visible as dead.
-        log.error("loop %s ended and will not run again", loop.name)
+    def _forget(self, loop: Loop) -> None:
+        if self._loops.get(loop.name) is loop:
+            del self._loops[loop.name]
+
+    def _ended(self, loop: Loop) -> None:
+        if not loop._stopping:
+            # Only a cancellation from outside or a BaseException ends a loop: it stays, dead.
+            log.error("loop %s ended and will not run again", loop.name)

@@ -154,6 +154,8 @@ async def test_a_loop_ended_from_outside_is_dead_and_a_stopped_one_is_gone() -> 
     assert [(s.name, s.dead) for s in supervisor.statuses()] == [("killed", True)]
     with pytest.raises(ValueError, match="already running"):
         supervisor.start("killed", body)
+    await killed.stop()
+    assert supervisor.statuses() == []
 
 
 # ----- health, through the bot's real heartbeat file and the real `python -m bot health` ---------
