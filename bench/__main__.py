@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="seconds the bot may take to end every job after the load (default: 60 per minute)",
     )
+    so.add_argument("--bot-log", type=argparse.FileType("w"), help="write the bot's output here")
     args = parser.parse_args(argv)
     # runpod-python installs a root log handler when imported; the figures are what we print.
     logs.configure("WARNING")
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         latency.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "soak":
-        result = asyncio.run(soak.run_soak(minutes=args.minutes, seed=args.seed, drain=args.drain))
+        result = asyncio.run(
+            soak.run_soak(
+                minutes=args.minutes, seed=args.seed, drain=args.drain, bot_log=args.bot_log
+            )
+        )
         soak.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "scale":

@@ -1,16 +1,18 @@
 """Soak: the real bot process against both fakes, random faults and SIGKILLs, simulated members.
 
 Phases: chaos (members act, RunPod and Discord misbehave, RunPod answers garbage, another process
-holds the database's write lock, Discord becomes unreachable, the bot is killed and restarted at
-random moments), then a clean phase in one last process (a warm-up, a baseline, more load),
-then a drain. At the end every job must have ended, every delivered job shown in exactly one
+holds the database's write lock, Discord becomes unreachable; in its first half the bot is also
+killed and restarted at random moments, in its second half it must heal without a restart),
+a drain in the process that lived through the last faults, then a clean phase in one last
+process (a warm-up, a baseline, more load), then a drain. At the end every job must have ended, every delivered job shown in exactly one
 message, no workflow sent to /run twice, every credit hold captured or refunded to match its
 job, the bot's task count and memory back at their baseline, and a clean exit on SIGTERM.
 
 The three self-healing invariants, precisely:
-- stuck_jobs: jobs not in a terminal state in the database once the drain period has passed.
-- leaked_slots: RunPod slots the bot counts as taken (its final heartbeat) beyond the jobs the
-  database has in flight (submitting, submitted, running) at that moment.
+- stuck_jobs: jobs not in a terminal state in the database once a drain period has passed, in
+  the process that lived through the last faults (no restart heals them) plus at the end.
+- leaked_slots: RunPod slots the bot counts as taken (its heartbeat after each of those drains)
+  beyond the jobs the database has in flight (submitting, submitted, running) at that moment.
 - dead_loops: background loops any live bot process reported dead, or quiet for longer than
   LOOP_STUCK_AFTER, in a fresh heartbeat sampled every second (the rule `health` applies).
 """
@@ -28,7 +30,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bench.harness import print_result, print_table
 from bot import heartbeat
@@ -79,10 +81,13 @@ class Tally:
     lost_interactions: int = 0
     dead_loops: dict[tuple[int, str], str] = field(default_factory=dict)
     tracebacks: int = 0
+    bot_log: TextIO | None = None
 
     def bot_output(self, line: str) -> None:
         if "Traceback (most recent call last)" in line:
             self.tracebacks += 1
+        if self.bot_log is not None:
+            print(line, file=self.bot_log)
 
 
 class Soak:
@@ -314,12 +319,20 @@ class Soak:
             ).fetchone()
         return count
 
-    def checks(self, end: heartbeat.Beat) -> dict[str, Any]:
+    def stuck_and_leaked(self, beat: heartbeat.Beat) -> tuple[Counter[str], int]:
+        """Jobs not ended (by state) and slots held beyond the jobs in flight, after a drain."""
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
+            states = [state for (state,) in conn.execute("SELECT state FROM jobs")]
+        stuck = Counter(state for state in states if state not in TERMINAL)
+        in_flight = sum(1 for state in states if state in IN_FLIGHT)
+        return stuck, max(0, beat.slots_in_use - in_flight)
+
+    def checks(
+        self, after_chaos: tuple[Counter[str], int], end: tuple[Counter[str], int]
+    ) -> dict[str, Any]:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
             jobs = conn.execute("SELECT id, state, workflow, runpod_id, cost FROM jobs").fetchall()
             holds = dict(conn.execute("SELECT job_id, state FROM quota_holds").fetchall())
-        stuck = Counter(state for _, state, *_ in jobs if state not in TERMINAL)
-        in_flight = sum(1 for _, state, *_ in jobs if state in IN_FLIGHT)
         states = Counter(state for _, state, _, _, _ in jobs)
         # What RunPod created, not what was sent: a /run refused with 429 or 503 creates nothing
         # and is safely sent again.
@@ -354,9 +367,9 @@ class Soak:
             "captured": sum(1 for s in holds.values() if s == "captured"),
             "refunded": sum(1 for s in holds.values() if s == "refunded"),
             "ledger_mismatches": ledger_mismatch,
-            "stuck_jobs": sum(stuck.values()),
-            "stuck_states": dict(stuck),
-            "leaked_slots": max(0, end.slots_in_use - in_flight),
+            "stuck_jobs": after_chaos[0].total() + end[0].total(),
+            "stuck_states": {"after_chaos": dict(after_chaos[0]), "at_end": dict(end[0])},
+            "leaked_slots": after_chaos[1] + end[1],
             "dead_loops": len(self.tally.dead_loops),
             "dead_loop_reports": sorted(set(self.tally.dead_loops.values())),
         }
@@ -371,10 +384,13 @@ ENV = {
 
 
 async def run_soak(
-    minutes: float = 10.0, seed: int = 7, drain: float | None = None
+    minutes: float = 10.0,
+    seed: int = 7,
+    drain: float | None = None,
+    bot_log: TextIO | None = None,
 ) -> dict[str, Any]:
     """`drain`: how long the bot may take to end every job once the load stops (default: a
-    minute per soak minute, at least two)."""
+    minute per soak minute, at least two); `bot_log` receives the bot processes' output."""
     drain = drain if drain is not None else max(120.0, 60.0 * minutes)
     with tempfile.TemporaryDirectory(prefix="stablehand-soak-") as workdir:
         discord = FakeDiscord()
@@ -384,9 +400,11 @@ async def run_soak(
                 discord.add_channel(payloads.guild_channel(channel, name=f"art{channel % 10}"))
             box = Sandbox(discord, runpod, Path(workdir))
             soak = Soak(box, seed=seed)
+            soak.tally.bot_log = bot_log
             box.show = soak.tally.bot_output
             started = time.monotonic()
             chaos_end = started + minutes * 60 * 0.8
+            kills_end = started + minutes * 60 * 0.4
             await box.start_bot(**ENV)
             watcher = asyncio.create_task(soak.watch_loops())
             members = [asyncio.create_task(soak.member(n, chaos_end)) for n in range(len(MEMBERS))]
@@ -394,9 +412,12 @@ async def run_soak(
                 soak.faults(chaos_end),
                 soak.discord_drops(chaos_end),
                 soak.db_locks(chaos_end),
-                soak.kills(chaos_end, every=(20.0, 60.0)),
+                soak.kills(kills_end, every=(20.0, 60.0)),
                 *members,
             )
+
+            # The process that lived through the last faults must end every job by itself.
+            after_chaos = soak.stuck_and_leaked(await soak.quiet_beat(drain))
 
             # The clean phase, in one last process: warm up, take the baseline, load it again.
             soak.tally.kills += 1
@@ -411,7 +432,7 @@ async def run_soak(
             soak.check_loops()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            checks = soak.checks(end)
+            checks = soak.checks(after_chaos, soak.stuck_and_leaked(end))
             exit_code = await box.stop_bot(signal.SIGTERM)
             result = {
                 "bench": "soak",

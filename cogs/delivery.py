@@ -78,7 +78,7 @@ class ProgressBoard:
         pacer: ChannelPacer,
         *,
         message_interval: float,
-        edit_timeout: float = 30.0,
+        edit_timeout: float,
     ) -> None:
         self._bot = bot
         self._pacer = pacer
