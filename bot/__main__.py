@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     health.add_argument(
         "--stuck-after",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="a loop without a beat for this long is stuck (default: what the bot wrote, 300)",
     )
@@ -102,6 +103,16 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--workflow", help="workflow template name")
     generate.add_argument("--out", default="out", help="directory for the images (default: out)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _run(settings: Settings) -> int:

@@ -227,7 +227,7 @@ async def test_health_fails_naming_a_stuck_loop_and_how_long_it_has_been_quiet(
 
     def health_loop_quiet() -> bool:
         beat = _beat(running_bot)
-        return beat is not None and "jobs-health" in heartbeat.loop_problems(beat)
+        return beat is not None and list(heartbeat.loop_problems(beat)) == ["jobs-health"]
 
     await until(health_loop_quiet)
     result = await _health(running_bot)
@@ -286,3 +286,10 @@ async def test_progress_keeps_flowing_after_discord_was_unreachable(
     await until(generating_shown)
     board = status(bot.supervisor, "progress-board")
     assert not board.dead and board.restarts == 0
+
+
+def test_health_refuses_a_limit_that_is_not_a_positive_number(tmp_path: Path) -> None:
+    result = run_cli("health", "--stuck-after", "-5", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "'-5' is not a number of seconds above 0" in result.stderr
+    assert "Traceback" not in result.stderr
