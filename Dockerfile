@@ -1,6 +1,15 @@
 # Stablehand: one process, its SQLite database on the /data volume.
 FROM python:3.11-slim
 
+# VERSION defaults to bot/__init__.py's __version__ (tests/test_release.py keeps them equal).
+ARG VERSION=0.1.0
+ARG SOURCE_URL=https://github.com/stablehand/stablehand
+LABEL org.opencontainers.image.title="Stablehand" \
+      org.opencontainers.image.description="A Discord bot that gives a community image generation on its own RunPod GPU budget." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.licenses="MIT"
+
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -12,7 +21,7 @@ RUN useradd --create-home --uid 10001 stablehand \
     && chown stablehand:stablehand /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 COPY cogs ./cogs
 RUN pip install --no-cache-dir .

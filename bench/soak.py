@@ -1,7 +1,7 @@
 """Soak: the real bot process against both fakes, random faults and SIGKILLs, simulated members.
 
 Phases: chaos (members act, RunPod and Discord misbehave, RunPod answers garbage, another process
-holds the database's write lock, Discord becomes unreachable; in its first half the bot is also
+holds the database's write lock, Discord or RunPod becomes unreachable; in its first half the bot is also
 killed and restarted at random moments, in its second half it must heal without a restart),
 a drain in the process that lived through the last faults, then a clean phase in one last
 process (a warm-up, a baseline, more load), then a drain. At the end every job must have ended, every delivered job shown in exactly one
@@ -55,7 +55,7 @@ TASK_SLACK = 3
 RSS_SLACK_MB = 25.0
 # Stricter than the bot's own limit: no healthy loop waits this long on one call in the soak.
 LOOP_STUCK_AFTER = 60.0
-GARBAGE_IMAGE = {"filename": "x.png", "type": "s3_url", "data": "http://bucket:abc/img.png"}
+GARBAGE_IMAGE = fr.s3_entry("http://bucket:abc/img.png")
 
 
 def hold_write_lock(database: Path, seconds: float) -> bool:
@@ -204,18 +204,19 @@ class Soak:
             "run 502": ("run", fr.http(502)),
             "run reset after sending": ("run", fr.reset_after_processing()),
             "health 500": ("health", fr.http(500)),
-            "status garbage executionTime": ("status", fr.corrupt(executionTime=1e300)),
-            "status negative executionTime": ("status", fr.corrupt(executionTime=-4_000_000)),
-            "status garbage delayTime": ("status", fr.corrupt(delayTime="soon")),
-            "status garbage status": ("status", fr.corrupt(status=42)),
-            "status without id": ("status", fr.corrupt(id=None)),
             "status not json": ("status", fr.http(200, body="<html>bad gateway</html>")),
-            "status garbage output": ("status", fr.corrupt(status="COMPLETED", output="garbage")),
-            "status bad image url": (
-                "status",
-                fr.corrupt(status="COMPLETED", output={"images": [GARBAGE_IMAGE]}),
-            ),
-            "run answer without id": ("run", fr.corrupt(id=None)),
+            "run answer without id": ("run", fr.http(200, body={"status": "IN_QUEUE"})),
+        }
+        # The next status answer (of a job in that state, None: any) gets these fields.
+        garbage: dict[str, tuple[str | None, dict[str, Any]]] = {
+            "status garbage executionTime": ("COMPLETED", {"executionTime": 1e300}),
+            "status negative executionTime": ("COMPLETED", {"executionTime": -4_000_000}),
+            "status garbage delayTime": (None, {"delayTime": "soon"}),
+            "status garbage status": (None, {"status": 42}),
+            "status without id": (None, {"id": fr.MISSING}),
+            "status not an object": (None, {"": []}),
+            "status garbage output": ("COMPLETED", {"output": "garbage"}),
+            "status bad image url": ("COMPLETED", {"output": fr.images_output(GARBAGE_IMAGE)}),
         }
         discord_faults = {
             "discord edit 500": ("PATCH", r"/channels/\d+/messages/\d+", 500),
@@ -226,28 +227,36 @@ class Soak:
         }
         while time.monotonic() < until:
             await asyncio.sleep(self.rng.uniform(0.5, 2.0))
-            if self.rng.random() < 0.6:
+            roll = self.rng.random()
+            if roll < 0.4:
                 name = self.rng.choice(list(runpod_faults))
                 op, fault = runpod_faults[name]
                 self.box.runpod.inject(op, fault)
+            elif roll < 0.6:
+                name = self.rng.choice(list(garbage))
+                when, fields = garbage[name]
+                fr.garble(self.box.runpod, when, times=1, **fields)
             else:
                 name = self.rng.choice(list(discord_faults))
                 method, path, status = discord_faults[name]
                 self.box.discord.inject(method, path, status, retry_after=0.5)
             self.tally.faults[name] += 1
 
-    async def discord_drops(self, until: float) -> None:
-        """Discord goes away now and then: unreachable for a moment, or the gateway drops."""
+    async def outages(self, until: float) -> None:
+        """Discord or RunPod goes away for a moment now and then, or the gateway drops."""
         while True:
             await asyncio.sleep(self.rng.uniform(8.0, 25.0))
             if time.monotonic() >= until:
                 return
             async with self.disruption:
-                if self.rng.random() < 0.6:
-                    await self.box.discord.refuse_connections()
+                roll = self.rng.random()
+                if roll < 0.7:
+                    fake = self.box.discord if roll < 0.4 else self.box.runpod
+                    await fake.go_offline()
                     await asyncio.sleep(self.rng.uniform(0.5, 3.0))
-                    await self.box.discord.accept_connections()
-                    self.tally.faults["discord unreachable"] += 1
+                    await fake.go_online()
+                    where = "discord" if fake is self.box.discord else "runpod"
+                    self.tally.faults[f"{where} unreachable"] += 1
                 else:
                     await self.box.discord.drop_gateway()
                     self.tally.faults["discord gateway drop"] += 1
@@ -410,7 +419,7 @@ async def run_soak(
             members = [asyncio.create_task(soak.member(n, chaos_end)) for n in range(len(MEMBERS))]
             await asyncio.gather(
                 soak.faults(chaos_end),
-                soak.discord_drops(chaos_end),
+                soak.outages(chaos_end),
                 soak.db_locks(chaos_end),
                 soak.kills(kills_end, every=(20.0, 60.0)),
                 *members,

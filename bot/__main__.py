@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import discord
 
-from bot import heartbeat, logs
+from bot import __version__, heartbeat, logs
 from bot.app import Stablehand
 from bot.checks import run_checks
 from bot.config import (
@@ -25,7 +25,7 @@ from bot.config import (
     Settings,
     load_settings,
 )
-from bot.generate import generate
+from bot.generate import EXIT_INTERRUPTED, generate
 from bot.prompt import ContentPolicy, Options, PromptError, parse
 from bot.workflows import TemplateError, load_library
 
@@ -58,9 +58,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The terminal shows the job's progress; the log only what went wrong (unless debugging).
             level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
             logs.configure(level, [settings.runpod_api_key])
-            return asyncio.run(
-                generate(settings, args.prompt, workflow=args.workflow, out=Path(args.out))
-            )
+            try:
+                return asyncio.run(
+                    generate(
+                        settings,
+                        args.prompt,
+                        workflow=args.workflow,
+                        out=Path(args.out),
+                        image=Path(args.image) if args.image else None,
+                    )
+                )
+            except KeyboardInterrupt:
+                # Before a job exists (or at a second Ctrl-C): nothing to withdraw, no traceback.
+                print("interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
@@ -74,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablehand", description="Stablehand, the Discord image bot."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
     sub.add_parser("check", help="verify settings, database, RunPod and Discord")
@@ -102,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt")
     generate.add_argument("--workflow", help="workflow template name")
     generate.add_argument("--out", default="out", help="directory for the images (default: out)")
+    generate.add_argument(
+        "--image", help="input image for workflows that start from one (img2img, upscale)"
+    )
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+
+from bot.model_files import ModelNameError, model_file_name
 
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
 DEFAULT_NEGATIVE = "score_1, score_2, score_3"
@@ -125,6 +128,16 @@ def _endpoint_id(text: str) -> str:
     return value
 
 
+def _model_file(text: str) -> str:
+    try:
+        return model_file_name(text, default_extension=None)
+    except ModelNameError as exc:
+        raise ValueError(
+            f"is not a file name on the volume: {exc} (a subfolder like "
+            "pony/ponyDiffusionV6XL.safetensors is fine)"
+        ) from None
+
+
 def _pixels(text: str) -> int:
     value = int(text)
     if value < 512 * 512:
@@ -141,6 +154,23 @@ def _credential(text: str) -> str:
 
 def _words(text: str) -> tuple[str, ...]:
     return tuple(w.strip().lower() for w in text.split(",") if w.strip())
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = _words(text)
+    if not all(_is_host(host) for host in hosts):
+        raise ValueError("must list host names like minio or localhost, with no scheme or port")
+    return hosts
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return all(
+            part and part.replace("-", "").replace("_", "").isalnum() for part in text.split(".")
+        )
+    return True
 
 
 def _optional_path(text: str) -> Path | None:
@@ -162,12 +192,20 @@ SETTINGS: tuple[Setting, ...] = (
         "RUNPOD_ENDPOINT_ID", None, "Id of the worker-comfyui serverless endpoint.", _endpoint_id
     ),
     Setting("RUNPOD_API_BASE", "https://api.runpod.ai/v2", "RunPod API base URL.", _api_base),
+    Setting(
+        "WORKER_OUTPUT_HTTP_HOSTS",
+        "",
+        "Comma-separated hosts the worker's s3_url images may come from over plain http, "
+        "private addresses included (local testing only).",
+        _hosts,
+    ),
     Setting("DATABASE_PATH", "stablehand.db", "SQLite file for jobs, quotas and settings.", Path),
     Setting(
         "CHECKPOINT",
         "ponyDiffusionV6XL.safetensors",
         "Checkpoint file name on the volume (Civitai's download is often "
         "ponyDiffusionV6XL_v6StartWithThisOne.safetensors).",
+        _model_file,
     ),
     Setting("LOG_LEVEL", "INFO", "debug, info, warning or error.", _log_level),
     Setting(
@@ -251,6 +289,7 @@ class Settings:
     runpod_api_key: Secret | None
     runpod_endpoint_id: str | None
     runpod_api_base: str
+    worker_output_http_hosts: tuple[str, ...]
     database_path: Path
     checkpoint: str
     log_level: str

@@ -7,7 +7,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-Member = tuple[int | None, int]  # (guild id, user id)
+Member = int  # a Discord user id: one person has one set of caps across every server
 T = TypeVar("T")
 
 
@@ -45,6 +45,14 @@ class FairQueue(Generic[T]):
     def out(self) -> int:
         """How many handed-out items hold a slot."""
         return len(self._out)
+
+    def holders(self) -> set[Hashable]:
+        """The keys of every handed-out item that holds a slot."""
+        return set(self._out)
+
+    def waiting_keys(self) -> set[Hashable]:
+        """The keys of every item still waiting for a slot."""
+        return set(self._items)
 
     def add(
         self, key: Hashable, member: Member, item: T, *, not_before: float | None = None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -66,58 +67,98 @@ class GuildSettings:
         return self.allowed_channels is None or channel_id in self.allowed_channels
 
 
+@dataclass(frozen=True)
+class Change:
+    """One committed change: the settings just before it and just after it."""
+
+    before: GuildSettings
+    after: GuildSettings
+
+
+Decide = Callable[[GuildSettings], Mapping[str, Any]]
+
+
 class GuildSettingsStore:
-    """Reads are cached (every /imagine needs them); every change is one transaction plus audit rows."""
+    """Reads are cached (every /imagine needs them); every change is one transaction plus audit rows.
+
+    A change reads the stored row inside its own transaction and writes only the columns it
+    names, so two moderators (or two processes) changing settings at once never undo each other.
+    """
 
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self._clock = clock
         self._cache: dict[int, GuildSettings] = {}
+        # Orders cache fills against changes, so an older read never replaces a newer write.
+        self._cache_lock = asyncio.Lock()
 
     async def get(self, guild_id: int) -> GuildSettings:
         cached = self._cache.get(guild_id)
         if cached is not None:
             return cached
-        row = await self.db.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        settings = _from_row(row) if row else GuildSettings(guild_id)
-        self._cache[guild_id] = settings
-        return settings
+        async with self._cache_lock:
+            if guild_id not in self._cache:
+                row = await self.db.fetchone(
+                    "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)
+                )
+                self._cache[guild_id] = _from_row(row) if row else GuildSettings(guild_id)
+            return self._cache[guild_id]
 
     async def update(self, guild_id: int, moderator_id: int, **changes: Any) -> GuildSettings:
         """Set the given fields (None resets one to the bot's default) and audit each change."""
-        unknown = set(changes) - set(EDITABLE)
-        if unknown:
-            raise ValueError(f"not a server setting: {', '.join(sorted(unknown))}")
-        current = await self.get(guild_id)
-        updated = replace(current, **changes)
+        return (await self.change(guild_id, moderator_id, lambda _: changes)).after
+
+    async def add_channel(self, guild_id: int, moderator_id: int, channel_id: int) -> Change:
+        def added(current: GuildSettings) -> dict[str, Any]:
+            allowed = current.allowed_channels or ()
+            return {} if channel_id in allowed else {"allowed_channels": (*allowed, channel_id)}
+
+        return await self.change(guild_id, moderator_id, added)
+
+    async def remove_channel(self, guild_id: int, moderator_id: int, channel_id: int) -> Change:
+        def removed(current: GuildSettings) -> dict[str, Any]:
+            allowed = current.allowed_channels or ()
+            if channel_id not in allowed:
+                return {}
+            return {"allowed_channels": tuple(c for c in allowed if c != channel_id)}
+
+        return await self.change(guild_id, moderator_id, removed)
+
+    async def change(self, guild_id: int, moderator_id: int, decide: Decide) -> Change:
+        """Apply `decide(stored settings)` in one transaction; an exception from it writes nothing."""
         now = self._clock()
-        async with self.db.transaction() as tx:
-            values = [_to_column(name, getattr(updated, name)) for name in EDITABLE]
-            await tx.execute(
-                f"INSERT INTO guild_settings (guild_id, {', '.join(EDITABLE)}, updated_at) "
-                f"VALUES (?, {', '.join('?' for _ in EDITABLE)}, ?) ON CONFLICT (guild_id) DO UPDATE SET "
-                + ", ".join(f"{name} = excluded.{name}" for name in EDITABLE)
-                + ", updated_at = excluded.updated_at",
-                (guild_id, *values, now),
-            )
-            for name, value in changes.items():
-                if getattr(current, name) != value:
-                    what = LABELS[name]
-                    said = (
-                        f"reset {what} to the bot's default"
-                        if value is None
-                        else f"set {what} to {_shown(name, value)}"
+        async with self._cache_lock:
+            async with self.db.transaction() as tx:
+                row = await tx.fetchone(
+                    "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)
+                )
+                before = _from_row(row) if row else GuildSettings(guild_id)
+                changes = dict(decide(before))
+                unknown = set(changes) - set(EDITABLE)
+                if unknown:
+                    raise ValueError(f"not a server setting: {', '.join(sorted(unknown))}")
+                after = replace(before, **changes)
+                changed = [name for name in changes if getattr(before, name) != changes[name]]
+                if changed:
+                    await tx.execute(
+                        f"INSERT INTO guild_settings (guild_id, {', '.join(changed)}, updated_at) "
+                        f"VALUES (?, {', '.join('?' for _ in changed)}, ?) "
+                        "ON CONFLICT (guild_id) DO UPDATE SET "
+                        + ", ".join(f"{name} = excluded.{name}" for name in changed)
+                        + ", updated_at = excluded.updated_at",
+                        (guild_id, *(_to_column(n, changes[n]) for n in changed), now),
                     )
+                for name in changed:
                     await audit.record(
                         tx,
                         guild_id=guild_id,
                         moderator_id=moderator_id,
                         action=f"settings.{name}",
-                        detail=said,
+                        detail=_said(name, getattr(before, name), changes[name]),
                         at=now,
                     )
-        self._cache[guild_id] = updated
-        return updated
+            self._cache[guild_id] = after
+        return Change(before, after)
 
 
 def _from_row(row: Any) -> GuildSettings:
@@ -131,6 +172,21 @@ def _to_column(name: str, value: Any) -> Any:
     if name == "allowed_channels" and value is not None:
         return json.dumps(list(value))
     return value
+
+
+def _said(name: str, before: Any, after: Any) -> str:
+    """The audit line for one setting; a channel added or removed is named on its own."""
+    what = LABELS[name]
+    if after is None:
+        return f"reset {what} to the bot's default"
+    if name == "allowed_channels" and before is not None:
+        added = [c for c in after if c not in before]
+        removed = [c for c in before if c not in after]
+        if added and not removed:
+            return f"added {_shown(name, added)} to {what}"
+        if removed and not added:
+            return f"removed {_shown(name, removed)} from {what}"
+    return f"set {what} to {_shown(name, after)}"
 
 
 def _shown(name: str, value: Any) -> str:

@@ -29,12 +29,24 @@ EXTENSIONS = {
 }
 STILL_IMAGES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 MAX_INPUT_PIXELS = 4096 * 4096
+# What a member (or `generate --image`) may give: RunPod takes 10 MB per request, base64 adds a third.
+MAX_INPUT_BYTES = 20 * 2**20
+# Far above the default MAX_PIXELS (hires included); decoding costs up to 4 bytes a pixel.
+MAX_OUTPUT_PIXELS = 4096 * 4096
 # RunPod takes 10 MB per /run body, base64 included: inputs above this go as JPEG instead.
 INPUT_PNG_LIMIT = 6 * 2**20
 
 
 class ImageError(ValueError):
     """Bytes that are not a usable image, with a sentence saying why."""
+
+
+class PixelLimitError(ImageError):
+    """An image whose header declares more pixels than allowed; nothing was decoded."""
+
+    def __init__(self, size: str, max_pixels: int) -> None:
+        super().__init__(f"is {size} pixels, over the cap of {max_pixels:,} pixels")
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -82,18 +94,11 @@ def prepare_input_image(data: bytes, *, max_pixels: int, max_bytes: int) -> Veri
     if mime not in STILL_IMAGES:
         raise ImageError("That file is not a PNG, JPEG, WebP or GIF image.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                if probe.width * probe.height > MAX_INPUT_PIXELS:
-                    raise ImageError(
-                        f"That image is {probe.width}x{probe.height}; the limit is 4096x4096."
-                    )
-                probe.load()
-                picture = probe.convert("RGB")
+        with _decoded(data, MAX_INPUT_PIXELS) as probe:
+            picture = probe.convert("RGB")
+    except PixelLimitError as exc:
+        raise ImageError(f"That image is {exc.size}; the limit is 4096x4096.") from None
     except ImageError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning):
         raise ImageError("That image is damaged or incomplete; it could not be read.") from None
     scale = min(1.0, (max_pixels / (picture.width * picture.height)) ** 0.5)
     size = (
@@ -109,6 +114,38 @@ def prepare_input_image(data: bytes, *, max_pixels: int, max_bytes: int) -> Veri
         picture.save(out, "JPEG", quality=95)
         return VerifiedImage("image/jpeg", *size, out.getvalue())
     return VerifiedImage("image/png", *size, out.getvalue())
+
+
+def verify_output_image(data: bytes, *, max_pixels: int = MAX_OUTPUT_PIXELS) -> str:
+    """The sniffed type of a worker's output; a still image must be within `max_pixels` and whole."""
+    mime = sniff_mime(data)
+    if mime is None:
+        raise ImageError("is not an image file")
+    if mime in STILL_IMAGES:
+        _decoded(data, max_pixels).close()
+    return mime
+
+
+def _decoded(data: bytes, max_pixels: int) -> Image.Image:
+    """`data` opened, refused from its header alone when over `max_pixels`, then decoded whole."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb check fires in open(); ours is stricter and names the size.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise PixelLimitError(f"more than {2 * Image.MAX_IMAGE_PIXELS:,}", max_pixels) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError("is damaged or incomplete") from exc
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise PixelLimitError(f"{image.width}x{image.height}", max_pixels)
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        image.close()
+        raise ImageError("is damaged or incomplete") from exc
+    return image
 
 
 def png_with_parameters(data: bytes, parameters: str) -> bytes:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import heapq
 import itertools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot import failures, polling
-from bot.db import Database, Transaction
+from bot.db import Database, Transaction, is_transient
 from bot.estimates import DurationModel, Estimate
 from bot.failures import Failure
 from bot.fairqueue import Caps, FairQueue
@@ -37,6 +39,7 @@ from bot.runpod import (
 from bot.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class JobState(StrEnum):
@@ -80,6 +83,16 @@ class NotYourJob(JobError):
 
 class AlreadyFinished(JobError):
     """The job has ended (or is being delivered) and can no longer be cancelled."""
+
+
+class DatabaseBusy(JobError):
+    """The database kept refusing for a passing reason (locked, full); nothing was changed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The bot's database is busy right now, so nothing was changed. "
+            "Please try again in a moment."
+        )
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,10 @@ class Accounting(Protocol):
 
     async def refund(self, tx: Transaction, job: Job) -> None: ...
 
+    async def held_job_ids(self, tx: Transaction) -> list[int]:
+        """Jobs whose credits are still held (neither captured nor refunded)."""
+        ...
+
 
 class FreeAccounting:
     """No quotas: every job is free."""
@@ -209,6 +226,9 @@ class FreeAccounting:
 
     async def refund(self, tx: Transaction, job: Job) -> None:
         return None
+
+    async def held_job_ids(self, tx: Transaction) -> list[int]:
+        return []
 
 
 @dataclass(frozen=True)
@@ -223,12 +243,18 @@ class Limits:
 
 @dataclass
 class _Tracked:
-    """In-memory polling state of a job that RunPod has."""
+    """In-memory polling state of a job that RunPod has; times are `time.monotonic()` values.
+
+    Deadlines count from `submitted` and `started`, so a step of the wall clock cannot end a job.
+    """
 
     job: Job
+    submitted: float
+    started: float | None = None
     backoff: float = 0.0
     queued_polls: int = 0
     last_poll: float | None = None
+    crashes: int = 0
 
 
 @dataclass(order=True)
@@ -263,6 +289,12 @@ class JobManager:
         self._queue: FairQueue[Job] = FairQueue(Caps(0, 0))
         self._tracked: dict[int, _Tracked] = {}
         self._cancel_requested: dict[int, Failure] = {}
+        # A step whose database write was refused for a passing reason, kept for the reconciler.
+        self._unsaved: dict[int, Callable[[], Awaitable[Any]]] = {}
+        # The task submitting or delivering a job: while it runs, that job needs no adopting.
+        self._owners: dict[int, asyncio.Task[Any]] = {}
+        # When the reconciler first saw each accepted job whose progress message is not recorded.
+        self._accepted_seen: dict[int, float] = {}
         self._due: list[_Due] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -288,16 +320,17 @@ class JobManager:
     async def accept(self, new: NewJob) -> Job:
         """Store the job and reserve its cost in one transaction; refusals store nothing."""
         now = self._clock()
-        async with self.db.transaction() as tx:
+
+        async def store(tx: Transaction) -> Job:
+            # One person, one set of limits: jobs in every server count.
             row = await tx.fetchone(
-                "SELECT COUNT(*) FROM jobs WHERE guild_id IS ? AND user_id = ? AND state IN "
-                f"({_placeholders(_ACTIVE_STATES)})",
-                (new.guild_id, new.user_id, *_ACTIVE_STATES),
+                f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_UNFINISHED}", (new.user_id,)
             )
             if row[0] >= self.limits.member_max_queued:
                 raise MemberBusy(
-                    f"You already have {row[0]} jobs waiting or running; the limit is "
-                    f"{self.limits.member_max_queued}. Wait for one to finish or `/cancel` one."
+                    f"You already have {row[0]} jobs waiting or running (in all servers "
+                    f"together); the limit is {self.limits.member_max_queued}. Wait for one to "
+                    "finish or `/cancel` one."
                 )
             job_id = await tx.insert(
                 "INSERT INTO jobs (guild_id, channel_id, user_id, state, template, request, workflow,"
@@ -324,7 +357,10 @@ class JobManager:
             )
             await _record_event(tx, job_id, now, None, JobState.ACCEPTED, None)
             await self.accounting.reserve(tx, job_id, new)
-            job = Job.from_row(await tx.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+            return Job.from_row(await tx.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+
+        with _busy_is_member_facing():
+            job = await self.db.write(store)
         log.info(
             "job %d accepted (guild=%s user=%s template=%s cost=%d)",
             job.id,
@@ -338,35 +374,48 @@ class JobManager:
     async def attach_message(
         self, job_id: int, channel_id: int | None, message_id: int | None
     ) -> Job | None:
-        """Record the job's progress message and let the scheduler take it."""
-        job = await self._transition(
-            job_id,
-            {JobState.ACCEPTED},
-            JobState.QUEUED,
-            fields={"channel_id": channel_id, "message_id": message_id},
-        )
-        if job is not None and self._running:
-            self._enqueue_local(job)
-        return job
+        """Record the job's progress message and let the scheduler take it.
+
+        None if the job is no longer waiting for it, or if the database refused for now (the
+        reconciler records it later).
+        """
+
+        async def attach() -> Job | None:
+            job = await self._transition(
+                job_id,
+                {JobState.ACCEPTED},
+                JobState.QUEUED,
+                fields={"channel_id": channel_id, "message_id": message_id},
+            )
+            if job is not None and self._running:
+                self._enqueue_local(job)
+            return job
+
+        return await self._save_or_defer(job_id, attach)
 
     async def abandon(self, job_id: int, reason: str) -> None:
         """Withdraw an accepted job whose progress message could not be posted; refund it."""
-        await self._transition(
+        await self._save_or_defer(
             job_id,
-            {JobState.ACCEPTED},
-            JobState.CANCELLED,
-            fields={
-                "failure": failures.CANCELLED.message,
-                "error": reason,
-                "delivered_at": self._clock(),
-            },
-            settle="refund",
+            functools.partial(
+                self._transition,
+                job_id,
+                {JobState.ACCEPTED},
+                JobState.CANCELLED,
+                fields={
+                    "failure": failures.CANCELLED.message,
+                    "error": reason,
+                    "delivered_at": self._clock(),
+                },
+                settle="refund",
+            ),
         )
 
     async def relocate(self, job_id: int, channel_id: int, message_id: int) -> None:
         """Record a fresh message (the old one was deleted) at once, so it is never posted twice."""
         now = self._clock()
-        async with self.db.transaction() as tx:
+
+        async def record(tx: Transaction) -> None:
             row = await tx.fetchone("SELECT state FROM jobs WHERE id = ?", (job_id,))
             if row is None:
                 return
@@ -382,6 +431,8 @@ class JobManager:
                 row["state"],
                 f"message moved to channel={channel_id} message={message_id}",
             )
+
+        await self.db.write(record)
 
     async def get(self, job_id: int) -> Job | None:
         row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -418,6 +469,10 @@ class JobManager:
 
     async def cancel(self, job_id: int, *, by_user: int, moderator: bool = False) -> Job:
         """Cancel a member's job wherever it is; the credits return. Raises `JobError`."""
+        with _busy_is_member_facing():
+            return await self._cancel(job_id, by_user=by_user, moderator=moderator)
+
+    async def _cancel(self, job_id: int, *, by_user: int, moderator: bool) -> Job:
         job = await self.get(job_id)
         if job is None:
             raise JobError(f"There is no job #{job_id}.")
@@ -445,8 +500,9 @@ class JobManager:
         )
         if cancelled is None:
             raise AlreadyFinished(f"Job #{job_id} finished before it could be cancelled.")
-        if job.state in AT_RUNPOD and job.runpod_id:
-            await self._cancel_at_runpod(job)
+        # The row, not the earlier read: dispatch may have sent it to RunPod in between.
+        if cancelled.runpod_id:
+            await self._cancel_at_runpod(cancelled)
         return cancelled
 
     async def start(self, deliverer: Deliverer, *, supervisor: Supervisor | None = None) -> None:
@@ -463,6 +519,7 @@ class JobManager:
             supervisor.start("jobs-poll", self._poll_loop),
             supervisor.start("jobs-positions", self._position_loop),
             supervisor.start("jobs-health", self._health_loop),
+            supervisor.start("jobs-reconcile", self._reconcile_loop),
         ]
         self._wake_dispatch.set()
         self._wake_poll.set()
@@ -527,7 +584,8 @@ class JobManager:
         fields = dict(fields or {})
         fields["updated_at"] = now
         allowed = [s.value for s in from_states]
-        async with self.db.transaction() as tx:
+
+        async def change(tx: Transaction) -> tuple[str, Job] | None:
             row = await tx.fetchone("SELECT state FROM jobs WHERE id = ?", (job_id,))
             if row is None or row["state"] not in allowed:
                 return None
@@ -548,10 +606,16 @@ class JobManager:
                 await tx.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
             if after is not None:
                 await after(tx)
+            return row["state"], job
+
+        changed = await self.db.write(change)
+        if changed is None:
+            return None
+        from_state, job = changed
         log.info(
             "job %d %s -> %s (guild=%s user=%s)%s",
             job_id,
-            row["state"],
+            from_state,
             to_state.value,
             job.guild_id,
             job.user_id,
@@ -596,6 +660,7 @@ class JobManager:
     def _forget(self, job_id: int) -> None:
         self._tracked.pop(job_id, None)
         self._cancel_requested.pop(job_id, None)
+        self._unsaved.pop(job_id, None)
         self._queue.remove(job_id)
         self._release_slot(job_id)
         self._positions_dirty.set()
@@ -615,47 +680,193 @@ class JobManager:
             self.durations.observe(GenerationRequest.from_json(row["request"]), row["execution_ms"])
 
     async def _resume(self) -> None:
+        """On start memory is empty: every unfinished job in the database is adopted."""
+        await self._reconcile(at_start=True)
+
+    async def _reconcile_loop(self, loop: Loop) -> None:
+        """Heal whatever a fault left behind, every `reconcile_interval`."""
+        while True:
+            loop.beat()
+            await loop.sleep(self.timing.reconcile_interval)
+            try:
+                await self._reconcile()
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning(
+                        "reconciling jobs: the database refused (%s); trying next time", exc
+                    )
+                else:
+                    log.exception("reconciling jobs failed; trying next time")
+
+    async def _reconcile(self, *, at_start: bool = False) -> None:
+        """Make memory agree with the database, then settle the credits of ended jobs.
+
+        Steps the database refused are taken again; slots no live job holds are freed; jobs the
+        database has but memory lost are adopted. A job counts as lost only if it was missing
+        both before and after the database was read, since a job's state in memory always
+        follows its committed state without an await in between.
+        """
+        await self._replay_unsaved()
+        self._free_leaked_slots()
+        live = self._live_ids()
+        terminal = _placeholders(TERMINAL)
         rows = await self.db.fetchall(
-            "SELECT * FROM jobs WHERE state NOT IN "
-            f"({_placeholders(TERMINAL)}) OR delivered_at IS NULL ORDER BY id",
+            f"SELECT * FROM jobs WHERE state NOT IN ({terminal})"
+            + (" OR delivered_at IS NULL" if at_start else "")
+            + " ORDER BY id",
             tuple(TERMINAL),
         )
+        live |= self._live_ids()
+        adopted = 0
         for row in rows:
             job = Job.from_row(row)
-            if job.state is JobState.ACCEPTED:
-                # Its progress message was never recorded: it will be delivered as a fresh post.
-                job = (
-                    await self._transition(
-                        job.id,
-                        {JobState.ACCEPTED},
-                        JobState.QUEUED,
-                        detail="resumed without a progress message",
-                    )
-                    or job
-                )
-            if job.state is JobState.QUEUED:
-                self._enqueue_local(job)
-            elif job.state is JobState.SUBMITTING:
-                log.warning(
-                    "job %d was interrupted inside its /run request: RunPod may or may not have it, "
-                    "and resending could run it twice, so it is failed and refunded",
-                    job.id,
-                )
-                await self._fail(job, failures.INTERRUPTED, raw="process ended during /run")
-            elif job.state in AT_RUNPOD:
-                self._queue.hold(job.id, (job.guild_id, job.user_id))
-                self._track(job, delay=0.0)
-            elif job.state is JobState.DELIVERING:
-                self._spawn_finishing(self._deliver(job), f"deliver-{job.id}")
-            elif job.terminal and job.delivered_at is None:
-                self._spawn(self._notify(job), f"notify-{job.id}")
-        if rows:
+            if job.id in live:
+                continue
+            try:
+                adopted += await self._adopt(job, at_start=at_start)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("job %d: the database refused (%s); adopting it later", job.id, exc)
+        accepted = {r["id"] for r in rows if r["state"] == JobState.ACCEPTED.value}
+        for job_id in set(self._accepted_seen) - accepted:
+            del self._accepted_seen[job_id]
+        if at_start and rows:
             log.info("resumed %d unfinished job(s)", len(rows))
+        elif adopted:
+            log.warning("adopted %d job(s) the job manager had lost track of", adopted)
+        try:
+            await self._settle_ended_holds()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("settling held credits: the database refused (%s); trying later", exc)
+
+    async def _adopt(self, job: Job, *, at_start: bool) -> bool:
+        """Take back a job memory does not know; True if anything was done with it."""
+        if job.state is JobState.ACCEPTED:
+            now = time.monotonic()
+            seen = self._accepted_seen.setdefault(job.id, now)
+            if not at_start and now - seen < self.timing.accept_grace:
+                return False
+            # Its progress message was never recorded: it will be delivered as a fresh post.
+            queued = await self._transition(
+                job.id,
+                {JobState.ACCEPTED},
+                JobState.QUEUED,
+                detail="resumed without a progress message",
+            )
+            if queued is None:
+                return False
+            job = queued
+        if job.state is JobState.QUEUED:
+            self._enqueue_local(job)
+        elif job.state is JobState.SUBMITTING:
+            log.warning(
+                "job %d was interrupted inside its /run request: RunPod may or may not have it, "
+                "and resending could run it twice, so it is failed and refunded",
+                job.id,
+            )
+            if at_start:
+                await self._fail(job, failures.INTERRUPTED, raw="process ended during /run")
+            else:
+                await self._fail(job, failures.SUBMIT_UNCERTAIN, raw="its /run task was lost")
+        elif job.state in AT_RUNPOD:
+            self._queue.hold(job.id, job.user_id)
+            submitted, started = self._stored_clocks(job)
+            self._track(job, delay=0.0, submitted=submitted, started=started)
+        elif job.state is JobState.DELIVERING:
+            self._own(job.id, self._spawn_finishing(self._deliver(job), f"deliver-{job.id}"))
+        elif job.terminal and job.delivered_at is None:
+            self._spawn(self._notify(job), f"notify-{job.id}")
+        return True
+
+    def _stored_clocks(self, job: Job) -> tuple[float, float | None]:
+        """Monotonic `submitted` and `started` for a job known only from its stored times."""
+        now_wall, now = self._clock(), time.monotonic()
+        plausible = polling.time_to_live(self.timing, self._estimate(job))
+
+        def since(name: str, stored: float) -> float:
+            age = polling.trusted_age(stored, now_wall, plausible=plausible)
+            if age is None:
+                log.warning(
+                    "job %d: its stored %s time is %.0fs from now, which the clock cannot have "
+                    "meant; its deadline counts from now",
+                    job.id,
+                    name,
+                    stored - now_wall,
+                )
+                return now
+            return now - age
+
+        submitted = since("submitted", job.submitted_at or job.created_at)
+        started = None if job.started_at is None else max(submitted, since("start", job.started_at))
+        return submitted, started
+
+    async def _replay_unsaved(self) -> None:
+        for job_id, step in sorted(self._unsaved.items()):
+            if self._unsaved.get(job_id) is not step:
+                continue
+            try:
+                await self._save_or_defer(job_id, step)
+            except Exception:
+                # It would fail the same way again; the job is adopted like any lost one.
+                log.exception("job %d: a kept change failed for good", job_id)
+
+    async def _save_or_defer(self, job_id: int, step: Callable[[], Awaitable[T]]) -> T | None:
+        """Take a step that writes a job's state; if the database refuses for a passing reason,
+        keep the step for the reconciler (the job keeps its slot meanwhile) and return None."""
+        self._unsaved.pop(job_id, None)
+        try:
+            return await step()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning(
+                "job %d: the database refused (%s); the change is kept and retried", job_id, exc
+            )
+            self._unsaved[job_id] = step
+            return None
+
+    def _live_ids(self) -> set[int]:
+        """Jobs that memory is carrying forward: waiting, followed, owned by a task, or unsaved."""
+        owned = {job_id for job_id, task in self._owners.items() if not task.done()}
+        return self._queue.waiting_keys() | set(self._tracked) | owned | set(self._unsaved)
+
+    def _free_leaked_slots(self) -> None:
+        for job_id in self._queue.holders() - self._live_ids():
+            log.warning("job %d held a slot without being followed; the slot is freed", job_id)
+            self._release_slot(job_id)
+
+    async def _settle_ended_holds(self) -> None:
+        """Credits still held for a job that has ended: captured if it was delivered, else refunded."""
+
+        async def settle(tx: Transaction) -> list[tuple[int, str]]:
+            held = await self.accounting.held_job_ids(tx)
+            settled = []
+            for chunk in (held[i : i + 500] for i in range(0, len(held), 500)):
+                rows = await tx.fetchall(
+                    f"SELECT * FROM jobs WHERE id IN ({_placeholders(chunk)}) "
+                    f"AND state IN ({_placeholders(TERMINAL)})",
+                    (*chunk, *TERMINAL),
+                )
+                for row in rows:
+                    job = Job.from_row(row)
+                    if job.state is JobState.DONE:
+                        await self.accounting.capture(tx, job)
+                        settled.append((job.id, "captured"))
+                    else:
+                        await self.accounting.refund(tx, job)
+                        settled.append((job.id, "refunded"))
+            return settled
+
+        for job_id, how in await self.db.write(settle):
+            log.warning("job %d had ended with its credits still held; they were %s", job_id, how)
 
     # ----- local queue and fair dispatch ---------------------------------------------------
 
     def _enqueue_local(self, job: Job, *, not_before: float | None = None) -> None:
-        self._queue.add(job.id, (job.guild_id, job.user_id), job, not_before=not_before)
+        self._queue.add(job.id, job.user_id, job, not_before=not_before)
         self._wake_dispatch.set()
         self._positions_dirty.set()
 
@@ -670,7 +881,7 @@ class JobManager:
             while (taken := self._queue.take_next(time.monotonic())) is not None:
                 job = taken[1]
                 self._positions_dirty.set()
-                self._spawn_finishing(self._submit(job), f"submit-{job.id}")
+                self._own(job.id, self._spawn_finishing(self._submit(job), f"submit-{job.id}"))
 
     async def _position_loop(self, loop: Loop) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
@@ -689,7 +900,15 @@ class JobManager:
     # ----- submission ----------------------------------------------------------------------
 
     async def _submit(self, job: Job) -> None:
-        submitting = await self._transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
+        try:
+            submitting = await self._transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
+        except Exception as exc:
+            self._release_slot(job.id)
+            if not is_transient(exc):
+                raise  # it stays queued in the database: the reconciler adopts it again
+            log.warning("job %d: the database refused to start it (%s); it waits", job.id, exc)
+            self._enqueue_local(job, not_before=time.monotonic() + self.timing.submit_retry_delay)
+            return
         if submitting is None:
             self._release_slot(job.id)
             return
@@ -698,49 +917,77 @@ class JobManager:
         except Exception as exc:
             # Whether RunPod got it is unknown, so it is not sent again (see "submitting").
             log.exception("job %d: submitting it crashed", job.id)
-            await self._fail(
-                submitting, failures.SUBMIT_UNCERTAIN, raw=f"{type(exc).__name__}: {exc}"
+            await self._save_or_defer(
+                job.id,
+                functools.partial(
+                    self._fail,
+                    submitting,
+                    failures.SUBMIT_UNCERTAIN,
+                    raw=f"{type(exc).__name__}: {exc}",
+                ),
             )
         finally:
-            if job.id not in self._tracked:
+            # A job RunPod has keeps its slot, and so does one whose next step is not saved yet.
+            if job.id not in self._tracked and job.id not in self._unsaved:
                 self._release_slot(job.id)
 
     async def _send(self, submitting: Job) -> None:
         """`/run`, then record RunPod's id at once; only a provably unsent job is tried again."""
-        attempt = await self._attempts(submitting.id)
+        try:
+            attempt = await self._attempts(submitting.id)
+            job_input = await self._job_input(submitting)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("job %d: the database refused (%s); it is sent later", submitting.id, exc)
+            await self._save_or_defer(
+                submitting.id,
+                functools.partial(self._requeue, submitting, self.timing.submit_retry_delay, exc),
+            )
+            return
+        step: Callable[[], Awaitable[Any]]
         try:
             status = await self.runpod.run(
-                await self._job_input(submitting),
+                job_input,
                 execution_timeout_ms=max(5000, int(self._execution_limit(submitting) * 1000)),
                 ttl_ms=int(polling.time_to_live(self.timing, self._estimate(submitting)) * 1000),
             )
         except RunPodAuthError as exc:
             self._report_auth(exc)
-            await self._fail(submitting, failures.AUTH, raw=str(exc))
-            return
+            step = functools.partial(self._fail, submitting, failures.AUTH, raw=str(exc))
         except RunPodNotFound as exc:
             log.error("RunPod answered 404 to /run: RUNPOD_ENDPOINT_ID is wrong")
-            await self._fail(submitting, failures.ENDPOINT, raw=str(exc))
-            return
+            step = functools.partial(self._fail, submitting, failures.ENDPOINT, raw=str(exc))
         except RunPodRejected as exc:
-            await self._fail(submitting, failures.REJECTED, raw=str(exc))
-            return
+            step = functools.partial(self._fail, submitting, failures.REJECTED, raw=str(exc))
         except RunPodError as exc:
             if provably_not_created(exc):
-                await self._requeue_or_fail(submitting, attempt, exc)
+                step = functools.partial(self._requeue_or_fail, submitting, attempt, exc)
             else:
-                await self._fail(submitting, failures.SUBMIT_UNCERTAIN, raw=str(exc))
-            return
+                step = functools.partial(
+                    self._fail, submitting, failures.SUBMIT_UNCERTAIN, raw=str(exc)
+                )
+        else:
+            step = functools.partial(
+                self._record_submitted, submitting, status.id, time.monotonic()
+            )
+        await self._save_or_defer(submitting.id, step)
+
+    async def _record_submitted(self, submitting: Job, runpod_id: str, answered: float) -> None:
+        """Store RunPod's id and start following the job; `answered` is when /run returned."""
         submitted = await self._transition(
             submitting.id,
             {JobState.SUBMITTING},
             JobState.SUBMITTED,
-            fields={"runpod_id": status.id, "submitted_at": self._clock()},
-            detail=f"runpod id {status.id}",
+            fields={
+                "runpod_id": runpod_id,
+                "submitted_at": self._clock() - (time.monotonic() - answered),
+            },
+            detail=f"runpod id {runpod_id}",
         )
         if submitted is None:
             return
-        self._track(submitted, delay=self.timing.first_poll)
+        self._track(submitted, delay=self.timing.first_poll, submitted=answered)
         if submitted.id in self._cancel_requested:
             await self._cancel_at_runpod(submitted)
             await self._finish(
@@ -772,15 +1019,20 @@ class JobManager:
                 detail="cancelled while submitting",
             )
             return
+        await self._requeue(
+            job, self.timing.submit_retry_delay * self.timing.growth ** (attempt - 1), exc
+        )
+
+    async def _requeue(self, job: Job, delay: float, reason: Exception) -> None:
+        """Put a job RunPod never got back in the queue, to be sent after `delay`."""
         requeued = await self._transition(
             job.id,
             {JobState.SUBMITTING},
             JobState.QUEUED,
-            detail=f"not accepted, will retry: {exc}",
+            detail=f"not accepted, will retry: {reason}",
         )
         self._release_slot(job.id)
         if requeued is not None:
-            delay = self.timing.submit_retry_delay * self.timing.growth ** (attempt - 1)
             self._enqueue_local(requeued, not_before=time.monotonic() + delay)
 
     async def _job_input(self, job: Job) -> dict[str, Any]:
@@ -803,11 +1055,15 @@ class JobManager:
 
     # ----- polling -------------------------------------------------------------------------
 
-    def _track(self, job: Job, *, delay: float) -> _Tracked:
+    def _track(
+        self, job: Job, *, delay: float, submitted: float, started: float | None = None
+    ) -> _Tracked:
+        """Follow a job RunPod has; `submitted` and `started` are monotonic times."""
         tracked = self._tracked.get(job.id)
         if tracked is None:
-            tracked = self._tracked[job.id] = _Tracked(job)
+            tracked = self._tracked[job.id] = _Tracked(job, submitted=submitted)
         tracked.job = job
+        tracked.submitted, tracked.started = submitted, started
         tracked.queued_polls = 0
         self._schedule(job.id, delay)
         return tracked
@@ -834,12 +1090,51 @@ class JobManager:
     async def _poll_guarded(self, job_id: int) -> None:
         try:
             await self._poll(job_id)
-        except Exception:
-            log.exception("job %d: unexpected error while polling; will poll again", job_id)
-            if job_id in self._tracked:
-                self._schedule(job_id, self.timing.retry_delay)
+        except Exception as exc:
+            await self._poll_crashed(job_id, exc)
+        else:
+            if (tracked := self._tracked.get(job_id)) is not None:
+                tracked.crashes = 0
         finally:
             self._poll_slots.release()
+
+    async def _poll_crashed(self, job_id: int, exc: Exception) -> None:
+        """A refusing database only delays the job; anything else, again and again, ends it."""
+        tracked = self._tracked.get(job_id)
+        if tracked is None:
+            log.error("job %d: handling a poll failed", job_id, exc_info=exc)
+            return
+        if is_transient(exc):
+            delay = self._next_backoff(tracked)
+            log.warning(
+                "job %d: the database refused (%s); polling again in %.1fs", job_id, exc, delay
+            )
+            self._schedule(job_id, delay)
+            return
+        tracked.crashes += 1
+        log.error(
+            "job %d: handling RunPod's answer crashed (%d of %d in a row)",
+            job_id,
+            tracked.crashes,
+            self.timing.max_poll_crashes,
+            exc_info=exc,
+        )
+        if tracked.crashes < self.timing.max_poll_crashes:
+            self._schedule(job_id, self._next_backoff(tracked))
+            return
+        try:
+            await self._fail(tracked.job, failures.INTERNAL, raw=f"{type(exc).__name__}: {exc}")
+        except Exception as second:
+            log.warning("job %d: could not be failed yet (%s); polling again", job_id, second)
+            if job_id in self._tracked:
+                self._schedule(job_id, self._next_backoff(tracked))
+
+    def _next_backoff(self, tracked: _Tracked) -> float:
+        tracked.backoff = min(
+            self.timing.queue_max_interval,
+            max(self.timing.retry_delay, tracked.backoff * self.timing.growth),
+        )
+        return tracked.backoff
 
     async def _poll(self, job_id: int) -> None:
         tracked = self._tracked.get(job_id)
@@ -857,18 +1152,15 @@ class JobManager:
             return  # cancelled or ended while this request was out: its answer is old news
         if isinstance(error, RunPodNotFound):
             await self._fail(job, failures.EXPIRED, raw=str(error))
+        elif error is not None and await self._enforce_deadlines(tracked):
+            return  # deadlines hold whatever RunPod answers: garbage, an outage, a refused key
         elif isinstance(error, RunPodAuthError):
             self._report_auth(error)
             self._schedule(job_id, self.timing.auth_backoff)
         elif error is not None:
-            tracked.backoff = min(
-                self.timing.queue_max_interval,
-                max(self.timing.retry_delay, tracked.backoff * self.timing.growth),
-            )
-            log.info(
-                "job %d: status poll failed (%s); next in %.1fs", job_id, error, tracked.backoff
-            )
-            self._schedule(job_id, tracked.backoff)
+            delay = self._next_backoff(tracked)
+            log.info("job %d: status poll failed (%s); next in %.1fs", job_id, error, delay)
+            self._schedule(job_id, delay)
         elif status is not None:
             tracked.backoff = 0.0
             previous_poll, tracked.last_poll = tracked.last_poll, time.monotonic()
@@ -881,8 +1173,8 @@ class JobManager:
         if status.status == "COMPLETED":
             await self._completed(job, status)
         elif status.status == "FAILED":
-            failure = failures.explain_worker_error(status.error or "")
-            await self._fail(job, failure, raw=status.error or "FAILED with no error text")
+            explained = failures.explain_failed_job(status.error, status.output)
+            await self._fail(job, explained.failure, raw=explained.raw)
         elif status.status == "TIMED_OUT":
             await self._fail(job, failures.TIMED_OUT, raw="RunPod: TIMED_OUT")
         elif status.status == "CANCELLED":
@@ -905,19 +1197,9 @@ class JobManager:
 
     async def _queued_status(self, tracked: _Tracked) -> None:
         job = tracked.job
-        now = self._clock()
-        if (
-            job.started_at is None
-            and now - (job.submitted_at or job.created_at) > self.timing.queue_timeout
-        ):
-            await self._cancel_at_runpod(job)
-            await self._fail(job, failures.QUEUE_TIMEOUT, raw="queue deadline passed")
+        if await self._enforce_deadlines(tracked):
             return
-        if job.started_at is not None and self._past_execution_deadline(job, now):
-            await self._cancel_at_runpod(job)
-            await self._fail(job, failures.TIMED_OUT, raw="execution deadline passed")
-            return
-        waited = now - (job.submitted_at or now)
+        waited = time.monotonic() - tracked.submitted
         no_workers = (
             self._health is not None
             and self._health.total_workers == 0
@@ -932,34 +1214,55 @@ class JobManager:
         self, tracked: _Tracked, status: JobStatus, previous_poll: float | None
     ) -> None:
         job = tracked.job
-        now = self._clock()
+        now = time.monotonic()
         if job.state is JobState.SUBMITTED:
             started = now
-            if status.delay_ms is not None and job.submitted_at is not None:
-                started = min(now, job.submitted_at + status.delay_ms / 1000)
+            if status.delay_ms is not None:
+                started = min(
+                    now, max(tracked.submitted, tracked.submitted + status.delay_ms / 1000)
+                )
             elif previous_poll is not None:
-                started = now - (time.monotonic() - previous_poll) / 2
+                started = now - (now - previous_poll) / 2
             running = await self._transition(
                 job.id,
                 {JobState.SUBMITTED},
                 JobState.RUNNING,
-                fields={"started_at": started, "delay_ms": status.delay_ms},
+                fields={
+                    "started_at": self._clock() - (time.monotonic() - started),
+                    "delay_ms": status.delay_ms,
+                },
             )
             if running is None:
                 return
             tracked.job = job = running
-        assert job.started_at is not None
-        if self._past_execution_deadline(job, now):
-            await self._cancel_at_runpod(job)
-            await self._fail(job, failures.TIMED_OUT, raw="execution deadline passed")
+            tracked.started = started
+        if tracked.started is None:
+            tracked.started = now  # RunPod went back to its queue and out again: count from here
+        if await self._enforce_deadlines(tracked):
             return
-        elapsed = now - job.started_at
+        elapsed = time.monotonic() - tracked.started
         self._emit(JobUpdate(job, "running", elapsed=elapsed))
         self._schedule(job.id, polling.running_interval(self.timing, self._estimate(job), elapsed))
 
-    def _past_execution_deadline(self, job: Job, now: float) -> bool:
-        started = job.started_at or now
-        return now - started > self._execution_limit(job) + self.timing.execution_grace
+    async def _enforce_deadlines(self, tracked: _Tracked) -> bool:
+        """End the job if its queue or execution deadline has passed; True if it did.
+
+        Both count on the monotonic clock from when this process saw the job go out or start.
+        """
+        job = tracked.job
+        now = time.monotonic()
+        if tracked.started is None:
+            if now - tracked.submitted <= self.timing.queue_timeout:
+                return False
+            failure, raw = failures.QUEUE_TIMEOUT, "queue deadline passed"
+        else:
+            limit = self._execution_limit(job) + self.timing.execution_grace
+            if now - tracked.started <= limit:
+                return False
+            failure, raw = failures.TIMED_OUT, "execution deadline passed"
+        await self._cancel_at_runpod(job)
+        await self._fail(job, failure, raw=raw)
+        return True
 
     async def _cancel_at_runpod(self, job: Job) -> None:
         if not job.runpod_id:
@@ -1008,8 +1311,12 @@ class JobManager:
             await self._fail(
                 job,
                 Failure("download", "The finished images could not be downloaded."),
-                raw=str(exc),
+                raw=f"{exc}; output={_shorten(status.output)}",
             )
+            return
+        except Exception as exc:
+            # Reading the same output again would fail the same way: fail once, never loop.
+            await self._unusable(job, status, exc)
             return
 
         async def store(tx: Transaction) -> None:
@@ -1019,19 +1326,25 @@ class JobManager:
             )
 
         now = self._clock()
-        delivering = await self._transition(
-            job.id,
-            AT_RUNPOD,
-            JobState.DELIVERING,
-            fields={
-                "delay_ms": status.delay_ms if status.delay_ms is not None else job.delay_ms,
-                "execution_ms": status.execution_ms,
-                "finished_at": now,
-                "started_at": job.started_at or now,
-            },
-            detail=f"{len(images)} image{'s' if len(images) != 1 else ''}",
-            after=store,
-        )
+        try:
+            delivering = await self._transition(
+                job.id,
+                AT_RUNPOD,
+                JobState.DELIVERING,
+                fields={
+                    "delay_ms": status.delay_ms if status.delay_ms is not None else job.delay_ms,
+                    "execution_ms": status.execution_ms,
+                    "finished_at": now,
+                    "started_at": job.started_at or now,
+                },
+                detail=f"{len(images)} image{'s' if len(images) != 1 else ''}",
+                after=store,
+            )
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the next poll finds it COMPLETED again
+            await self._unusable(job, status, exc)
+            return
         if delivering is None:
             return
         self._tracked.pop(job.id, None)
@@ -1039,39 +1352,62 @@ class JobManager:
         if status.execution_ms is not None:
             self.durations.observe(job.request, status.execution_ms)
         self._emit(JobUpdate(delivering, "delivering"))
-        self._spawn_finishing(self._deliver(delivering), f"deliver-{job.id}")
+        self._own(job.id, self._spawn_finishing(self._deliver(delivering), f"deliver-{job.id}"))
+
+    async def _unusable(self, job: Job, status: JobStatus, exc: Exception) -> None:
+        log.error("job %d: its COMPLETED answer cannot be used", job.id, exc_info=exc)
+        await self._fail(
+            job,
+            failures.UNUSABLE_OUTPUT,
+            raw=f"{type(exc).__name__}: {exc}; answer={_shorten(asdict(status), 2000)}",
+        )
 
     async def _deliver(self, job: Job) -> None:
-        """Show the images; Discord being down only delays this, it never loses the result."""
-        rows = await self.db.fetchall(
-            "SELECT filename, mime, data FROM job_outputs WHERE job_id = ? ORDER BY idx", (job.id,)
-        )
-        images = [ImageFile(r["filename"], r["mime"], r["data"]) for r in rows]
+        """Show the images; Discord being down or the database refusing only delays this."""
         assert self._deliverer is not None
+        images: list[ImageFile] | None = None
+        shown = False
+        refusal: str | None = None  # why the images can never be shown, once that is known
         crashes = 0
         for attempt in itertools.count():
-            current = await self.get(job.id)
-            if current is None or current.state is not JobState.DELIVERING:
-                return
+            if attempt:
+                delay = self.timing.delivery_retry_delay * self.timing.growth ** min(
+                    attempt - 1, 10
+                )
+                await asyncio.sleep(min(delay, self.timing.delivery_max_backoff))
             try:
-                await self._deliverer.deliver(current, images)
+                current = await self.get(job.id)
+                if current is None or current.state is not JobState.DELIVERING:
+                    return
+                if refusal is not None:
+                    await self._undeliverable(current, refusal)
+                    return
+                if not shown:
+                    images = images if images is not None else await self._outputs(job.id)
+                    await self._deliverer.deliver(current, images)
+                    shown = True
+                await self._delivered(job.id)
+                return
             except DeliveryError as exc:
                 if exc.permanent:
-                    await self._undeliverable(current, str(exc))
-                    return
-                log.info("job %d: delivery failed (%s); retrying", job.id, exc)
+                    refusal = str(exc)
+                else:
+                    log.info("job %d: delivery failed (%s); retrying", job.id, exc)
             except Exception as exc:
+                if is_transient(exc):
+                    log.warning("job %d: the database refused during delivery (%s)", job.id, exc)
+                    continue
                 # A bug, not an outage: retrying a few times is enough to be sure.
                 crashes += 1
                 log.exception("job %d: delivery crashed", job.id)
                 if crashes >= self.timing.max_delivery_attempts:
-                    await self._undeliverable(current, f"{type(exc).__name__}: {exc}")
-                    return
-            else:
-                await self._delivered(job.id)
-                return
-            delay = self.timing.delivery_retry_delay * self.timing.growth ** min(attempt, 10)
-            await asyncio.sleep(min(delay, self.timing.delivery_max_backoff))
+                    refusal = f"{type(exc).__name__}: {exc}"
+
+    async def _outputs(self, job_id: int) -> list[ImageFile]:
+        rows = await self.db.fetchall(
+            "SELECT filename, mime, data FROM job_outputs WHERE job_id = ? ORDER BY idx", (job_id,)
+        )
+        return [ImageFile(r["filename"], r["mime"], r["data"]) for r in rows]
 
     async def _delivered(self, job_id: int) -> None:
         done = await self._transition(
@@ -1125,11 +1461,15 @@ class JobManager:
         log.warning("job %d: the member could not be told how it ended", job.id)
 
     async def _mark_notified(self, job_id: int) -> None:
-        async with self.db.transaction() as tx:
+        now = self._clock()
+
+        async def mark(tx: Transaction) -> None:
             await tx.execute(
                 "UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
-                (self._clock(), job_id),
+                (now, job_id),
             )
+
+        await self.db.write(mark)
 
     # ----- plumbing --------------------------------------------------------------------------
 
@@ -1147,10 +1487,21 @@ class JobManager:
         task.add_done_callback(self._task_done)
         return task
 
-    def _spawn_finishing(self, coro: Awaitable[Any], name: str) -> None:
+    def _spawn_finishing(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = self._spawn(coro, name)
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
+        return task
+
+    def _own(self, job_id: int, task: asyncio.Task[Any]) -> None:
+        """Record `task` as the one carrying `job_id` forward (submitting or delivering it)."""
+        self._owners[job_id] = task
+
+        def disown(done: asyncio.Task[Any]) -> None:
+            if self._owners.get(job_id) is done:
+                del self._owners[job_id]
+
+        task.add_done_callback(disown)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -1159,6 +1510,30 @@ class JobManager:
 
 
 _ACTIVE_STATES = tuple(s.value for s in JobState if s not in TERMINAL)
+# Word for word the condition of the partial index `jobs_active`, so SQLite uses that index.
+_UNFINISHED = "state NOT IN ({})".format(
+    ", ".join(
+        f"'{s.value}'"
+        for s in (
+            JobState.DONE,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.TIMED_OUT,
+            JobState.EXPIRED,
+        )
+    )
+)
+
+
+@contextlib.contextmanager
+def _busy_is_member_facing() -> Iterator[None]:
+    """A database that keeps refusing for a passing reason becomes a sentence for the member."""
+    try:
+        yield
+    except Exception as exc:
+        if is_transient(exc):
+            raise DatabaseBusy() from exc
+        raise
 
 
 def _placeholders(values: Iterable[Any]) -> str:

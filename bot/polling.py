@@ -32,6 +32,11 @@ class Timing:
     execution_grace: float = 30.0
     no_worker_notice: float = 120.0
     shutdown_grace: float = 5.0
+    reconcile_interval: float = 60.0
+    # How long a job may sit accepted without its progress message before it runs without one.
+    accept_grace: float = 300.0
+    # Unexpected errors in a row while following one job before it is failed instead of re-polled.
+    max_poll_crashes: int = 3
 
 
 def running_interval(timing: Timing, estimate: Estimate, elapsed: float) -> float:
@@ -67,3 +72,13 @@ def execution_limit(timing: Timing, estimate: Estimate) -> float:
 def time_to_live(timing: Timing, estimate: Estimate) -> float:
     """RunPod's ttl: once our own deadlines have passed, RunPod may drop the job too."""
     return timing.queue_timeout + execution_limit(timing, estimate) + 300
+
+
+def trusted_age(stored: float, now: float, *, plausible: float) -> float | None:
+    """Seconds since a stored wall-clock time, or None if the clock must have been wrong.
+
+    A time in the future, or older than anything still alive could be, says more about the clock
+    when it was written than about the job: such a job's deadline counts from now instead.
+    """
+    age = now - stored
+    return age if 0.0 <= age <= plausible else None

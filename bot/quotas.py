@@ -17,6 +17,7 @@ from bot.db import Database, Transaction
 from bot.estimates import DurationModel, work_units
 from bot.jobs import Job, JobError, NewJob
 from bot.prompt import GenerationRequest
+from bot.runpod import MAX_EXECUTION_MS
 from bot.workflows import Template
 
 DAY = timedelta(days=1)
@@ -328,7 +329,10 @@ class QuotaLedger:
 
     async def capture(self, tx: Transaction, job: Job) -> None:
         """Charge a delivered job: its credits, and its actual GPU time at the configured price."""
-        seconds = job.execution_ms / 1000 if job.execution_ms is not None else None
+        seconds = None
+        if job.execution_ms is not None:
+            # Checked on entry too; clamped here so no stored value can refill the budget.
+            seconds = min(max(job.execution_ms, 0), MAX_EXECUTION_MS) / 1000
         await tx.execute(
             "UPDATE quota_holds SET state = 'captured', settled_at = ?, gpu_seconds = ?, "
             "usd_actual = COALESCE(? * ?, usd_estimate) WHERE job_id = ? AND state = 'held'",
@@ -340,6 +344,10 @@ class QuotaLedger:
             "UPDATE quota_holds SET state = 'refunded', settled_at = ? WHERE job_id = ? AND state = 'held'",
             (self._clock(), job.id),
         )
+
+    async def held_job_ids(self, tx: Transaction) -> list[int]:
+        rows = await tx.fetchall("SELECT job_id FROM quota_holds WHERE state = 'held'")
+        return [row["job_id"] for row in rows]
 
     # ----- moderation: every change writes an audit row in the same transaction ------------------
 

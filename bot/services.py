@@ -45,6 +45,7 @@ def runpod_from_settings(settings: Settings) -> RunPodClient:
         endpoint_id=settings.runpod_endpoint_id,
         api_key=settings.runpod_api_key,
         budget=RequestBudget(settings.runpod_requests_per_second),
+        output_http_hosts=settings.worker_output_http_hosts,
     )
 
 

@@ -13,7 +13,7 @@ from bot import prompt
 from bot.jobs import Job
 from bot.prompt import Options
 from bot.services import image_input
-from cogs import render
+from cogs import outgoing, render
 from cogs.errors import MemberError, handle_interaction_error
 from cogs.launch import launch, read_image, requester
 from cogs.permissions import is_moderator
@@ -140,19 +140,14 @@ class ResultButton(
             )
         if interaction.message is not None:
             await interaction.message.delete()
-        await interaction.response.send_message("Deleted.", ephemeral=True)
+        await outgoing.respond(interaction, "Deleted.")
 
     async def _details(self, interaction: discord.Interaction[Stablehand]) -> None:
         job = await _job(interaction, self.job_id)
         workflow = discord.File(
             io.BytesIO(job.workflow_json.encode()), filename=f"job{job.id}-workflow.json"
         )
-        await interaction.response.send_message(
-            render.details_text(job),
-            file=workflow,
-            ephemeral=True,
-            allowed_mentions=render.NO_MENTIONS,
-        )
+        await outgoing.respond(interaction, render.details_text(job), file=workflow)
 
 
 class EditModal(discord.ui.Modal):

@@ -15,9 +15,9 @@ import discord
 
 from bot.images import ImageFile, prepare_uploads
 from bot.jobs import DeliveryError, Job, JobUpdate
-from bot.metadata import a1111_parameters
+from bot.metadata import with_generation_data
 from bot.supervisor import Loop
-from cogs import render
+from cogs import outgoing, render
 from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class ProgressBoard:
         self._last_edit[job_id] = time.monotonic()
         try:
             async with asyncio.timeout(self._edit_timeout):
-                await message.edit(content=pending.text, allowed_mentions=render.NO_MENTIONS)
+                await outgoing.edit(message, content=pending.text)
             self._shown[job_id] = pending.text
         except (*UNREACHABLE, discord.DiscordServerError) as exc:
             # Discord is away for a moment: show this text (unless a newer one came) next time.
@@ -222,10 +222,11 @@ class DiscordDelivery:
         # A job made from an image can only be redone from that image: Vary does that.
         can_reroll = template is not None and not template.needs_image
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
-        parameters = a1111_parameters(job.request)
+        # Every PNG carries A1111's parameters and the ComfyUI workflow that made it.
+        images = with_generation_data(images, job.request, job.workflow_json)
         # A 413 means the limit the interaction reported was too high: halve what was refused.
         for _ in range(UPLOAD_ATTEMPTS):
-            upload = prepare_uploads(images, limit=limit, parameters=parameters)
+            upload = prepare_uploads(images, limit=limit)
             outcome = Outcome(
                 render.result_content(job, upload.notes),
                 embed,
@@ -274,12 +275,12 @@ class DiscordDelivery:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
             try:
-                await channel.get_partial_message(job.message_id).edit(
+                await outgoing.edit(
+                    channel.get_partial_message(job.message_id),
                     content=outcome.content,
                     embed=outcome.embed,
                     attachments=outcome.files(job.id),
                     view=outcome.view,
-                    allowed_mentions=render.NO_MENTIONS,
                 )
                 return
             except (discord.NotFound, discord.Forbidden) as exc:
@@ -294,12 +295,12 @@ class DiscordDelivery:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
             try:
-                message = await channel.send(
-                    content=outcome.content,
+                message = await outgoing.send(
+                    channel,
+                    outcome.content,
                     embed=outcome.embed,
                     files=outcome.files(job.id),
                     view=outcome.view,
-                    allowed_mentions=render.NO_MENTIONS,
                 )
             except (discord.NotFound, discord.Forbidden):
                 log.info(
@@ -311,11 +312,8 @@ class DiscordDelivery:
         try:
             user = await self._bot.fetch_user(job.user_id)
             # Buttons stay in the server: a DM holds only the images and their details.
-            message = await user.send(
-                content=outcome.content,
-                embed=outcome.embed,
-                files=outcome.files(job.id),
-                allowed_mentions=render.NO_MENTIONS,
+            message = await outgoing.send(
+                user, outcome.content, embed=outcome.embed, files=outcome.files(job.id)
             )
         except (discord.NotFound, discord.Forbidden):
             raise DeliveryError(

@@ -13,7 +13,7 @@ from discord import app_commands
 
 from bot.jobs import JobError
 from bot.prompt import PromptError
-from cogs import render
+from cogs import outgoing
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,7 @@ def is_expected(error: BaseException) -> bool:
 async def reply_privately(interaction: discord.Interaction, text: str) -> None:
     """Answer ephemerally whether or not the interaction was already acknowledged."""
     try:
-        if interaction.response.is_done():
-            await interaction.followup.send(
-                text, ephemeral=True, allowed_mentions=render.NO_MENTIONS
-            )
-        else:
-            await interaction.response.send_message(
-                text, ephemeral=True, allowed_mentions=render.NO_MENTIONS
-            )
+        await outgoing.answer(interaction, text)
     except discord.HTTPException as exc:
         log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)
 

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.jobs import JobState
 from bot.quotas import credit_text, relative
-from cogs import render
+from cogs import outgoing, render
 from cogs.permissions import is_moderator
 
 if TYPE_CHECKING:
@@ -46,9 +46,7 @@ class Jobs(commands.Cog):
         )
         if any(not job.terminal for job in recent):
             embed.set_footer(text="Stop one with /cancel.")
-        await interaction.response.send_message(
-            embed=embed, ephemeral=True, allowed_mentions=render.NO_MENTIONS
-        )
+        await outgoing.respond(interaction, embed=embed)
 
     @app_commands.command(
         name="cancel", description="Stop a job that has not finished; its credits come back."
@@ -60,9 +58,7 @@ class Jobs(commands.Cog):
         manager = self.bot.services.jobs
         found = await manager.get(job)
         if found is None or found.guild_id != interaction.guild_id:
-            await interaction.response.send_message(
-                f"There is no job #{job} on this server.", ephemeral=True
-            )
+            await outgoing.respond(interaction, f"There is no job #{job} on this server.")
             return
         cancelled = await manager.cancel(job, by_user=interaction.user.id, moderator=moderator)
         refund = f" {credit_text(cancelled.cost).capitalize()} refunded." if cancelled.cost else ""
@@ -76,9 +72,7 @@ class Jobs(commands.Cog):
             if cancelled.state is JobState.SUBMITTING
             else f"Cancelled job #{job}{whose}.{refund}"
         )
-        await interaction.response.send_message(
-            text, ephemeral=True, allowed_mentions=render.NO_MENTIONS
-        )
+        await outgoing.respond(interaction, text)
 
     @cancel.autocomplete("job")
     async def cancel_choices(

@@ -6,17 +6,14 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.images import ImageError, VerifiedImage, prepare_input_image
+from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job, NewJob
-from cogs import render
+from cogs import outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
-
-# What a member may attach: RunPod takes 10 MB per request and base64 adds a third.
-MAX_INPUT_BYTES = 20 * 2**20
 
 
 def channel_is_nsfw(channel: object) -> bool:
@@ -48,8 +45,10 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
     services = bot.services
     settings = await services.guild_settings.get(interaction.guild_id)
     if not settings.allows_channel(interaction.channel_id):
-        channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels or ())
-        raise MemberError(f"On this server images can be made in {channels or 'no channel yet'}.")
+        channels = outgoing.summarise(
+            [f"<#{c}>" for c in settings.allowed_channels or ()], empty="no channel yet"
+        )
+        raise MemberError(f"On this server images can be made in {channels}.")
     job = await services.jobs.accept(new_job)
     try:
         balance = await services.quotas.balance(job.guild_id, job.user_id, job.role_ids)
@@ -57,16 +56,12 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
             job, render.cost_line(job, balance.remaining, services.quotas.this_period)
         )
         if interaction.response.is_done():
-            message = await bot.get_partial_messageable(interaction.channel_id).send(
-                text, allowed_mentions=render.NO_MENTIONS
-            )
+            message = await outgoing.send(bot.get_partial_messageable(interaction.channel_id), text)
             channel_id, message_id = message.channel.id, message.id
             link = render.message_link(interaction.guild_id, channel_id, message_id)
-            await interaction.edit_original_response(content=f"Started job #{job.id}: {link}")
+            await outgoing.edit_response(interaction, f"Started job #{job.id}: {link}")
         else:
-            callback = await interaction.response.send_message(
-                text, allowed_mentions=render.NO_MENTIONS
-            )
+            callback = await outgoing.respond(interaction, text, ephemeral=False)
             channel_id, message_id = interaction.channel_id, callback.message_id
     except BaseException:
         await services.jobs.abandon(job.id, "its progress message could not be posted")

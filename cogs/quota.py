@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot import audit
 from bot.jobs import Job
 from bot.quotas import Balance, credit_text, relative
-from cogs import render
+from cogs import outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids, moderators_only
 from cogs.render import job_link
@@ -97,9 +97,7 @@ class Quota(commands.Cog):
         *,
         embed: discord.Embed | None = None,
     ) -> None:
-        await interaction.response.send_message(
-            text, embed=embed, ephemeral=True, allowed_mentions=render.NO_MENTIONS
-        )
+        await outgoing.respond(interaction, text, embed=embed)
 
     @app_commands.command(
         name="usage", description="Your image credits: what is left, when they reset, your jobs."
@@ -371,7 +369,10 @@ class Quota(commands.Cog):
             why = f" — {discord.utils.escape_markdown(entry.reason)}" if entry.reason else ""
             lines.append(f"{relative(entry.at)} <@{entry.moderator_id}> {entry.detail}{why}")
         title = f"Audit trail for {user.display_name}" if user else "Audit trail"
-        description = _clip_lines(lines, 4000) or "No moderator actions recorded yet."
+        description = (
+            outgoing.lines_within(lines, outgoing.DESCRIPTION_LIMIT)
+            or "No moderator actions recorded yet."
+        )
         await self._reply(interaction, embed=discord.Embed(title=title, description=description))
 
 
@@ -382,17 +383,6 @@ def dollars(amount: float) -> str:
 
 def _budget_line(spent: float, budget: float | None) -> str:
     return f"{dollars(spent)} of ${budget:.2f}" if budget else f"{dollars(spent)} (no budget)"
-
-
-def _clip_lines(lines: list[str], limit: int) -> str:
-    """Whole lines only, within Discord's embed description limit."""
-    kept, size = [], 0
-    for line in lines:
-        if size + len(line) + 1 > limit:
-            break
-        kept.append(line)
-        size += len(line) + 1
-    return "\n".join(kept)
 
 
 async def setup(bot: Stablehand) -> None:

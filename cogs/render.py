@@ -9,8 +9,6 @@ from bot.quotas import credit_text
 from bot.samplers import display_name
 
 NO_MENTIONS = discord.AllowedMentions.none()
-CONTENT_LIMIT = 2000
-FIELD_LIMIT = 1024
 PROMPT_PREVIEW = 300
 RESULT_COLOUR = discord.Colour(0x5865F2)
 
@@ -92,25 +90,21 @@ def accepted_text(job: Job, cost: str = "") -> str:
 
 
 def progress_text(update: JobUpdate) -> str:
-    return _fit(f"{header(update.job)}\n{progress_line(update)}")
+    return f"{header(update.job)}\n{progress_line(update)}"
 
 
 def result_content(job: Job, notes: tuple[str, ...] = ()) -> str:
     lines = [f"<@{job.user_id}> · job #{job.id}", *(f"ℹ️ {note}" for note in notes)]
-    return _fit("\n".join(lines))
+    return "\n".join(lines)
 
 
 def result_embed(job: Job, *, remaining: int | None, this_period: str) -> discord.Embed:
     """Every parameter that made these images, and what they cost."""
     request = job.request
     width, height = request.output_size
-    embed = discord.Embed(
-        description=_field(quote_prompt(request.prompt, 1000)), colour=RESULT_COLOUR
-    )
+    embed = discord.Embed(description=quote_prompt(request.prompt, 1000), colour=RESULT_COLOUR)
     if request.negative:
-        embed.add_field(
-            name="Negative", value=_field(quote_prompt(request.negative, 500)), inline=False
-        )
+        embed.add_field(name="Negative", value=quote_prompt(request.negative, 500), inline=False)
     embed.add_field(name="Seed", value=f"`{request.seed}`")
     embed.add_field(
         name="Size", value=f"{width}×{height}" + (f" ×{request.count}" if request.count > 1 else "")
@@ -142,7 +136,7 @@ def ended_text(job: Job) -> str:
     title = ENDED_TITLES.get(job.state, "Failed")
     refund = f" {credit_text(job.cost).capitalize()} refunded." if job.cost else ""
     reason = job.failure or "Something went wrong."
-    return _fit(f"{header(job)}\n{icon} **{title}** — {reason}{refund}")
+    return f"{header(job)}\n{icon} **{title}** — {reason}{refund}"
 
 
 def details_text(job: Job) -> str:
@@ -171,7 +165,7 @@ def details_text(job: Job) -> str:
         rows.insert(8, ("Denoise", f"{request.denoise:g}"))
     if request.hires_scale:
         rows.insert(8, ("Hires scale", f"{request.hires_scale:g}"))
-    return _fit(f"**Job #{job.id}**\n" + "\n".join(f"**{name}:** {value}" for name, value in rows))
+    return f"**Job #{job.id}**\n" + "\n".join(f"**{name}:** {value}" for name, value in rows)
 
 
 def _sampler(sampler: str | None, scheduler: str | None) -> str:
@@ -185,11 +179,3 @@ def choice_label(text: str, limit: int = 100) -> str:
     """An autocomplete label within Discord's 100 characters, cut with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _field(text: str) -> str:
-    return text if len(text) <= FIELD_LIMIT else text[: FIELD_LIMIT - 1] + "…"
-
-
-def _fit(text: str) -> str:
-    return text if len(text) <= CONTENT_LIMIT else text[: CONTENT_LIMIT - 1] + "…"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.config import NSFW_POLICIES
 from bot.guild_settings import GuildSettings
-from cogs import render
+from cogs import outgoing
 from cogs.errors import MemberError
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ NSFW_CHOICES = {
     "refuse": "Only make images in age-restricted channels",
     "off": "No tags, no spoilers",
 }
+# /settings shows the whole channel list up to this many; longer lists are summarised.
+SHOWN_CHANNELS = 50
 NOT_MANAGER = "Only members with the Manage Server permission can change this server's settings."
 
 
@@ -38,7 +40,7 @@ def describe(settings: GuildSettings, *, bot: Stablehand) -> discord.Embed:
     """Every server setting and what it currently is, defaults included."""
     policy = settings.policy(bot.services.policy())
     channels = (
-        ", ".join(f"<#{c}>" for c in settings.allowed_channels)
+        outgoing.summarise([f"<#{c}>" for c in settings.allowed_channels], most=SHOWN_CHANNELS)
         if settings.allowed_channels is not None
         else "every channel"
     )
@@ -76,20 +78,18 @@ class Settings(commands.Cog):
         updated = await self.bot.services.guild_settings.update(
             interaction.guild_id, interaction.user.id, **changes
         )
-        await interaction.response.send_message(
-            said,
-            embed=describe(updated, bot=self.bot),
-            ephemeral=True,
-            allowed_mentions=render.NO_MENTIONS,
-        )
+        await self._show(interaction, said, updated)
+
+    async def _show(
+        self, interaction: discord.Interaction, said: str, settings: GuildSettings
+    ) -> None:
+        await outgoing.respond(interaction, said, embed=describe(settings, bot=self.bot))
 
     @settings.command(name="show", description="Every setting of this server.")
     @managers_only()
     async def show(self, interaction: discord.Interaction) -> None:
         current = await self.bot.services.guild_settings.get(interaction.guild_id)
-        await interaction.response.send_message(
-            embed=describe(current, bot=self.bot), ephemeral=True
-        )
+        await outgoing.respond(interaction, embed=describe(current, bot=self.bot))
 
     @settings.command(
         name="channels", description="Where /imagine works: add or remove a channel, or allow all."
@@ -108,8 +108,7 @@ class Settings(commands.Cog):
         action: str,
         channel: app_commands.AppCommandChannel | None = None,
     ) -> None:
-        current = await self.bot.services.guild_settings.get(interaction.guild_id)
-        allowed = list(current.allowed_channels or ())
+        store = self.bot.services.guild_settings
         if action == "allow everywhere":
             await self._update(
                 interaction, "/imagine now works in every channel.", allowed_channels=None
@@ -117,14 +116,16 @@ class Settings(commands.Cog):
             return
         if channel is None:
             raise MemberError(f"Name the channel to {action}.")
-        if action == "add" and channel.id not in allowed:
-            allowed.append(channel.id)
-        elif action == "remove" and channel.id in allowed:
-            allowed.remove(channel.id)
+        if action == "add":
+            change = await store.add_channel(interaction.guild_id, interaction.user.id, channel.id)
+        else:
+            change = await store.remove_channel(
+                interaction.guild_id, interaction.user.id, channel.id
+            )
         said = f"{'Added' if action == 'add' else 'Removed'} {channel.mention}."
-        if not allowed:
+        if change.after.allowed_channels == ():
             said += " No channel is left, so /imagine works nowhere until you add one or allow everywhere."
-        await self._update(interaction, said, allowed_channels=tuple(allowed))
+        await self._show(interaction, said, change.after)
 
     @settings.command(name="nsfw", description="What happens outside age-restricted channels.")
     @app_commands.choices(
@@ -158,13 +159,9 @@ class Settings(commands.Cog):
     ) -> None:
         services = self.bot.services
         if workflow is not None and services.templates.get(workflow) is None:
+            names = [f"`{name}`" for name in services.templates.names()]
             raise MemberError(
-                f"There is no workflow `{workflow[:40]}`. Workflows: {', '.join(services.templates.names())}."
-            )
-        policy = (await services.guild_settings.get(interaction.guild_id)).policy(services.policy())
-        if steps is not None and steps > policy.max_steps:
-            raise MemberError(
-                f"{steps} steps is above this server's cap of {policy.max_steps}; raise the cap first."
+                f"There is no workflow `{workflow[:40]}`. Workflows: {outgoing.summarise(names)}."
             )
         if workflow is None and steps is None and cfg is None:
             await self._update(
@@ -184,7 +181,20 @@ class Settings(commands.Cog):
             )
             if v is not None
         }
-        await self._update(interaction, "Defaults updated.", **changes)
+
+        def within_the_cap(current: GuildSettings) -> dict[str, Any]:
+            # Read in the same transaction as the write: a cap lowered meanwhile is seen.
+            cap = current.policy(services.policy()).max_steps
+            if steps is not None and steps > cap:
+                raise MemberError(
+                    f"{steps} steps is above this server's cap of {cap}; raise the cap first."
+                )
+            return changes
+
+        change = await services.guild_settings.change(
+            interaction.guild_id, interaction.user.id, within_the_cap
+        )
+        await self._show(interaction, "Defaults updated.", change.after)
 
     @defaults.autocomplete("workflow")
     async def workflow_choices(

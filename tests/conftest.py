@@ -20,7 +20,7 @@ from bot.jobs import Job, JobManager, JobUpdate
 from bot.polling import Timing
 from bot.runpod import RetryPolicy, RunPodClient
 from bot.services import Services
-from tests.fakes import payloads
+from tests.fakes import HANG_GUARD, payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
 
@@ -108,7 +108,7 @@ class RecordingDelivery:
         self.notified.setdefault(job.id, []).append(job)
         self._event(job.id).set()
 
-    async def wait(self, job_id: int, timeout: float = 10.0) -> None:
+    async def wait(self, job_id: int, timeout: float = HANG_GUARD) -> None:
         await asyncio.wait_for(self._event(job_id).wait(), timeout)
 
 
@@ -125,7 +125,7 @@ class Watcher:
         self._changed.set()
 
     async def until(
-        self, predicate: Callable[[JobUpdate], bool], timeout: float = 10.0
+        self, predicate: Callable[[JobUpdate], bool], timeout: float = HANG_GUARD
     ) -> JobUpdate:
         async with asyncio.timeout(timeout):
             while not (found := [u for u in self.updates if predicate(u)]):
@@ -134,16 +134,23 @@ class Watcher:
         return found[0]
 
 
-async def wait_for_state(
-    services: Services, job_id: int, *states: str, timeout: float = 10.0
+async def wait_for_job(
+    services: Services, job_id: int, reached: Callable[[Job], bool], timeout: float = HANG_GUARD
 ) -> Job:
-    """Wait (on the database, in small steps) until a job reaches one of `states`."""
+    """Wait (on the database, in small steps) until the stored job satisfies `reached`."""
     async with asyncio.timeout(timeout):
         while True:
             job = await services.jobs.get(job_id)
-            if job is not None and job.state.value in states:
+            if job is not None and reached(job):
                 return job
             await asyncio.sleep(0.005)
+
+
+async def wait_for_state(
+    services: Services, job_id: int, *states: str, timeout: float = HANG_GUARD
+) -> Job:
+    """Wait until a job reaches one of `states`."""
+    return await wait_for_job(services, job_id, lambda job: job.state.value in states, timeout)
 
 
 @pytest_asyncio.fixture
@@ -200,7 +207,9 @@ FAST_PACING = Pacing(message_interval=0.01, channel_burst=5, channel_per_second=
 
 @pytest_asyncio.fixture
 async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord(channel_rate=(5, 0.05)) as server:
+    # The 3-second acknowledgement rule is tested on the fake's own clock (test_fake_discord);
+    # here it would only measure how loaded the machine is.
+    async with FakeDiscord(channel_rate=(5, 0.05), ack_deadline=HANG_GUARD) as server:
         server.install()
         yield server
         server.uninstall()
@@ -252,6 +261,6 @@ async def imagine_result(bot: Stablehand, fake: FakeDiscord, prompt: str, **opti
         lambda r: (
             r.method == "PATCH" and r.path.endswith(f"/messages/{message_id}") and bool(r.files)
         ),
-        timeout=10,
+        timeout=HANG_GUARD,
     )
     return fake.message_payload(message_id)

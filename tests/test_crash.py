@@ -64,12 +64,15 @@ async def test_sigkill_with_20_jobs_in_flight_loses_nothing_and_runs_nothing_twi
     tmp_path: Path, fake_runpod: FakeRunPod
 ) -> None:
     db, outcomes = tmp_path / "crash.db", tmp_path / "outcomes.log"
-    fake_runpod.default_outcome = Outcome(run_delay=1.5)
+    # The jobs wait in RunPod's queue until the first process is dead, however slow this machine.
+    fake_runpod.default_outcome = Outcome(status="HANG")
     first = await _spawn(fake_runpod, db, outcomes, "--submit", "20")
     # Kill only once every submission was answered and recorded in the database.
     await _until(lambda: _states(db)["submitted"] + _states(db)["running"] == 20)
     await _kill(first)
     assert not outcomes.exists() or outcomes.read_text() == ""
+    for runpod_id in fake_runpod.jobs:
+        fake_runpod.finish(runpod_id)
 
     second = await _spawn(fake_runpod, db, outcomes, "--exit-when-done")
     assert await asyncio.wait_for(second.wait(), 60) == 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
 from bot.app import Pacing, Stablehand
-from tests.conftest import FAST, make_settings, reply_to, wait_for_state
+from tests.conftest import FAST, make_settings, reply_to, wait_for_job, wait_for_state
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -39,9 +40,19 @@ async def test_progress_is_shown_in_the_jobs_own_message(
     bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
 ) -> None:
     fake_runpod.workers = {"idle": 0, "ready": 0, "running": 0, "initializing": 1}
-    fake_runpod.script(Outcome(queue_delay=0.3, run_delay=0.3))
+    fake_runpod.script(Outcome(status="STUCK", queue_delay=3600))
     _, message_id = await _started(bot, fake_discord, "a pony")
-    await fake_discord.wait_for(_final(message_id), timeout=10)
+
+    def showing(words: str) -> Callable[[RecordedRequest], bool]:
+        return lambda r: r.method == "PATCH" and words in str((r.json or {}).get("content"))
+
+    # Each phase lasts until the member has been shown it, however slowly this machine runs.
+    await fake_discord.wait_for(showing("Waiting for a GPU worker to start"))
+    [job_id] = fake_runpod.jobs
+    fake_runpod.start_running(job_id)
+    await fake_discord.wait_for(showing("Generating"))
+    fake_runpod.finish(job_id)
+    await fake_discord.wait_for(_final(message_id))
     shown = [
         r.json["content"]
         for r in fake_discord.requests
@@ -78,7 +89,8 @@ async def test_a_deleted_progress_message_gets_a_fresh_post_recorded_at_once(
         lambda r: r.method == "POST" and r.path == f"/channels/{CHANNEL}/messages" and bool(r.files)
     )
     assert post.status == 200
-    job = await bot.services.jobs.get(1)
+    # The fake records the post before the bot has read the new message's id and stored it.
+    job = await wait_for_job(bot.services, 1, lambda stored: stored.message_id != message_id)
     fresh = fake_discord.channel_messages(CHANNEL)[-1]
     assert (job.message_id, job.channel_id) == (fresh.id, CHANNEL) and fresh.attachments
     details = [detail for _, _, detail in await bot.services.jobs.events(1)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.fairqueue import Caps, FairQueue
 
-A, B, C = (1, 10), (1, 20), (1, 30)
+A, B, C = 10, 20, 30  # user ids
 
 
 def _drain(queue: FairQueue[str], now: float = 0.0) -> list[str]:

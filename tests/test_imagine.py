@@ -8,6 +8,7 @@ import json
 from PIL import Image
 
 from bot.app import Stablehand
+from tests.conftest import wait_for_state
 from tests.fakes import fake_runpod as fr
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
@@ -50,8 +51,9 @@ async def test_imagine_posts_a_1024_png_with_the_seed(
     assert {"name": "Seed", "value": "`4242`", "inline": True} in embed["fields"]
     assert edit.json["allowed_mentions"]["parse"] == []
 
-    job = await bot.services.jobs.get(1)
-    assert job.channel_id == CHANNEL and job.message_id == message_id and job.state.value == "done"
+    # The fake records the edit before the bot reads its answer and marks the job done.
+    job = await wait_for_state(bot.services, 1, "done")
+    assert job.channel_id == CHANNEL and job.message_id == message_id
     submitted = fake_runpod.requests_for("run")[0].json["input"]["workflow"]
     assert any(node["class_type"] == "CLIPSetLastLayer" for node in submitted.values())
     assert len(fake_discord.channel_messages(CHANNEL)) == 1, (

@@ -163,6 +163,7 @@ async def test_delete_is_for_the_requester_or_a_moderator(
     bot: Stablehand, fake_discord: FakeDiscord
 ) -> None:
     message = await imagine_result(bot, fake_discord, "a pony")
+    await wait_for_state(bot.services, 1, "done")  # the edit is seen before the bot marks it done
     delete = _buttons(message)["Delete"]
     refused = await reply_to(bot, fake_discord, payloads.button_click(delete, message, user=BOB))
     assert "Only the member who made these images, or a moderator" in refused["content"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import time
@@ -125,7 +126,7 @@ async def test_an_ambiguous_run_failure_is_never_resent(fake_runpod: FakeRunPod,
 
 async def test_a_run_read_timeout_is_uncertain_and_not_resent(fake_runpod: FakeRunPod) -> None:
     client = make_client(fake_runpod, http=httpx.AsyncClient(timeout=httpx.Timeout(0.1)))
-    fake_runpod.inject("run", fr.delay(0.5))
+    fake_runpod.inject("run", fr.delay(5))
     with pytest.raises(SubmitUncertain):
         await client.run({"workflow": WORKFLOW})
     assert len(fake_runpod.requests_for("run")) == 1
@@ -156,7 +157,7 @@ async def test_status_reads_retry_5xx_and_resets(fake_runpod: FakeRunPod, fault)
 async def test_status_read_timeout_is_retried(fake_runpod: FakeRunPod) -> None:
     client = make_client(fake_runpod, http=httpx.AsyncClient(timeout=httpx.Timeout(0.1)))
     job = await client.run({"workflow": WORKFLOW})
-    fake_runpod.inject("status", fr.delay(0.5))
+    fake_runpod.inject("status", fr.delay(5))
     assert (await client.status(job.id)).id == job.id
 
 
@@ -177,8 +178,15 @@ async def test_429_with_no_retry_after_still_backs_off(fake_runpod: FakeRunPod) 
 
 async def test_runsync_that_runs_out_of_wait_falls_back_to_polling(fake_runpod: FakeRunPod) -> None:
     client = make_client(fake_runpod)
-    fake_runpod.script(Outcome(run_delay=0.2))
+    fake_runpod.script(Outcome(status="STUCK"))
+
+    async def finish_once_polled() -> None:
+        await fake_runpod.wait_for_requests("status", 1)
+        fake_runpod.finish(next(iter(fake_runpod.jobs)))
+
+    finisher = asyncio.create_task(finish_once_polled())
     status = await client.run_sync({"workflow": WORKFLOW}, wait_ms=20, poll_interval=0.02)
+    await finisher
     assert status.status == "COMPLETED"
     assert fake_runpod.requests_for("runsync")[0].query["wait"] == "20"
     assert len(fake_runpod.requests_for("status")) >= 1, "the wait ran out, so it polled"
@@ -208,7 +216,7 @@ async def test_cancel_retry_health_and_purge(fake_runpod: FakeRunPod) -> None:
 
 async def test_unknown_status_values_parse_without_crashing(fake_runpod: FakeRunPod) -> None:
     client = make_client(fake_runpod)
-    fake_runpod.script(Outcome(unknown_status="THROTTLED", run_delay=0.05))
+    fake_runpod.script(Outcome(status="STUCK", unknown_status="THROTTLED"))
     job = await client.run({"workflow": WORKFLOW})
     status = await client.status(job.id)
     assert status.status == "THROTTLED" and not status.terminal
@@ -246,7 +254,7 @@ def _png(size=(8, 8)) -> bytes:
     return out.getvalue()
 
 
-async def _no_fetch(url: str) -> bytes:
+async def _no_fetch(url: str, *, max_bytes: int) -> bytes:
     raise AssertionError("nothing to fetch")
 
 
@@ -304,7 +312,7 @@ async def test_fewer_images_than_asked_is_a_failure() -> None:
 
 
 async def test_s3_urls_are_downloaded_and_webp_is_sniffed(fake_runpod: FakeRunPod) -> None:
-    client = make_client(fake_runpod)
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     for fmt, mime in (("s3_url", "image/png"), ("webp", "image/webp")):
         fake_runpod.script(Outcome(output_format=fmt))
         job = await client.run({"workflow": WORKFLOW})
@@ -316,7 +324,7 @@ async def test_s3_urls_are_downloaded_and_webp_is_sniffed(fake_runpod: FakeRunPo
 
 
 async def test_downloads_over_the_cap_are_refused(fake_runpod: FakeRunPod) -> None:
-    client = make_client(fake_runpod)
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
     fake_runpod.script(Outcome(output_format="s3_url", noise=True))
     job = await client.run({"workflow": WORKFLOW})
     done = await _until_terminal(client, job.id)

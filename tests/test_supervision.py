@@ -204,6 +204,7 @@ async def test_health_passes_while_every_loop_beats(running_bot: Stablehand) -> 
         "jobs-poll",
         "jobs-positions",
         "jobs-health",
+        "jobs-reconcile",
         "progress-board",
         "heartbeat",
     }
@@ -269,10 +270,10 @@ async def test_progress_keeps_flowing_after_discord_was_unreachable(
     message_id = fake_discord.interactions[payload["token"]].response_message_id
     await fake_runpod.wait_for_requests("run", 1)
 
-    await fake_discord.refuse_connections()
+    await fake_discord.go_offline()
     fake_runpod.start_running(next(iter(fake_runpod.jobs)))  # new progress to show: "Generating"
     await until(lambda: "progress edit failed (ClientConnectorError)" in caplog.text)
-    await fake_discord.accept_connections()
+    await fake_discord.go_online()
 
     def generating_shown() -> bool:
         return any(

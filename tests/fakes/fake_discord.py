@@ -27,7 +27,7 @@ import discord.http
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 
-from tests.fakes import payloads
+from tests.fakes import HANG_GUARD, payloads
 
 API_PREFIX = "/api/v10"
 MAX_CONTENT = 2000
@@ -41,6 +41,8 @@ LOADING = 1 << 7
 COMPONENTS_V2 = 1 << 15
 EDITABLE_FLAGS = (1 << 2) | (1 << 12) | COMPONENTS_V2
 EMBED_LIMITS = {"title": 256, "description": 4096}
+FIELD_LIMITS = {"name": 256, "value": 1024}
+NAMED_LIMITS = (("footer", "text", 2048), ("author", "name", 256))
 EMBED_TOTAL = 6000
 DEFAULT_REQUEST_LIMIT = 25 * 1024 * 1024
 _JSON = web.RequestKey("json", object)
@@ -261,7 +263,8 @@ def check_components(components: list[dict[str, Any]], flags: int) -> None:
 
 
 def check_embeds(embeds: list[dict[str, Any]]) -> None:
-    """Discord's embed limits: 10 embeds, title 256, description 4096, 6000 in total."""
+    """Discord's embed limits: 10 embeds, title 256, description 4096, fields 25 of 256/1024,
+    footer 2048, author 256, 6000 in total."""
     if len(embeds) > MAX_EMBEDS:
         raise _too_long("embeds", MAX_EMBEDS)
     total = 0
@@ -273,10 +276,16 @@ def check_embeds(embeds: list[dict[str, Any]]) -> None:
             total += len(text)
         if len(embed.get("fields", [])) > 25:
             raise _too_long(f"embeds.{index}.fields", 25)
-        for field in embed.get("fields", []):
-            total += len(field.get("name", "")) + len(field.get("value", ""))
-        total += len((embed.get("footer") or {}).get("text", ""))
-        total += len((embed.get("author") or {}).get("name", ""))
+        for n, field in enumerate(embed.get("fields", [])):
+            for key, limit in FIELD_LIMITS.items():
+                if len(field.get(key, "")) > limit:
+                    raise _too_long(f"embeds.{index}.fields.{n}.{key}", limit)
+                total += len(field.get(key, ""))
+        for part, key, limit in NAMED_LIMITS:
+            text = (embed.get(part) or {}).get(key, "")
+            if len(text) > limit:
+                raise _too_long(f"embeds.{index}.{part}.{key}", limit)
+            total += len(text)
     if total > EMBED_TOTAL:
         raise form_error(
             "embeds", "MAX_EMBED_SIZE_EXCEEDED", "Embed size exceeds maximum size of 6000"
@@ -404,7 +413,6 @@ class FakeDiscord:
         self._installed: tuple[str, yarl.URL] | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self.reachable = True
         if default_guild:
             self.add_guild(payloads.guild())
 
@@ -424,21 +432,22 @@ class FakeDiscord:
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
 
-    async def refuse_connections(self) -> None:
-        """Be unreachable: stop listening, reset open connections, drop the gateway."""
-        self.reachable = False
+    async def go_offline(self) -> None:
+        """Become unreachable, state kept: new connections refused, the gateway and open ones cut."""
         if self._site is not None:
-            await self._site.stop()
-            self._site = None
+            site, self._site = self._site, None
+            await site.stop()
         await self.drop_gateway()
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
 
-    async def accept_connections(self) -> None:
-        """Listen again on the same port, after ``refuse_connections()``."""
+    async def go_online(self) -> None:
+        """Listen again on the same port after ``go_offline()``."""
         if self._site is None and self._runner is not None:
-            port = yarl.URL(self.url).port
-            self._site = web.TCPSite(self._runner, "127.0.0.1", port)
+            self._site = web.TCPSite(self._runner, "127.0.0.1", yarl.URL(self.url).port)
             await self._site.start()
-        self.reachable = True
 
     async def close(self) -> None:
         """Disconnect gateway clients, stop listening and undo ``install()``."""
@@ -556,7 +565,7 @@ class FakeDiscord:
     async def wait_for(
         self,
         predicate: Callable[[RecordedRequest], bool],
-        timeout: float = 5.0,
+        timeout: float = HANG_GUARD,
     ) -> RecordedRequest:
         """The first recorded request (past or future) matching ``predicate``."""
 
@@ -575,7 +584,7 @@ class FakeDiscord:
     async def wait_for_callback(
         self,
         payload: Mapping[str, Any],
-        timeout: float = 5.0,
+        timeout: float = HANG_GUARD,
     ) -> RecordedRequest:
         """The interaction callback request for ``payload`` (whatever its status)."""
         suffix = f"/{payload['id']}/{payload['token']}/callback"
@@ -773,9 +782,6 @@ class FakeDiscord:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if not self.reachable and request.transport is not None:
-            request.transport.abort()  # a kept-alive connection dies with the network
-            raise asyncio.CancelledError
         if request.path == "/gateway":
             return await handler(request)
         at = self.now()

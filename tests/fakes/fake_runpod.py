@@ -17,9 +17,11 @@ import math
 import random
 import signal
 import socket
+import ssl
 import struct
 import time
 import uuid
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 from PIL import Image
+
+from tests.fakes import HANG_GUARD
 
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 OUTCOME_STATUSES = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "HANG", "STUCK"})
@@ -85,6 +89,21 @@ ERROR_UNKNOWN_NODE = (
 )
 ERROR_COMFY_UNREACHABLE = "ComfyUI server (127.0.0.1:8188) not reachable after multiple retries."
 LEGACY_ERROR_MESSAGE = "ComfyUI output file not found"
+# A node that raised while the workflow ran: worker-comfyui answers {"error": ERROR_JOB_PROCESSING,
+# "details": [...]} and runpod-python's run_job moves everything but `error` into `output`.
+DETAIL_CPU_OUT_OF_MEMORY = (
+    "Workflow execution error: Node Type: RepeatImageBatch, Node ID: 2, Message: [enforce fail at "
+    "alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+    "115964116992 bytes. Error code 12 (Cannot allocate memory)"
+)
+DETAIL_CUDA_OUT_OF_MEMORY = (
+    "Workflow execution error: Node Type: KSampler, Node ID: 3, Message: CUDA out of memory. "
+    "Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.65 GiB of which 1.05 GiB is free."
+)
+DETAIL_DAMAGED_CHECKPOINT = (
+    "Workflow execution error: Node Type: CheckpointLoaderSimple, Node ID: 4, Message: Error "
+    "while deserializing header: header too small"
+)
 
 PALETTE = (
     (220, 60, 60),
@@ -138,6 +157,8 @@ class Outcome:
     progress_output: Any = None
     unknown_status: str | None = None
     warnings: list[str] | None = None
+    # FAILED with ERROR_JOB_PROCESSING: the worker's `details` (the real cause).
+    details: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in OUTCOME_STATUSES:
@@ -160,11 +181,21 @@ class Fault:
     retry_after: float | None = None
     body: Any = None
     seconds: float = 0.0
+    gate: asyncio.Event | None = None
 
 
-def http(status: int, retry_after: float | None = None, body: Any = None) -> Fault:
-    """Answer `status` without processing; `retry_after` seconds go in a Retry-After header."""
-    return Fault("http", status=status, retry_after=retry_after, body=body)
+def http(
+    status: int,
+    retry_after: float | None = None,
+    body: Any = None,
+    *,
+    gate: asyncio.Event | None = None,
+) -> Fault:
+    """Answer `status` without processing; `retry_after` seconds go in a Retry-After header.
+
+    With `gate`, the answer waits until the test sets it: a fault that lands at a chosen moment.
+    """
+    return Fault("http", status=status, retry_after=retry_after, body=body, gate=gate)
 
 
 def reset() -> Fault:
@@ -175,11 +206,6 @@ def reset() -> Fault:
 def reset_after_processing() -> Fault:
     """Process the request (a run creates its job) and then drop the connection unanswered."""
     return Fault("reset_after_processing")
-
-
-def corrupt(**fields: Any) -> Fault:
-    """Process the request, then answer with these fields of its JSON set to `fields` (garbage)."""
-    return Fault("corrupt", body=fields)
 
 
 def delay(seconds: float) -> Fault:
@@ -516,6 +542,8 @@ class FakeRunPod:
         self._s3: dict[str, _Encoded] = {}
         self._rng = random.Random(seed)
         self._runner: web.AppRunner | None = None
+        self.garbage = GarbageFaults()
+        self._site: web.TCPSite | None = None
 
     async def start(self) -> None:
         """Start listening; `port` becomes the real port if 0 was asked for."""
@@ -523,8 +551,28 @@ class FakeRunPod:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
+        await self._listen()
         self.port = self._runner.addresses[0][1]
+
+    async def go_offline(self) -> None:
+        """Become unreachable, job state kept: new connections are refused, open ones reset."""
+        if self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
+
+    async def go_online(self) -> None:
+        """Listen again on the same port after `go_offline`."""
+        if self._site is None:
+            await self._listen()
+
+    async def _listen(self) -> None:
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, self.host, self.port)
+        await self._site.start()
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -580,7 +628,7 @@ class FakeRunPod:
             self._schedule_run(job, now)
             self._job_signal.fire()
 
-    async def wait_for_requests(self, op: str, count: int, timeout: float = 5.0) -> None:
+    async def wait_for_requests(self, op: str, count: int, timeout: float = HANG_GUARD) -> None:
         """Return once `count` requests to `op` have arrived; TimeoutError after `timeout`."""
         deadline = time.monotonic() + timeout
         while self._op_counts[op] < count:
@@ -607,6 +655,9 @@ class FakeRunPod:
         return {"jobs": jobs, "requests": dict(self._op_counts)}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self._site is None:  # offline: a kept-alive connection is cut, not answered
+            _drop_connection(request)
+            raise asyncio.CancelledError
         if request.path.startswith("/_fake/"):
             return web.json_response(self.snapshot())
         arrived = time.monotonic()
@@ -615,6 +666,8 @@ class FakeRunPod:
         payload = _json_body(body)
         self._record(request, op, payload, arrived)
         fault = self._next_fault(op)
+        if fault is not None and fault.gate is not None:
+            await fault.gate.wait()
         if fault is not None and fault.kind == "http":
             return _fault_response(fault)
         if fault is not None and fault.kind == "reset":
@@ -624,10 +677,6 @@ class FakeRunPod:
             response = await self._dispatch(request, op, body, payload)
         except _Reject as reject:
             response = _error(reject.status, reject.message)
-        if fault is not None and fault.kind == "corrupt" and isinstance(response.body, bytes):
-            response = web.json_response(
-                {**json.loads(response.body), **fault.body}, status=response.status
-            )
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
         if fault is not None and fault.kind == "reset_after_processing":
@@ -811,7 +860,7 @@ class FakeRunPod:
             "inQueue": counts["IN_QUEUE"],
             "retried": sum(1 for job in self.jobs.values() if job.retries),
         }
-        return {"jobs": jobs, "workers": dict(self.workers)}
+        return self.garbage.health_body({"jobs": jobs, "workers": dict(self.workers)})
 
     def _status_body(self, job: FakeJob, now: float) -> dict[str, Any]:
         """The /status answer for `job` at `now`."""
@@ -834,9 +883,11 @@ class FakeRunPod:
             body["output"] = self._output(job)
         elif status == "FAILED":
             body["error"] = outcome.error or ERROR_JOB_PROCESSING
+            if body["error"] == ERROR_JOB_PROCESSING:
+                body["output"] = {"details": outcome.details or [DETAIL_CPU_OUT_OF_MEMORY]}
         elif terminal and outcome.error:
             body["error"] = outcome.error
-        return body
+        return self.garbage.status_body(body)
 
     def _job_images(self, job: FakeJob) -> list[_Encoded]:
         outcome = job.outcome
@@ -880,16 +931,144 @@ class FakeRunPod:
             entries.append({"filename": filename, "type": kind, "data": data})
         return entries
 
+    def serve(self, key: str, data: bytes, content_type: str = "image/png") -> str:
+        """Serve raw bytes at GET /s3/{key} (any content: an image, a secret, junk); its URL."""
+        return self._publish(key, _Encoded(data, "", content_type, key.rsplit(".", 1)[-1]))
+
+    def redirect(self, key: str, location: str) -> str:
+        """Answer GET /s3/{key} with a 302 to `location`; the URL that redirects."""
+        self.garbage.redirects[key] = location
+        return f"{self.base_url}/s3/{key}"
+
     def _publish(self, key: str, image: _Encoded) -> str:
         """Store an image for GET /s3/{key} and return its URL (the presigned-URL stand-in)."""
         self._s3[key] = image
         return f"{self.base_url}/s3/{key}"
 
     def _serve_s3(self, path: str) -> web.Response:
-        image = self._s3.get(path.removeprefix("/s3/"))
+        key = path.removeprefix("/s3/")
+        if key in self.garbage.redirects:
+            raise web.HTTPFound(self.garbage.redirects[key])
+        image = self._s3.get(key)
         if image is None:
             raise _Reject(404, "NoSuchKey")
         return web.Response(body=image.data, content_type=image.mime)
+
+
+# ----- garbage in answers: fault injection for the bot's boundary checks ----------------------
+
+MISSING: Any = object()  # a field value meaning "leave this field out of the answer"
+
+
+@dataclass
+class Garbage:
+    """Fields overwritten (MISSING: removed) in status answers while the job is in `when`."""
+
+    fields: dict[str, Any]
+    when: frozenset[str] | None = None
+    times: int | None = None
+
+
+class GarbageFaults:
+    """What `FakeRunPod.garble*` scripted; the fake passes every answer body through it."""
+
+    def __init__(self) -> None:
+        self.status: list[Garbage] = []
+        self.health: dict[str, Any] | None = None
+        self.redirects: dict[str, str] = {}
+        self.garbled = 0
+
+    def status_body(self, body: dict[str, Any]) -> Any:
+        for garbage in self.status:
+            if garbage.times == 0 or (garbage.when and body.get("status") not in garbage.when):
+                continue
+            if garbage.times is not None:
+                garbage.times -= 1
+            self.garbled += 1
+            return _overwrite(body, garbage.fields)
+        return body
+
+    def health_body(self, body: dict[str, Any]) -> Any:
+        return body if self.health is None else _overwrite(body, self.health)
+
+
+def _overwrite(body: dict[str, Any], fields: dict[str, Any]) -> Any:
+    if "" in fields:  # the whole body replaced: a list, a string, null
+        return fields[""]
+    changed = {**body, **fields}
+    return {key: value for key, value in changed.items() if value is not MISSING}
+
+
+def garble(
+    fake: FakeRunPod,
+    when: str | Iterable[str] | None = "COMPLETED",
+    times: int | None = None,
+    **fields: Any,
+) -> None:
+    """Status answers (while a job is `when`; None: always) get `fields` for `times` answers.
+
+    `garble(fake, executionTime=1e300)`; `garble(fake, id=MISSING)`; `garble(fake, **{"": []})`
+    replaces the whole body.
+    """
+    statuses = None if when is None else frozenset([when] if isinstance(when, str) else when)
+    fake.garbage.status.append(Garbage(dict(fields), statuses, times))
+
+
+def garble_health(fake: FakeRunPod, **fields: Any) -> None:
+    """Every /health answer gets `fields` (MISSING removes one; "" replaces the whole body)."""
+    fake.garbage.health = dict(fields)
+
+
+async def serve_tls(fake: FakeRunPod, ssl_context: ssl.SSLContext) -> int:
+    """Also listen with TLS on another port of the same host (an https bucket); that port."""
+    assert fake._runner is not None, "start the fake first"
+    site = web.TCPSite(fake._runner, fake.host, 0, ssl_context=ssl_context)
+    await site.start()
+    return fake._runner.addresses[-1][1]
+
+
+def images_output(*entries: Any) -> dict[str, Any]:
+    """A worker-comfyui 5.x `output` holding these `images` entries."""
+    return {"images": list(entries)}
+
+
+def base64_entry(data: bytes, filename: str = "ComfyUI_00001_.png") -> dict[str, str]:
+    return {"filename": filename, "type": "base64", "data": base64.b64encode(data).decode()}
+
+
+def s3_entry(url: str, filename: str = "ComfyUI_00001_.png") -> dict[str, str]:
+    return {"filename": filename, "type": "s3_url", "data": url}
+
+
+def small_png(size: tuple[int, int] = (8, 8), color: str = "red") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+def oversized_png(width: int = 13000, height: int = 13000, *, whole: bool = True) -> bytes:
+    """A valid 1-bit PNG whose header declares width x height: tiny to send, huge to decode.
+
+    `whole=False` cuts the image data short: only a header-first check refuses it for its size.
+    """
+    rows = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    data = b"".join(rows.compress(row * 256) for _ in range(height // 256))
+    data += rows.compress(row * (height % 256)) + rows.flush()
+    if not whole:
+        data = data[:64]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", data)
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload)
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
 _METHODS = {

@@ -229,11 +229,11 @@ class Sandbox:
 
 @asynccontextmanager
 async def sandbox(
-    *, queue_delay: float = 0.5, run_delay: float = 2.0, show=print
+    *, queue_delay: float = 0.5, run_delay: float = 2.0, ack_deadline: float = 3.0, show=print
 ) -> AsyncIterator[Sandbox]:
     with tempfile.TemporaryDirectory(prefix="stablehand-sandbox-") as workdir:
         async with (
-            FakeDiscord() as discord,
+            FakeDiscord(ack_deadline=ack_deadline) as discord,
             FakeRunPod(queue_delay=queue_delay, run_delay=run_delay) as runpod,
         ):
             box = Sandbox(discord, runpod, Path(workdir), show=show)

@@ -24,7 +24,13 @@ from discord.ext import commands
 from PIL import Image
 
 from tests.fakes import payloads
-from tests.fakes.fake_discord import FakeDiscord, RecordedFile, RecordedRequest
+from tests.fakes.fake_discord import (
+    DiscordError,
+    FakeDiscord,
+    RecordedFile,
+    RecordedRequest,
+    check_embeds,
+)
 
 CHANNEL_MESSAGE = r"/channels/\d+/messages/\d+"
 CHANNEL_MESSAGES = r"/channels/\d+/messages"
@@ -376,14 +382,19 @@ async def test_modal_submit_reaches_on_submit(fake: FakeDiscord, bot: commands.B
         async def on_submit(self, interaction: discord.Interaction) -> None:
             await interaction.response.send_message(f"got {self.prompt.value}", ephemeral=True)
 
+    shown = asyncio.Event()
+
     @bot.tree.command(name="edit", description="Edit a prompt")
     async def edit(interaction: discord.Interaction) -> None:
         await interaction.response.send_modal(PromptModal(custom_id="edit-modal"))
+        shown.set()
 
     opened = payloads.slash_command("edit")
     fake.deliver(bot, opened)
     await fake.wait_for_callback(opened)
     assert fake.interactions[opened["token"]].modal["custom_id"] == "edit-modal"
+    # discord.py stores the modal (to route its submit) only once it has read the callback's answer.
+    await asyncio.wait_for(shown.wait(), 5)
 
     submitted = payloads.modal_submit("edit-modal", {"prompt": "a horse"})
     fake.deliver(bot, submitted)
@@ -519,3 +530,41 @@ def test_interaction_payload_shapes() -> None:
     assert "member" not in dm and dm["user"]["id"] == str(payloads.MEMBER_ID)
     assert dm["channel"]["type"] == 1 and dm["context"] == 1
     assert payloads.slash_command("a")["token"] != payloads.slash_command("a")["token"]
+
+
+@pytest.mark.parametrize(
+    ("embed", "where"),
+    [
+        ({"title": "t" * 257}, "embeds.0.title"),
+        ({"description": "d" * 4097}, "embeds.0.description"),
+        ({"fields": [{"name": "n" * 257, "value": "v"}]}, "embeds.0.fields.0.name"),
+        ({"fields": [{"name": "n", "value": "v" * 1025}]}, "embeds.0.fields.0.value"),
+        ({"footer": {"text": "f" * 2049}}, "embeds.0.footer.text"),
+        ({"author": {"name": "a" * 257}}, "embeds.0.author.name"),
+        ({"description": "d" * 4000, "footer": {"text": "f" * 2001}}, "embeds"),
+    ],
+)
+def test_each_embed_limit_is_refused_like_discord_does(embed: dict, where: str) -> None:
+    with pytest.raises(DiscordError) as refused:
+        check_embeds([embed])
+    assert refused.value.status == 400
+    errors = refused.value.errors
+    for part in where.split("."):
+        errors = errors[part]
+    assert "_errors" in errors
+    check_embeds([{"title": "t" * 256, "fields": [{"name": "n" * 256, "value": "v" * 1024}]}])
+
+
+async def test_offline_refuses_connections_and_online_serves_the_same_messages(
+    fake: FakeDiscord, bot: commands.Bot
+) -> None:
+    channel = bot.get_partial_messageable(payloads.CHANNEL_ID)
+    sent = await channel.send("before the outage")
+    await fake.go_offline()
+    with pytest.raises(aiohttp.ClientError):
+        await channel.send("during the outage")  # a kept-alive connection may just be cut
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await channel.send("during the outage")
+    await fake.go_online()
+    await channel.get_partial_message(sent.id).edit(content="after the outage")
+    assert [m.content for m in fake.channel_messages(payloads.CHANNEL_ID)] == ["after the outage"]
