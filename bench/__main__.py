@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     so.add_argument("--minutes", type=float, default=10.0)
     so.add_argument("--seed", type=int, default=7)
+    so.add_argument(
+        "--drain",
+        type=float,
+        help="seconds the bot may take to end every job after the load (default: 60 per minute)",
+    )
+    so.add_argument("--bot-log", type=argparse.FileType("w"), help="write the bot's output here")
     args = parser.parse_args(argv)
     # runpod-python installs a root log handler when imported; the figures are what we print.
     logs.configure("WARNING")
@@ -35,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         latency.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "soak":
-        result = asyncio.run(soak.run_soak(minutes=args.minutes, seed=args.seed))
+        result = asyncio.run(
+            soak.run_soak(
+                minutes=args.minutes, seed=args.seed, drain=args.drain, bot_log=args.bot_log
+            )
+        )
         soak.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "scale":

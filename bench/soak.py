@@ -1,15 +1,26 @@
 """Soak: the real bot process against both fakes, random faults and SIGKILLs, simulated members.
 
-Phases: chaos (members act, RunPod and Discord misbehave, the bot is killed and restarted at
-random moments), then a clean phase in one last process (a warm-up, a baseline, more load),
-then a drain. At the end every job must have ended, every delivered job shown in exactly one
+Phases: chaos (members act, RunPod and Discord misbehave, RunPod answers garbage, another process
+holds the database's write lock, Discord or RunPod becomes unreachable; in its first half the bot is also
+killed and restarted at random moments, in its second half it must heal without a restart),
+a drain in the process that lived through the last faults, then a clean phase in one last
+process (a warm-up, a baseline, more load), then a drain. At the end every job must have ended, every delivered job shown in exactly one
 message, no workflow sent to /run twice, every credit hold captured or refunded to match its
 job, the bot's task count and memory back at their baseline, and a clean exit on SIGTERM.
+
+The three self-healing invariants, precisely:
+- stuck_jobs: jobs not in a terminal state in the database once a drain period has passed, in
+  the process that lived through the last faults (no restart heals them) plus at the end.
+- leaked_slots: RunPod slots the bot counts as taken (its heartbeat after each of those drains)
+  beyond the jobs the database has in flight (submitting, submitted, running) at that moment.
+- dead_loops: background loops any live bot process reported dead, or quiet for longer than
+  LOOP_STUCK_AFTER, in a fresh heartbeat sampled every second (the rule `health` applies).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -19,10 +30,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from bench.harness import print_result, print_table
 from bot import heartbeat
+from bot.jobs import IN_FLIGHT, TERMINAL
 from tests.fakes import fake_runpod as fr
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
@@ -41,6 +53,24 @@ PROMPTS = [
 ]
 TASK_SLACK = 3
 RSS_SLACK_MB = 25.0
+# Stricter than the bot's own limit: no healthy loop waits this long on one call in the soak.
+LOOP_STUCK_AFTER = 60.0
+GARBAGE_IMAGE = fr.s3_entry("http://bucket:abc/img.png")
+
+
+def hold_write_lock(database: Path, seconds: float) -> bool:
+    """Another process's `BEGIN IMMEDIATE`, held `seconds`; False if the bot held the lock first."""
+    conn = sqlite3.connect(database, timeout=2.0, isolation_level=None)
+    try:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        return True
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -49,6 +79,15 @@ class Tally:
     faults: Counter[str] = field(default_factory=Counter)
     kills: int = 0
     lost_interactions: int = 0
+    dead_loops: dict[tuple[int, str], str] = field(default_factory=dict)
+    tracebacks: int = 0
+    bot_log: TextIO | None = None
+
+    def bot_output(self, line: str) -> None:
+        if "Traceback (most recent call last)" in line:
+            self.tracebacks += 1
+        if self.bot_log is not None:
+            print(line, file=self.bot_log)
 
 
 class Soak:
@@ -60,6 +99,9 @@ class Soak:
         self.tally = Tally()
         self.database = box.workdir / "sandbox.db"
         self.chaos = True
+        # Restarts, Discord outages and database locks take turns: a bot started while Discord
+        # is unreachable exits at once (its container restarts it), which is not what is tested.
+        self.disruption = asyncio.Lock()
 
     # ----- members ---------------------------------------------------------------------------
 
@@ -162,6 +204,19 @@ class Soak:
             "run 502": ("run", fr.http(502)),
             "run reset after sending": ("run", fr.reset_after_processing()),
             "health 500": ("health", fr.http(500)),
+            "status not json": ("status", fr.http(200, body="<html>bad gateway</html>")),
+            "run answer without id": ("run", fr.http(200, body={"status": "IN_QUEUE"})),
+        }
+        # The next status answer (of a job in that state, None: any) gets these fields.
+        garbage: dict[str, tuple[str | None, dict[str, Any]]] = {
+            "status garbage executionTime": ("COMPLETED", {"executionTime": 1e300}),
+            "status negative executionTime": ("COMPLETED", {"executionTime": -4_000_000}),
+            "status garbage delayTime": (None, {"delayTime": "soon"}),
+            "status garbage status": (None, {"status": 42}),
+            "status without id": (None, {"id": fr.MISSING}),
+            "status not an object": (None, {"": []}),
+            "status garbage output": ("COMPLETED", {"output": "garbage"}),
+            "status bad image url": ("COMPLETED", {"output": fr.images_output(GARBAGE_IMAGE)}),
         }
         discord_faults = {
             "discord edit 500": ("PATCH", r"/channels/\d+/messages/\d+", 500),
@@ -172,40 +227,98 @@ class Soak:
         }
         while time.monotonic() < until:
             await asyncio.sleep(self.rng.uniform(0.5, 2.0))
-            if self.rng.random() < 0.6:
+            roll = self.rng.random()
+            if roll < 0.4:
                 name = self.rng.choice(list(runpod_faults))
                 op, fault = runpod_faults[name]
                 self.box.runpod.inject(op, fault)
+            elif roll < 0.6:
+                name = self.rng.choice(list(garbage))
+                when, fields = garbage[name]
+                fr.garble(self.box.runpod, when, times=1, **fields)
             else:
                 name = self.rng.choice(list(discord_faults))
                 method, path, status = discord_faults[name]
                 self.box.discord.inject(method, path, status, retry_after=0.5)
             self.tally.faults[name] += 1
 
+    async def outages(self, until: float) -> None:
+        """Discord or RunPod goes away for a moment now and then, or the gateway drops."""
+        while True:
+            await asyncio.sleep(self.rng.uniform(8.0, 25.0))
+            if time.monotonic() >= until:
+                return
+            async with self.disruption:
+                roll = self.rng.random()
+                if roll < 0.7:
+                    fake = self.box.discord if roll < 0.4 else self.box.runpod
+                    await fake.go_offline()
+                    await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+                    await fake.go_online()
+                    where = "discord" if fake is self.box.discord else "runpod"
+                    self.tally.faults[f"{where} unreachable"] += 1
+                else:
+                    await self.box.discord.drop_gateway()
+                    self.tally.faults["discord gateway drop"] += 1
+
+    async def db_locks(self, until: float) -> None:
+        """Another process (an operator's sqlite3 shell, a backup) holds the write lock for seconds."""
+        while True:
+            await asyncio.sleep(self.rng.uniform(5.0, 20.0))
+            if time.monotonic() >= until:
+                return
+            seconds = self.rng.uniform(1.0, 8.0)
+            async with self.disruption:
+                if await asyncio.to_thread(hold_write_lock, self.database, seconds):
+                    self.tally.faults["database write lock held"] += 1
+
     async def kills(self, until: float, *, every: tuple[float, float]) -> None:
         while True:
             await asyncio.sleep(self.rng.uniform(*every))
             if time.monotonic() >= until:
                 return
-            self.box.process.send_signal(signal.SIGKILL)
-            await self.box.process.wait()
-            self.tally.kills += 1
-            await self.box.start_bot(**ENV)
+            async with self.disruption:
+                self.box.process.send_signal(signal.SIGKILL)
+                await self.box.process.wait()
+                self.tally.kills += 1
+                await self.box.start_bot(**ENV)
+
+    async def watch_loops(self) -> None:
+        """Sample the heartbeat every second for dead or stuck loops, until cancelled."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.check_loops()
+
+    def check_loops(self) -> None:
+        process = self.box.process
+        beat = heartbeat.read(heartbeat.heartbeat_path(self.database))
+        if beat is None or process is None or process.returncode is not None:
+            return
+        if beat.pid != process.pid:
+            return  # the last beat of a killed process; its successor has not written yet
+        problems = heartbeat.loop_problems(beat, LOOP_STUCK_AFTER)
+        if time.time() - beat.at > LOOP_STUCK_AFTER:
+            problems["heartbeat"] = f"no heartbeat for {time.time() - beat.at:.0f} s"
+        for name, problem in problems.items():
+            self.tally.dead_loops.setdefault((beat.pid, name), problem)
 
     # ----- measuring -------------------------------------------------------------------------
 
-    async def quiet_beat(self, settle: float = 3.0) -> heartbeat.Beat:
-        """A heartbeat taken once nothing is running and the bot has sat idle for `settle` seconds."""
-        await self.drained()
+    async def quiet_beat(self, drain: float, settle: float = 3.0) -> heartbeat.Beat:
+        """A heartbeat taken once nothing is running (or `drain` seconds have passed) and the
+        bot has sat idle for `settle` seconds."""
+        await self.drained(drain)
         await asyncio.sleep(settle)
         beat = heartbeat.read(heartbeat.heartbeat_path(self.database))
         assert beat is not None
         return beat
 
-    async def drained(self, timeout: float = 600.0) -> None:
-        async with asyncio.timeout(timeout):
-            while self._unfinished():
-                await asyncio.sleep(0.5)
+    async def drained(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._unfinished():
+                    await asyncio.sleep(0.5)
+        return not self._unfinished()
 
     def _unfinished(self) -> int:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
@@ -215,7 +328,17 @@ class Soak:
             ).fetchone()
         return count
 
-    def checks(self) -> dict[str, Any]:
+    def stuck_and_leaked(self, beat: heartbeat.Beat) -> tuple[Counter[str], int]:
+        """Jobs not ended (by state) and slots held beyond the jobs in flight, after a drain."""
+        with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
+            states = [state for (state,) in conn.execute("SELECT state FROM jobs")]
+        stuck = Counter(state for state in states if state not in TERMINAL)
+        in_flight = sum(1 for state in states if state in IN_FLIGHT)
+        return stuck, max(0, beat.slots_in_use - in_flight)
+
+    def checks(
+        self, after_chaos: tuple[Counter[str], int], end: tuple[Counter[str], int]
+    ) -> dict[str, Any]:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
             jobs = conn.execute("SELECT id, state, workflow, runpod_id, cost FROM jobs").fetchall()
             holds = dict(conn.execute("SELECT job_id, state FROM quota_holds").fetchall())
@@ -253,6 +376,11 @@ class Soak:
             "captured": sum(1 for s in holds.values() if s == "captured"),
             "refunded": sum(1 for s in holds.values() if s == "refunded"),
             "ledger_mismatches": ledger_mismatch,
+            "stuck_jobs": after_chaos[0].total() + end[0].total(),
+            "stuck_states": {"after_chaos": dict(after_chaos[0]), "at_end": dict(end[0])},
+            "leaked_slots": after_chaos[1] + end[1],
+            "dead_loops": len(self.tally.dead_loops),
+            "dead_loop_reports": sorted(set(self.tally.dead_loops.values())),
         }
 
 
@@ -264,22 +392,41 @@ ENV = {
 }
 
 
-async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
+async def run_soak(
+    minutes: float = 10.0,
+    seed: int = 7,
+    drain: float | None = None,
+    bot_log: TextIO | None = None,
+) -> dict[str, Any]:
+    """`drain`: how long the bot may take to end every job once the load stops (default: a
+    minute per soak minute, at least two); `bot_log` receives the bot processes' output."""
+    drain = drain if drain is not None else max(120.0, 60.0 * minutes)
     with tempfile.TemporaryDirectory(prefix="stablehand-soak-") as workdir:
         discord = FakeDiscord()
         runpod = FakeRunPod(queue_delay=0.5, run_delay=2.0, run_jitter=1.0, seed=seed)
         async with discord, runpod:
             for channel in CHANNELS:
                 discord.add_channel(payloads.guild_channel(channel, name=f"art{channel % 10}"))
-            box = Sandbox(discord, runpod, Path(workdir), show=lambda line: None)
+            box = Sandbox(discord, runpod, Path(workdir))
             soak = Soak(box, seed=seed)
+            soak.tally.bot_log = bot_log
+            box.show = soak.tally.bot_output
             started = time.monotonic()
             chaos_end = started + minutes * 60 * 0.8
+            kills_end = started + minutes * 60 * 0.4
             await box.start_bot(**ENV)
+            watcher = asyncio.create_task(soak.watch_loops())
             members = [asyncio.create_task(soak.member(n, chaos_end)) for n in range(len(MEMBERS))]
             await asyncio.gather(
-                soak.faults(chaos_end), soak.kills(chaos_end, every=(20.0, 60.0)), *members
+                soak.faults(chaos_end),
+                soak.outages(chaos_end),
+                soak.db_locks(chaos_end),
+                soak.kills(kills_end, every=(20.0, 60.0)),
+                *members,
             )
+
+            # The process that lived through the last faults must end every job by itself.
+            after_chaos = soak.stuck_and_leaked(await soak.quiet_beat(drain))
 
             # The clean phase, in one last process: warm up, take the baseline, load it again.
             soak.tally.kills += 1
@@ -288,9 +435,13 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
             await box.start_bot(**ENV)
             clean_end = max(time.monotonic() + 30.0, started + minutes * 60)
             await asyncio.gather(*(soak.member(n, time.monotonic() + 15) for n in range(4)))
-            baseline = await soak.quiet_beat()
+            baseline = await soak.quiet_beat(drain)
             await asyncio.gather(*(soak.member(n, clean_end) for n in range(len(MEMBERS))))
-            end = await soak.quiet_beat()
+            end = await soak.quiet_beat(drain)
+            soak.check_loops()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            checks = soak.checks(after_chaos, soak.stuck_and_leaked(end))
             exit_code = await box.stop_bot(signal.SIGTERM)
             result = {
                 "bench": "soak",
@@ -300,7 +451,8 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
                 "faults_by_kind": dict(soak.tally.faults),
                 "kills": soak.tally.kills,
                 "lost_interactions": soak.tally.lost_interactions,
-                **soak.checks(),
+                "bot_tracebacks": soak.tally.tracebacks,
+                **checks,
                 "tasks_baseline": baseline.tasks,
                 "tasks_end": end.tasks,
                 "rss_baseline_mb": baseline.rss_mb,
@@ -316,6 +468,9 @@ async def run_soak(minutes: float = 10.0, seed: int = 7) -> dict[str, Any]:
         and result["tasks_end"] <= result["tasks_baseline"] + TASK_SLACK
         and result["rss_end_mb"] <= result["rss_baseline_mb"] + RSS_SLACK_MB
         and result["exit_code"] == 0
+        and result["stuck_jobs"] == 0
+        and result["leaked_slots"] == 0
+        and result["dead_loops"] == 0
     )
     return result
 
@@ -355,6 +510,9 @@ def report(result: dict[str, Any]) -> None:
             f"+{RSS_SLACK_MB:.0f} MB at most",
         ),
         ("exit code on SIGTERM", str(result["exit_code"]), "0"),
+        ("jobs stuck after the drain", str(result["stuck_jobs"]), "0"),
+        ("RunPod slots held by no job in flight", str(result["leaked_slots"]), "0"),
+        ("loops seen dead or stuck", str(result["dead_loops"]), "0"),
     ]
     print_table(rows)
     print("PASS" if result["pass"] else "FAIL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "workflow":
             return _print_workflow(load_settings(), args)
         if command == "health":
-            healthy, why = heartbeat.check(heartbeat.heartbeat_path(load_settings().database_path))
+            healthy, why = heartbeat.check(
+                heartbeat.heartbeat_path(load_settings().database_path),
+                stuck_after=args.stuck_after,
+            )
             print(why, file=sys.stdout if healthy else sys.stderr)
             return 0 if healthy else 1
         if command == "workflows":
@@ -85,8 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the bot (the default)")
     sub.add_parser("check", help="verify settings, database, RunPod and Discord")
-    sub.add_parser(
-        "health", help="exit 0 if the running bot wrote a heartbeat lately (for healthchecks)"
+    health = sub.add_parser(
+        "health",
+        help="exit 0 if the running bot wrote a heartbeat lately and every loop beats (for healthchecks)",
+    )
+    health.add_argument(
+        "--stuck-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="a loop without a beat for this long is stuck (default: what the bot wrote, 300)",
     )
     sync = sub.add_parser("sync", help="register the slash commands with Discord and exit")
     sync.add_argument(
@@ -107,6 +118,16 @@ def _parser() -> argparse.ArgumentParser:
         "--image", help="input image for workflows that start from one (img2img, upscale)"
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _run(settings: Settings) -> int:

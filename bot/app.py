@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -15,6 +17,7 @@ from bot.config import Settings
 from bot.jobs import Deliverer
 from bot.polling import Timing
 from bot.services import Services
+from bot.supervisor import Loop, Supervisor
 from cogs.errors import handle_interaction_error
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,8 @@ class Pacing:
     message_interval: float = 3.0
     channel_burst: int = 5
     channel_per_second: float = 0.9
+    # A progress edit that hangs longer is given up and tried again later.
+    edit_timeout: float = 30.0
 
 
 class Stablehand(commands.Bot):
@@ -41,6 +46,7 @@ class Stablehand(commands.Bot):
         open_services: bool = True,
         timing: Timing | None = None,
         pacing: Pacing | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         # Stablehand never joins voice: skip discord.py's warnings about voice libraries.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
@@ -56,11 +62,13 @@ class Stablehand(commands.Bot):
         )
         self.settings = settings
         self.pacing = pacing or Pacing()
+        # Every background loop of this process runs under this one supervisor.
+        self.supervisor = supervisor or Supervisor()
         self._open_services = open_services
         self._timing = timing
         self._services: Services | None = None
         self.deliverer: Deliverer | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: Loop | None = None
 
     @property
     def has_services(self) -> bool:
@@ -82,21 +90,32 @@ class Stablehand(commands.Bot):
     async def start(self, token: str, *, reconnect: bool = True) -> None:
         await self.login(token)
         await self.start_jobs()
-        path = heartbeat.heartbeat_path(self.settings.database_path)
-        interval = float(self.settings.heartbeat_interval)
-        self._heartbeat = asyncio.create_task(
-            heartbeat.beat_forever(path, interval, self._beat), name="heartbeat"
-        )
+        self.start_heartbeat()
         await self.connect(reconnect=reconnect)
 
+    def start_heartbeat(self) -> None:
+        """Write the heartbeat file every HEARTBEAT_INTERVAL, as a supervised loop."""
+        if self._heartbeat is not None:
+            return
+        path = heartbeat.heartbeat_path(self.settings.database_path)
+        interval = float(self.settings.heartbeat_interval)
+        self._heartbeat = self.supervisor.start(
+            "heartbeat", functools.partial(heartbeat.beat_forever, path, interval, self._beat)
+        )
+
     def _beat(self) -> heartbeat.Beat:
+        at = time.time()
         return heartbeat.Beat(
-            at=time.time(),
+            at=at,
             interval=float(self.settings.heartbeat_interval),
             connected=self.is_ready() and not self.is_closed(),
             tasks=len(asyncio.all_tasks()),
             rss_mb=round(heartbeat.rss_mb(), 1),
             active_jobs=self.services.jobs.in_progress,
+            pid=os.getpid(),
+            slots_in_use=self.services.jobs.slots_in_use,
+            stuck_after=self.supervisor.supervision.stuck_after,
+            loops=tuple(heartbeat.LoopBeat.of(s, at) for s in self.supervisor.statuses()),
         )
 
     async def on_ready(self) -> None:
@@ -111,11 +130,11 @@ class Stablehand(commands.Bot):
         """Resume unfinished jobs and start scheduling: only when the bot really runs."""
         if self.deliverer is None:
             raise RuntimeError("no cog registered a deliverer")
-        await self.services.jobs.start(self.deliverer)
+        await self.services.jobs.start(self.deliverer, supervisor=self.supervisor)
 
     async def close(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
+            await self._heartbeat.stop()
             self._heartbeat = None
         if self._services is not None:
             services = self._services

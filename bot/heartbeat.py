@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import resource
@@ -11,7 +10,32 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bot.supervisor import Loop, LoopStatus, Supervision
+
 STALE_AFTER_BEATS = 3
+
+
+@dataclass(frozen=True)
+class LoopBeat:
+    """One background loop at the moment the heartbeat was written."""
+
+    name: str
+    beat_at: float  # wall-clock time of its last beat (derived from the monotonic clock)
+    dead: bool
+    crashes: int
+    restarts: int
+    last_error: str | None
+
+    @classmethod
+    def of(cls, status: LoopStatus, at: float) -> LoopBeat:
+        return cls(
+            status.name,
+            at - status.age,
+            status.dead,
+            status.crashes,
+            status.restarts,
+            status.last_error,
+        )
 
 
 @dataclass(frozen=True)
@@ -24,6 +48,10 @@ class Beat:
     tasks: int
     rss_mb: float
     active_jobs: int
+    pid: int = 0
+    slots_in_use: int = 0  # RunPod slots the job manager counts as taken
+    stuck_after: float = Supervision.stuck_after
+    loops: tuple[LoopBeat, ...] = ()
 
 
 def heartbeat_path(database_path: Path) -> Path:
@@ -48,26 +76,66 @@ def write(path: Path, beat: Beat) -> None:
 
 def read(path: Path) -> Beat | None:
     try:
-        return Beat(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+        data = json.loads(path.read_text())
+        loops = tuple(LoopBeat(**loop) for loop in data.pop("loops", []))
+        return Beat(**data, loops=loops)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
-def check(path: Path, *, now: float | None = None) -> tuple[bool, str]:
-    """Healthy when the bot wrote a beat recently and is connected to Discord."""
+def loop_problems(beat: Beat, stuck_after: float | None = None) -> dict[str, str]:
+    """Each dead or stuck loop's name and what is wrong with it, dead ones first.
+
+    A loop's age is taken when the beat was written (both times come from one clock reading),
+    so a wall-clock step between writing and reading cannot make a loop look stuck.
+    """
+    limit = beat.stuck_after if stuck_after is None else stuck_after
+    dead = {
+        loop.name: (
+            f"loop {loop.name} is dead: {loop.crashes} crashes in a row (last: {loop.last_error})"
+            if loop.crashes
+            else f"loop {loop.name} has ended and is not restarted"
+        )
+        for loop in beat.loops
+        if loop.dead
+    }
+    stuck = sorted(
+        ((beat.at - loop.beat_at, loop.name) for loop in beat.loops if not loop.dead),
+        reverse=True,
+    )
+    return dead | {
+        name: f"loop {name} is stuck: no beat for {age:.0f} s (the limit is {limit:g} s)"
+        for age, name in stuck
+        if age > limit
+    }
+
+
+def check(
+    path: Path, *, now: float | None = None, stuck_after: float | None = None
+) -> tuple[bool, str]:
+    """Healthy when the bot wrote a beat recently, every loop beats, and Discord is connected."""
     beat = read(path)
     if beat is None:
         return False, f"no heartbeat at {path}: the bot is not running (or has not started yet)"
     age = (now if now is not None else time.time()) - beat.at
     if age > STALE_AFTER_BEATS * beat.interval:
         return False, f"the last heartbeat is {age:.0f} s old: the bot is stuck or stopped"
+    problems = loop_problems(beat, stuck_after)
+    if problems:
+        return False, next(iter(problems.values()))
     if not beat.connected:
         return False, "the bot runs but is not connected to Discord"
-    return True, f"alive: {beat.active_jobs} active jobs, {beat.tasks} tasks, {beat.rss_mb:.0f} MB"
+    return True, (
+        f"alive: {beat.active_jobs} active jobs, {beat.tasks} tasks, {beat.rss_mb:.0f} MB, "
+        f"{len(beat.loops)} loops beating"
+    )
 
 
-async def beat_forever(path: Path, interval: float, describe: Callable[[], Beat]) -> None:
-    """Write a beat every `interval` seconds until cancelled."""
+async def beat_forever(
+    path: Path, interval: float, describe: Callable[[], Beat], loop: Loop
+) -> None:
+    """Write a beat every `interval` seconds (a supervised loop's body)."""
     while True:
+        loop.beat()
         write(path, describe())
-        await asyncio.sleep(interval)
+        await loop.sleep(interval)

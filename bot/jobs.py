@@ -36,6 +36,7 @@ from bot.runpod import (
     decode_output,
     provably_not_created,
 )
+from bot.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -299,7 +300,7 @@ class JobManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Work a shutdown lets finish (briefly): a /run under way, a delivery under way.
         self._finishing: set[asyncio.Task[Any]] = set()
-        self._loops: list[asyncio.Task[Any]] = []
+        self._loops: list[Loop] = []
         self._wake_dispatch = asyncio.Event()
         self.limits = limits or Limits()
         self._wake_poll = asyncio.Event()
@@ -504,20 +505,21 @@ class JobManager:
             await self._cancel_at_runpod(cancelled)
         return cancelled
 
-    async def start(self, deliverer: Deliverer) -> None:
-        """Resume every unfinished job, then start scheduling and polling."""
+    async def start(self, deliverer: Deliverer, *, supervisor: Supervisor | None = None) -> None:
+        """Resume every unfinished job, then start scheduling and polling (supervised loops)."""
         if self._running:
             return
         self._deliverer = deliverer
         await self._load_history()
         self._running = True
         await self._resume()
+        supervisor = supervisor or Supervisor()
         self._loops = [
-            asyncio.create_task(self._dispatch_loop(), name="jobs-dispatch"),
-            asyncio.create_task(self._poll_loop(), name="jobs-poll"),
-            asyncio.create_task(self._position_loop(), name="jobs-positions"),
-            asyncio.create_task(self._health_loop(), name="jobs-health"),
-            asyncio.create_task(self._reconcile_loop(), name="jobs-reconcile"),
+            supervisor.start("jobs-dispatch", self._dispatch_loop),
+            supervisor.start("jobs-poll", self._poll_loop),
+            supervisor.start("jobs-positions", self._position_loop),
+            supervisor.start("jobs-health", self._health_loop),
+            supervisor.start("jobs-reconcile", self._reconcile_loop),
         ]
         self._wake_dispatch.set()
         self._wake_poll.set()
@@ -527,14 +529,13 @@ class JobManager:
         if not self._running:
             return
         self._running = False
-        for task in self._loops:
-            task.cancel()
+        await asyncio.gather(*(loop.stop() for loop in self._loops))
         if self._finishing:
             await asyncio.wait(self._finishing, timeout=self.timing.shutdown_grace)
-        pending = [t for t in self._tasks | set(self._loops) if not t.done()]
+        pending = [t for t in self._tasks if not t.done()]
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, *self._loops, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         self._loops.clear()
 
     @property
@@ -554,6 +555,11 @@ class JobManager:
     @property
     def task_count(self) -> int:
         return len(self._tasks) + len(self._loops)
+
+    @property
+    def slots_in_use(self) -> int:
+        """RunPod slots counted as taken (each should belong to a job in flight)."""
+        return self._queue.out
 
     @property
     def in_progress(self) -> int:
@@ -677,10 +683,11 @@ class JobManager:
         """On start memory is empty: every unfinished job in the database is adopted."""
         await self._reconcile(at_start=True)
 
-    async def _reconcile_loop(self) -> None:
+    async def _reconcile_loop(self, loop: Loop) -> None:
         """Heal whatever a fault left behind, every `reconcile_interval`."""
         while True:
-            await asyncio.sleep(self.timing.reconcile_interval)
+            loop.beat()
+            await loop.sleep(self.timing.reconcile_interval)
             try:
                 await self._reconcile()
             except Exception as exc:
@@ -863,23 +870,24 @@ class JobManager:
         self._wake_dispatch.set()
         self._positions_dirty.set()
 
-    async def _dispatch_loop(self) -> None:
+    async def _dispatch_loop(self, loop: Loop) -> None:
         while True:
+            loop.beat()
             now = time.monotonic()
             ready_at = self._queue.next_ready_at(now)
             timeout = None if ready_at is None else ready_at - now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_dispatch.wait(), timeout)
+            await loop.idle(self._wake_dispatch, timeout)
             self._wake_dispatch.clear()
             while (taken := self._queue.take_next(time.monotonic())) is not None:
                 job = taken[1]
                 self._positions_dirty.set()
                 self._own(job.id, self._spawn_finishing(self._submit(job), f"submit-{job.id}"))
 
-    async def _position_loop(self) -> None:
+    async def _position_loop(self, loop: Loop) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
         while True:
-            await self._positions_dirty.wait()
+            loop.beat()
+            await loop.idle(self._positions_dirty)
             self._positions_dirty.clear()
             positions = self._queue.positions()
             for job_id, place in positions.items():
@@ -887,7 +895,7 @@ class JobManager:
                 if job is not None and self._last_positions.get(job_id) != place:
                     self._emit(JobUpdate(job, "queued", position=place))
             self._last_positions = positions
-            await asyncio.sleep(self.timing.position_interval)
+            await loop.sleep(self.timing.position_interval)
 
     # ----- submission ----------------------------------------------------------------------
 
@@ -1064,8 +1072,9 @@ class JobManager:
         heapq.heappush(self._due, _Due(time.monotonic() + max(0.0, delay), next(self._seq), job_id))
         self._wake_poll.set()
 
-    async def _poll_loop(self) -> None:
+    async def _poll_loop(self, loop: Loop) -> None:
         while True:
+            loop.beat()
             now = time.monotonic()
             while self._due and self._due[0].at <= now:
                 due = heapq.heappop(self._due)
@@ -1076,8 +1085,7 @@ class JobManager:
                 now = time.monotonic()
             self._wake_poll.clear()
             timeout = self._due[0].at - time.monotonic() if self._due else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_poll.wait(), timeout=timeout)
+            await loop.idle(self._wake_poll, timeout)
 
     async def _poll_guarded(self, job_id: int) -> None:
         try:
@@ -1264,15 +1272,16 @@ class JobManager:
         except RunPodError as exc:
             log.warning("job %d: cancel at RunPod failed (%s); it may still run there", job.id, exc)
 
-    async def _health_loop(self) -> None:
+    async def _health_loop(self, loop: Loop) -> None:
         """While jobs wait in RunPod's queue, watch the workers to tell a cold start from a queue."""
         while True:
+            loop.beat()
             if any(t.job.state is JobState.SUBMITTED for t in self._tracked.values()):
                 try:
                     self._health = await self.runpod.health()
                 except RunPodError as exc:
                     log.info("RunPod /health failed: %s", exc)
-            await asyncio.sleep(self.timing.health_interval)
+            await loop.sleep(self.timing.health_interval)
 
     def _cold(self) -> bool:
         return self._health is not None and self._health.cold

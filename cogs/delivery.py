@@ -16,6 +16,7 @@ import discord
 from bot.images import ImageFile, prepare_uploads
 from bot.jobs import DeliveryError, Job, JobUpdate
 from bot.metadata import with_generation_data
+from bot.supervisor import Loop
 from cogs import outgoing, render
 from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
 
@@ -71,27 +72,34 @@ class _Pending:
 class ProgressBoard:
     """Coalesces progress updates: only the latest text per message, edited when its channel allows."""
 
-    def __init__(self, bot: Stablehand, pacer: ChannelPacer, *, message_interval: float) -> None:
+    def __init__(
+        self,
+        bot: Stablehand,
+        pacer: ChannelPacer,
+        *,
+        message_interval: float,
+        edit_timeout: float,
+    ) -> None:
         self._bot = bot
         self._pacer = pacer
         self._interval = message_interval
+        self._edit_timeout = edit_timeout
         self._pending: dict[int, _Pending] = {}
         self._last_edit: dict[int, float] = {}
         self._shown: dict[int, str] = {}
         self._ended: dict[int, None] = {}  # insertion-ordered: the oldest are dropped first
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
         self._deliveries = 0
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="progress-board")
+        if self._loop is None:
+            self._loop = self._bot.supervisor.start("progress-board", self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        if self._loop is not None:
+            await self._loop.stop()
+            self._loop = None
 
     def update(self, update: JobUpdate) -> None:
         """Job-manager subscriber: remember the newest progress text of each job's message."""
@@ -121,11 +129,13 @@ class ProgressBoard:
     def delivery_ended(self) -> None:
         self._deliveries -= 1
 
-    async def _run(self) -> None:
+    async def _run(self, loop: Loop) -> None:
         while True:
-            await self._wake.wait()
+            loop.beat()
+            await loop.idle(self._wake)
             self._wake.clear()
             while self._pending:
+                loop.beat()
                 job_id = self._next_due()
                 if job_id is None:
                     await asyncio.sleep(0.05)
@@ -153,8 +163,16 @@ class ProgressBoard:
         )
         self._last_edit[job_id] = time.monotonic()
         try:
-            await outgoing.edit(message, content=pending.text)
+            async with asyncio.timeout(self._edit_timeout):
+                await outgoing.edit(message, content=pending.text)
             self._shown[job_id] = pending.text
+        except (*UNREACHABLE, discord.DiscordServerError) as exc:
+            # Discord is away for a moment: show this text (unless a newer one came) next time.
+            log.info(
+                "job %d: progress edit failed (%s); trying again later", job_id, type(exc).__name__
+            )
+            if job_id not in self._ended:
+                self._pending.setdefault(job_id, pending)
         except discord.HTTPException as exc:
             # Progress is best effort: delivery has its own fallbacks if the message is gone.
             log.info("job %d: progress edit failed (%s)", job_id, exc.status)

@@ -31,7 +31,12 @@ class Imagine(commands.Cog):
         self.bot = bot
         pacing = bot.pacing
         self.pacer = ChannelPacer(burst=pacing.channel_burst, per_second=pacing.channel_per_second)
-        self.board = ProgressBoard(bot, self.pacer, message_interval=pacing.message_interval)
+        self.board = ProgressBoard(
+            bot,
+            self.pacer,
+            message_interval=pacing.message_interval,
+            edit_timeout=pacing.edit_timeout,
+        )
         self.delivery = DiscordDelivery(bot, self.pacer, self.board)
 
     async def cog_load(self) -> None:

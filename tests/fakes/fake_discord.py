@@ -412,6 +412,7 @@ class FakeDiscord:
         self._offset = 0.0
         self._installed: tuple[str, yarl.URL] | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         if default_guild:
             self.add_guild(payloads.guild())
 
@@ -426,10 +427,27 @@ class FakeDiscord:
             app.router.add_route(method, API_PREFIX + path, handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
+
+    async def go_offline(self) -> None:
+        """Become unreachable, state kept: new connections refused, the gateway and open ones cut."""
+        if self._site is not None:
+            site, self._site = self._site, None
+            await site.stop()
+        await self.drop_gateway()
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else ():
+            if handler.transport is not None:
+                handler.transport.abort()
+
+    async def go_online(self) -> None:
+        """Listen again on the same port after ``go_offline()``."""
+        if self._site is None and self._runner is not None:
+            self._site = web.TCPSite(self._runner, "127.0.0.1", yarl.URL(self.url).port)
+            await self._site.start()
 
     async def close(self) -> None:
         """Disconnect gateway clients, stop listening and undo ``install()``."""

@@ -553,3 +553,18 @@ def test_each_embed_limit_is_refused_like_discord_does(embed: dict, where: str) 
         errors = errors[part]
     assert "_errors" in errors
     check_embeds([{"title": "t" * 256, "fields": [{"name": "n" * 256, "value": "v" * 1024}]}])
+
+
+async def test_offline_refuses_connections_and_online_serves_the_same_messages(
+    fake: FakeDiscord, bot: commands.Bot
+) -> None:
+    channel = bot.get_partial_messageable(payloads.CHANNEL_ID)
+    sent = await channel.send("before the outage")
+    await fake.go_offline()
+    with pytest.raises(aiohttp.ClientError):
+        await channel.send("during the outage")  # a kept-alive connection may just be cut
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await channel.send("during the outage")
+    await fake.go_online()
+    await channel.get_partial_message(sent.id).edit(content="after the outage")
+    assert [m.content for m in fake.channel_messages(payloads.CHANNEL_ID)] == ["after the outage"]
