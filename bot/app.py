@@ -29,6 +29,7 @@ class Pacing:
     message_interval: float = 3.0
     channel_burst: int = 5
     channel_per_second: float = 0.9
+    ack_deadline: float = 2.0  # database work still running by then is deferred (3 s limit)
 
 
 class Stablehand(commands.Bot):

@@ -1,0 +1,51 @@
+"""Discord's three seconds, whatever the database does: slow work is answered with a deferral.
+
+A write may wait out another process's lock and its retries for much longer than the three seconds
+Discord gives an interaction; the member would see "The application did not respond" while the
+job is still accepted and charged behind their back. So a command's database work runs here, and
+if it is not done by `Pacing.ack_deadline`, the interaction is deferred before the work goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
+
+import discord
+
+if TYPE_CHECKING:
+    from bot.app import Stablehand
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def in_time(
+    interaction: discord.Interaction[Stablehand], work: Awaitable[T], *, ephemeral: bool = True
+) -> T:
+    """The result of `work`, deferring the interaction first if `work` outlasts the deadline.
+
+    `work` must not answer the interaction itself; afterwards, answer through the paths that work
+    both before and after a deferral (`outgoing.answer`, `launch`'s fresh progress message).
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=interaction.client.pacing.ack_deadline)
+        if not done and not interaction.response.is_done():
+            await _defer(interaction, ephemeral=ephemeral)
+        return await task
+    finally:
+        # Only when the caller itself is cancelled is the work still running here.
+        task.cancel()
+
+
+async def _defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    try:
+        await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+    except discord.HTTPException as exc:
+        # The work goes on either way: its answer then fails too, and the caller undoes what it
+        # stored (`launch` withdraws and refunds the job) instead of leaving it unseen.
+        log.warning("could not defer interaction %s: %s", interaction.id, exc)
