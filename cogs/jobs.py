@@ -29,7 +29,9 @@ class Jobs(commands.Cog):
     @app_commands.guild_only()
     async def jobs(self, interaction: discord.Interaction[Stablehand]) -> None:
         manager = self.bot.services.jobs
-        recent = await manager.recent(interaction.guild_id, interaction.user.id, limit=10)
+        recent = await acknowledge.in_time(
+            interaction, manager.recent(interaction.guild_id, interaction.user.id, limit=10)
+        )
         lines = []
         for job in recent:
             link = render.job_link(job)
@@ -46,7 +48,7 @@ class Jobs(commands.Cog):
         )
         if any(not job.terminal for job in recent):
             embed.set_footer(text="Stop one with /cancel.")
-        await outgoing.respond(interaction, embed=embed)
+        await outgoing.answer(interaction, embed=embed)
 
     @app_commands.command(
         name="cancel", description="Stop a job that has not finished; its credits come back."

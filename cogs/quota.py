@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import TYPE_CHECKING
@@ -105,11 +106,16 @@ class Quota(commands.Cog):
     @app_commands.guild_only()
     async def usage(self, interaction: discord.Interaction) -> None:
         services = self.bot.services
-        balance = await services.quotas.balance(
-            interaction.guild_id, interaction.user.id, member_role_ids(interaction.user)
+        balance, active, recent = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                services.quotas.balance(
+                    interaction.guild_id, interaction.user.id, member_role_ids(interaction.user)
+                ),
+                services.jobs.active(interaction.guild_id, interaction.user.id),
+                services.jobs.recent(interaction.guild_id, interaction.user.id, limit=5),
+            ),
         )
-        active = await services.jobs.active(interaction.guild_id, interaction.user.id)
-        recent = await services.jobs.recent(interaction.guild_id, interaction.user.id, limit=5)
         embed = discord.Embed(
             title="Your image credits",
             description="\n".join(
@@ -132,10 +138,13 @@ class Quota(commands.Cog):
     @moderators_only()
     async def show(self, interaction: discord.Interaction, user: discord.Member) -> None:
         services = self.bot.services
-        balance = await services.quotas.balance(
-            interaction.guild_id, user.id, member_role_ids(user)
+        balance, recent = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                services.quotas.balance(interaction.guild_id, user.id, member_role_ids(user)),
+                services.jobs.recent(interaction.guild_id, user.id, limit=5),
+            ),
         )
-        recent = await services.jobs.recent(interaction.guild_id, user.id, limit=5)
         embed = discord.Embed(
             title=f"Credits of {user.display_name}",
             description="\n".join(
@@ -357,13 +366,17 @@ class Quota(commands.Cog):
         span = PERIODS.get(period, 86_400)
         now = time.time()
         since = quotas.today_start(now) if period == "today" else (now - span if span else 0.0)
-        spenders = await quotas.top(interaction.guild_id, since)
+        spenders, status = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                quotas.top(interaction.guild_id, since), quotas.budget_status(interaction.guild_id)
+            ),
+        )
         lines = [
             f"{n}. <@{s.user_id}> — {credit_text(s.credits)} · {s.gpu_seconds:.1f} GPU-s · {dollars(s.usd)} · "
             f"{s.jobs} job{'s' if s.jobs != 1 else ''}"
             for n, s in enumerate(spenders, start=1)
         ]
-        status = await quotas.budget_status(interaction.guild_id)
         embed = discord.Embed(
             title=f"Top spenders ({period})",
             description="\n".join(lines) or "Nobody has spent anything yet.",
@@ -387,8 +400,11 @@ class Quota(commands.Cog):
     async def log(
         self, interaction: discord.Interaction, user: discord.Member | None = None
     ) -> None:
-        entries = await audit.entries(
-            self.bot.services.db, interaction.guild_id, target_id=user.id if user else None
+        entries = await acknowledge.in_time(
+            interaction,
+            audit.entries(
+                self.bot.services.db, interaction.guild_id, target_id=user.id if user else None
+            ),
         )
         lines = []
         for entry in entries:

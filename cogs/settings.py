@@ -91,8 +91,10 @@ class Settings(commands.Cog):
     @settings.command(name="show", description="Every setting of this server.")
     @managers_only()
     async def show(self, interaction: discord.Interaction) -> None:
-        current = await self.bot.services.guild_settings.get(interaction.guild_id)
-        await outgoing.respond(interaction, embed=describe(current, bot=self.bot))
+        current = await acknowledge.in_time(
+            interaction, self.bot.services.guild_settings.get(interaction.guild_id)
+        )
+        await outgoing.answer(interaction, embed=describe(current, bot=self.bot))
 
     @settings.command(
         name="channels", description="Where /imagine works: add or remove a channel, or allow all."

@@ -17,7 +17,13 @@ import pytest_asyncio
 
 from bot.app import Stablehand
 from bot.jobs import DatabaseBusy, JobState
-from tests.conftest import FAST_PACING, make_settings, start_bot, wait_for_state
+from tests.conftest import (
+    FAST_PACING,
+    imagine_result,
+    make_settings,
+    start_bot,
+    wait_for_state,
+)
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -140,6 +146,25 @@ async def test_imagine_during_a_lock_that_never_lets_go_says_busy_and_charges_no
     assert_nothing_expired(fake_discord, payload)
 
 
+async def test_reroll_during_a_lock_that_never_lets_go_says_busy_and_charges_nothing(
+    start: BotFactory, fake_discord: FakeDiscord, other_process: OtherProcess
+) -> None:
+    bot = await start(ack_deadline=FAST_PACING.ack_deadline)
+    message = await imagine_result(bot, fake_discord, "a pony astronaut")
+    bot.pacing = dataclasses.replace(bot.pacing, ack_deadline=0.0)
+    bot.services.db.retry = IMPATIENT
+    await bot.services.db.set_busy_timeout(10)
+    await other_process.take_write_lock()
+    payload = payloads.button_click("sh:reroll:1", message)
+    fake_discord.deliver(bot, payload)
+    assert await deferred_then_told(fake_discord, payload) == BUSY
+    await other_process.release_write_lock()
+
+    assert await count(bot, "jobs") == 1, "only the first job"
+    assert await count(bot, "quota_holds") == 1
+    assert_nothing_expired(fake_discord, payload)
+
+
 # ----- /cancel ----------------------------------------------------------------------------------
 
 
@@ -203,4 +228,53 @@ async def test_a_change_during_a_lock_is_deferred_says_busy_and_changes_nothing(
     await other_process.release_write_lock()
 
     assert await count(bot, "audit_log") == 0
+    assert_nothing_expired(fake_discord, payload)
+
+
+# ----- reads queued behind a write that waits out the lock --------------------------------------
+
+READS = [
+    ("jobs", None, {}, "Your jobs"),
+    ("usage", None, {}, "Your image credits"),
+    ("quota", "show", {"user": ALICE}, "Credits of alice"),
+    ("quota", "top", {}, "Top spenders (today)"),
+    ("quota", "log", {}, "Audit trail"),
+    ("settings", "show", {}, "Server settings"),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "subcommand", "options", "title"),
+    READS,
+    ids=[" ".join(filter(None, r[:2])) for r in READS],
+)
+async def test_a_read_behind_a_write_waiting_out_a_lock_is_deferred_then_answered(
+    start: BotFactory,
+    fake_discord: FakeDiscord,
+    other_process: OtherProcess,
+    command: str,
+    subcommand: str | None,
+    options: dict,
+    title: str,
+) -> None:
+    bot = await start(ack_deadline=0.01)
+    # The bot's one connection then sits in SQLite's busy handler until the lock goes.
+    await bot.services.db.set_busy_timeout(600_000)
+    await other_process.take_write_lock()
+    grant = payloads.slash_command(
+        "quota", {"user": ALICE, "amount": 5, "reason": "contest"}, subcommand="grant", user=MANAGER
+    )
+    fake_discord.deliver(bot, grant)
+    assert (await fake_discord.wait_for_callback(grant)).json["type"] == DEFERRED
+    payload = payloads.slash_command(command, options, subcommand=subcommand, user=MANAGER)
+    fake_discord.deliver(bot, payload)
+    callback = await fake_discord.wait_for_callback(payload)
+    assert (callback.status, callback.json["type"]) == (200, DEFERRED)
+    await other_process.release_write_lock()
+
+    followup = await fake_discord.wait_for(
+        lambda r: r.path.startswith("/webhooks/") and payload["token"] in r.path
+    )
+    assert followup.json["embeds"][0]["title"] == title
+    assert "Gave" in await deferred_then_told(fake_discord, grant)
     assert_nothing_expired(fake_discord, payload)
