@@ -34,17 +34,23 @@ async def in_time(
     task = asyncio.ensure_future(work)
     try:
         done, _ = await asyncio.wait({task}, timeout=interaction.client.pacing.ack_deadline)
-        if not done and not interaction.response.is_done():
-            await _defer(interaction, ephemeral=ephemeral)
+        if not done:
+            await _defer_unless_answered(interaction, ephemeral=ephemeral)
         return await task
     finally:
         # Only when the caller itself is cancelled is the work still running here.
         task.cancel()
 
 
-async def _defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
-    try:
+async def defer(interaction: discord.Interaction, *, ephemeral: bool = True) -> None:
+    """Acknowledge now with "thinking...", unless the interaction is already acknowledged."""
+    if not interaction.response.is_done():
         await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+
+
+async def _defer_unless_answered(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    try:
+        await defer(interaction, ephemeral=ephemeral)
     except discord.HTTPException as exc:
         # The work goes on either way: its answer then fails too, and the caller undoes what it
         # stored (`launch` withdraws and refunds the job) instead of leaving it unseen.

@@ -144,6 +144,7 @@ async def answer(
     content: str | None = None,
     *,
     embed: discord.Embed | None = MISSING,
+    file: discord.File = MISSING,
     ephemeral: bool = True,
 ) -> None:
     """Answer whether or not the interaction was already acknowledged (deferred or answered)."""
@@ -151,11 +152,12 @@ async def answer(
         await interaction.followup.send(
             fit_content(content),
             embed=fit_embed(embed),
+            file=file,
             ephemeral=ephemeral,
             allowed_mentions=NO_MENTIONS,
         )
     else:
-        await respond(interaction, content, embed=embed, ephemeral=ephemeral)
+        await respond(interaction, content, embed=embed, file=file, ephemeral=ephemeral)
 
 
 async def edit_response(interaction: discord.Interaction, content: str) -> None:

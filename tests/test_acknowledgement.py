@@ -257,15 +257,8 @@ async def test_a_read_behind_a_write_waiting_out_a_lock_is_deferred_then_answere
     options: dict,
     title: str,
 ) -> None:
-    bot = await start(ack_deadline=0.01)
-    # The bot's one connection then sits in SQLite's busy handler until the lock goes.
-    await bot.services.db.set_busy_timeout(600_000)
-    await other_process.take_write_lock()
-    grant = payloads.slash_command(
-        "quota", {"user": ALICE, "amount": 5, "reason": "contest"}, subcommand="grant", user=MANAGER
-    )
-    fake_discord.deliver(bot, grant)
-    assert (await fake_discord.wait_for_callback(grant)).json["type"] == DEFERRED
+    bot = await start(ack_deadline=FAST_PACING.ack_deadline)
+    grant = await _stuck_behind_a_write(bot, fake_discord, other_process)
     payload = payloads.slash_command(command, options, subcommand=subcommand, user=MANAGER)
     fake_discord.deliver(bot, payload)
     callback = await fake_discord.wait_for_callback(payload)
@@ -276,5 +269,44 @@ async def test_a_read_behind_a_write_waiting_out_a_lock_is_deferred_then_answere
         lambda r: r.path.startswith("/webhooks/") and payload["token"] in r.path
     )
     assert followup.json["embeds"][0]["title"] == title
+    assert "Gave" in await deferred_then_told(fake_discord, grant)
+    assert_nothing_expired(fake_discord, payload)
+
+
+async def _stuck_behind_a_write(bot: Stablehand, fake: FakeDiscord, other: OtherProcess) -> dict:
+    """Hold the lock while a /quota grant waits it out in SQLite's busy handler, on the bot's one
+    connection: every read queues behind it. Returns the grant's payload."""
+    bot.pacing = dataclasses.replace(bot.pacing, ack_deadline=0.01)
+    await bot.services.db.set_busy_timeout(600_000)
+    await other.take_write_lock()
+    grant = payloads.slash_command(
+        "quota", {"user": ALICE, "amount": 5, "reason": "contest"}, subcommand="grant", user=MANAGER
+    )
+    fake.deliver(bot, grant)
+    assert (await fake.wait_for_callback(grant)).json["type"] == DEFERRED
+    return grant
+
+
+@pytest.mark.parametrize("button", ["details", "reroll"])
+async def test_a_result_button_behind_a_write_waiting_out_a_lock_is_deferred_then_does_its_job(
+    start: BotFactory, fake_discord: FakeDiscord, other_process: OtherProcess, button: str
+) -> None:
+    bot = await start(ack_deadline=FAST_PACING.ack_deadline)
+    message = await imagine_result(bot, fake_discord, "a pony astronaut")
+    grant = await _stuck_behind_a_write(bot, fake_discord, other_process)
+    payload = payloads.button_click(f"sh:{button}:1", message)
+    fake_discord.deliver(bot, payload)
+    callback = await fake_discord.wait_for_callback(payload)
+    assert (callback.status, callback.json["type"]) == (200, DEFERRED)
+    await other_process.release_write_lock()
+
+    answer = await fake_discord.wait_for(
+        lambda r: r.path.startswith("/webhooks/") and payload["token"] in r.path
+    )
+    if button == "details":
+        assert [f.filename for f in answer.files] == ["job1-workflow.json"]
+    else:
+        assert "Started job #2" in answer.json["content"]
+        await wait_for_state(bot.services, 2, "done")
     assert "Gave" in await deferred_then_told(fake_discord, grant)
     assert_nothing_expired(fake_discord, payload)
