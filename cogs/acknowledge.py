@@ -51,7 +51,8 @@ async def defer(interaction: discord.Interaction, *, ephemeral: bool = True) -> 
 async def _defer_unless_answered(interaction: discord.Interaction, *, ephemeral: bool) -> None:
     try:
         await defer(interaction, ephemeral=ephemeral)
-    except discord.HTTPException as exc:
-        # The work goes on either way: its answer then fails too, and the caller undoes what it
-        # stored (`launch` withdraws and refunds the job) instead of leaving it unseen.
-        log.warning("could not defer interaction %s: %s", interaction.id, exc)
+    except Exception as exc:
+        # Whatever failed, the work must end on its own terms rather than be cancelled halfway (a
+        # job committed but never shown). Its answer then fails too, and the caller undoes what
+        # it stored: `launch` withdraws and refunds the job.
+        log.warning("could not defer interaction %s: %r", interaction.id, exc)
