@@ -34,6 +34,7 @@ class Pacing:
     channel_per_second: float = 0.9
     # A progress edit that hangs longer is given up and tried again later.
     edit_timeout: float = 30.0
+    ack_deadline: float = 2.0  # database work still running by then is deferred (3 s limit)
 
 
 class Stablehand(commands.Bot):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
@@ -13,7 +14,7 @@ from bot import prompt
 from bot.jobs import Job
 from bot.prompt import Options
 from bot.services import image_input
-from cogs import outgoing, render
+from cogs import acknowledge, outgoing, render
 from cogs.errors import MemberError, handle_interaction_error
 from cogs.launch import launch, read_image, requester
 from cogs.permissions import is_moderator
@@ -80,13 +81,18 @@ class ResultButton(
             await handle_interaction_error(interaction, error)
 
     async def _reroll(self, interaction: discord.Interaction[Stablehand]) -> None:
-        job = await _job(interaction, self.job_id)
         services = interaction.client.services
+        job, policy = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                _job(interaction, self.job_id), services.policy_for(interaction.guild_id)
+            ),
+        )
         who = requester(interaction)
         request = prompt.revise(
             job.request,
             library=services.templates,
-            policy=await services.policy_for(interaction.guild_id),
+            policy=policy,
             channel_nsfw=who.pop("channel_nsfw"),
             seed=prompt.random_seed(),
         )
@@ -102,13 +108,13 @@ class ResultButton(
         self, interaction: discord.Interaction[Stablehand], workflow: str, *, denoise: float | None
     ) -> None:
         """Vary and Upscale start from the image as posted, read back from this very message."""
-        job = await _job(interaction, self.job_id)
+        job = await acknowledge.in_time(interaction, _job(interaction, self.job_id))
         attachments = [
             a for a in (interaction.message.attachments if interaction.message else []) if a.width
         ]
         if self.index >= len(attachments):
             raise MemberError("That image is no longer attached to this message.")
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await acknowledge.defer(interaction)
         services = interaction.client.services
         policy = await services.policy_for(interaction.guild_id)
         image = await read_image(attachments[self.index], max_pixels=policy.max_pixels)
@@ -133,21 +139,21 @@ class ResultButton(
         await interaction.response.send_modal(modal)
 
     async def _delete(self, interaction: discord.Interaction[Stablehand]) -> None:
-        job = await _job(interaction, self.job_id)
+        job = await acknowledge.in_time(interaction, _job(interaction, self.job_id))
         if interaction.user.id != job.user_id and not await is_moderator(interaction):
             raise MemberError(
                 "Only the member who made these images, or a moderator, can delete them."
             )
         if interaction.message is not None:
             await interaction.message.delete()
-        await outgoing.respond(interaction, "Deleted.")
+        await outgoing.answer(interaction, "Deleted.")
 
     async def _details(self, interaction: discord.Interaction[Stablehand]) -> None:
-        job = await _job(interaction, self.job_id)
+        job = await acknowledge.in_time(interaction, _job(interaction, self.job_id))
         workflow = discord.File(
             io.BytesIO(job.workflow_json.encode()), filename=f"job{job.id}-workflow.json"
         )
-        await outgoing.respond(interaction, render.details_text(job), file=workflow)
+        await outgoing.answer(interaction, render.details_text(job), file=workflow)
 
 
 class EditModal(discord.ui.Modal):
@@ -195,14 +201,17 @@ def submitted_values(data: dict[str, Any]) -> dict[str, str]:
 async def on_edit_submit(interaction: discord.Interaction[Stablehand], job_id: int) -> None:
     """A submitted Edit modal: a new job from the edited text, charged to whoever submitted it."""
     try:
-        await _job(interaction, job_id)
-        values = submitted_values(interaction.data or {})
         services = interaction.client.services
+        _, policy = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(_job(interaction, job_id), services.policy_for(interaction.guild_id)),
+        )
+        values = submitted_values(interaction.data or {})
         who = requester(interaction)
         new_job = services.prepare(
             values.get("prompt", ""),
             options=Options(negative=values.get("negative") or None),
-            policy=await services.policy_for(interaction.guild_id),
+            policy=policy,
             **who,
         )
         await launch(interaction, new_job)

@@ -11,7 +11,8 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.jobs import JobError
+from bot.db import is_transient
+from bot.jobs import DatabaseBusy, JobError
 from bot.prompt import PromptError
 from cogs import outgoing
 
@@ -32,6 +33,8 @@ def member_message(error: BaseException) -> str:
         return f"I could not use `{discord.utils.escape_markdown(str(error.value))[:50]}` for that option; pick it from the list Discord offers."
     if isinstance(error, PromptError | JobError | MemberError):
         return str(error)
+    if is_transient(error):
+        return str(DatabaseBusy())
     if isinstance(error, app_commands.NoPrivateMessage):
         return "This command only works in a server."
     if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
@@ -43,7 +46,9 @@ def member_message(error: BaseException) -> str:
 
 def is_expected(error: BaseException) -> bool:
     original = getattr(error, "original", error)
-    return isinstance(original, PromptError | JobError | MemberError | app_commands.CheckFailure)
+    return is_transient(original) or isinstance(
+        original, PromptError | JobError | MemberError | app_commands.CheckFailure
+    )
 
 
 async def reply_privately(interaction: discord.Interaction, text: str) -> None:

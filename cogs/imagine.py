@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
 from bot.workflows import Template
-from cogs import render
+from cogs import acknowledge, render
 from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
 from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
 from cogs.launch import launch, read_image, requester
@@ -89,11 +89,11 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         services = self.bot.services
-        policy = await services.policy_for(interaction.guild_id)
+        policy = await acknowledge.in_time(interaction, services.policy_for(interaction.guild_id))
         verified = None
         if image is not None:
             # Downloading may take longer than Discord's three seconds: acknowledge first.
-            await interaction.response.defer(ephemeral=True, thinking=True)
+            await acknowledge.defer(interaction)
             verified = await read_image(image, max_pixels=policy.max_pixels)
         options = Options(
             negative=negative,

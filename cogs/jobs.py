@@ -8,9 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import JobState
+from bot.jobs import Job, JobState
 from bot.quotas import credit_text, relative
-from cogs import outgoing, render
+from cogs import acknowledge, outgoing, render
 from cogs.permissions import is_moderator
 
 if TYPE_CHECKING:
@@ -29,7 +29,9 @@ class Jobs(commands.Cog):
     @app_commands.guild_only()
     async def jobs(self, interaction: discord.Interaction[Stablehand]) -> None:
         manager = self.bot.services.jobs
-        recent = await manager.recent(interaction.guild_id, interaction.user.id, limit=10)
+        recent = await acknowledge.in_time(
+            interaction, manager.recent(interaction.guild_id, interaction.user.id, limit=10)
+        )
         lines = []
         for job in recent:
             link = render.job_link(job)
@@ -46,7 +48,7 @@ class Jobs(commands.Cog):
         )
         if any(not job.terminal for job in recent):
             embed.set_footer(text="Stop one with /cancel.")
-        await outgoing.respond(interaction, embed=embed)
+        await outgoing.answer(interaction, embed=embed)
 
     @app_commands.command(
         name="cancel", description="Stop a job that has not finished; its credits come back."
@@ -54,13 +56,10 @@ class Jobs(commands.Cog):
     @app_commands.describe(job="The job to stop (moderators may stop anyone's)")
     @app_commands.guild_only()
     async def cancel(self, interaction: discord.Interaction[Stablehand], job: int) -> None:
-        moderator = await is_moderator(interaction)
-        manager = self.bot.services.jobs
-        found = await manager.get(job)
-        if found is None or found.guild_id != interaction.guild_id:
-            await outgoing.respond(interaction, f"There is no job #{job} on this server.")
+        cancelled = await acknowledge.in_time(interaction, self._cancel(interaction, job))
+        if cancelled is None:
+            await outgoing.answer(interaction, f"There is no job #{job} on this server.")
             return
-        cancelled = await manager.cancel(job, by_user=interaction.user.id, moderator=moderator)
         refund = f" {credit_text(cancelled.cost).capitalize()} refunded." if cancelled.cost else ""
         whose = (
             ""
@@ -72,7 +71,18 @@ class Jobs(commands.Cog):
             if cancelled.state is JobState.SUBMITTING
             else f"Cancelled job #{job}{whose}.{refund}"
         )
-        await outgoing.respond(interaction, text)
+        await outgoing.answer(interaction, text)
+
+    async def _cancel(
+        self, interaction: discord.Interaction[Stablehand], job_id: int
+    ) -> Job | None:
+        """Cancel the job if it is on this server; None if it is not."""
+        moderator = await is_moderator(interaction)
+        manager = self.bot.services.jobs
+        found = await manager.get(job_id)
+        if found is None or found.guild_id != interaction.guild_id:
+            return None
+        return await manager.cancel(job_id, by_user=interaction.user.id, moderator=moderator)
 
     @cancel.autocomplete("job")
     async def cancel_choices(

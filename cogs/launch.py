@@ -8,12 +8,15 @@ import discord
 
 from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job, NewJob
-from cogs import outgoing, render
+from bot.quotas import Balance
+from cogs import acknowledge, outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
+
+NOT_SHOWN = "its progress message could not be posted"
 
 
 def channel_is_nsfw(channel: object) -> bool:
@@ -43,15 +46,8 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
     """Charge and store the job, then show it: the reply itself, or (after a defer) a new post."""
     bot = interaction.client
     services = bot.services
-    settings = await services.guild_settings.get(interaction.guild_id)
-    if not settings.allows_channel(interaction.channel_id):
-        channels = outgoing.summarise(
-            [f"<#{c}>" for c in settings.allowed_channels or ()], empty="no channel yet"
-        )
-        raise MemberError(f"On this server images can be made in {channels}.")
-    job = await services.jobs.accept(new_job)
+    job, balance = await acknowledge.in_time(interaction, _accept(interaction, new_job))
     try:
-        balance = await services.quotas.balance(job.guild_id, job.user_id, job.role_ids)
         text = render.accepted_text(
             job, render.cost_line(job, balance.remaining, services.quotas.this_period)
         )
@@ -64,10 +60,29 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
             callback = await outgoing.respond(interaction, text, ephemeral=False)
             channel_id, message_id = interaction.channel_id, callback.message_id
     except BaseException:
-        await services.jobs.abandon(job.id, "its progress message could not be posted")
+        await services.jobs.abandon(job.id, NOT_SHOWN)
         raise
     await services.jobs.attach_message(job.id, channel_id, message_id)
     return job
+
+
+async def _accept(
+    interaction: discord.Interaction[Stablehand], new_job: NewJob
+) -> tuple[Job, Balance]:
+    """Everything `launch` asks of the database before it can answer: may outlast the deadline."""
+    services = interaction.client.services
+    settings = await services.guild_settings.get(interaction.guild_id)
+    if not settings.allows_channel(interaction.channel_id):
+        channels = outgoing.summarise(
+            [f"<#{c}>" for c in settings.allowed_channels or ()], empty="no channel yet"
+        )
+        raise MemberError(f"On this server images can be made in {channels}.")
+    job = await services.jobs.accept(new_job)
+    try:
+        return job, await services.quotas.balance(job.guild_id, job.user_id, job.role_ids)
+    except BaseException:
+        await services.jobs.abandon(job.id, NOT_SHOWN)
+        raise
 
 
 def requester(interaction: discord.Interaction) -> dict:

@@ -139,14 +139,25 @@ async def respond(
     )
 
 
-async def answer(interaction: discord.Interaction, content: str, *, ephemeral: bool = True) -> None:
+async def answer(
+    interaction: discord.Interaction,
+    content: str | None = None,
+    *,
+    embed: discord.Embed | None = MISSING,
+    file: discord.File = MISSING,
+    ephemeral: bool = True,
+) -> None:
     """Answer whether or not the interaction was already acknowledged (deferred or answered)."""
     if interaction.response.is_done():
         await interaction.followup.send(
-            fit_content(content), ephemeral=ephemeral, allowed_mentions=NO_MENTIONS
+            fit_content(content),
+            embed=fit_embed(embed),
+            file=file,
+            ephemeral=ephemeral,
+            allowed_mentions=NO_MENTIONS,
         )
     else:
-        await respond(interaction, content, ephemeral=ephemeral)
+        await respond(interaction, content, embed=embed, file=file, ephemeral=ephemeral)
 
 
 async def edit_response(interaction: discord.Interaction, content: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from discord.ext import commands
 from bot import audit
 from bot.jobs import Job
 from bot.quotas import Balance, credit_text, relative
-from cogs import outgoing, render
+from cogs import acknowledge, outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids, moderators_only
 from cogs.render import job_link
@@ -97,7 +98,7 @@ class Quota(commands.Cog):
         *,
         embed: discord.Embed | None = None,
     ) -> None:
-        await outgoing.respond(interaction, text, embed=embed)
+        await outgoing.answer(interaction, text, embed=embed)
 
     @app_commands.command(
         name="usage", description="Your image credits: what is left, when they reset, your jobs."
@@ -105,11 +106,16 @@ class Quota(commands.Cog):
     @app_commands.guild_only()
     async def usage(self, interaction: discord.Interaction) -> None:
         services = self.bot.services
-        balance = await services.quotas.balance(
-            interaction.guild_id, interaction.user.id, member_role_ids(interaction.user)
+        balance, active, recent = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                services.quotas.balance(
+                    interaction.guild_id, interaction.user.id, member_role_ids(interaction.user)
+                ),
+                services.jobs.active(interaction.guild_id, interaction.user.id),
+                services.jobs.recent(interaction.guild_id, interaction.user.id, limit=5),
+            ),
         )
-        active = await services.jobs.active(interaction.guild_id, interaction.user.id)
-        recent = await services.jobs.recent(interaction.guild_id, interaction.user.id, limit=5)
         embed = discord.Embed(
             title="Your image credits",
             description="\n".join(
@@ -132,10 +138,13 @@ class Quota(commands.Cog):
     @moderators_only()
     async def show(self, interaction: discord.Interaction, user: discord.Member) -> None:
         services = self.bot.services
-        balance = await services.quotas.balance(
-            interaction.guild_id, user.id, member_role_ids(user)
+        balance, recent = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                services.quotas.balance(interaction.guild_id, user.id, member_role_ids(user)),
+                services.jobs.recent(interaction.guild_id, user.id, limit=5),
+            ),
         )
-        recent = await services.jobs.recent(interaction.guild_id, user.id, limit=5)
         embed = discord.Embed(
             title=f"Credits of {user.display_name}",
             description="\n".join(
@@ -163,12 +172,15 @@ class Quota(commands.Cog):
         user: discord.Member,
         limit: app_commands.Range[int, 0, 100_000] | None = None,
     ) -> None:
-        await self.bot.services.quotas.set_limit(
-            interaction.guild_id,
-            interaction.user.id,
-            scope="member",
-            target_id=user.id,
-            credits=limit,
+        await acknowledge.in_time(
+            interaction,
+            self.bot.services.quotas.set_limit(
+                interaction.guild_id,
+                interaction.user.id,
+                scope="member",
+                target_id=user.id,
+                credits=limit,
+            ),
         )
         period = self.bot.services.quotas.period_word
         text = (
@@ -190,8 +202,11 @@ class Quota(commands.Cog):
         amount: app_commands.Range[int, 1, 10_000],
         reason: app_commands.Range[str, 1, 200],
     ) -> None:
-        await self.bot.services.quotas.grant(
-            interaction.guild_id, interaction.user.id, user.id, amount, reason
+        await acknowledge.in_time(
+            interaction,
+            self.bot.services.quotas.grant(
+                interaction.guild_id, interaction.user.id, user.id, amount, reason
+            ),
         )
         await self._reply(
             interaction,
@@ -204,7 +219,10 @@ class Quota(commands.Cog):
     @app_commands.describe(user="the member")
     @moderators_only()
     async def reset(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        await self.bot.services.quotas.reset(interaction.guild_id, interaction.user.id, user.id)
+        await acknowledge.in_time(
+            interaction,
+            self.bot.services.quotas.reset(interaction.guild_id, interaction.user.id, user.id),
+        )
         await self._reply(
             interaction,
             f"{user.mention}'s allowance for this {self.bot.services.quotas.period_word} is full again.",
@@ -228,8 +246,11 @@ class Quota(commands.Cog):
         duration: str | None = None,
     ) -> None:
         seconds = parse_duration(duration) if duration else None
-        await self.bot.services.quotas.block(
-            interaction.guild_id, interaction.user.id, user.id, reason, duration=seconds
+        await acknowledge.in_time(
+            interaction,
+            self.bot.services.quotas.block(
+                interaction.guild_id, interaction.user.id, user.id, reason, duration=seconds
+            ),
         )
         until = (
             f" The block ends {relative(time.time() + seconds)}."
@@ -245,8 +266,9 @@ class Quota(commands.Cog):
     @app_commands.describe(user="the member")
     @moderators_only()
     async def unblock(self, interaction: discord.Interaction, user: discord.Member) -> None:
-        removed = await self.bot.services.quotas.unblock(
-            interaction.guild_id, interaction.user.id, user.id
+        removed = await acknowledge.in_time(
+            interaction,
+            self.bot.services.quotas.unblock(interaction.guild_id, interaction.user.id, user.id),
         )
         await self._reply(
             interaction,
@@ -265,8 +287,15 @@ class Quota(commands.Cog):
         limit: app_commands.Range[int, 0, 100_000] | None = None,
     ) -> None:
         quotas = self.bot.services.quotas
-        await quotas.set_limit(
-            interaction.guild_id, interaction.user.id, scope="default", target_id=0, credits=limit
+        await acknowledge.in_time(
+            interaction,
+            quotas.set_limit(
+                interaction.guild_id,
+                interaction.user.id,
+                scope="default",
+                target_id=0,
+                credits=limit,
+            ),
         )
         value = limit if limit is not None else quotas.config.daily_credits
         await self._reply(
@@ -289,12 +318,15 @@ class Quota(commands.Cog):
         limit: app_commands.Range[int, 0, 100_000] | None = None,
     ) -> None:
         quotas = self.bot.services.quotas
-        await quotas.set_limit(
-            interaction.guild_id,
-            interaction.user.id,
-            scope="role",
-            target_id=role.id,
-            credits=limit,
+        await acknowledge.in_time(
+            interaction,
+            quotas.set_limit(
+                interaction.guild_id,
+                interaction.user.id,
+                scope="role",
+                target_id=role.id,
+                credits=limit,
+            ),
         )
         text = (
             f"Members with {role.mention} now get {credit_text(limit)} per {quotas.period_word} (the best of their roles applies)."
@@ -311,7 +343,10 @@ class Quota(commands.Cog):
     async def budget(
         self, interaction: discord.Interaction, amount: app_commands.Range[float, 0, 10_000]
     ) -> None:
-        await self.bot.services.quotas.set_budget(interaction.guild_id, interaction.user.id, amount)
+        await acknowledge.in_time(
+            interaction,
+            self.bot.services.quotas.set_budget(interaction.guild_id, interaction.user.id, amount),
+        )
         text = (
             f"This server's daily GPU budget is now ${amount:.2f}, counted from estimated GPU time. "
             "When it is used up, new images wait until the next day."
@@ -331,13 +366,17 @@ class Quota(commands.Cog):
         span = PERIODS.get(period, 86_400)
         now = time.time()
         since = quotas.today_start(now) if period == "today" else (now - span if span else 0.0)
-        spenders = await quotas.top(interaction.guild_id, since)
+        spenders, status = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                quotas.top(interaction.guild_id, since), quotas.budget_status(interaction.guild_id)
+            ),
+        )
         lines = [
             f"{n}. <@{s.user_id}> — {credit_text(s.credits)} · {s.gpu_seconds:.1f} GPU-s · {dollars(s.usd)} · "
             f"{s.jobs} job{'s' if s.jobs != 1 else ''}"
             for n, s in enumerate(spenders, start=1)
         ]
-        status = await quotas.budget_status(interaction.guild_id)
         embed = discord.Embed(
             title=f"Top spenders ({period})",
             description="\n".join(lines) or "Nobody has spent anything yet.",
@@ -361,8 +400,11 @@ class Quota(commands.Cog):
     async def log(
         self, interaction: discord.Interaction, user: discord.Member | None = None
     ) -> None:
-        entries = await audit.entries(
-            self.bot.services.db, interaction.guild_id, target_id=user.id if user else None
+        entries = await acknowledge.in_time(
+            interaction,
+            audit.entries(
+                self.bot.services.db, interaction.guild_id, target_id=user.id if user else None
+            ),
         )
         lines = []
         for entry in entries:

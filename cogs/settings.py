@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.config import NSFW_POLICIES
 from bot.guild_settings import GuildSettings
-from cogs import outgoing
+from cogs import acknowledge, outgoing
 from cogs.errors import MemberError
 
 if TYPE_CHECKING:
@@ -75,21 +75,26 @@ class Settings(commands.Cog):
         self.bot = bot
 
     async def _update(self, interaction: discord.Interaction, said: str, **changes) -> None:
-        updated = await self.bot.services.guild_settings.update(
-            interaction.guild_id, interaction.user.id, **changes
+        updated = await acknowledge.in_time(
+            interaction,
+            self.bot.services.guild_settings.update(
+                interaction.guild_id, interaction.user.id, **changes
+            ),
         )
         await self._show(interaction, said, updated)
 
     async def _show(
         self, interaction: discord.Interaction, said: str, settings: GuildSettings
     ) -> None:
-        await outgoing.respond(interaction, said, embed=describe(settings, bot=self.bot))
+        await outgoing.answer(interaction, said, embed=describe(settings, bot=self.bot))
 
     @settings.command(name="show", description="Every setting of this server.")
     @managers_only()
     async def show(self, interaction: discord.Interaction) -> None:
-        current = await self.bot.services.guild_settings.get(interaction.guild_id)
-        await outgoing.respond(interaction, embed=describe(current, bot=self.bot))
+        current = await acknowledge.in_time(
+            interaction, self.bot.services.guild_settings.get(interaction.guild_id)
+        )
+        await outgoing.answer(interaction, embed=describe(current, bot=self.bot))
 
     @settings.command(
         name="channels", description="Where /imagine works: add or remove a channel, or allow all."
@@ -116,12 +121,10 @@ class Settings(commands.Cog):
             return
         if channel is None:
             raise MemberError(f"Name the channel to {action}.")
-        if action == "add":
-            change = await store.add_channel(interaction.guild_id, interaction.user.id, channel.id)
-        else:
-            change = await store.remove_channel(
-                interaction.guild_id, interaction.user.id, channel.id
-            )
+        edit = store.add_channel if action == "add" else store.remove_channel
+        change = await acknowledge.in_time(
+            interaction, edit(interaction.guild_id, interaction.user.id, channel.id)
+        )
         said = f"{'Added' if action == 'add' else 'Removed'} {channel.mention}."
         if change.after.allowed_channels == ():
             said += " No channel is left, so /imagine works nowhere until you add one or allow everywhere."
@@ -191,8 +194,11 @@ class Settings(commands.Cog):
                 )
             return changes
 
-        change = await services.guild_settings.change(
-            interaction.guild_id, interaction.user.id, within_the_cap
+        change = await acknowledge.in_time(
+            interaction,
+            services.guild_settings.change(
+                interaction.guild_id, interaction.user.id, within_the_cap
+            ),
         )
         await self._show(interaction, "Defaults updated.", change.after)
 

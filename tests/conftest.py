@@ -215,9 +215,11 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
         server.uninstall()
 
 
-async def start_bot(settings: Settings, fake: FakeDiscord, *, timing: Timing = FAST) -> Stablehand:
+async def start_bot(
+    settings: Settings, fake: FakeDiscord, *, timing: Timing = FAST, pacing: Pacing = FAST_PACING
+) -> Stablehand:
     """The bot as `python -m bot` builds it, logged in over REST, with jobs resumed."""
-    bot = Stablehand(settings, timing=timing, pacing=FAST_PACING)
+    bot = Stablehand(settings, timing=timing, pacing=pacing)
     await bot.login(fake.token)
     await bot.start_jobs()
     return bot
