@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from dotenv import dotenv_values
@@ -116,6 +118,46 @@ def _endpoint_id(text: str) -> str:
     if not value or not all(c.isalnum() or c in "-_" for c in value):
         raise ValueError("must be the endpoint id from the RunPod console (letters and digits)")
     return value
+
+
+# RUNPOD_ENDPOINT_ID's name among the endpoints; a further endpoint may not take it.
+DEFAULT_ENDPOINT = "default"
+_ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def parse_endpoints(text: str) -> Mapping[str, str]:
+    """Further endpoints as `name=endpoint-id,...` (e.g. `flux=abc123,sdxl=def456`), read-only.
+
+    Not a setting yet: it becomes `RUNPOD_ENDPOINTS` when templates name the endpoint they run on.
+    """
+    endpoints: dict[str, str] = {}
+    problems: list[str] = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, equals, endpoint_id = (piece.strip() for piece in entry.partition("="))
+        name = name.lower()
+        if not equals:
+            problems.append(f"{entry!r} is not name=endpoint-id")
+        elif not _ENDPOINT_NAME.fullmatch(name):
+            problems.append(
+                f"{name!r} is not a name: use a letter, then letters, digits, - or _ (32 at most)"
+            )
+        elif name == DEFAULT_ENDPOINT:
+            problems.append(f"{name!r} is RUNPOD_ENDPOINT_ID's name: choose another")
+        elif name in endpoints:
+            problems.append(f"names {name!r} twice: give each endpoint its own name")
+        else:
+            try:
+                endpoints[name] = _endpoint_id(endpoint_id)
+            except ValueError as exc:
+                problems.append(f"{name}={endpoint_id!r}: the id {exc}")
+    if problems:
+        raise ValueError(
+            "must list endpoints as name=endpoint-id, comma-separated, like flux=abc123,sdxl=def456: "
+            + "; ".join(problems)
+        )
+    return MappingProxyType(endpoints)
 
 
 def _model_file(text: str) -> str:
