@@ -22,8 +22,7 @@ import httpx
 from bot.config import load_settings
 from bot.images import ImageFile
 from bot.jobs import Job
-from bot.runpod import RequestBudget, RunPodClient
-from bot.services import Services
+from bot.services import Services, runpod_client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,11 +86,8 @@ async def bot_services(
         if requests_per_second is not None:
             environ["RUNPOD_REQUESTS_PER_SECOND"] = str(requests_per_second)
         settings = load_settings(environ=environ, dotenv_path=None)
-        client = RunPodClient(
-            api_base=fake.api_base,
-            endpoint_id=fake.endpoint_id,
-            api_key=settings.runpod_api_key,
-            budget=RequestBudget(settings.runpod_requests_per_second),
+        client = runpod_client(
+            settings,
             http=httpx.AsyncClient(
                 timeout=httpx.Timeout(30.0, connect=10.0),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
@@ -16,6 +18,7 @@ from bot.model_files import ModelNameError, model_file_name
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
 DEFAULT_NEGATIVE = "score_1, score_2, score_3"
 NSFW_POLICIES = ("safe_tags", "refuse", "spoiler", "off")
+T = TypeVar("T")
 
 
 class Secret:
@@ -59,17 +62,6 @@ class ConfigError(Exception):
         lines += [f"  - {problem}" for problem in self.problems]
         lines.append("See .env.example for every setting with its default.")
         return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable: its default, how to parse it, and one line of help."""
-
-    name: str
-    default: str | None
-    help: str
-    parse: Callable[[str], Any] = str
-    secret: bool = False
 
 
 def _positive_int(text: str) -> int:
@@ -128,6 +120,46 @@ def _endpoint_id(text: str) -> str:
     return value
 
 
+# RUNPOD_ENDPOINT_ID's name among the endpoints; a further endpoint may not take it.
+DEFAULT_ENDPOINT = "default"
+_ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+def parse_endpoints(text: str) -> Mapping[str, str]:
+    """Further endpoints as `name=endpoint-id,...` (e.g. `flux=abc123,sdxl=def456`), read-only.
+
+    Not a setting yet: it becomes `RUNPOD_ENDPOINTS` when templates name the endpoint they run on.
+    """
+    endpoints: dict[str, str] = {}
+    problems: list[str] = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, equals, endpoint_id = (piece.strip() for piece in entry.partition("="))
+        name = name.lower()
+        if not equals:
+            problems.append(f"{entry!r} is not name=endpoint-id")
+        elif not _ENDPOINT_NAME.fullmatch(name):
+            problems.append(
+                f"{name!r} is not a name: use a letter, then letters, digits, - or _ (32 at most)"
+            )
+        elif name == DEFAULT_ENDPOINT:
+            problems.append(f"{name!r} is RUNPOD_ENDPOINT_ID's name: choose another")
+        elif name in endpoints:
+            problems.append(f"names {name!r} twice: give each endpoint its own name")
+        else:
+            try:
+                endpoints[name] = _endpoint_id(endpoint_id)
+            except ValueError as exc:
+                problems.append(f"{name}={endpoint_id!r}: the id {exc}")
+    if problems:
+        raise ValueError(
+            "must list endpoints as name=endpoint-id, comma-separated, like flux=abc123,sdxl=def456: "
+            + "; ".join(problems)
+        )
+    return MappingProxyType(endpoints)
+
+
 def _model_file(text: str) -> str:
     try:
         return model_file_name(text, default_extension=None)
@@ -177,156 +209,236 @@ def _optional_path(text: str) -> Path | None:
     return Path(text).expanduser() if text.strip() else None
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "DISCORD_TOKEN",
-        None,
-        "Bot token from the Discord developer portal (Bot tab).",
-        _credential,
-        secret=True,
-    ),
-    Setting(
-        "RUNPOD_API_KEY", None, "RunPod API key (Settings > API Keys).", _credential, secret=True
-    ),
-    Setting(
-        "RUNPOD_ENDPOINT_ID", None, "Id of the worker-comfyui serverless endpoint.", _endpoint_id
-    ),
-    Setting("RUNPOD_API_BASE", "https://api.runpod.ai/v2", "RunPod API base URL.", _api_base),
-    Setting(
-        "WORKER_OUTPUT_HTTP_HOSTS",
-        "",
-        "Comma-separated hosts the worker's s3_url images may come from over plain http, "
-        "private addresses included (local testing only).",
-        _hosts,
-    ),
-    Setting("DATABASE_PATH", "stablehand.db", "SQLite file for jobs, quotas and settings.", Path),
-    Setting(
-        "CHECKPOINT",
-        "ponyDiffusionV6XL.safetensors",
-        "Checkpoint file name on the volume (Civitai's download is often "
-        "ponyDiffusionV6XL_v6StartWithThisOne.safetensors).",
-        _model_file,
-    ),
-    Setting("LOG_LEVEL", "INFO", "debug, info, warning or error.", _log_level),
-    Setting(
-        "HEARTBEAT_INTERVAL",
-        "30",
-        "Seconds between heartbeats in DATABASE_PATH.heartbeat, which `python -m bot health` checks.",
-        _positive_int,
-    ),
-    Setting("QUALITY_TAGS", DEFAULT_QUALITY_TAGS, "Tags put before every Pony prompt."),
-    Setting("DEFAULT_NEGATIVE", DEFAULT_NEGATIVE, "Negative prompt every Pony job starts with."),
-    Setting("DEFAULT_WORKFLOW", "pony-v6-xl", "Workflow used when a member names none."),
-    Setting("WORKFLOWS_DIR", "", "Directory of extra workflow templates (*.json).", _optional_path),
-    Setting(
-        "MAX_JOBS_IN_FLIGHT", "4", "Jobs sent to RunPod at once, across all servers.", _positive_int
-    ),
-    Setting(
-        "MEMBER_MAX_IN_FLIGHT", "1", "Jobs one member may have running at once.", _positive_int
-    ),
-    Setting(
-        "MEMBER_MAX_QUEUED", "4", "Jobs one member may have waiting or running.", _positive_int
-    ),
-    Setting("RUNPOD_REQUESTS_PER_SECOND", "50", "Budget for all calls to RunPod.", _positive_int),
-    Setting(
-        "QUEUE_TIMEOUT",
-        "1800",
-        "Seconds a job may wait for a GPU before it is cancelled.",
-        _positive_int,
-    ),
-    Setting("EXECUTION_TIMEOUT", "600", "Seconds one job may run on the GPU.", _positive_int),
-    Setting(
-        "DAILY_CREDITS",
-        "25",
-        "Credits per member per period unless moderators set otherwise (1 credit = one 1024x1024, 25-step image).",
-        _non_negative_int,
-    ),
-    Setting(
-        "QUOTA_PERIOD",
-        "daily",
-        "How often allowances reset: daily or weekly.",
-        _choice("daily", "weekly"),
-    ),
-    Setting(
-        "QUOTA_RESET_HOUR", "0", "UTC hour at which allowances and daily budgets reset.", _hour
-    ),
-    Setting(
-        "GPU_PRICE_PER_SECOND",
-        "0.00031",
-        "Estimated US dollars per GPU-second, for spend figures and budgets (an estimate: set your real price).",
-        _non_negative_float,
-    ),
-    Setting(
-        "DAILY_BUDGET_USD",
-        "0",
-        "Operator-wide daily GPU budget in dollars across all servers; 0 means no budget.",
-        _non_negative_float,
-    ),
-    Setting(
-        "NSFW_POLICY",
-        "safe_tags",
-        "Outside age-restricted channels: " + ", ".join(NSFW_POLICIES),
-        _choice(*NSFW_POLICIES),
-    ),
-    Setting("BLOCKED_WORDS", "", "Comma-separated words that refuse a prompt.", _words),
-    Setting("MAX_STEPS", "50", "Most sampling steps a member may ask for.", _positive_int),
-    Setting("MAX_COUNT", "4", "Most images in one job.", _positive_int),
-    Setting(
-        "MAX_PIXELS",
-        "2359296",
-        "Most pixels per image (width x height), 1536x1536 by default.",
-        _pixels,
-    ),
-    Setting("MAX_PROMPT_LENGTH", "1500", "Longest prompt accepted, in characters.", _positive_int),
-)
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable as declared on `Settings`: default, parser and documentation."""
+
+    name: str
+    default: str | None
+    description: str
+    parse: Callable[[str], Any]
+    section: str
+    secret: bool = False
+    # For a setting with no default: where to find its value when a command needs it.
+    missing_help: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+_SETTING = "stablehand.setting"
+
+# Headings of `.env.example`, in the order the settings are declared under them.
+REQUIRED = "Required to run the bot"
+RUNPOD = "RunPod and storage"
+MODEL = "Model, prompts and logging"
+SCHEDULING = "Scheduling and deadlines"
+QUOTAS = "Quotas and budgets (dollar figures are estimates: set your real price)"
+CONTENT = "Content policy and limits (server defaults; moderators can narrow them)"
+
+
+def setting(section: str, default: str, description: str, parse: Callable[[str], T] = str) -> T:
+    """Declare one setting as a `Settings` field; its name is the field's name in capitals."""
+    declared = Setting("", default, description, parse, section)
+    return field(metadata={_SETTING: declared})
+
+
+def required_setting(
+    description: str, missing_help: str, parse: Callable[[str], T], *, secret: bool = False
+) -> Any:
+    """A setting with no default that some commands need; a secret one is read as a `Secret`."""
+    declared = Setting("", None, description, parse, REQUIRED, secret, missing_help)
+    return field(metadata={_SETTING: declared})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting, parsed. Secrets are `Secret` objects and never show in a repr."""
+    """Every setting, declared once and parsed. Secrets are `Secret`s and never show in a repr."""
 
-    discord_token: Secret | None
-    runpod_api_key: Secret | None
-    runpod_endpoint_id: str | None
-    runpod_api_base: str
-    worker_output_http_hosts: tuple[str, ...]
-    database_path: Path
-    checkpoint: str
-    log_level: str
-    heartbeat_interval: int
-    quality_tags: str
-    default_negative: str
-    default_workflow: str
-    workflows_dir: Path | None
-    daily_credits: int
-    quota_period: str
-    quota_reset_hour: int
-    gpu_price_per_second: float
-    daily_budget_usd: float
-    max_jobs_in_flight: int
-    member_max_in_flight: int
-    member_max_queued: int
-    runpod_requests_per_second: int
-    queue_timeout: int
-    execution_timeout: int
-    nsfw_policy: str
-    blocked_words: tuple[str, ...]
-    max_steps: int
-    max_count: int
-    max_pixels: int
-    max_prompt_length: int
+    discord_token: Secret | None = required_setting(
+        "Bot token from the Discord developer portal (Bot tab).",
+        "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token",
+        _credential,
+        secret=True,
+    )
+    runpod_api_key: Secret | None = required_setting(
+        "RunPod API key (Settings > API Keys).",
+        "create one at https://www.runpod.io/console/user/settings > API Keys",
+        _credential,
+        secret=True,
+    )
+    runpod_endpoint_id: str | None = required_setting(
+        "Id of the worker-comfyui serverless endpoint.",
+        "copy the id shown on your endpoint's page in the RunPod console",
+        _endpoint_id,
+    )
+    runpod_api_base: str = setting(
+        RUNPOD,
+        "https://api.runpod.ai/v2",
+        "RunPod API base URL; the bot calls `{RUNPOD_API_BASE}/{RUNPOD_ENDPOINT_ID}/run` etc.",
+        _api_base,
+    )
+    worker_output_http_hosts: tuple[str, ...] = setting(
+        RUNPOD,
+        "",
+        "Hosts (comma-separated, e.g. `minio,localhost`) whose `s3_url` images the bot may fetch "
+        "over plain http and at private or loopback addresses, for local testing. Any other "
+        "image URL must be https to a public address; redirects are checked the same way.",
+        _hosts,
+    )
+    database_path: Path = setting(
+        RUNPOD,
+        "stablehand.db",
+        "SQLite file for jobs, quotas and settings. Back it up (see "
+        "[Upgrading and backing up](#upgrading-and-backing-up)); under Docker, compose.yaml "
+        "keeps it on the /data volume.",
+        Path,
+    )
+    checkpoint: str = setting(
+        MODEL,
+        "ponyDiffusionV6XL.safetensors",
+        "Checkpoint file name on the volume (Civitai's download is often "
+        "`ponyDiffusionV6XL_v6StartWithThisOne.safetensors`); a subfolder is written as "
+        "ComfyUI lists it, `pony/ponyDiffusionV6XL.safetensors`.",
+        _model_file,
+    )
+    log_level: str = setting(
+        MODEL,
+        "INFO",
+        "debug, info, warning or error. Logs go to stderr, one line per event, with job, "
+        "member and server ids.",
+        _log_level,
+    )
+    heartbeat_interval: int = setting(
+        MODEL,
+        "30",
+        "Seconds between heartbeats written to `DATABASE_PATH.heartbeat` (time, connected, "
+        "tasks, memory, active jobs, each loop's last beat); `python -m bot health` checks it.",
+        _positive_int,
+    )
+    quality_tags: str = setting(
+        MODEL,
+        DEFAULT_QUALITY_TAGS,
+        "Tags put before every Pony prompt (the model card's full quality string).",
+    )
+    default_negative: str = setting(
+        MODEL, DEFAULT_NEGATIVE, "Negative prompt every Pony job starts with."
+    )
+    default_workflow: str = setting(MODEL, "pony-v6-xl", "Workflow used when a member names none.")
+    workflows_dir: Path | None = setting(
+        MODEL,
+        "",
+        "Directory of extra workflow templates (`*.json`); they may replace bundled ones "
+        "(see [Your own workflows](#your-own-workflows)).",
+        _optional_path,
+    )
+    max_jobs_in_flight: int = setting(
+        SCHEDULING,
+        "4",
+        "Jobs sent to RunPod at once, across all servers; the rest wait here, in fair order.",
+        _positive_int,
+    )
+    member_max_in_flight: int = setting(
+        SCHEDULING,
+        "1",
+        "Jobs one member may have running at once. A member is a Discord user: their jobs in "
+        "every server count together.",
+        _positive_int,
+    )
+    member_max_queued: int = setting(
+        SCHEDULING,
+        "4",
+        "Jobs one member may have waiting or running, in every server together.",
+        _positive_int,
+    )
+    runpod_requests_per_second: int = setting(
+        SCHEDULING,
+        "50",
+        "Budget for all calls to RunPod, polling included (RunPod allows 100 `/run` and 200 "
+        "`/status` per second).",
+        _positive_int,
+    )
+    queue_timeout: int = setting(
+        SCHEDULING,
+        "1800",
+        "Seconds a job may wait for a GPU before it is cancelled at RunPod and refunded.",
+        _positive_int,
+    )
+    execution_timeout: int = setting(
+        SCHEDULING,
+        "600",
+        "Most seconds one job may run on the GPU (each job also gets a limit from its expected "
+        "time). The member is refunded when it passes; the worker may still finish the image "
+        "(see [Cancelling and timeouts](#cancelling-and-timeouts)).",
+        _positive_int,
+    )
+    daily_credits: int = setting(
+        QUOTAS,
+        "25",
+        "Credits per member per period unless moderators set otherwise. One credit is one "
+        "1024×1024, 25-step image; cost scales with pixels × steps × images.",
+        _non_negative_int,
+    )
+    quota_period: str = setting(
+        QUOTAS,
+        "daily",
+        "How often allowances reset: `daily` or `weekly` (weeks start on Monday).",
+        _choice("daily", "weekly"),
+    )
+    quota_reset_hour: int = setting(
+        QUOTAS, "0", "UTC hour at which allowances and daily budgets reset.", _hour
+    )
+    gpu_price_per_second: float = setting(
+        QUOTAS,
+        "0.00031",
+        "Estimated US dollars per GPU-second, for spend figures and budgets (an estimate: set "
+        "your real price).",
+        _non_negative_float,
+    )
+    daily_budget_usd: float = setting(
+        QUOTAS,
+        "0",
+        "Operator-wide daily GPU budget in dollars across all servers; `0` means none.",
+        _non_negative_float,
+    )
+    nsfw_policy: str = setting(
+        CONTENT,
+        "safe_tags",
+        "Outside age-restricted channels: `safe_tags`, `refuse`, `spoiler` or `off` "
+        "(see [For members](#for-members)).",
+        _choice(*NSFW_POLICIES),
+    )
+    blocked_words: tuple[str, ...] = setting(
+        CONTENT, "", "Comma-separated words that refuse a prompt.", _words
+    )
+    max_steps: int = setting(
+        CONTENT, "50", "Most sampling steps a member may ask for.", _positive_int
+    )
+    max_count: int = setting(CONTENT, "4", "Most images in one job.", _positive_int)
+    max_pixels: int = setting(
+        CONTENT,
+        "2359296",
+        "Most pixels per image (width × height), 1536×1536 by default.",
+        _pixels,
+    )
+    max_prompt_length: int = setting(
+        CONTENT, "1500", "Longest prompt accepted, in characters.", _positive_int
+    )
 
+
+def _declared(attribute: Field[Any]) -> Setting:
+    if _SETTING not in attribute.metadata:
+        raise TypeError(f"Settings.{attribute.name} must be declared with setting()")
+    return replace(attribute.metadata[_SETTING], name=attribute.name.upper())
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_declared(attribute) for attribute in fields(Settings))
 
 # What each command needs; everything else has a default.
 RUN_REQUIRES = ("DISCORD_TOKEN", "RUNPOD_API_KEY", "RUNPOD_ENDPOINT_ID")
 SYNC_REQUIRES = ("DISCORD_TOKEN",)
 GENERATE_REQUIRES = ("RUNPOD_API_KEY", "RUNPOD_ENDPOINT_ID")
-
-_MISSING_HELP = {
-    "DISCORD_TOKEN": "copy it from https://discord.com/developers/applications > your app > Bot > Reset Token",
-    "RUNPOD_API_KEY": "create one at https://www.runpod.io/console/user/settings > API Keys",
-    "RUNPOD_ENDPOINT_ID": "copy the id shown on your endpoint's page in the RunPod console",
-}
 
 
 def read_environment(
@@ -354,7 +466,7 @@ def load_settings(
         text = raw.get(setting.name, "").strip()
         if not text:
             if setting.name in require:
-                problems.append(f"{setting.name} is not set: {_MISSING_HELP[setting.name]}.")
+                problems.append(f"{setting.name} is not set: {setting.missing_help}.")
             if setting.default is None:
                 parsed[setting.name] = None
                 continue
@@ -369,7 +481,7 @@ def load_settings(
     problems += _cross_checks(parsed)
     if problems:
         raise ConfigError(problems)
-    return Settings(**{f.name: parsed[f.name.upper()] for f in fields(Settings)})
+    return Settings(**{setting.name.lower(): parsed[setting.name] for setting in SETTINGS})
 
 
 def _reason(exc: ValueError) -> str:

@@ -23,6 +23,7 @@ import httpx
 
 from bot.config import Secret
 from bot.images import EXTENSIONS, ImageError, ImageFile, PixelLimitError, verify_output_image
+from bot.ratelimit import Clock, TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -258,32 +259,15 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
-class RequestBudget:
+class RequestBudget(TokenBucket):
     """A token bucket shared by every call to RunPod, so polling stays far below its limits."""
 
     def __init__(
-        self, per_second: float, *, burst: int | None = None, clock=time.monotonic
+        self, per_second: float, *, burst: int | None = None, clock: Clock = time.monotonic
     ) -> None:
-        self.per_second = per_second
         # A small bucket: in any one second at most per_second + burst calls go out.
-        self.burst = burst if burst is not None else max(1, int(per_second) // 10)
-        self._clock = clock
-        self._tokens = float(self.burst)
-        self._updated = clock()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self._clock()
-                self._tokens = min(
-                    self.burst, self._tokens + (now - self._updated) * self.per_second
-                )
-                self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.per_second)
+        burst = burst if burst is not None else max(1, int(per_second) // 10)
+        super().__init__(per_second=per_second, burst=burst, clock=clock)
 
 
 @dataclass

@@ -8,6 +8,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from bot.config import ConfigError, Settings
 from bot.db import Database
 from bot.estimates import DurationModel
@@ -23,27 +25,14 @@ from bot.workflows import TemplateLibrary, load_library
 log = logging.getLogger(__name__)
 
 
-def timing_from_settings(settings: Settings) -> Timing:
-    return Timing(
-        queue_timeout=float(settings.queue_timeout),
-        execution_timeout=float(settings.execution_timeout),
-    )
-
-
-def limits_from_settings(settings: Settings) -> Limits:
-    return Limits(
-        max_in_flight=settings.max_jobs_in_flight,
-        member_max_in_flight=settings.member_max_in_flight,
-        member_max_queued=settings.member_max_queued,
-    )
-
-
-def runpod_from_settings(settings: Settings) -> RunPodClient:
+def runpod_client(settings: Settings, *, http: httpx.AsyncClient | None = None) -> RunPodClient:
+    """The RunPod client the settings describe; `http` replaces its connection pool."""
     assert settings.runpod_api_key is not None and settings.runpod_endpoint_id is not None
     return RunPodClient(
         api_base=settings.runpod_api_base,
         endpoint_id=settings.runpod_endpoint_id,
         api_key=settings.runpod_api_key,
+        http=http,
         budget=RequestBudget(settings.runpod_requests_per_second),
         output_http_hosts=settings.worker_output_http_hosts,
     )
@@ -96,15 +85,24 @@ class Services:
                     f"DATABASE_PATH={str(path)!r} cannot be opened ({exc}): its directory must exist and be writable."
                 ]
             ) from None
-        runpod = runpod or runpod_from_settings(settings)
+        runpod = runpod or runpod_client(settings)
         durations = DurationModel()
         quotas = QuotaLedger(db, QuotaConfig.from_settings(settings), durations)
+        timing = timing or Timing(
+            queue_timeout=float(settings.queue_timeout),
+            execution_timeout=float(settings.execution_timeout),
+        )
+        limits = Limits(
+            max_in_flight=settings.max_jobs_in_flight,
+            member_max_in_flight=settings.member_max_in_flight,
+            member_max_queued=settings.member_max_queued,
+        )
         jobs = JobManager(
             db,
             runpod,
             accounting=quotas if charge else FreeAccounting(),
-            timing=timing or timing_from_settings(settings),
-            limits=limits_from_settings(settings),
+            timing=timing,
+            limits=limits,
             durations=durations,
         )
         return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db))

@@ -16,6 +16,7 @@ import discord
 from bot.images import ImageFile, prepare_uploads
 from bot.jobs import DeliveryError, Job, JobUpdate
 from bot.metadata import with_generation_data
+from bot.ratelimit import TokenBucket
 from bot.supervisor import Loop
 from cogs import outgoing, render
 from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
@@ -40,26 +41,20 @@ class ChannelPacer:
     def __init__(self, *, burst: int, per_second: float) -> None:
         self.burst = burst
         self.per_second = per_second
-        self._buckets: dict[int, tuple[float, float]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._buckets: dict[int, TokenBucket] = {}
 
     def ready(self, channel_id: int) -> bool:
-        return self._tokens(channel_id, time.monotonic()) >= 1
-
-    def _tokens(self, channel_id: int, now: float) -> float:
-        tokens, updated = self._buckets.get(channel_id, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - updated) * self.per_second)
+        return self._bucket(channel_id).ready()
 
     async def acquire(self, channel_id: int) -> None:
-        lock = self._locks.setdefault(channel_id, asyncio.Lock())
-        async with lock:
-            while True:
-                now = time.monotonic()
-                tokens = self._tokens(channel_id, now)
-                if tokens >= 1:
-                    self._buckets[channel_id] = (tokens - 1, now)
-                    return
-                await asyncio.sleep((1 - tokens) / self.per_second)
+        await self._bucket(channel_id).acquire()
+
+    def _bucket(self, channel_id: int) -> TokenBucket:
+        bucket = self._buckets.get(channel_id)
+        if bucket is None:
+            bucket = TokenBucket(per_second=self.per_second, burst=self.burst)
+            self._buckets[channel_id] = bucket
+        return bucket
 
 
 @dataclass
