@@ -88,8 +88,9 @@ class GuildSettingsStore:
     ) -> None:
         self.db = db
         self._clock = clock
-        self._rows = rows or stores_for(db).guild_settings
-        self._audit_store = audit_store or stores_for(db).audit
+        engine = stores_for(db)
+        self._rows = rows or engine.guild_settings
+        self._audit_store = audit_store or engine.audit
         self._cache: dict[int, GuildSettings] = {}
         # Orders cache fills against changes, so an older read never replaces a newer write.
         self._cache_lock = asyncio.Lock()

@@ -28,24 +28,6 @@ from bot.store.audit import AuditStore
 from bot.store.ledger import Block, Hold, LedgerStore, LimitScope, Spender
 from bot.workflows import Template
 
-__all__ = [
-    "Balance",
-    "Block",
-    "Blocked",
-    "BudgetReached",
-    "BudgetScope",
-    "BudgetStatus",
-    "LimitScope",
-    "LimitSource",
-    "QuotaConfig",
-    "QuotaError",
-    "QuotaExceeded",
-    "QuotaLedger",
-    "Spender",
-    "credit_cost",
-    "period_start",
-]
-
 DAY = timedelta(days=1)
 
 
@@ -186,8 +168,9 @@ class QuotaLedger:
         self.config = config
         self.durations = durations
         self._clock = clock
-        self._store = store or stores_for(db).ledger
-        self._audit_store = audit_store or stores_for(db).audit
+        engine = stores_for(db)
+        self._store = store or engine.ledger
+        self._audit_store = audit_store or engine.audit
 
     # ----- periods ------------------------------------------------------------------------
 
