@@ -16,6 +16,8 @@ from bot.store.base import Transaction
 
 
 class HoldState(StrEnum):
+    """A hold's stored state: settled once, by capture or refund (`bot.jobs.Settlement`)."""
+
     HELD = "held"  # reserved when the job was accepted; the job has not ended
     CAPTURED = "captured"  # the job delivered its images: charged
     REFUNDED = "refunded"  # the job ended without images: given back
@@ -175,8 +177,8 @@ class SqliteLedgerStore:
     ) -> Spending:
         row = await tx.fetchone(
             "SELECT COALESCE(SUM(credits - bonus_credits), 0) AS used, "
-            "COALESCE(SUM(CASE WHEN state = 'held' THEN credits END), 0) AS held "
-            "FROM quota_holds WHERE guild_id IS ? AND user_id = ? AND state != 'refunded' AND created_at >= ?",
+            f"COALESCE(SUM(CASE WHEN state = '{HoldState.HELD}' THEN credits END), 0) AS held "
+            f"FROM quota_holds WHERE guild_id IS ? AND user_id = ? AND state != '{HoldState.REFUNDED}' AND created_at >= ?",
             (guild_id, user_id, since),
         )
         return Spending(used=int(row["used"]), held=int(row["held"]))
@@ -185,7 +187,7 @@ class SqliteLedgerStore:
         row = await tx.fetchone(
             "SELECT (SELECT COALESCE(SUM(credits), 0) FROM quota_grants WHERE guild_id IS ? AND user_id = ?)"
             " - (SELECT COALESCE(SUM(bonus_credits), 0) FROM quota_holds"
-            "    WHERE guild_id IS ? AND user_id = ? AND state != 'refunded')",
+            f"    WHERE guild_id IS ? AND user_id = ? AND state != '{HoldState.REFUNDED}')",
             (guild_id, user_id, guild_id, user_id),
         )
         return int(row[0])
@@ -228,7 +230,7 @@ class SqliteLedgerStore:
     async def hold(self, tx: SqliteTransaction, hold: Hold) -> None:
         await tx.insert(
             "INSERT INTO quota_holds (job_id, guild_id, user_id, credits, bonus_credits, usd_estimate, state, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, 'held', ?)",
+            f"created_at) VALUES (?, ?, ?, ?, ?, ?, '{HoldState.HELD}', ?)",
             (
                 hold.job_id,
                 hold.guild_id,
@@ -250,19 +252,19 @@ class SqliteLedgerStore:
         usd: float | None,
     ) -> None:
         await tx.execute(
-            "UPDATE quota_holds SET state = 'captured', settled_at = ?, gpu_seconds = ?, "
-            "usd_actual = COALESCE(?, usd_estimate) WHERE job_id = ? AND state = 'held'",
+            f"UPDATE quota_holds SET state = '{HoldState.CAPTURED}', settled_at = ?, gpu_seconds = ?, "
+            f"usd_actual = COALESCE(?, usd_estimate) WHERE job_id = ? AND state = '{HoldState.HELD}'",
             (at, gpu_seconds, usd, job_id),
         )
 
     async def refund(self, tx: SqliteTransaction, job_id: int, *, at: float) -> None:
         await tx.execute(
-            "UPDATE quota_holds SET state = 'refunded', settled_at = ? WHERE job_id = ? AND state = 'held'",
+            f"UPDATE quota_holds SET state = '{HoldState.REFUNDED}', settled_at = ? WHERE job_id = ? AND state = '{HoldState.HELD}'",
             (at, job_id),
         )
 
     async def held_job_ids(self, tx: SqliteTransaction) -> list[int]:
-        rows = await tx.fetchall("SELECT job_id FROM quota_holds WHERE state = 'held'")
+        rows = await tx.fetchall(f"SELECT job_id FROM quota_holds WHERE state = '{HoldState.HELD}'")
         return [row["job_id"] for row in rows]
 
     async def set_limit(
@@ -346,7 +348,7 @@ class SqliteLedgerStore:
         rows = await self.db.fetchall(
             "SELECT user_id, COUNT(*) AS jobs, SUM(credits) AS credits, COALESCE(SUM(gpu_seconds), 0) AS gpu, "
             "SUM(COALESCE(usd_actual, usd_estimate)) AS usd FROM quota_holds "
-            "WHERE guild_id = ? AND state = 'captured' AND created_at >= ? "
+            f"WHERE guild_id = ? AND state = '{HoldState.CAPTURED}' AND created_at >= ? "
             "GROUP BY user_id ORDER BY credits DESC, gpu DESC LIMIT ?",
             (guild_id, since, limit),
         )
@@ -355,7 +357,7 @@ class SqliteLedgerStore:
 
 # A hold still held counts at its estimate; a settled one at what it really cost, if known.
 _SPENT_USD = (
-    "SELECT COALESCE(SUM(CASE state WHEN 'held' THEN usd_estimate "
+    f"SELECT COALESCE(SUM(CASE state WHEN '{HoldState.HELD}' THEN usd_estimate "
     "ELSE COALESCE(usd_actual, usd_estimate) END), 0) FROM quota_holds "
-    "WHERE state != 'refunded' AND created_at >= ?"
+    f"WHERE state != '{HoldState.REFUNDED}' AND created_at >= ?"
 )
