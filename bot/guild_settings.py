@@ -1,32 +1,25 @@
-"""Per-server policy set by moderators: channels, NSFW mode, defaults, caps, moderator role."""
+"""Per-server policy set by moderators: channels, NSFW mode, defaults, caps, moderator role.
+
+All SQL is in `bot/store/guild_settings.py`; each change's audit entry records the setting's value
+before and after (`settings.<name>`), and the cogs word it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot import audit
 from bot.db import Database
 from bot.prompt import ContentPolicy
+from bot.store import stores_for
+from bot.store.audit import AuditStore
+from bot.store.guild_settings import SETTING_NAMES, GuildSettingsRows
 
-LABELS = {
-    "moderator_role_id": "the moderator role",
-    "nsfw_policy": "the NSFW policy",
-    "allowed_channels": "the channels /imagine works in",
-    "default_workflow": "the default workflow",
-    "default_steps": "the default steps",
-    "default_cfg": "the default CFG",
-    "max_steps": "the steps cap",
-    "max_count": "the images-per-job cap",
-    "max_pixels": "the pixels-per-image cap",
-}
-
-
-EDITABLE = tuple(LABELS)
+EDITABLE = SETTING_NAMES
 
 
 @dataclass(frozen=True)
@@ -85,9 +78,19 @@ class GuildSettingsStore:
     names, so two moderators (or two processes) changing settings at once never undo each other.
     """
 
-    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Callable[[], float] = time.time,
+        rows: GuildSettingsRows | None = None,
+        audit_store: AuditStore | None = None,
+    ) -> None:
         self.db = db
         self._clock = clock
+        engine = stores_for(db)
+        self._rows = rows or engine.guild_settings
+        self._audit_store = audit_store or engine.audit
         self._cache: dict[int, GuildSettings] = {}
         # Orders cache fills against changes, so an older read never replaces a newer write.
         self._cache_lock = asyncio.Lock()
@@ -98,10 +101,8 @@ class GuildSettingsStore:
             return cached
         async with self._cache_lock:
             if guild_id not in self._cache:
-                row = await self.db.fetchone(
-                    "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)
-                )
-                self._cache[guild_id] = _from_row(row) if row else GuildSettings(guild_id)
+                stored = await self._rows.read(guild_id)
+                self._cache[guild_id] = GuildSettings(guild_id, **(stored or {}))
             return self._cache[guild_id]
 
     async def update(self, guild_id: int, moderator_id: int, **changes: Any) -> GuildSettings:
@@ -129,71 +130,24 @@ class GuildSettingsStore:
         now = self._clock()
         async with self._cache_lock:
             async with self.db.transaction() as tx:
-                row = await tx.fetchone(
-                    "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)
-                )
-                before = _from_row(row) if row else GuildSettings(guild_id)
+                stored = await self._rows.read(guild_id, tx=tx)
+                before = GuildSettings(guild_id, **(stored or {}))
                 changes = dict(decide(before))
                 unknown = set(changes) - set(EDITABLE)
                 if unknown:
                     raise ValueError(f"not a server setting: {', '.join(sorted(unknown))}")
                 after = replace(before, **changes)
                 changed = [name for name in changes if getattr(before, name) != changes[name]]
-                if changed:
-                    await tx.execute(
-                        f"INSERT INTO guild_settings (guild_id, {', '.join(changed)}, updated_at) "
-                        f"VALUES (?, {', '.join('?' for _ in changed)}, ?) "
-                        "ON CONFLICT (guild_id) DO UPDATE SET "
-                        + ", ".join(f"{name} = excluded.{name}" for name in changed)
-                        + ", updated_at = excluded.updated_at",
-                        (guild_id, *(_to_column(n, changes[n]) for n in changed), now),
-                    )
+                await self._rows.write(tx, guild_id, {n: changes[n] for n in changed}, at=now)
                 for name in changed:
                     await audit.record(
+                        self._audit_store,
                         tx,
                         guild_id=guild_id,
                         moderator_id=moderator_id,
                         action=f"settings.{name}",
-                        detail=_said(name, getattr(before, name), changes[name]),
                         at=now,
+                        facts={"before": getattr(before, name), "after": changes[name]},
                     )
             self._cache[guild_id] = after
         return Change(before, after)
-
-
-def _from_row(row: Any) -> GuildSettings:
-    values = {f.name: row[f.name] for f in fields(GuildSettings)}
-    if values["allowed_channels"] is not None:
-        values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
-    return GuildSettings(**values)
-
-
-def _to_column(name: str, value: Any) -> Any:
-    if name == "allowed_channels" and value is not None:
-        return json.dumps(list(value))
-    return value
-
-
-def _said(name: str, before: Any, after: Any) -> str:
-    """The audit line for one setting; a channel added or removed is named on its own."""
-    what = LABELS[name]
-    if after is None:
-        return f"reset {what} to the bot's default"
-    if name == "allowed_channels" and before is not None:
-        added = [c for c in after if c not in before]
-        removed = [c for c in before if c not in after]
-        if added and not removed:
-            return f"added {_shown(name, added)} to {what}"
-        if removed and not added:
-            return f"removed {_shown(name, removed)} from {what}"
-    return f"set {what} to {_shown(name, after)}"
-
-
-def _shown(name: str, value: Any) -> str:
-    if name == "allowed_channels":
-        return ", ".join(f"<#{c}>" for c in value) or "none"
-    if name == "moderator_role_id":
-        return f"<@&{value}>"
-    if name == "max_pixels":
-        return f"{value / 2**20:.2f} MP"
-    return str(value)

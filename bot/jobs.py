@@ -69,6 +69,13 @@ FAILURE_STATES = {
 }
 
 
+class Settlement(StrEnum):
+    """What happens to a job's held credits when it ends."""
+
+    CAPTURE = "capture"  # it delivered its images: charge them
+    REFUND = "refund"  # it ended without images: give them back
+
+
 class JobError(Exception):
     """A request about a job that cannot be carried out, with a member-facing message."""
 
@@ -407,7 +414,7 @@ class JobManager:
                     "error": reason,
                     "delivered_at": self._clock(),
                 },
-                settle="refund",
+                settle=Settlement.REFUND,
             ),
         )
 
@@ -576,7 +583,7 @@ class JobManager:
         *,
         fields: dict[str, Any] | None = None,
         detail: str | None = None,
-        settle: str | None = None,
+        settle: Settlement | None = None,
         after: Callable[[Transaction], Awaitable[None]] | None = None,
     ) -> Job | None:
         """Compare-and-set the state (plus `fields`) and append the event; None if it lost the race."""
@@ -598,9 +605,9 @@ class JobManager:
                 return None
             await _record_event(tx, job_id, now, row["state"], to_state, detail)
             job = Job.from_row(await tx.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,)))
-            if settle == "refund":
+            if settle is Settlement.REFUND:
                 await self.accounting.refund(tx, job)
-            elif settle == "capture":
+            elif settle is Settlement.CAPTURE:
                 await self.accounting.capture(tx, job)
             if to_state in TERMINAL:
                 await tx.execute("DELETE FROM job_inputs WHERE job_id = ?", (job_id,))
@@ -640,7 +647,7 @@ class JobManager:
             state,
             fields={"failure": failure.message, "error": raw, "finished_at": self._clock()},
             detail=detail or failure.kind,
-            settle="refund",
+            settle=Settlement.REFUND,
         )
         if ended is None:
             return None
@@ -841,7 +848,7 @@ class JobManager:
     async def _settle_ended_holds(self) -> None:
         """Credits still held for a job that has ended: captured if it was delivered, else refunded."""
 
-        async def settle(tx: Transaction) -> list[tuple[int, str]]:
+        async def settle(tx: Transaction) -> list[tuple[int, Settlement]]:
             held = await self.accounting.held_job_ids(tx)
             settled = []
             for chunk in (held[i : i + 500] for i in range(0, len(held), 500)):
@@ -854,14 +861,14 @@ class JobManager:
                     job = Job.from_row(row)
                     if job.state is JobState.DONE:
                         await self.accounting.capture(tx, job)
-                        settled.append((job.id, "captured"))
+                        settled.append((job.id, Settlement.CAPTURE))
                     else:
                         await self.accounting.refund(tx, job)
-                        settled.append((job.id, "refunded"))
+                        settled.append((job.id, Settlement.REFUND))
             return settled
 
         for job_id, how in await self.db.write(settle):
-            log.warning("job %d had ended with its credits still held; they were %s", job_id, how)
+            log.warning("job %d had ended with its credits still held; settled: %s", job_id, how)
 
     # ----- local queue and fair dispatch ---------------------------------------------------
 
@@ -1415,7 +1422,7 @@ class JobManager:
             {JobState.DELIVERING},
             JobState.DONE,
             fields={"delivered_at": self._clock()},
-            settle="capture",
+            settle=Settlement.CAPTURE,
             after=_drop_outputs(job_id),
         )
         if done is not None:
@@ -1432,7 +1439,7 @@ class JobManager:
                 "delivered_at": self._clock(),
             },
             detail="undeliverable",
-            settle="refund",
+            settle=Settlement.REFUND,
             after=_drop_outputs(job.id),
         )
         log.warning("job %d could not be delivered: %s", job.id, reason)

@@ -14,7 +14,8 @@ from discord import app_commands
 from bot.db import is_transient
 from bot.jobs import DatabaseBusy, JobError
 from bot.prompt import PromptError
-from cogs import outgoing
+from bot.quotas import QuotaError
+from cogs import outgoing, render
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def member_message(error: BaseException) -> str:
         error = error.original
     if isinstance(error, app_commands.TransformerError):
         return f"I could not use `{discord.utils.escape_markdown(str(error.value))[:50]}` for that option; pick it from the list Discord offers."
+    if isinstance(error, QuotaError):
+        return render.refusal_text(error)
     if isinstance(error, PromptError | JobError | MemberError):
         return str(error)
     if is_transient(error):

@@ -9,7 +9,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.jobs import Job, JobState
-from bot.quotas import credit_text, relative
 from cogs import acknowledge, outgoing, render
 from cogs.permissions import is_moderator
 
@@ -40,7 +39,7 @@ class Jobs(commands.Cog):
             prompt = render.quote_prompt(job.request.prompt, 40)
             shown = f"[{prompt}]({link})" if link else prompt
             lines.append(
-                f"{render.state_icon(job.state)} `#{job.id}` {shown} · {state} · {relative(job.created_at)}"
+                f"{render.state_icon(job.state)} `#{job.id}` {shown} · {state} · {render.relative(job.created_at)}"
             )
         embed = discord.Embed(
             title="Your jobs",
@@ -60,7 +59,11 @@ class Jobs(commands.Cog):
         if cancelled is None:
             await outgoing.answer(interaction, f"There is no job #{job} on this server.")
             return
-        refund = f" {credit_text(cancelled.cost).capitalize()} refunded." if cancelled.cost else ""
+        refund = (
+            f" {render.credit_text(cancelled.cost).capitalize()} refunded."
+            if cancelled.cost
+            else ""
+        )
         whose = (
             ""
             if cancelled.user_id == interaction.user.id

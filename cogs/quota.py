@@ -13,20 +13,20 @@ from discord.ext import commands
 
 from bot import audit
 from bot.jobs import Job
-from bot.quotas import Balance, credit_text, relative
-from cogs import acknowledge, outgoing, render
+from bot.quotas import Balance, LimitScope, LimitSource
+from cogs import acknowledge, audit_lines, outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids, moderators_only
-from cogs.render import job_link
+from cogs.render import credit_text, job_link, relative
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
 
 PERIODS = {"today": 86_400, "week": 7 * 86_400, "month": 30 * 86_400, "all time": None}
 LIMIT_SOURCES = {
-    "set for this member": "set for this member by a moderator",
-    "server default": "this server's default",
-    "bot default": "the bot's default",
+    LimitSource.MEMBER: "set for this member by a moderator",
+    LimitSource.SERVER_DEFAULT: "this server's default",
+    LimitSource.BOT_DEFAULT: "the bot's default",
 }
 _DURATION = re.compile(r"(\d+)\s*([mhdw])")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -52,10 +52,16 @@ def parse_duration(text: str) -> float:
     return float(seconds)
 
 
+def limit_source_text(balance: Balance) -> str:
+    if balance.limit_source is LimitSource.ROLE:
+        return f"from the role <@&{balance.limit_role_id}>"
+    return LIMIT_SOURCES[balance.limit_source]
+
+
 def balance_lines(balance: Balance, period_word: str, this_period: str) -> list[str]:
     lines = [
         f"**{credit_text(balance.remaining)} left** · {balance.used} of {balance.limit} used {this_period}",
-        f"Limit: {balance.limit} per {period_word}, {LIMIT_SOURCES.get(balance.limit_source, balance.limit_source)}",
+        f"Limit: {balance.limit} per {period_word}, {limit_source_text(balance)}",
         f"Resets {relative(balance.resets_at)}",
     ]
     if balance.bonus:
@@ -177,7 +183,7 @@ class Quota(commands.Cog):
             self.bot.services.quotas.set_limit(
                 interaction.guild_id,
                 interaction.user.id,
-                scope="member",
+                scope=LimitScope.MEMBER,
                 target_id=user.id,
                 credits=limit,
             ),
@@ -292,7 +298,7 @@ class Quota(commands.Cog):
             quotas.set_limit(
                 interaction.guild_id,
                 interaction.user.id,
-                scope="default",
+                scope=LimitScope.DEFAULT,
                 target_id=0,
                 credits=limit,
             ),
@@ -323,7 +329,7 @@ class Quota(commands.Cog):
             quotas.set_limit(
                 interaction.guild_id,
                 interaction.user.id,
-                scope="role",
+                scope=LimitScope.ROLE,
                 target_id=role.id,
                 credits=limit,
             ),
@@ -409,7 +415,9 @@ class Quota(commands.Cog):
         lines = []
         for entry in entries:
             why = f" — {discord.utils.escape_markdown(entry.reason)}" if entry.reason else ""
-            lines.append(f"{relative(entry.at)} <@{entry.moderator_id}> {entry.detail}{why}")
+            lines.append(
+                f"{relative(entry.at)} <@{entry.moderator_id}> {audit_lines.said(entry)}{why}"
+            )
         title = f"Audit trail for {user.display_name}" if user else "Audit trail"
         description = (
             outgoing.lines_within(lines, outgoing.DESCRIPTION_LIMIT)

@@ -1,16 +1,50 @@
-"""What members read: progress lines, the result embed, failures and details, as pure functions."""
+"""What members read: progress lines, the result embed, failures and details, as pure functions.
+
+Also the shared Discord wording of the core's values: credits, timestamps, quota refusals.
+"""
 
 from __future__ import annotations
 
 import discord
 
 from bot.jobs import Job, JobState, JobUpdate
-from bot.quotas import credit_text
+from bot.quotas import Blocked, BudgetReached, BudgetScope, QuotaError, QuotaExceeded
 from bot.samplers import display_name
 
 NO_MENTIONS = discord.AllowedMentions.none()
 PROMPT_PREVIEW = 300
 RESULT_COLOUR = discord.Colour(0x5865F2)
+
+
+def credit_text(n: int) -> str:
+    """`1 credit`, `2 credits`: how every message counts them."""
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
+def relative(at: float) -> str:
+    """A Discord timestamp that each member sees in their own time zone ("in 3 hours")."""
+    return f"<t:{int(at)}:R>"
+
+
+def refusal_text(error: QuotaError) -> str:
+    """Why the ledger refused a job, and when that changes."""
+    if isinstance(error, Blocked):
+        block = error.block
+        until = f" The block ends {relative(block.expires_at)}." if block.expires_at else ""
+        return f"A moderator has blocked you from making images here: {block.reason}.{until}"
+    if isinstance(error, QuotaExceeded):
+        return (
+            f"This needs {credit_text(error.cost)} but you have {error.remaining} left. "
+            f"Your credits come back {relative(error.resets_at)}."
+        )
+    if isinstance(error, BudgetReached):
+        if error.scope is BudgetScope.SERVER:
+            return f"This server's GPU budget for today (${error.budget_usd:.2f}) is used up. It reopens {relative(error.reopens_at)}."
+        return (
+            "The bot's GPU budget for today is used up, so no new images can start. "
+            f"It reopens {relative(error.reopens_at)}."
+        )
+    return str(error)
 
 
 def quote_prompt(text: str, limit: int = PROMPT_PREVIEW) -> str:

@@ -171,3 +171,40 @@ async def test_a_bad_block_duration_is_explained_and_changes_nothing(
     )
     assert "is not a duration" in data["content"] and "`12h`" in data["content"]
     assert (await bot.services.db.fetchone("SELECT COUNT(*) FROM quota_blocks"))[0] == 0
+
+
+async def test_the_audit_trail_says_each_moderator_action_in_the_same_words(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    """The core records values; /quota log words them as the trail always did."""
+    quotas, settings = bot.services.quotas, bot.services.guild_settings
+    await quotas.block(GUILD, 1, ALICE_ID, "spam", duration=7200)
+    await quotas.set_budget(GUILD, 1, 0)
+    await settings.update(GUILD, 1, moderator_role_id=501, max_pixels=2**20)
+    await settings.update(GUILD, 1, max_pixels=None, allowed_channels=(7, 8))
+    await settings.remove_channel(GUILD, 1, 7)
+    for subcommand, options in MODERATOR_COMMANDS:
+        await reply_to(bot, fake_discord, _quota(subcommand, options))
+    log = await reply_to(bot, fake_discord, _quota("log"))
+    until = (await audit.entries(bot.services.db, GUILD))[-1].facts["until"]
+    said = [
+        line.split(">", 2)[2].strip()  # after the timestamp and the moderator's mention
+        for line in log["embeds"][0]["description"].split("\n")
+    ]
+    assert said == [
+        "set the daily budget to $2.50",
+        f"set the <@&{VIP['id']}> tier to 40 credits per day",
+        "set the server default to 9 credits per day",
+        f"unblocked <@{ALICE_ID}>",
+        f"blocked <@{ALICE_ID}> — spam",
+        f"reset <@{ALICE_ID}>'s allowance",
+        f"gave <@{ALICE_ID}> 5 credits of bonus — contest",
+        f"set <@{ALICE_ID}>'s own limit to 3 credits per day",
+        "removed <#7> from the channels /imagine works in",
+        "set the channels /imagine works in to <#7>, <#8>",
+        "reset the pixels-per-image cap to the bot's default",
+        "set the pixels-per-image cap to 1.00 MP",
+        "set the moderator role to <@&501>",
+        "removed the daily budget",
+        f"blocked <@{ALICE_ID}> until <t:{int(until)}:R> — spam",
+    ]

@@ -12,8 +12,17 @@ import pytest
 from bot.db import Database
 from bot.estimates import DurationModel
 from bot.jobs import JobState, Limits
-from bot.quotas import Blocked, BudgetReached, QuotaConfig, QuotaExceeded, QuotaLedger, period_start
+from bot.quotas import (
+    Blocked,
+    BudgetReached,
+    LimitSource,
+    QuotaConfig,
+    QuotaExceeded,
+    QuotaLedger,
+    period_start,
+)
 from bot.services import Services
+from cogs.render import refusal_text
 from tests.conftest import OpenServices, RecordingDelivery, make_settings, wait_for_state
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -131,9 +140,11 @@ async def test_the_best_role_tier_wins_and_a_member_override_beats_it(services: 
     assert (await quotas.balance(OTHER_GUILD, 1, [502])).limit == 25, (
         "the bot default in another server"
     )
+    tier = await quotas.balance(GUILD, 1, [501, 502])
+    assert (tier.limit_source, tier.limit_role_id) == (LimitSource.ROLE, 502)
     await quotas.set_limit(GUILD, 9, scope="member", target_id=1, credits=3)
     balance = await quotas.balance(GUILD, 1, [501, 502])
-    assert (balance.limit, balance.limit_source) == (3, "set for this member")
+    assert (balance.limit, balance.limit_source) == (3, LimitSource.MEMBER)
     await quotas.set_limit(GUILD, 9, scope="member", target_id=1, credits=None)
     assert (await quotas.balance(GUILD, 1, [502])).limit == 30
 
@@ -193,7 +204,9 @@ async def test_a_blocked_member_is_refused_with_the_reason_until_it_expires(
     await services.quotas.block(GUILD, 9, 1, "spamming the channel", duration=3600)
     with pytest.raises(Blocked) as caught:
         await services.jobs.accept(_new(services, 1))
-    assert "spamming the channel" in str(caught.value) and "<t:" in str(caught.value)
+    assert caught.value.block.expires_at == clock.now + 3600
+    said = refusal_text(caught.value)
+    assert "spamming the channel" in said and f"<t:{int(clock.now + 3600)}:R>" in said
     assert (await services.db.fetchone("SELECT COUNT(*) FROM jobs"))[0] == 0
     await services.jobs.accept(
         _new(services, 1, guild=OTHER_GUILD)
@@ -212,7 +225,9 @@ async def test_bonus_credits_are_spent_after_the_allowance_and_come_back_on_refu
     assert (await quotas.balance(GUILD, 1)).remaining == 0
     with pytest.raises(QuotaExceeded) as caught:
         await services.jobs.accept(_new(services, 1))
-    assert "you have 0 left" in str(caught.value) and "come back <t:" in str(caught.value)
+    assert (caught.value.cost, caught.value.remaining) == (1, 0)
+    said = refusal_text(caught.value)
+    assert "you have 0 left" in said and "come back <t:" in said
     await services.jobs.attach_message(jobs[2].id, 1, 1000)
     await services.jobs.cancel(jobs[2].id, by_user=1)
     balance = await quotas.balance(GUILD, 1)
@@ -240,7 +255,7 @@ async def test_budgets_under_concurrent_load_are_never_exceeded(
         try:
             await services.jobs.accept(_new(services, user))
         except BudgetReached as refusal:
-            return str(refusal)
+            return refusal_text(refusal)
         return "accepted"
 
     results = await asyncio.gather(*(attempt(user % 7) for user in range(40)))
@@ -260,7 +275,7 @@ async def test_a_server_budget_stops_only_that_server(services: Services) -> Non
     await services.jobs.accept(_new(services, 2))
     with pytest.raises(BudgetReached) as caught:
         await services.jobs.accept(_new(services, 3))
-    assert "This server's GPU budget" in str(caught.value)
+    assert "This server's GPU budget" in refusal_text(caught.value)
     await services.jobs.accept(_new(services, 3, guild=OTHER_GUILD))
 
 

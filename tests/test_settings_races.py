@@ -12,6 +12,7 @@ from bot import audit
 from bot.app import Stablehand
 from bot.db import Database
 from bot.guild_settings import GuildSettings, GuildSettingsStore
+from cogs import audit_lines
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
 
@@ -51,7 +52,7 @@ async def test_nsfw_and_caps_changed_at_once_both_stay(
     )
     for settings in (await store.get(GUILD), await GuildSettingsStore(bot.services.db).get(GUILD)):
         assert (settings.nsfw_policy, settings.max_steps) == ("refuse", 20)
-    log = [e.detail for e in await audit.entries(bot.services.db, GUILD)]
+    log = [audit_lines.said(e) for e in await audit.entries(bot.services.db, GUILD)]
     assert sorted(log) == ["set the NSFW policy to refuse", "set the steps cap to 20"]
 
 
@@ -72,7 +73,7 @@ async def test_channels_added_at_once_are_all_allowed(
     assert set((await store.get(GUILD)).allowed_channels or ()) == wanted
     assert set((await GuildSettingsStore(bot.services.db).get(GUILD)).allowed_channels) == wanted
     assert all(a["content"].startswith("Added <#") for a in answers)
-    log = [e.detail for e in await audit.entries(bot.services.db, GUILD)]
+    log = [audit_lines.said(e) for e in await audit.entries(bot.services.db, GUILD)]
     oldest_first = list(reversed(log))
     assert oldest_first[0].startswith("set the channels /imagine works in to <#")
     assert all(d.startswith("added <#") for d in oldest_first[1:]) and len(log) == len(CHANNELS)
