@@ -47,6 +47,15 @@ def member_message(error: BaseException) -> str:
     return UNEXPECTED
 
 
+UNKNOWN_INTERACTION = 10062  # Discord's code once the 3-second window (or the token) has passed
+
+
+def interaction_expired(error: BaseException) -> bool:
+    """Discord no longer takes answers to this interaction: nobody is left to tell."""
+    original = getattr(error, "original", error)
+    return isinstance(original, discord.NotFound) and original.code == UNKNOWN_INTERACTION
+
+
 def is_expected(error: BaseException) -> bool:
     original = getattr(error, "original", error)
     return is_transient(original) or isinstance(
@@ -69,6 +78,10 @@ async def handle_interaction_error(interaction: discord.Interaction, error: Base
         else (interaction.data or {}).get("custom_id", interaction.type.name)
     )
     context = f"interaction={interaction.id} user={interaction.user.id} guild={interaction.guild_id} command={command}"
+    if interaction_expired(error):
+        # A slow machine or an outage, not a bug; whatever the command started was undone.
+        log.warning("interaction expired before the bot could answer (%s)", context)
+        return
     if is_expected(error):
         log.info("refused (%s): %s", context, getattr(error, "original", error))
     else:

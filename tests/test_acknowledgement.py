@@ -7,6 +7,7 @@ holding its write lock (`OtherProcess`), and the real job manager on the fake Ru
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -128,6 +129,37 @@ async def test_imagine_during_a_lock_longer_than_discords_deadline_is_deferred_t
     done = await wait_for_state(bot.services, 1, "done")
     assert (done.channel_id, done.message_id) == (channel_id, message_id)
     assert_nothing_expired(fake_discord, payload)
+
+
+async def test_an_answer_too_late_for_discord_refunds_the_job_and_logs_no_traceback(
+    start: BotFactory,
+    fake_discord: FakeDiscord,
+    other_process: OtherProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot = await start(ack_deadline=3600)  # no deferral: the answer itself comes too late
+    await other_process.take_write_lock()
+    payload = payloads.slash_command("imagine", {"prompt": "a pony astronaut"})
+    fake_discord.deliver(bot, payload)
+    await until_refused_once(bot)
+    fake_discord.advance(fake_discord.ack_deadline + 1)
+    await other_process.release_write_lock()
+
+    withdrawn = await wait_for_state(bot.services, 1, "cancelled")
+    assert withdrawn.error == "its progress message could not be posted"
+    holds = await bot.services.db.fetchall("SELECT state FROM quota_holds")
+    assert [h["state"] for h in holds] == ["refunded"]
+    await fake_discord.wait_for(lambda r: payload["token"] in r.path and r.status == 404)
+    expired = [r for r in caplog.records if "interaction expired" in r.getMessage()]
+    assert expired and expired[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name == "cogs.errors"]
+
+
+async def until_refused_once(bot: Stablehand) -> None:
+    """The bot has met the other process's lock at least once (its write is waiting)."""
+    async with asyncio.timeout(30):
+        while bot.services.db.transient_errors == 0:
+            await asyncio.sleep(0.005)
 
 
 async def test_imagine_during_a_lock_that_never_lets_go_says_busy_and_charges_nothing(
