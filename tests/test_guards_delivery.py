@@ -1,0 +1,105 @@
+"""Delivery guards through the fake Discord: the message cap, 413 arithmetic, late progress, 403."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.app import Stablehand
+from bot.images import MESSAGE_CAP
+from bot.jobs import JobUpdate
+from tests.conftest import make_settings, reply_to, start_bot, wait_for_state
+from tests.fakes import payloads
+from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
+from tests.fakes.fake_runpod import FakeRunPod, Outcome
+
+CHANNEL = payloads.CHANNEL_ID
+BOOSTED = 100 * 2**20  # what a level-3 boosted server reports as its attachment size limit
+
+
+def _final(message_id: int):
+    def matches(request: RecordedRequest) -> bool:
+        return (
+            request.method == "PATCH"
+            and request.path.endswith(f"/messages/{message_id}")
+            and bool(request.files)
+        )
+
+    return matches
+
+
+async def _started(bot: Stablehand, fake: FakeDiscord, prompt: str, **kwargs) -> int:
+    payload = payloads.slash_command("imagine", {"prompt": prompt}, **kwargs)
+    await reply_to(bot, fake, payload)
+    return fake.interactions[payload["token"]].response_message_id
+
+
+async def test_several_large_images_are_fitted_under_the_25_mb_message_cap(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    bot = await start_bot(make_settings(tmp_path, fake_runpod, DAILY_CREDITS="100"), fake_discord)
+    try:
+        # 4 incompressible 1536² PNGs of about 7 MB: each fits the server's 10 MB, all 28 MB do not.
+        fake_runpod.script(Outcome(noise=True))
+        message_id = await _started(bot, fake_discord, "static --size 1536x1536 --count 4")
+        edit = await fake_discord.wait_for(_final(message_id), timeout=60)
+        assert edit.status == 200 and len(edit.files) == 4
+        assert sum(len(f.data) for f in edit.files) <= MESSAGE_CAP
+        assert [r for r in fake_discord.requests if r.status == 413] == [], (
+            "Discord answered 413: the images went out over its per-message cap"
+        )
+        assert (await wait_for_state(bot.services, 1, "done")).failure is None
+    finally:
+        await bot.close()
+
+
+async def test_after_a_413_the_refused_file_size_is_halved_and_the_result_arrives(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(noise=True))
+    # The interaction claims a boosted server, but Discord takes 700 KB: halving the claimed
+    # 100 MB would take every attempt before reaching a size that fits.
+    fake_discord.upload_limit = 700 * 1024
+    message_id = await _started(bot, fake_discord, "static", attachment_size_limit=BOOSTED)
+    edit = await fake_discord.wait_for(lambda r: _final(message_id)(r) and r.status == 200, 30)
+    assert len(edit.files) == 1 and len(edit.files[0].data) <= 700 * 1024
+    assert any(r.status == 413 for r in fake_discord.requests)
+    job = await wait_for_state(bot.services, 1, "done", "failed")
+    assert job.failure is None, f"a deliverable result ended as {job.failure!r}"
+
+
+async def test_a_late_progress_update_never_overwrites_the_finished_result(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    board = bot.get_cog("Imagine").board
+    first = await _started(bot, fake_discord, "a pony")
+    await fake_discord.wait_for(_final(first), timeout=10)
+    done = await wait_for_state(bot.services, 1, "done")
+    finished = fake_discord.message_payload(first)["content"]
+    # A poll answer that was already on its way when the job ended.
+    board.update(JobUpdate(done, "running", elapsed=3.0))
+    second = await _started(bot, fake_discord, "another pony")
+    await fake_discord.wait_for(_final(second), timeout=10)  # the board has worked through both
+    assert fake_discord.message_payload(first)["content"] == finished
+    late = [
+        r
+        for r in fake_discord.requests
+        if r.method == "PATCH" and r.path.endswith(f"/messages/{first}") and not r.files
+    ]
+    assert all("Generating" not in str(r.json) for r in late[-1:]), "the result was overwritten"
+
+
+async def test_a_forbidden_channel_sends_the_result_by_dm(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    message_id = await _started(bot, fake_discord, "a pony")
+    await fake_runpod.wait_for_requests("run", 1)
+    # The bot lost its permissions in the channel: editing and posting there both answer 403.
+    forbidden = [403] * 50  # progress edits meet it too
+    fake_discord.inject("PATCH", rf"/channels/{CHANNEL}/messages/{message_id}", *forbidden)
+    fake_discord.inject("POST", rf"/channels/{CHANNEL}/messages", *forbidden)
+    fake_runpod.finish(next(iter(fake_runpod.jobs)))
+    job = await wait_for_state(bot.services, 1, "done", "failed")
+    assert job.state.value == "done" and job.channel_id != CHANNEL
+    dm = [m for m in fake_discord.channel_messages(job.channel_id) if m.id == job.message_id]
+    assert dm and dm[0].attachments, "the member got the images in a DM"

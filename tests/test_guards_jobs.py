@@ -1,0 +1,198 @@
+"""Races and edges of a job's life that a member would notice: cancels, refunds, inputs, attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+from collections.abc import Sequence
+
+import pytest
+from PIL import Image
+
+from bot.images import ImageFile, prepare_input_image
+from bot.jobs import AlreadyFinished, Job, JobManager, JobState, Limits
+from bot.runpod import RetryPolicy
+from bot.services import Services
+from tests.conftest import (
+    FAST,
+    OpenServices,
+    RecordingDelivery,
+    make_client,
+    wait_for_state,
+)
+from tests.fakes import fake_runpod as fr
+from tests.fakes.fake_runpod import FakeRunPod, Outcome
+
+GUILD, MEMBER = 10, 1
+LOOPS = 4  # dispatch, poll, positions, health: what an idle, running manager keeps
+
+
+def _new(services: Services, text: str = "a pony --workflow test-pattern", **kwargs):
+    return services.prepare(text, user_id=MEMBER, guild_id=GUILD, channel_id=100, **kwargs)
+
+
+async def _queue(services: Services, text: str = "a pony --workflow test-pattern", **kw) -> int:
+    job = await services.jobs.accept(_new(services, text, **kw))
+    await services.jobs.attach_message(job.id, 100, 500 + job.id)
+    return job.id
+
+
+async def _hold_state(services: Services, job_id: int) -> str:
+    row = await services.db.fetchone("SELECT state FROM quota_holds WHERE job_id = ?", (job_id,))
+    return row["state"]
+
+
+async def _idle(jobs: JobManager) -> None:
+    """Until the manager has no poll, submission, delivery or notice left under way."""
+    async with asyncio.timeout(10):
+        while jobs.task_count > LOOPS:
+            await asyncio.sleep(0.005)
+
+
+class GatedDelivery(RecordingDelivery):
+    """A Discord that takes its time: each delivery waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
+        self.started.set()
+        await self.gate.wait()
+        await super().deliver(job, images)
+
+
+# ----- a cancel racing dispatch, completion and delivery -------------------------------------------
+
+
+async def test_a_job_cancelled_as_it_is_dispatched_is_never_sent_to_runpod(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    services.jobs.limits = Limits(max_in_flight=0, member_max_queued=4)  # nothing leaves yet
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    await asyncio.sleep(0)
+    assert services.jobs.position(job_id) == 1
+    cancel = asyncio.create_task(services.jobs.cancel(job_id, by_user=MEMBER))
+    await asyncio.sleep(0)  # the cancel starts reading the job
+    async with services.db.transaction():
+        # The cancel has read the job as queued and now waits to write; a slot frees meanwhile
+        # and the dispatcher takes the job from the local queue: the database decides who wins.
+        services.jobs.limits = Limits(max_in_flight=1, member_max_queued=4)
+        async with asyncio.timeout(10):
+            while services.jobs.position(job_id) is not None:
+                await asyncio.sleep(0)
+    try:
+        outcome: Job | Exception = await cancel
+    except AlreadyFinished as exc:
+        outcome = exc
+    job = await wait_for_state(services, job_id, "cancelled", "done")
+    await _idle(services.jobs)
+    sent = fake_runpod.requests_for("run")
+    if isinstance(outcome, Job):
+        assert job.state is JobState.CANCELLED and await _hold_state(services, job_id) == "refunded"
+        assert sent == [], "a cancelled, refunded job was sent to RunPod"
+    else:
+        assert job.state is JobState.DONE and await _hold_state(services, job_id) == "captured"
+        assert len(sent) == 1
+
+
+async def test_cancelling_while_the_images_download_refunds_and_posts_nothing(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG", output_format="s3_url"))
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    job = await wait_for_state(services, job_id, "submitted")
+    fake_runpod.inject("s3", fr.delay(2.0))  # far longer than a cancel takes
+    fake_runpod.finish(job.runpod_id)
+    await fake_runpod.wait_for_requests("s3", 1)  # RunPod said COMPLETED; the download hangs
+    cancelled = await services.jobs.cancel(job_id, by_user=MEMBER)
+    await _idle(services.jobs)
+    assert cancelled.state is JobState.CANCELLED
+    assert (await services.jobs.get(job_id)).state is JobState.CANCELLED
+    assert await _hold_state(services, job_id) == "refunded"
+    assert job_id not in delivery.delivered, "images of a cancelled, refunded job were posted"
+
+
+async def test_a_job_being_delivered_cannot_be_cancelled_and_its_images_arrive(
+    services: Services, fake_runpod: FakeRunPod
+) -> None:
+    delivery = GatedDelivery()
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    await asyncio.wait_for(delivery.started.wait(), 10)
+    with pytest.raises(AlreadyFinished):
+        await services.jobs.cancel(job_id, by_user=MEMBER)
+    with pytest.raises(AlreadyFinished):
+        await services.jobs.cancel(job_id, by_user=2, moderator=True)
+    delivery.gate.set()
+    done = await wait_for_state(services, job_id, "done", "cancelled")
+    assert done.state is JobState.DONE and len(delivery.delivered[job_id]) == 1
+    assert await _hold_state(services, job_id) == "captured"
+
+
+# ----- refunds, inputs and attempts --------------------------------------------------------------
+
+
+async def test_a_job_whose_message_cannot_be_posted_gives_the_credits_back(
+    services: Services, fake_runpod: FakeRunPod
+) -> None:
+    before = await services.quotas.balance(GUILD, MEMBER)
+    job = await services.jobs.accept(_new(services))
+    assert (await services.quotas.balance(GUILD, MEMBER)).remaining == before.remaining - 1
+    await services.jobs.abandon(job.id, "its progress message could not be posted")
+    after = await services.quotas.balance(GUILD, MEMBER)
+    assert (after.remaining, after.held) == (before.remaining, 0)
+    assert (await services.jobs.get(job.id)).state is JobState.CANCELLED
+    await services.jobs.start(RecordingDelivery())
+    await _idle(services.jobs)
+    assert fake_runpod.requests_for("run") == [], "an abandoned job never runs"
+
+
+def _picture() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (640, 512), "teal").save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("outcome", "end"),
+    [(Outcome(), "done"), (Outcome(status="FAILED"), "failed")],
+    ids=["delivered", "failed"],
+)
+async def test_a_members_uploaded_picture_is_deleted_once_the_job_ends(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod, outcome, end
+) -> None:
+    fake_runpod.script(outcome)
+    image = prepare_input_image(_picture(), max_pixels=1024 * 1024, max_bytes=10 * 2**20)
+    job_id = await _queue(services, "make it a pony", image=image)
+    stored = await services.db.fetchone(
+        "SELECT COUNT(*) FROM job_inputs WHERE job_id = ?", (job_id,)
+    )
+    assert stored[0] == 1
+    await services.jobs.start(delivery)
+    await wait_for_state(services, job_id, end)
+    sent = fake_runpod.requests_for("run")[0].json["input"]["images"]
+    assert len(sent) == 1, "the picture reached the worker"
+    left = await services.db.fetchone("SELECT COUNT(*) FROM job_inputs WHERE job_id = ?", (job_id,))
+    assert left[0] == 0, "the member's picture stays in the database after the job ended"
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+async def test_run_is_tried_exactly_as_many_times_as_configured(
+    open_services: OpenServices, fake_runpod: FakeRunPod, attempts: int
+) -> None:
+    one_call = RetryPolicy(attempts=1, base_delay=0.001, max_delay=0.01, max_retry_after=0.01)
+    services = await open_services(
+        timing=dataclasses.replace(FAST, max_submit_attempts=attempts),
+        runpod=make_client(fake_runpod, retry=one_call),
+    )
+    fake_runpod.inject("run", *[fr.http(503)] * (attempts + 3))
+    await services.jobs.start(RecordingDelivery())
+    job_id = await _queue(services)
+    failed = await wait_for_state(services, job_id, "failed")
+    assert len(fake_runpod.requests_for("run")) == attempts
+    assert failed.failure and await _hold_state(services, job_id) == "refunded"
