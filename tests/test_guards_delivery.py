@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from bot.app import Stablehand
 from bot.images import MESSAGE_CAP
@@ -67,25 +70,39 @@ async def test_after_a_413_the_refused_file_size_is_halved_and_the_result_arrive
     assert job.failure is None, f"a deliverable result ended as {job.failure!r}"
 
 
-async def test_a_late_progress_update_never_overwrites_the_finished_result(
-    bot: Stablehand, fake_discord: FakeDiscord
+@pytest.mark.parametrize(
+    ("outcome", "end"), [(Outcome(), "done"), (Outcome(status="FAILED"), "failed")]
+)
+async def test_a_late_progress_update_never_overwrites_how_the_job_ended(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod, outcome: Outcome, end: str
 ) -> None:
     board = bot.get_cog("Imagine").board
+    fake_runpod.script(outcome)
     first = await _started(bot, fake_discord, "a pony")
-    await fake_discord.wait_for(_final(first), timeout=10)
-    done = await wait_for_state(bot.services, 1, "done")
-    finished = fake_discord.message_payload(first)["content"]
+    ended = await wait_for_state(bot.services, 1, end)
+    async with asyncio.timeout(10):  # until the member has been shown how it ended
+        while (await bot.services.jobs.get(1)).delivered_at is None:
+            await asyncio.sleep(0.005)
+    shown = fake_discord.message_payload(first)["content"]
     # A poll answer that was already on its way when the job ended.
-    board.update(JobUpdate(done, "running", elapsed=3.0))
+    board.update(JobUpdate(ended, "running", elapsed=3.0))
     second = await _started(bot, fake_discord, "another pony")
     await fake_discord.wait_for(_final(second), timeout=10)  # the board has worked through both
-    assert fake_discord.message_payload(first)["content"] == finished
-    late = [
-        r
-        for r in fake_discord.requests
-        if r.method == "PATCH" and r.path.endswith(f"/messages/{first}") and not r.files
-    ]
-    assert all("Generating" not in str(r.json) for r in late[-1:]), "the result was overwritten"
+    assert fake_discord.message_payload(first)["content"] == shown, "how it ended was overwritten"
+
+
+async def test_a_fresh_post_names_its_files_after_the_job(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    message_id = await _started(bot, fake_discord, "a pony")
+    await fake_runpod.wait_for_requests("run", 1)
+    fake_discord.delete_message(message_id)
+    fake_runpod.finish(next(iter(fake_runpod.jobs)))
+    job = await wait_for_state(bot.services, 1, "done")
+    fresh = fake_discord.channel_messages(CHANNEL)[-1]
+    assert fresh.id == job.message_id
+    assert [a.filename for a in fresh.attachments] == ["stablehand-1-1.png"]
 
 
 async def test_a_forbidden_channel_sends_the_result_by_dm(
@@ -102,4 +119,6 @@ async def test_a_forbidden_channel_sends_the_result_by_dm(
     job = await wait_for_state(bot.services, 1, "done", "failed")
     assert job.state.value == "done" and job.channel_id != CHANNEL
     dm = [m for m in fake_discord.channel_messages(job.channel_id) if m.id == job.message_id]
-    assert dm and dm[0].attachments, "the member got the images in a DM"
+    assert dm and [a.filename for a in dm[0].attachments] == ["stablehand-1-1.png"], (
+        "the member got the images, named after the job, in a DM"
+    )

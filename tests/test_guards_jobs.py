@@ -6,12 +6,13 @@ import asyncio
 import dataclasses
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from bot.images import ImageFile, prepare_input_image
-from bot.jobs import AlreadyFinished, Job, JobManager, JobState, Limits
+from bot.jobs import AlreadyFinished, Job, JobError, JobManager, JobState, Limits
 from bot.runpod import RetryPolicy
 from bot.services import Services
 from tests.conftest import (
@@ -19,6 +20,7 @@ from tests.conftest import (
     OpenServices,
     RecordingDelivery,
     make_client,
+    make_settings,
     wait_for_state,
 )
 from tests.fakes import fake_runpod as fr
@@ -196,3 +198,78 @@ async def test_run_is_tried_exactly_as_many_times_as_configured(
     failed = await wait_for_state(services, job_id, "failed")
     assert len(fake_runpod.requests_for("run")) == attempts
     assert failed.failure and await _hold_state(services, job_id) == "refunded"
+
+
+async def test_a_cancel_while_run_is_refused_ends_cancelled_and_refunded(
+    open_services: OpenServices, fake_runpod: FakeRunPod
+) -> None:
+    between_tries = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # the client's wait before sending /run again
+        between_tries.set()
+        await go_on.wait()
+
+    two_tries = RetryPolicy(attempts=2, base_delay=0.001, max_delay=0.01, max_retry_after=0.01)
+    services = await open_services(runpod=make_client(fake_runpod, retry=two_tries, sleep=sleep))
+    fake_runpod.inject("run", fr.http(503), fr.http(503))  # RunPod is busy: provably not created
+    await services.jobs.start(RecordingDelivery())
+    job_id = await _queue(services)
+    await asyncio.wait_for(between_tries.wait(), 10)
+    await services.jobs.cancel(job_id, by_user=MEMBER)  # while /run is still being tried
+    go_on.set()
+    ended = await wait_for_state(services, job_id, "cancelled", "failed")
+    assert (
+        ended.state is JobState.CANCELLED
+        and ended.failure == "Stopped by the member who asked for it."
+    )
+    assert await _hold_state(services, job_id) == "refunded"
+    assert ("submitting", "cancelled", "cancelled while submitting") in await services.jobs.events(
+        job_id
+    )
+    assert fake_runpod.jobs == {}, "nothing runs at RunPod"
+
+
+async def test_a_wrong_key_is_logged_for_the_operator_once_not_per_job(
+    tmp_path: Path,
+    open_services: OpenServices,
+    fake_runpod: FakeRunPod,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod, RUNPOD_API_KEY="not-the-key")
+    services = await open_services(settings, runpod=None)
+    await services.jobs.start(RecordingDelivery())
+    first, second = await _queue(services), await _queue(services)
+    await wait_for_state(services, first, "failed")
+    await wait_for_state(services, second, "failed")
+    hints = [r for r in caplog.records if "set a valid RUNPOD_API_KEY" in r.getMessage()]
+    assert len(hints) == 1
+
+
+async def test_cancelling_a_job_that_does_not_exist_names_the_number(services: Services) -> None:
+    with pytest.raises(JobError, match=r"^There is no job #404\.$"):
+        await services.jobs.cancel(404, by_user=MEMBER)
+
+
+async def test_a_moderators_cancel_is_recorded_as_theirs(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    await wait_for_state(services, job_id, "submitted")
+    await services.jobs.cancel(job_id, by_user=7, moderator=True)
+    details = [detail for _, to, detail in await services.jobs.events(job_id) if to == "cancelled"]
+    assert details == ["by user 7 (moderator)"]
+
+
+async def test_images_that_cannot_be_downloaded_fail_the_job_and_refund(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(output_format="s3_url"))
+    fake_runpod.inject("s3", *[fr.reset()] * 10)  # the bucket drops every download
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    failed = await wait_for_state(services, job_id, "failed")
+    assert failed.failure == "The finished images could not be downloaded."
+    assert await _hold_state(services, job_id) == "refunded"

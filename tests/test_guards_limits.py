@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import random
+import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from bot import audit
+from bot.images import INPUT_PNG_LIMIT, prepare_input_image
 from bot.jobs import JobState
 from bot.prompt import PromptError
 from bot.runpod import OutputError, RetryPolicy
@@ -23,7 +29,7 @@ from tests.conftest import (
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
-GUILD, MEMBER = 10, 1
+GUILD, OTHER_GUILD, MEMBER = 10, 20, 1
 TEMPLATES = Path(__file__).resolve().parent.parent / "bot" / "templates"
 # One 1024x1024 image: as noise, a PNG of about 3 MB.
 LARGE_IMAGE = {
@@ -195,3 +201,65 @@ async def test_a_cancelled_job_is_never_charged_by_a_late_capture(
     balance = await services.quotas.balance(GUILD, MEMBER)
     assert (balance.used, balance.held, balance.remaining) == (0, 0, 5)
     assert (await _hold(services, job.id))[0] == "refunded"
+
+
+# ----- what moderators read ------------------------------------------------------------------------
+
+
+async def test_moderators_see_this_servers_gpu_spend_and_the_whole_bots(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod, GPU_PRICE_PER_SECOND="0.001")
+    services = await open_services(settings)
+    await services.jobs.start(RecordingDelivery())
+    fake_runpod.default_outcome = Outcome(run_delay=0.05)
+    for guild, user in ((GUILD, MEMBER), (GUILD, 2), (OTHER_GUILD, 3)):
+        new = services.prepare(
+            "a pony --workflow test-pattern", user_id=user, guild_id=guild, channel_id=100
+        )
+        job = await services.jobs.accept(new)
+        await services.jobs.attach_message(job.id, 100, 500 + job.id)
+        await wait_for_state(services, job.id, "done")
+    here = await services.quotas.budget_status(GUILD)
+    there = await services.quotas.budget_status(OTHER_GUILD)
+    assert here.guild_spent_usd > 0 and there.guild_spent_usd > 0
+    assert here.total_spent_usd == there.total_spent_usd
+    assert here.total_spent_usd == pytest.approx(here.guild_spent_usd + there.guild_spent_usd)
+
+
+async def test_todays_top_spenders_name_the_member(
+    ledger_services: Services, fake_runpod: FakeRunPod
+) -> None:
+    services = ledger_services
+    await _delivered(services)
+    quotas = services.quotas
+    spenders = await quotas.top(GUILD, quotas.today_start(time.time()))
+    assert [(s.user_id, s.credits) for s in spenders] == [(MEMBER, 1)]
+
+
+async def test_the_audit_trail_says_which_limit_a_moderator_changed(services: Services) -> None:
+    quotas = services.quotas
+    await quotas.set_limit(GUILD, 9, scope="member", target_id=MEMBER, credits=4)
+    await quotas.set_limit(GUILD, 9, scope="role", target_id=55, credits=8)
+    await quotas.set_limit(GUILD, 9, scope="default", target_id=0, credits=6)
+    details = [e.detail for e in await audit.entries(services.db, GUILD)]
+    assert details[::-1] == [
+        f"set <@{MEMBER}>'s own limit to 4 credits per {quotas.period_word}",
+        f"set the <@&55> tier to 8 credits per {quotas.period_word}",
+        f"set the server default to 6 credits per {quotas.period_word}",
+    ]
+
+
+# ----- a member's picture ---------------------------------------------------------------------------
+
+
+def test_a_large_photo_goes_to_the_worker_as_a_jpeg_that_decodes() -> None:
+    """A PNG of it would not fit RunPod's 10 MB request with its base64 overhead."""
+    noise = Image.frombytes("RGB", (1536, 1536), random.Random(3).randbytes(1536 * 1536 * 3))
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    assert len(out.getvalue()) > INPUT_PNG_LIMIT
+    image = prepare_input_image(out.getvalue(), max_pixels=1536 * 1536, max_bytes=25 * 2**20)
+    assert image.mime == "image/jpeg" and image.name.endswith(".jpg")
+    with Image.open(io.BytesIO(image.data)) as sent:
+        assert sent.format == "JPEG" and sent.size == (1536, 1536)
