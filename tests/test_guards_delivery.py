@@ -122,3 +122,23 @@ async def test_a_forbidden_channel_sends_the_result_by_dm(
     assert dm and [a.filename for a in dm[0].attachments] == ["stablehand-1-1.png"], (
         "the member got the images, named after the job, in a DM"
     )
+
+
+async def test_progress_is_shown_for_every_waiting_job_in_a_channel(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.default_outcome = Outcome(status="HANG")
+    others = [payloads.member(payloads.user(5_000 + n, f"m{n}")) for n in range(3)]
+    messages = [await _started(bot, fake_discord, "a pony", user=user) for user in others]
+    await fake_runpod.wait_for_requests("run", 3)
+    for message_id in messages:
+        edit = await fake_discord.wait_for(
+            lambda r, m=message_id: (
+                r.method == "PATCH"
+                and r.path.endswith(f"/messages/{m}")
+                and "Waiting" in str(r.json)
+                and r.status == 200
+            ),
+            timeout=10,
+        )
+        assert edit.status == 200
