@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import io
 import json
 import random
@@ -119,6 +120,26 @@ async def test_a_429_asking_for_an_hour_waits_only_the_policys_cap(fake_runpod: 
         await client.aclose()
     assert status.id == job.id, "the call went through after the capped wait"
     assert chosen == [30.0], "Retry-After: 3600 must not stall the call for an hour"
+
+
+async def test_a_429_with_a_retry_after_date_waits_until_that_date(
+    fake_runpod: FakeRunPod,
+) -> None:
+    chosen: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        chosen.append(seconds)
+
+    policy = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01, max_retry_after=120.0)
+    client = make_client(fake_runpod, retry=policy, sleep=sleep)
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    try:
+        job = await client.run({"workflow": {}})
+        fake_runpod.inject("status", fr.http(429, retry_after=in_a_minute))
+        await client.status(job.id)
+    finally:
+        await client.aclose()
+    assert len(chosen) == 1 and 0 < chosen[0] <= 60
 
 
 async def test_an_oversized_output_arriving_in_small_chunks_is_refused(
