@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Stablehand
+from bot.app import Pacing, Stablehand
 from bot.images import MESSAGE_CAP
 from bot.jobs import JobUpdate
-from tests.conftest import make_settings, reply_to, start_bot, wait_for_state
+from tests.conftest import FAST, make_settings, reply_to, start_bot, wait_for_state
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -142,3 +142,26 @@ async def test_progress_is_shown_for_every_waiting_job_in_a_channel(
             timeout=10,
         )
         assert edit.status == 200
+
+
+async def test_a_progress_message_is_edited_at_most_once_per_interval(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    # Queued, waiting for a GPU, generating: each a new text, all inside one long interval.
+    pacing = Pacing(message_interval=60.0, channel_burst=5, channel_per_second=200.0)
+    bot = Stablehand(make_settings(tmp_path, fake_runpod), timing=FAST, pacing=pacing)
+    await bot.login(fake_discord.token)
+    await bot.start_jobs()
+    try:
+        fake_runpod.workers = {"idle": 0, "ready": 0, "running": 0, "initializing": 1}
+        fake_runpod.script(Outcome(queue_delay=0.3, run_delay=0.3))
+        message_id = await _started(bot, fake_discord, "a pony")
+        await fake_discord.wait_for(_final(message_id), timeout=10)
+        progress = [
+            r
+            for r in fake_discord.requests
+            if r.method == "PATCH" and r.path.endswith(f"/messages/{message_id}") and not r.files
+        ]
+        assert len(progress) <= 1, [r.json.get("content") for r in progress]
+    finally:
+        await bot.close()
