@@ -273,3 +273,17 @@ async def test_images_that_cannot_be_downloaded_fail_the_job_and_refund(
     failed = await wait_for_state(services, job_id, "failed")
     assert failed.failure == "The finished images could not be downloaded."
     assert await _hold_state(services, job_id) == "refunded"
+
+
+async def test_an_output_that_is_no_image_fails_the_job_saying_why(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(output_format="local_path"))  # a worker without S3 set up
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    failed = await wait_for_state(services, job_id, "failed")
+    assert failed.failure == (
+        "The GPU worker returned no usable image "
+        "(the worker returned a local path instead of a URL)."
+    )
+    assert await _hold_state(services, job_id) == "refunded" and delivery.notified[job_id]

@@ -17,7 +17,7 @@ from bot import audit
 from bot.images import INPUT_PNG_LIMIT, prepare_input_image
 from bot.jobs import JobState
 from bot.prompt import PromptError
-from bot.runpod import OutputError, RetryPolicy
+from bot.runpod import OutputError, RetryPolicy, decode_output
 from bot.services import Services
 from bot.workflows import TemplateError, parse_template
 from tests.conftest import (
@@ -284,3 +284,15 @@ def test_a_large_photo_goes_to_the_worker_as_a_jpeg_that_decodes() -> None:
     assert image.mime == "image/jpeg" and image.name.endswith(".jpg")
     with Image.open(io.BytesIO(image.data)) as sent:
         assert sent.format == "JPEG" and sent.size == (1536, 1536)
+
+
+async def test_a_data_uri_that_is_not_base64_is_refused_saying_so() -> None:
+    async def no_fetch(url: str) -> bytes:
+        raise AssertionError(url)
+
+    with pytest.raises(OutputError) as caught:
+        await decode_output({"images": ["data:image/png,iVBORw0KGgo="]}, expected=1, fetch=no_fetch)
+    assert (caught.value.kind, str(caught.value)) == (
+        "bad_output",
+        "an output data: URI is not base64",
+    )
