@@ -287,3 +287,13 @@ async def test_an_output_that_is_no_image_fails_the_job_saying_why(
         "(the worker returned a local path instead of a URL)."
     )
     assert await _hold_state(services, job_id) == "refunded" and delivery.notified[job_id]
+
+
+async def test_an_old_workers_error_message_reaches_the_operator(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(output_format="legacy_error"))  # {"status": "error", "message": ...}
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    failed = await wait_for_state(services, job_id, "failed")
+    assert failed.error.startswith(f"the worker reported: {fr.LEGACY_ERROR_MESSAGE}")
