@@ -8,6 +8,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -297,3 +298,36 @@ async def test_an_old_workers_error_message_reaches_the_operator(
     job_id = await _queue(services)
     failed = await wait_for_state(services, job_id, "failed")
     assert failed.error.startswith(f"the worker reported: {fr.LEGACY_ERROR_MESSAGE}")
+
+
+async def test_a_cancel_while_run_is_answered_stops_the_job_at_runpod(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    fake_runpod.inject("run", fr.delay(0.5))  # RunPod takes the job but answers late
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    await fake_runpod.wait_for_requests("run", 1)
+    await services.jobs.cancel(job_id, by_user=MEMBER)
+    ended = await wait_for_state(services, job_id, "cancelled")
+    assert fake_runpod.jobs[ended.runpod_id].status == "CANCELLED", "the GPU does not run it"
+    assert await _hold_state(services, job_id) == "refunded"
+    history = [(to, detail) for _, to, detail in await services.jobs.events(job_id)]
+    assert history[-1] == ("cancelled", "cancelled while submitting")
+
+
+async def test_a_job_cancelled_in_runpods_console_is_recorded_as_cancelled(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    job = await wait_for_state(services, job_id, "submitted")
+    async with httpx.AsyncClient() as console:  # the operator presses Cancel in RunPod's console
+        await console.post(
+            f"{fake_runpod.api_base}/{fake_runpod.endpoint_id}/cancel/{job.runpod_id}",
+            headers={"Authorization": f"Bearer {fake_runpod.api_key}"},
+        )
+    await wait_for_state(services, job_id, "cancelled")
+    history = [(to, detail) for _, to, detail in await services.jobs.events(job_id)]
+    assert history[-1] == ("cancelled", "cancelled")
