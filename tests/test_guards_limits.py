@@ -296,3 +296,14 @@ async def test_a_data_uri_that_is_not_base64_is_refused_saying_so() -> None:
         "bad_output",
         "an output data: URI is not base64",
     )
+
+
+async def test_the_gpu_budget_estimate_learns_from_finished_jobs(
+    ledger_services: Services, fake_runpod: FakeRunPod
+) -> None:
+    services = ledger_services
+    request = _prepare(services, "a pony --workflow test-pattern").request
+    before = services.quotas.estimate_usd(request)
+    fake_runpod.default_outcome = Outcome(run_delay=0.05)  # far faster than the first guess
+    await _delivered(services)
+    assert services.quotas.estimate_usd(request) < before, "budgets hold what jobs really cost"
