@@ -170,10 +170,9 @@ async def test_a_progress_message_is_edited_at_most_once_per_interval(
 async def test_images_too_large_even_when_shrunk_fail_the_job_and_say_why(
     bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
 ) -> None:
-    fake_runpod.script(Outcome(noise=True))
-    fake_discord.upload_limit = 2_000  # no picture fits, however small
-    await _started(bot, fake_discord, "static")
-    job = await wait_for_state(bot.services, 1, "failed", "done")
+    fake_discord.upload_limit = 50  # bytes: no picture fits, however small
+    await _started(bot, fake_discord, "a pony")
+    job = await wait_for_state(bot.services, 1, "failed", "done", timeout=60)
     assert job.state.value == "failed" and "could not be posted" in job.failure
     assert job.error == "the images are too large for this server even when shrunk"
     hold = await bot.services.db.fetchone("SELECT state FROM quota_holds WHERE job_id = 1")
