@@ -44,7 +44,7 @@ async def test_several_large_images_are_fitted_under_the_25_mb_message_cap(
         # 4 incompressible 1536² PNGs of about 7 MB: each fits the server's 10 MB, all 28 MB do not.
         fake_runpod.script(Outcome(noise=True))
         message_id = await _started(bot, fake_discord, "static --size 1536x1536 --count 4")
-        edit = await fake_discord.wait_for(_final(message_id), timeout=60)
+        edit = await fake_discord.wait_for(_final(message_id), timeout=120)
         assert edit.status == 200 and len(edit.files) == 4
         assert sum(len(f.data) for f in edit.files) <= MESSAGE_CAP
         assert [r for r in fake_discord.requests if r.status == 413] == [], (
