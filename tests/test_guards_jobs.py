@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -331,3 +332,35 @@ async def test_a_job_cancelled_in_runpods_console_is_recorded_as_cancelled(
     await wait_for_state(services, job_id, "cancelled")
     history = [(to, detail) for _, to, detail in await services.jobs.events(job_id)]
     assert history[-1] == ("cancelled", "cancelled")
+
+
+async def test_during_a_runpod_outage_status_polls_back_off_to_the_cap(
+    open_services: OpenServices, fake_runpod: FakeRunPod
+) -> None:
+    timing = dataclasses.replace(FAST, retry_delay=0.05, queue_max_interval=0.2)
+    one_call = RetryPolicy(attempts=1, base_delay=0.001, max_delay=0.01, max_retry_after=0.01)
+    services = await open_services(timing=timing, runpod=make_client(fake_runpod, retry=one_call))
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(RecordingDelivery())
+    job_id = await _queue(services)
+    await wait_for_state(services, job_id, "submitted")
+    before = len(fake_runpod.requests_for("status"))
+    fake_runpod.inject("status", *[fr.http(503)] * 8)
+    await fake_runpod.wait_for_requests("status", before + 9, timeout=20)
+    polls = [r.at for r in fake_runpod.requests_for("status")[before : before + 9]]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(polls)]
+    # 0.05, 0.075, 0.11, 0.17, then the 0.2 s cap: RunPod is not hammered while it is down.
+    assert min(gaps[4:8]) >= 0.19, gaps
+    assert (await services.jobs.get(job_id)).state is JobState.SUBMITTED, "an outage ends nothing"
+
+
+async def test_a_run_answered_without_a_job_id_is_failed_not_resent_and_says_why(
+    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+) -> None:
+    fake_runpod.inject("run", fr.http(200, body={"status": "IN_QUEUE"}))
+    await services.jobs.start(delivery)
+    job_id = await _queue(services)
+    failed = await wait_for_state(services, job_id, "failed")
+    assert len(fake_runpod.requests_for("run")) == 1
+    assert failed.error == "/run answered without a usable job id: RunPod answered without a job id"
+    assert await _hold_state(services, job_id) == "refunded"
