@@ -364,3 +364,20 @@ async def test_a_run_answered_without_a_job_id_is_failed_not_resent_and_says_why
     assert len(fake_runpod.requests_for("run")) == 1
     assert failed.error == "/run answered without a usable job id: RunPod answered without a job id"
     assert await _hold_state(services, job_id) == "refunded"
+
+
+async def test_a_start_estimated_from_polls_is_never_before_the_submission(
+    open_services: OpenServices, fake_runpod: FakeRunPod
+) -> None:
+    """Without `delayTime`, the start is put between the last two polls, not before either."""
+    timing = dataclasses.replace(FAST, queue_interval=0.3, queue_max_interval=0.3)
+    services = await open_services(timing=timing)
+    fake_runpod.script(Outcome(status="HANG"))
+    await services.jobs.start(RecordingDelivery())
+    job_id = await _queue(services)
+    submitted = await wait_for_state(services, job_id, "submitted")
+    await fake_runpod.wait_for_requests("status", 1)  # answered IN_QUEUE
+    in_progress = {"id": submitted.runpod_id, "status": "IN_PROGRESS"}  # and no delayTime
+    fake_runpod.inject("status", fr.http(200, body=in_progress))
+    running = await wait_for_state(services, job_id, "running")
+    assert running.started_at >= submitted.submitted_at, "the member would see time never spent"
