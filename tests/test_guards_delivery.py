@@ -63,7 +63,7 @@ async def test_after_a_413_the_refused_file_size_is_halved_and_the_result_arrive
     # 100 MB would take every attempt before reaching a size that fits.
     fake_discord.upload_limit = 700 * 1024
     message_id = await _started(bot, fake_discord, "static", attachment_size_limit=BOOSTED)
-    edit = await fake_discord.wait_for(lambda r: _final(message_id)(r) and r.status == 200, 30)
+    edit = await fake_discord.wait_for(lambda r: _final(message_id)(r) and r.status == 200, 60)
     assert len(edit.files) == 1 and len(edit.files[0].data) <= 700 * 1024
     assert any(r.status == 413 for r in fake_discord.requests)
     job = await wait_for_state(bot.services, 1, "done", "failed")
