@@ -307,3 +307,17 @@ async def test_the_gpu_budget_estimate_learns_from_finished_jobs(
     fake_runpod.default_outcome = Outcome(run_delay=0.05)  # far faster than the first guess
     await _delivered(services)
     assert services.quotas.estimate_usd(request) < before, "budgets hold what jobs really cost"
+
+
+async def test_an_output_entry_of_unknown_shape_is_reported_as_bad_output() -> None:
+    """The kind is what the job's history and the operator's log call the failure."""
+
+    async def no_fetch(url: str) -> bytes:
+        raise AssertionError(url)
+
+    with pytest.raises(OutputError) as caught:
+        await decode_output({"images": [5]}, expected=1, fetch=no_fetch)
+    assert (caught.value.kind, str(caught.value)) == (
+        "bad_output",
+        "an output entry has an unknown shape",
+    )
