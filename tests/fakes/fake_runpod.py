@@ -178,7 +178,7 @@ class Fault:
 
     kind: str
     status: int = 0
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     body: Any = None
     seconds: float = 0.0
     gate: asyncio.Event | None = None
@@ -186,12 +186,13 @@ class Fault:
 
 def http(
     status: int,
-    retry_after: float | None = None,
+    retry_after: float | str | None = None,
     body: Any = None,
     *,
     gate: asyncio.Event | None = None,
 ) -> Fault:
-    """Answer `status` without processing; `retry_after` seconds go in a Retry-After header.
+    """Answer `status` without processing; `retry_after` (seconds, or an HTTP date) goes in a
+    Retry-After header.
 
     With `gate`, the answer waits until the test sets it: a fault that lands at a chosen moment.
     """
@@ -472,7 +473,8 @@ def _reason(status: int) -> str:
 def _fault_response(fault: Fault) -> web.Response:
     headers = {}
     if fault.retry_after is not None:
-        headers["Retry-After"] = f"{fault.retry_after:g}"
+        value = fault.retry_after
+        headers["Retry-After"] = value if isinstance(value, str) else f"{value:g}"
     if fault.body is None:
         return web.json_response(
             {"error": _reason(fault.status)}, status=fault.status, headers=headers
