@@ -1,0 +1,83 @@
+"""Images real ComfyUI drew reach the member: through `python -m bot generate` and the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from bot.config import SETTINGS
+from tests.conftest import ROOT
+from tests.fakes.fake_runpod import FakeRunPod
+from tests.fakes.real_worker import ComfyUI, RealWorker, Stack
+from tests.fakes.sandbox import sandbox
+
+SETTING_NAMES = {setting.name for setting in SETTINGS}
+
+
+def _pattern_colour(seed: int) -> tuple[int, int, int]:
+    """The colour test-pattern paints for a seed (the bot sets `color` to seed mod 2^24)."""
+    colour = seed % 0x1000000
+    return colour >> 16, (colour >> 8) & 0xFF, colour & 0xFF
+
+
+async def test_generate_saves_the_test_pattern_that_real_comfyui_drew(
+    real_worker: RealWorker, fake_runpod: FakeRunPod, tmp_path: Path
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    environ.update(
+        PYTHONPATH=str(ROOT),
+        RUNPOD_API_BASE=fake_runpod.api_base,
+        RUNPOD_ENDPOINT_ID=fake_runpod.endpoint_id,
+        RUNPOD_API_KEY=fake_runpod.api_key,
+        DATABASE_PATH=str(tmp_path / "stablehand.db"),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "generate",
+        "a test pattern",
+        "--workflow",
+        "test-pattern",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
+    print(stderr.decode(), stdout.decode())
+
+    assert process.returncode == 0, stderr.decode()
+    (saved,) = [Path(line) for line in stdout.decode().split()]
+    seed = int(re.search(r"-seed(\d+)-", saved.name).group(1))
+    with Image.open(saved) as image:
+        assert image.size == (512, 512)
+        assert image.convert("RGB").getpixel((256, 256)) == _pattern_colour(seed)
+    (job_result,) = real_worker.results.values()
+    assert job_result["output"]["images"][0]["filename"].startswith("stablehand-test")
+
+
+async def test_sandbox_member_gets_the_test_pattern_from_the_real_worker(
+    stack: Stack, comfy: ComfyUI
+) -> None:
+    lines: list[str] = []
+    async with sandbox(real_stack=stack, show=lines.append) as box:
+        await box.start_bot()
+        await box.imagine("a test pattern", workflow="test-pattern")
+        result = await box.until_results(1, timeout=300)
+        assert await box.stop_bot() == 0
+    print("\n".join(lines))
+
+    (attachment,) = result.attachments
+    with Image.open(io.BytesIO(attachment.data)) as image:
+        assert image.size == (512, 512)
+        seed = int(re.search(r"Seed: (\d+)", image.info["parameters"]).group(1))
+        assert image.convert("RGB").getpixel((256, 256)) == _pattern_colour(seed)
