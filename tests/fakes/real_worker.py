@@ -223,6 +223,8 @@ class RealWorker:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # runpod-python logs every result in full at DEBUG, base64 images included.
+        environ = {"RUNPOD_LOG_LEVEL": "INFO", **os.environ}
         with self.stack.worker_log.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 str(self.stack.python),
@@ -233,6 +235,7 @@ class RealWorker:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
+                env=environ,
                 limit=64 * 1024 * 1024,
             )
         hello = await self._read()

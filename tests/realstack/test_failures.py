@@ -152,3 +152,26 @@ async def test_comfyui_killed_mid_job_and_down_afterwards_are_told_apart(
     assert (killed.state.value, down.state.value) == ("failed", "failed")
     assert "lost contact with ComfyUI" in (killed.failure or "")
     assert "did not start properly" in (down.failure or "")
+
+
+async def test_a_cancel_ends_the_job_but_comfyui_finishes_the_prompt(
+    open_services: OpenServices, real_worker: RealWorker, comfy: ComfyUI, tmp_path: Path
+) -> None:
+    services, delivery = await _open(open_services, real_worker, tmp_path)
+    job = await _submit(services, "a test", workflow="slow-pattern")
+    await _wait_until_running(comfy)
+    await services.jobs.cancel(job.id, by_user=1)
+    cancelled = await _ended(services, job, delivery)
+    assert cancelled.runpod_id is not None
+
+    async with httpx.AsyncClient() as client:
+        queue = (await client.get(f"{comfy.stack.comfy_url}/queue")).json()
+    assert cancelled.state.value == "cancelled"
+    assert queue["queue_running"], "the synchronous handler does not interrupt ComfyUI"
+    async with asyncio.timeout(JOB_TIMEOUT):
+        while cancelled.runpod_id not in real_worker.results:
+            await asyncio.sleep(0.1)
+    finished = real_worker.results[cancelled.runpod_id]
+    print(f"\nafter /cancel the handler still returned: {json.dumps(finished)[:300]}")
+    assert "images" in finished["output"]
+    assert real_worker.fake.jobs[cancelled.runpod_id].final_status == "CANCELLED"

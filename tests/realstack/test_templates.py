@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from bot.prompt import ContentPolicy, ImageInput, Options, parse
+from bot.samplers import A1111_SAMPLERS, SAMPLERS, SCHEDULERS
 from bot.workflows import load_library
 from tests.conftest import make_settings
 from tests.fakes.real_worker import ComfyUI
@@ -57,3 +58,15 @@ def test_comfyui_accepts_the_bundled_workflow_as_the_bot_renders_it(
     assert response.json()["node_errors"] == {}
     if template.accepts_loras:
         assert any(node["class_type"] == "LoraLoader" for node in workflow.values())
+
+
+def test_comfyui_knows_every_sampler_and_scheduler_the_bot_offers(comfy: ComfyUI) -> None:
+    info = httpx.get(f"{comfy.stack.comfy_url}/object_info/KSampler", timeout=30).json()
+    required = info["KSampler"]["input"]["required"]
+    samplers, schedulers = set(required["sampler_name"][0]), set(required["scheduler"][0])
+
+    assert set(SAMPLERS) - samplers == set()
+    assert set(SCHEDULERS) - schedulers == set()
+    assert {pair for pair in A1111_SAMPLERS.values()} <= {
+        (sampler, scheduler) for sampler in samplers for scheduler in schedulers
+    }
