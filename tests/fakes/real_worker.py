@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -197,16 +197,6 @@ class ComfyUI:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-
-
-@contextlib.contextmanager
-def comfyui(stack: Stack) -> Iterator[ComfyUI]:
-    server = ComfyUI(stack)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class RealWorker:

@@ -12,12 +12,15 @@ from pathlib import Path
 from PIL import Image
 
 from bot.config import SETTINGS
-from tests.conftest import ROOT
+from bot.images import prepare_input_image
+from bot.prompt import Options
+from tests.conftest import ROOT, OpenServices, RecordingDelivery, make_settings
 from tests.fakes.fake_runpod import FakeRunPod
 from tests.fakes.real_worker import ComfyUI, RealWorker, Stack
 from tests.fakes.sandbox import sandbox
 
 SETTING_NAMES = {setting.name for setting in SETTINGS}
+WORKFLOWS = Path(__file__).resolve().parent / "workflows"
 
 
 def _pattern_colour(seed: int) -> tuple[int, int, int]:
@@ -81,3 +84,34 @@ async def test_sandbox_member_gets_the_test_pattern_from_the_real_worker(
         assert image.size == (512, 512)
         seed = int(re.search(r"Seed: (\d+)", image.info["parameters"]).group(1))
         assert image.convert("RGB").getpixel((256, 256)) == _pattern_colour(seed)
+
+
+async def test_an_attached_image_reaches_comfyui_and_comes_back_processed(
+    open_services: OpenServices, real_worker: RealWorker, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, real_worker.fake, WORKFLOWS_DIR=str(WORKFLOWS))
+    services = await open_services(settings, charge=False)
+    delivery = RecordingDelivery()
+    await services.jobs.start(delivery)
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 200), (200, 40, 10)).save(buffer, format="PNG")
+    attached = prepare_input_image(buffer.getvalue(), max_pixels=1024 * 1024, max_bytes=10**7)
+
+    new = services.prepare(
+        "",
+        user_id=1,
+        guild_id=None,
+        channel_id=None,
+        options=Options(workflow="inverted-image"),
+        image=attached,
+    )
+    job = await services.jobs.accept(new)
+    await services.jobs.attach_message(job.id, None, None)
+    await delivery.wait(job.id, timeout=300)
+
+    ((delivered,),) = delivery.delivered[job.id]
+    with Image.open(io.BytesIO(delivered.data)) as image:
+        assert image.size == (320, 200)
+        pixel = image.convert("RGB").getpixel((160, 100))
+    # ComfyUI works in floats and truncates on saving: 255 - 200 may come back as 54.
+    assert all(abs(got - want) <= 1 for got, want in zip(pixel, (55, 215, 245), strict=True))
