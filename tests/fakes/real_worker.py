@@ -38,7 +38,7 @@ COMFY_START_TIMEOUT = 300.0
 REPORTED_KEYS = ("output", "error")
 
 
-class StackError(ValueError):
+class StackError(Exception):
     """The stack folder is missing, incomplete or its ComfyUI would not start; says what to do."""
 
 
@@ -134,6 +134,14 @@ class Stack:
             "--database-url",
             f"sqlite:///{base / 'comfyui.db'}",
         ]
+
+
+def stack_argument(folder: str) -> Stack:
+    """argparse `type=` for a stack folder: a refusal reads as the reason, not a traceback."""
+    try:
+        return Stack.load(folder)
+    except StackError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def comfy_answers(stack: Stack) -> bool:
@@ -331,13 +339,17 @@ async def _serve(stack: Stack) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "stack", nargs="?", default=os.environ.get(STACK_ENV), help=f"default: ${STACK_ENV}"
+        "stack",
+        nargs="?",
+        type=stack_argument,
+        default=os.environ.get(STACK_ENV),
+        help=f"a folder made by tests.realstack.prepare (default: ${STACK_ENV})",
     )
     args = parser.parse_args(argv)
-    if not args.stack:
+    if args.stack is None:
         parser.error(f"name the stack folder, or set {STACK_ENV}")
     try:
-        asyncio.run(_serve(Stack.load(args.stack)))
+        asyncio.run(_serve(args.stack))
     except StackError as exc:
         print(f"real worker: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ from typing import Any
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, FakeMessage
 from tests.fakes.fake_runpod import FakeRunPod
-from tests.fakes.real_worker import Stack, comfyui_running, fake_cloud
+from tests.fakes.real_worker import Stack, comfyui_running, fake_cloud, stack_argument
 
 ROOT = Path(__file__).resolve().parents[2]
 SITECUSTOMIZE = Path(__file__).resolve().parent / "sitecustomize"
@@ -305,7 +305,7 @@ async def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--real-stack",
-        type=Stack.load,
+        type=stack_argument,
         help="run jobs on real ComfyUI and worker-comfyui (a folder from tests.realstack.prepare)",
     )
     args = parser.parse_args(argv)
