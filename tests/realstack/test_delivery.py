@@ -29,15 +29,14 @@ def _pattern_colour(seed: int) -> tuple[int, int, int]:
     return colour >> 16, (colour >> 8) & 0xFF, colour & 0xFF
 
 
-async def test_generate_saves_the_test_pattern_that_real_comfyui_drew(
-    real_worker: RealWorker, fake_runpod: FakeRunPod, tmp_path: Path
-) -> None:
+async def _generate(fake: FakeRunPod, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """`python -m bot generate ARGS` on the emulator: (exit status, stdout, stderr)."""
     environ = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     environ.update(
         PYTHONPATH=str(ROOT),
-        RUNPOD_API_BASE=fake_runpod.api_base,
-        RUNPOD_ENDPOINT_ID=fake_runpod.endpoint_id,
-        RUNPOD_API_KEY=fake_runpod.api_key,
+        RUNPOD_API_BASE=fake.api_base,
+        RUNPOD_ENDPOINT_ID=fake.endpoint_id,
+        RUNPOD_API_KEY=fake.api_key,
         DATABASE_PATH=str(tmp_path / "stablehand.db"),
     )
     process = await asyncio.create_subprocess_exec(
@@ -45,9 +44,7 @@ async def test_generate_saves_the_test_pattern_that_real_comfyui_drew(
         "-m",
         "bot",
         "generate",
-        "a test pattern",
-        "--workflow",
-        "test-pattern",
+        *args,
         "--out",
         str(tmp_path / "out"),
         cwd=tmp_path,
@@ -57,9 +54,19 @@ async def test_generate_saves_the_test_pattern_that_real_comfyui_drew(
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 300)
     print(stderr.decode(), stdout.decode())
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
 
-    assert process.returncode == 0, stderr.decode()
-    (saved,) = [Path(line) for line in stdout.decode().split()]
+
+async def test_generate_saves_the_test_pattern_that_real_comfyui_drew(
+    real_worker: RealWorker, fake_runpod: FakeRunPod, tmp_path: Path
+) -> None:
+    status, stdout, stderr = await _generate(
+        fake_runpod, tmp_path, "a test pattern", "--workflow", "test-pattern"
+    )
+
+    assert status == 0, stderr
+    (saved,) = [Path(line) for line in stdout.split()]
     seed = int(re.search(r"-seed(\d+)-", saved.name).group(1))
     with Image.open(saved) as image:
         assert image.size == (512, 512)
