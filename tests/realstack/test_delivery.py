@@ -9,12 +9,14 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bot.config import SETTINGS
 from bot.images import prepare_input_image
 from bot.prompt import Options
-from tests.conftest import ROOT, OpenServices, RecordingDelivery, make_settings
+from bot.runpod import OutputError, decode_output
+from tests.conftest import ROOT, OpenServices, RecordingDelivery, make_client, make_settings
 from tests.fakes.fake_runpod import FakeRunPod
 from tests.fakes.real_worker import ComfyUI, RealWorker, Stack
 from tests.fakes.sandbox import sandbox
@@ -122,3 +124,30 @@ async def test_an_attached_image_reaches_comfyui_and_comes_back_processed(
         pixel = image.convert("RGB").getpixel((160, 100))
     # ComfyUI works in floats and truncates on saving: 255 - 200 may come back as 54.
     assert all(abs(got - want) <= 1 for got, want in zip(pixel, (55, 215, 245), strict=True))
+
+
+async def test_a_preview_only_workflow_completes_with_no_image_to_deliver(
+    real_worker: RealWorker, fake_runpod: FakeRunPod
+) -> None:
+    workflow = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
+        },
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+    client = make_client(fake_runpod)
+    try:
+        submitted = await client.run({"workflow": workflow})
+        async with asyncio.timeout(300):
+            while not (status := await client.status(submitted.id)).terminal:
+                await asyncio.sleep(0.1)
+        print(f"\nworker: {status.status} {status.output}")
+        with pytest.raises(OutputError) as refused:
+            await decode_output(status.output, expected=1, fetch=client.download)
+    finally:
+        await client.aclose()
+
+    assert status.status == "COMPLETED"
+    assert status.output == {"status": "success_no_images", "images": []}
+    assert refused.value.kind == "no_images"
