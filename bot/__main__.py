@@ -24,7 +24,7 @@ from bot.config import (
     Settings,
     load_settings,
 )
-from bot.generate import generate
+from bot.generate import EXIT_INTERRUPTED, generate
 from bot.prompt import ContentPolicy, Options, PromptError, parse
 from bot.workflows import TemplateError, load_library
 
@@ -54,9 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The terminal shows the job's progress; the log only what went wrong (unless debugging).
             level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
             logs.configure(level, [settings.runpod_api_key])
-            return asyncio.run(
-                generate(settings, args.prompt, workflow=args.workflow, out=Path(args.out))
-            )
+            try:
+                return asyncio.run(
+                    generate(
+                        settings,
+                        args.prompt,
+                        workflow=args.workflow,
+                        out=Path(args.out),
+                        image=Path(args.image) if args.image else None,
+                    )
+                )
+            except KeyboardInterrupt:
+                # Before a job exists (or at a second Ctrl-C): nothing to withdraw, no traceback.
+                print("interrupted", file=sys.stderr)
+                return EXIT_INTERRUPTED
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
@@ -91,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt")
     generate.add_argument("--workflow", help="workflow template name")
     generate.add_argument("--out", default="out", help="directory for the images (default: out)")
+    generate.add_argument(
+        "--image", help="input image for workflows that start from one (img2img, upscale)"
+    )
     return parser
 
 

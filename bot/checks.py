@@ -113,6 +113,26 @@ async def _check_workflows(settings: Settings) -> CheckResult:
     return CheckResult("workflows", True, f"{len(library)} loaded: {', '.join(library.names())}")
 
 
+def explain_runpod_error(exc: RunPodError, settings: Settings) -> tuple[str, str]:
+    """What went wrong reaching the endpoint, and what the operator should change."""
+    if isinstance(exc, RunPodAuthError):
+        return (
+            "the API key was refused (401)",
+            "create a key at https://www.runpod.io/console/user/settings and set RUNPOD_API_KEY",
+        )
+    if isinstance(exc, RunPodNotFound):
+        return (
+            f"endpoint {settings.runpod_endpoint_id} does not exist (404)",
+            "copy the id from your endpoint's page in the RunPod console into RUNPOD_ENDPOINT_ID",
+        )
+    if isinstance(exc, RunPodTransportError):
+        return (
+            f"{settings.runpod_api_base} is unreachable ({exc})",
+            "check RUNPOD_API_BASE and the network",
+        )
+    return f"health check failed: {exc}", "try again; see status.runpod.io"
+
+
 async def _check_runpod(settings: Settings) -> CheckResult:
     if settings.runpod_api_key is None or settings.runpod_endpoint_id is None:
         return CheckResult(
@@ -127,31 +147,9 @@ async def _check_runpod(settings: Settings) -> CheckResult:
     endpoint = settings.runpod_endpoint_id
     try:
         health = await client.health()
-    except RunPodAuthError:
-        return CheckResult(
-            "RunPod",
-            False,
-            "the API key was refused (401)",
-            "create a key at https://www.runpod.io/console/user/settings and set RUNPOD_API_KEY",
-        )
-    except RunPodNotFound:
-        return CheckResult(
-            "RunPod",
-            False,
-            f"endpoint {endpoint} does not exist (404)",
-            "copy the id from your endpoint's page in the RunPod console into RUNPOD_ENDPOINT_ID",
-        )
-    except RunPodTransportError as exc:
-        return CheckResult(
-            "RunPod",
-            False,
-            f"{settings.runpod_api_base} is unreachable ({exc})",
-            "check RUNPOD_API_BASE and the network",
-        )
     except RunPodError as exc:
-        return CheckResult(
-            "RunPod", False, f"health check failed: {exc}", "try again; see status.runpod.io"
-        )
+        detail, fix = explain_runpod_error(exc, settings)
+        return CheckResult("RunPod", False, detail, fix)
     finally:
         await client.aclose()
     workers = ", ".join(f"{k}={v}" for k, v in sorted(health.workers.items())) or "none"

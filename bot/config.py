@@ -10,6 +10,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from bot.model_files import ModelNameError, model_file_name
+
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
 DEFAULT_NEGATIVE = "score_1, score_2, score_3"
 NSFW_POLICIES = ("safe_tags", "refuse", "spoiler", "off")
@@ -125,6 +127,16 @@ def _endpoint_id(text: str) -> str:
     return value
 
 
+def _model_file(text: str) -> str:
+    try:
+        return model_file_name(text, default_extension=None)
+    except ModelNameError as exc:
+        raise ValueError(
+            f"is not a file name on the volume: {exc} (a subfolder like "
+            "pony/ponyDiffusionV6XL.safetensors is fine)"
+        ) from None
+
+
 def _pixels(text: str) -> int:
     value = int(text)
     if value < 512 * 512:
@@ -168,6 +180,7 @@ SETTINGS: tuple[Setting, ...] = (
         "ponyDiffusionV6XL.safetensors",
         "Checkpoint file name on the volume (Civitai's download is often "
         "ponyDiffusionV6XL_v6StartWithThisOne.safetensors).",
+        _model_file,
     ),
     Setting("LOG_LEVEL", "INFO", "debug, info, warning or error.", _log_level),
     Setting(

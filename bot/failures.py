@@ -20,7 +20,22 @@ _NOT_IN_LIST = re.compile(r"(\w+): '([^']*)' not in")
 _NODE_ERRORS = re.compile(r"Node (\S+) \(errors\): (\[.*?\])\s*$", re.MULTILINE)
 _NODE_CLASS = re.compile(r"Node (\S+) \(class_type\): (\S+)")
 _MISSING_NODE = re.compile(r"node (\S+?)\.? does not exist", re.IGNORECASE)
-_OOM = re.compile(r"out of memory|OutOfMemory|CUDA error: out of memory|allocat", re.IGNORECASE)
+# ComfyUI's own words for memory exhaustion: CUDA, torch 2.5+, and the CPU allocator.
+_OOM = re.compile(
+    r"out of memory|OutOfMemoryError|can't allocate memory|DefaultCPUAllocator", re.IGNORECASE
+)
+# A model file that is there but cannot be read: safetensors' header errors, a pickle that is
+# not one, and ComfyUI failing to recognise the architecture.
+_DAMAGED_MODEL = re.compile(
+    r"deserializing header|HeaderTooLarge|HeaderTooSmall|MetadataIncompleteBuffer|"
+    r"Could not detect model type|invalid load key|not a zip file|unsupported checkpoint",
+    re.IGNORECASE,
+)
+_MISSING_FILE = re.compile(r"No such file or directory: '([^']+)'|FileNotFoundError: (\S+)")
+_MODEL_PATH = re.compile(r"Could not detect model type of: (\S+)")
+# worker-comfyui's wording for a node that raised while the workflow ran.
+_EXECUTION_ERROR = re.compile(r"Node Type: (\S+), Node ID: (\S+), Message: (.*)", re.DOTALL)
+DETAIL_LOG_LIMIT = 500
 
 _REASON_WORDS = {
     "value_not_in_list": "is not one of the allowed values",
@@ -37,6 +52,20 @@ FILE_INPUTS = {
     "lora_name": "LoRA",
     "vae_name": "VAE",
     "image": "input image",
+}
+
+# What kind of file each loader node reads, for "the LoRA file ... is damaged".
+LOADER_FILES = {
+    "CheckpointLoaderSimple": "checkpoint",
+    "CheckpointLoader": "checkpoint",
+    "ImageOnlyCheckpointLoader": "checkpoint",
+    "UNETLoader": "model",
+    "LoraLoader": "LoRA",
+    "LoraLoaderModelOnly": "LoRA",
+    "VAELoader": "VAE",
+    "UpscaleModelLoader": "upscale model",
+    "CLIPLoader": "text encoder",
+    "ControlNetLoader": "ControlNet",
 }
 
 OOM = Failure("oom", "The GPU ran out of memory. Try a smaller size or fewer images.")
@@ -93,6 +122,72 @@ UNDELIVERABLE = Failure(
 )
 
 
+@dataclass(frozen=True)
+class FailedJob:
+    """A FAILED job explained: the member's sentence and the raw text for the row and the log."""
+
+    failure: Failure
+    raw: str
+
+
+def explain_failed_job(error: str | None, output: object) -> FailedJob:
+    """Read a FAILED job's `error` and `output.details` (where worker-comfyui puts the cause)."""
+    details = _details(output)
+    failure = next(filter(None, map(_explain_execution, details)), None)
+    if failure is None:
+        failure = explain_worker_error("\n".join([error or "", *details]))
+    head = error or "FAILED with no error text"
+    if not details:
+        return FailedJob(failure, head)
+    # The first detail goes on the first line, so the operator's one log line shows the cause.
+    first = (
+        details[0] if len(details[0]) <= DETAIL_LOG_LIMIT else details[0][:DETAIL_LOG_LIMIT] + "…"
+    )
+    return FailedJob(failure, "\n".join([f"{head}: {first}", *details]))
+
+
+def _details(output: object) -> list[str]:
+    """`output.details` as a list of strings, however the worker shaped it."""
+    if not isinstance(output, dict):
+        return []
+    details = output.get("details")
+    if details is None:
+        return []
+    items = details if isinstance(details, list) else [details]
+    return [d if isinstance(d, str) else json.dumps(d, default=str) for d in items if d]
+
+
+def _explain_execution(detail: str) -> Failure | None:
+    """One `Workflow execution error: Node Type: ..., Message: ...` line, or None if unknown."""
+    found = _EXECUTION_ERROR.search(detail)
+    node_type, message = (found.group(1), found.group(3)) if found else ("", detail)
+    node_type = node_type.rstrip(",")
+    if _OOM.search(message):
+        return OOM
+    kind = LOADER_FILES.get(node_type, "model")
+    if _DAMAGED_MODEL.search(message):
+        path = _MODEL_PATH.search(message)
+        named = f" `{_file_name(path.group(1))}`" if path else ""
+        return Failure(
+            "damaged_model",
+            f"The {kind} file{named} on the endpoint is damaged or not a model ComfyUI can load. "
+            "An operator needs to replace it.",
+        )
+    missing = _MISSING_FILE.search(message)
+    if missing and node_type in LOADER_FILES:
+        name = _file_name(missing.group(1) or missing.group(2))
+        return Failure(
+            "model_missing",
+            f"The {kind} `{name}` is not on the endpoint's volume. "
+            "An operator needs to upload it or fix the name.",
+        )
+    return None
+
+
+def _file_name(path: str) -> str:
+    return re.split(r"[\\/]", path.strip("'\""))[-1]
+
+
 def explain_worker_error(raw: object) -> Failure:
     """Map a FAILED job's `error` (worker-comfyui's texts) to a short member-facing failure."""
     text = raw if isinstance(raw, str) else json.dumps(raw, default=str)
@@ -111,16 +206,24 @@ def explain_worker_error(raw: object) -> Failure:
         )
     if _OOM.search(text):
         return OOM
+    if "Failed to upload one or more input images" in text:
+        return Failure(
+            "worker", "The GPU worker could not take the input image. Try again, or another image."
+        )
     if "Job processing failed" in text:
         return Failure(
             "worker",
-            "ComfyUI failed while generating (often out of memory or a broken model file). "
-            "Try a smaller size or fewer images.",
+            "ComfyUI stopped with an error while generating. The operator can see the cause in "
+            "the bot's log.",
         )
     if "not reachable" in text:
         return Failure("worker", "The GPU worker did not start properly. Try again in a minute.")
     if "WebSocket communication error" in text:
-        return Failure("worker", "The GPU worker lost contact with ComfyUI. Try again.")
+        return Failure(
+            "worker",
+            "The GPU worker lost contact with ComfyUI in the middle of the job (ComfyUI may have "
+            "crashed). Try again.",
+        )
     if re.search(r"timed? ?out|timeout", text, re.IGNORECASE):
         return TIMED_OUT
     return Failure("worker", "The GPU worker reported an error.")

@@ -29,6 +29,8 @@ EXTENSIONS = {
 }
 STILL_IMAGES = {"image/png", "image/jpeg", "image/webp", "image/gif"}
 MAX_INPUT_PIXELS = 4096 * 4096
+# What a member (or `generate --image`) may give: RunPod takes 10 MB per request, base64 adds a third.
+MAX_INPUT_BYTES = 20 * 2**20
 # RunPod takes 10 MB per /run body, base64 included: inputs above this go as JPEG instead.
 INPUT_PNG_LIMIT = 6 * 2**20
 

@@ -875,8 +875,8 @@ class JobManager:
         if status.status == "COMPLETED":
             await self._completed(job, status)
         elif status.status == "FAILED":
-            failure = failures.explain_worker_error(status.error or "")
-            await self._fail(job, failure, raw=status.error or "FAILED with no error text")
+            explained = failures.explain_failed_job(status.error, status.output)
+            await self._fail(job, explained.failure, raw=explained.raw)
         elif status.status == "TIMED_OUT":
             await self._fail(job, failures.TIMED_OUT, raw="RunPod: TIMED_OUT")
         elif status.status == "CANCELLED":

@@ -1,7 +1,14 @@
-"""Generation data in the A1111 `parameters` format that Civitai and other tools read."""
+"""Generation data in delivered PNGs: A1111's `parameters` (Civitai) and ComfyUI's `prompt`."""
 
 from __future__ import annotations
 
+import json
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bot.images import ImageFile
 from bot.prompt import GenerationRequest
 from bot.samplers import A1111_BASE_NAMES, A1111_SCHEDULE_LABELS
 
@@ -36,3 +43,79 @@ def a1111_parameters(request: GenerationRequest, *, model: str | None = None) ->
     # A1111 leaves the negative line out when there is none.
     negative = f"Negative prompt: {request.negative_text}\n" if request.negative_text else ""
     return f"{request.positive_text}{tags}\n{negative}{', '.join(fields)}"
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TEXT_CHUNKS = {b"tEXt", b"iTXt", b"zTXt"}
+GENERATION_KEYS = {"parameters", "prompt", "workflow"}
+
+
+def comfyui_prompt(workflow: Mapping[str, Any] | str) -> str:
+    """The API workflow as ComfyUI's SaveImage writes it: `json.dumps(prompt)`, plain ASCII."""
+    data = json.loads(workflow) if isinstance(workflow, str) else workflow
+    return json.dumps(data)
+
+
+def png_with_generation_data(
+    data: bytes, *, parameters: str, workflow: Mapping[str, Any] | str
+) -> bytes:
+    """Add A1111 `parameters` (iTXt, UTF-8) and ComfyUI `prompt` (tEXt, as ComfyUI writes it).
+
+    The chunks go right after IHDR, where readers look before the pixels; the pixels are not
+    re-encoded. Any generation chunks the worker already wrote are replaced, not doubled.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    chunks = _chunks(data)
+    if chunks[0][0] != b"IHDR":
+        raise ValueError("a PNG must start with IHDR")
+    kept = [c for c in chunks[1:] if not _is_generation_text(*c)]
+    ours = [
+        (b"iTXt", b"parameters\x00\x00\x00\x00\x00" + parameters.encode("utf-8")),
+        (b"tEXt", b"prompt\x00" + comfyui_prompt(workflow).encode("latin-1")),
+    ]
+    return PNG_SIGNATURE + b"".join(_chunk(kind, body) for kind, body in [chunks[0], *ours, *kept])
+
+
+def with_generation_data(
+    images: Sequence[ImageFile], request: GenerationRequest, workflow: Mapping[str, Any] | str
+) -> list[ImageFile]:
+    """Each PNG with the job's `parameters` and `prompt`; other files as they are."""
+    parameters = a1111_parameters(request)
+    prompt = comfyui_prompt(workflow)
+    marked = []
+    for image in images:
+        if image.mime == "image/png":
+            try:
+                data = png_with_generation_data(image.data, parameters=parameters, workflow=prompt)
+            except ValueError:
+                # A PNG whose chunks cannot be walked is delivered as it came, never dropped.
+                data = image.data
+            image = ImageFile(image.filename, image.mime, data)
+        marked.append(image)
+    return marked
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, offset = [], len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        if len(body) != length:
+            raise ValueError("the PNG is truncated")
+        chunks.append((kind, body))
+        offset += 12 + length
+        if kind == b"IEND":
+            return chunks
+    raise ValueError("the PNG ends before its IEND chunk")
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _is_generation_text(kind: bytes, body: bytes) -> bool:
+    if kind not in TEXT_CHUNKS:
+        return False
+    return body.split(b"\x00", 1)[0].decode("latin-1") in GENERATION_KEYS

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bot.config import DEFAULT_NEGATIVE, DEFAULT_QUALITY_TAGS, Settings
+from bot.model_files import ModelNameError, model_file_name
 from bot.samplers import A1111_SAMPLERS, SAMPLERS, SCHEDULERS
 from bot.workflows import Lora, Template, TemplateLibrary
 
@@ -42,7 +43,6 @@ _FLAG = re.compile(r"(?:(?<=\s)|^)(?:-{2,}|[—–]-*)([A-Za-z][A-Za-z0-9_-]*)")
 # Quotes and trailing commas members wrap flag values in (`--sampler "Euler a",`).
 _VALUE_WRAPPERS = " ,;\"'“”‘’„«»"
 _LORA_TAG = re.compile(r"<lora:([^>]*)>", re.IGNORECASE)
-_LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.()+-]{0,99}$")
 
 
 class PromptError(ValueError):
@@ -458,11 +458,13 @@ def _take_lora(match: re.Match[str], draft: _Draft) -> str:
     body = match.group(1)
     name, _, strength_text = body.partition(":")
     name = name.strip()
-    if not name or not _LORA_NAME.match(name) or ".." in name:
+    try:
+        file_name = model_file_name(name)
+    except ModelNameError as exc:
         raise PromptError(
-            f"`<lora:{_clip(body, 30)}>` is not a LoRA tag I can use: write `<lora:name:0.8>` "
-            "with a plain file name."
-        )
+            f"`<lora:{_clip(body, 30)}>` is not a LoRA tag I can use: {exc}. Write "
+            "`<lora:name:0.8>`, or `<lora:folder/name:0.8>` for one in a subfolder."
+        ) from None
     strength = 1.0
     if strength_text.strip():
         try:
@@ -476,11 +478,9 @@ def _take_lora(match: re.Match[str], draft: _Draft) -> str:
                 f"LoRA strength `{_clip(strength_text.strip(), 20)}` is out of range: use "
                 f"-{MAX_LORA_STRENGTH:g} to {MAX_LORA_STRENGTH:g} (0.6–1.0 is typical)."
             )
-    if not name.lower().endswith((".safetensors", ".pt", ".ckpt")):
-        name += ".safetensors"
-    if any(lora.name == name for lora in draft.loras):
-        raise PromptError(f"The LoRA `{name}` is named twice; keep one.")
-    draft.loras.append(Lora(name, strength))
+    if any(lora.name == file_name for lora in draft.loras):
+        raise PromptError(f"The LoRA `{file_name}` is named twice; keep one.")
+    draft.loras.append(Lora(file_name, strength))
     return " "
 
 

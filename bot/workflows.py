@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bot.comfy_nodes import check_workflow, comfyui_version, output_types
 from bot.samplers import SAMPLERS, SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -52,29 +53,6 @@ REQUIRED_INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "LoadImage": {"image": ("image",)},
 }
 
-# Outputs of the node classes the bundled templates use (from ComfyUI's /object_info); links
-# into other classes are checked for the node's existence only.
-NODE_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "CheckpointLoaderSimple": ("MODEL", "CLIP", "VAE"),
-    "CLIPSetLastLayer": ("CLIP",),
-    "LoraLoader": ("MODEL", "CLIP"),
-    "CLIPTextEncode": ("CONDITIONING",),
-    "EmptyLatentImage": ("LATENT",),
-    "KSampler": ("LATENT",),
-    "VAEDecode": ("IMAGE",),
-    "VAEEncode": ("LATENT",),
-    "SaveImage": (),
-    "PreviewImage": (),
-    "LatentUpscaleBy": ("LATENT",),
-    "LatentUpscale": ("LATENT",),
-    "LoadImage": ("IMAGE", "MASK"),
-    "EmptyImage": ("IMAGE",),
-    "ImageScale": ("IMAGE",),
-    "ImageScaleBy": ("IMAGE",),
-}
-
-OUTPUT_NODE_CLASSES = frozenset({"SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveWEBM"})
-
 TEMPLATE_FIELDS = frozenset(
     {
         "name",
@@ -87,6 +65,7 @@ TEMPLATE_FIELDS = frozenset(
         "parameters",
         "lora_anchor",
         "variants",
+        "requires_nodes",
         "workflow",
     }
 )
@@ -145,6 +124,7 @@ class Template:
     source: str = "<bundled>"
     hidden: bool = False
     variants: Mapping[str, str] = field(default_factory=dict)
+    requires_nodes: tuple[str, ...] = ()
 
     @property
     def accepts_loras(self) -> bool:
@@ -299,7 +279,7 @@ def _build_template(data: dict[str, Any], source: str) -> Template:
     _check_required(workflow, parameters, source)
     lora_model, lora_clip = _lora_anchor(data.get("lora_anchor"), workflow, source)
     base_width, base_height = _base_resolution(data.get("base_resolution", [1024, 1024]), source)
-    return Template(
+    template = Template(
         name=name,
         description=str(data.get("description", "")),
         workflow=workflow,
@@ -315,7 +295,30 @@ def _build_template(data: dict[str, Any], source: str) -> Template:
         source=source,
         hidden=bool(data.get("hidden", False)),
         variants=_variants(data.get("variants", {}), source),
+        requires_nodes=_requires_nodes(data.get("requires_nodes", []), source),
     )
+    _check_against_comfyui(template)
+    return template
+
+
+def _requires_nodes(data: Any, source: str) -> tuple[str, ...]:
+    """Node classes the endpoint adds to ComfyUI (custom nodes): taken on trust, not checked."""
+    if not isinstance(data, list) or not all(isinstance(n, str) and n for n in data):
+        raise TemplateError(
+            f"{source}: 'requires_nodes' must be a list of node class names, like [\"MyNode\"]"
+        )
+    return tuple(data)
+
+
+def _check_against_comfyui(template: Template) -> None:
+    """The workflow as it is sent (defaults applied) must pass ComfyUI's own validation."""
+    problems = check_workflow(template.render({}), template.requires_nodes)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise TemplateError(
+            f"{template.source}: {problems[0]}{more} — checked against ComfyUI "
+            f"{comfyui_version()}'s node definitions"
+        )
 
 
 def _parameters(data: Any, workflow: Workflow, source: str) -> dict[str, tuple[InputRef, ...]]:
@@ -398,7 +401,7 @@ def _lora_anchor(
     for kind in ("model", "clip"):
         where = f"lora_anchor.{kind}"
         node, slot = _link(data[kind], workflow, source, where)
-        outputs = NODE_OUTPUTS.get(workflow[node]["class_type"])
+        outputs = output_types(workflow[node]["class_type"])
         if outputs is not None and outputs[slot] != kind.upper():
             raise TemplateError(
                 f"{source}: {where} links to output {slot} of node {node}, which is "
@@ -422,7 +425,6 @@ def _check_graph(workflow: Any, source: str) -> None:
         raise TemplateError(
             f"{source}: this is ComfyUI's UI format; export it with 'Export (API)' instead"
         )
-    outputs = 0
     for node_id, node in workflow.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
             raise TemplateError(f"{source}: node {node_id} has no class_type")
@@ -432,11 +434,6 @@ def _check_graph(workflow: Any, source: str) -> None:
         for input_name, value in inputs.items():
             if isinstance(value, list):
                 _link(value, workflow, source, f"node {node_id} input {input_name!r}")
-        outputs += node["class_type"] in OUTPUT_NODE_CLASSES
-    if not outputs:
-        raise TemplateError(
-            f"{source}: the workflow has no output node ({', '.join(sorted(OUTPUT_NODE_CLASSES))})"
-        )
 
 
 def _link(value: Any, workflow: Workflow, source: str, where: str) -> tuple[str, int]:
@@ -454,7 +451,7 @@ def _link(value: Any, workflow: Workflow, source: str, where: str) -> tuple[str,
     target, slot = value[0], value[1]
     if target not in workflow:
         raise TemplateError(f"{source}: {where} links to node {target}, which does not exist")
-    outputs = NODE_OUTPUTS.get(workflow[target]["class_type"])
+    outputs = output_types(workflow[target]["class_type"])
     if slot < 0 or (outputs is not None and slot >= len(outputs)):
         raise TemplateError(
             f"{source}: {where} links to output {slot} of node {target} "

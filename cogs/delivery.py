@@ -15,7 +15,7 @@ import discord
 
 from bot.images import ImageFile, prepare_uploads
 from bot.jobs import DeliveryError, Job, JobUpdate
-from bot.metadata import a1111_parameters
+from bot.metadata import with_generation_data
 from cogs import render
 from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
 
@@ -204,10 +204,11 @@ class DiscordDelivery:
         # A job made from an image can only be redone from that image: Vary does that.
         can_reroll = template is not None and not template.needs_image
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
-        parameters = a1111_parameters(job.request)
+        # Every PNG carries A1111's parameters and the ComfyUI workflow that made it.
+        images = with_generation_data(images, job.request, job.workflow_json)
         # A 413 means the limit the interaction reported was too high: halve what was refused.
         for _ in range(UPLOAD_ATTEMPTS):
-            upload = prepare_uploads(images, limit=limit, parameters=parameters)
+            upload = prepare_uploads(images, limit=limit)
             outcome = Outcome(
                 render.result_content(job, upload.notes),
                 embed,

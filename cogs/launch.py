@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.images import ImageError, VerifiedImage, prepare_input_image
+from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job, NewJob
 from cogs import render
 from cogs.errors import MemberError
@@ -14,9 +14,6 @@ from cogs.permissions import member_role_ids
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
-
-# What a member may attach: RunPod takes 10 MB per request and base64 adds a third.
-MAX_INPUT_BYTES = 20 * 2**20
 
 
 def channel_is_nsfw(channel: object) -> bool:

@@ -85,6 +85,21 @@ ERROR_UNKNOWN_NODE = (
 )
 ERROR_COMFY_UNREACHABLE = "ComfyUI server (127.0.0.1:8188) not reachable after multiple retries."
 LEGACY_ERROR_MESSAGE = "ComfyUI output file not found"
+# A node that raised while the workflow ran: worker-comfyui answers {"error": ERROR_JOB_PROCESSING,
+# "details": [...]} and runpod-python's run_job moves everything but `error` into `output`.
+DETAIL_CPU_OUT_OF_MEMORY = (
+    "Workflow execution error: Node Type: RepeatImageBatch, Node ID: 2, Message: [enforce fail at "
+    "alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+    "115964116992 bytes. Error code 12 (Cannot allocate memory)"
+)
+DETAIL_CUDA_OUT_OF_MEMORY = (
+    "Workflow execution error: Node Type: KSampler, Node ID: 3, Message: CUDA out of memory. "
+    "Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.65 GiB of which 1.05 GiB is free."
+)
+DETAIL_DAMAGED_CHECKPOINT = (
+    "Workflow execution error: Node Type: CheckpointLoaderSimple, Node ID: 4, Message: Error "
+    "while deserializing header: header too small"
+)
 
 PALETTE = (
     (220, 60, 60),
@@ -138,6 +153,8 @@ class Outcome:
     progress_output: Any = None
     unknown_status: str | None = None
     warnings: list[str] | None = None
+    # FAILED with ERROR_JOB_PROCESSING: the worker's `details` (the real cause).
+    details: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in OUTCOME_STATUSES:
@@ -835,6 +852,8 @@ class FakeRunPod:
             body["output"] = self._output(job)
         elif status == "FAILED":
             body["error"] = outcome.error or ERROR_JOB_PROCESSING
+            if body["error"] == ERROR_JOB_PROCESSING:
+                body["output"] = {"details": outcome.details or [DETAIL_CPU_OUT_OF_MEMORY]}
         elif terminal and outcome.error:
             body["error"] = outcome.error
         return body

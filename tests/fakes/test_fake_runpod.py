@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.fakes.fake_runpod import (
+    DETAIL_DAMAGED_CHECKPOINT,
     ERROR_JOB_PROCESSING,
     ERROR_VALIDATION,
     LEGACY_ERROR_MESSAGE,
@@ -289,6 +290,46 @@ async def test_failed_jobs_carry_the_worker_error_text(
     assert validation["status"] == "FAILED" and validation["error"] == ERROR_VALIDATION
     assert "output" not in validation
     assert generic["error"] == ERROR_JOB_PROCESSING
+
+
+# reference/worker-comfyui.md: a FAILED job as runpod-python 1.12's run_job makes it (seen).
+REAL_EXECUTION_FAILURE = {
+    "id": "...",
+    "status": "FAILED",
+    "delayTime": 0,
+    "executionTime": 535,
+    "error": "Job processing failed",
+    "output": {
+        "details": [
+            "Workflow execution error: Node Type: RepeatImageBatch, Node ID: 2, Message: "
+            "[enforce fail at alloc_cpu.cpp:127] ... DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 115964116992 bytes ..."
+        ]
+    },
+}
+
+
+def shape(value: Any) -> Any:
+    """The keys and value types of a JSON document, without the values."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return type(value).__name__
+
+
+async def test_execution_failures_carry_their_cause_in_output_details_like_the_real_worker(
+    fake: FakeRunPod, client: httpx.AsyncClient
+) -> None:
+    fake.script(
+        Outcome(status="FAILED"), Outcome(status="FAILED", details=[DETAIL_DAMAGED_CHECKPOINT])
+    )
+    default = await status(client, await submit(client))
+    damaged = await status(client, await submit(client))
+    default.pop("workerId", None)
+    assert shape(default) == shape(REAL_EXECUTION_FAILURE)
+    assert "can't allocate memory" in default["output"]["details"][0]
+    assert damaged["output"] == {"details": [DETAIL_DAMAGED_CHECKPOINT]}
 
 
 async def test_run_longer_than_execution_timeout_ends_timed_out(
