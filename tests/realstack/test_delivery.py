@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -151,3 +153,28 @@ async def test_a_preview_only_workflow_completes_with_no_image_to_deliver(
     assert status.status == "COMPLETED"
     assert status.output == {"status": "success_no_images", "images": []}
     assert refused.value.kind == "no_images"
+
+
+async def test_a_delivered_png_dropped_on_comfyui_is_the_prompt_that_made_it(
+    fake_runpod: FakeRunPod, comfy: ComfyUI, tmp_path: Path
+) -> None:
+    status, stdout, stderr = await _generate(
+        fake_runpod, tmp_path, "a test pattern", "--workflow", "test-pattern"
+    )
+    assert status == 0, stderr
+    (saved,) = [Path(line) for line in stdout.split()]
+    with Image.open(saved) as image:
+        workflow = json.loads(image.info["prompt"])
+
+    async with httpx.AsyncClient(base_url=comfy.stack.comfy_url, timeout=30) as client:
+        queued = (await client.post("/prompt", json={"prompt": workflow})).json()
+        async with asyncio.timeout(300):
+            while queued["prompt_id"] not in (history := (await client.get("/history")).json()):
+                await asyncio.sleep(0.1)
+    messages = dict(history[queued["prompt_id"]]["status"]["messages"])
+
+    (job,) = fake_runpod.jobs.values()
+    assert workflow == job.input["workflow"]
+    assert queued["node_errors"] == {}
+    # ComfyUI's cache knows it: every node is the one the worker's run just executed.
+    assert sorted(messages["execution_cached"]["nodes"]) == sorted(workflow)

@@ -70,3 +70,23 @@ def test_comfyui_knows_every_sampler_and_scheduler_the_bot_offers(comfy: ComfyUI
     assert {pair for pair in A1111_SAMPLERS.values()} <= {
         (sampler, scheduler) for sampler in samplers for scheduler in schedulers
     }
+
+
+def test_comfyui_accepts_a_lora_in_a_subfolder_as_the_bot_names_it(
+    comfy: ComfyUI, tmp_path: Path
+) -> None:
+    request = parse(
+        "<lora:pony/detail:0.8> a pony astronaut",
+        library=LIBRARY,
+        policy=ContentPolicy.from_settings(make_settings(tmp_path)),
+    )
+    template = LIBRARY.get(request.template)
+    assert template is not None
+    workflow = template.render(request.values(), request.loras)
+
+    response = httpx.post(f"{comfy.stack.comfy_url}/prompt", json={"prompt": workflow}, timeout=30)
+
+    assert response.status_code == 200, response.text
+    assert [n["inputs"]["lora_name"] for n in workflow.values() if "lora_name" in n["inputs"]] == [
+        "pony/detail.safetensors"
+    ]
