@@ -33,7 +33,9 @@ def _pattern_colour(seed: int) -> tuple[int, int, int]:
     return colour >> 16, (colour >> 8) & 0xFF, colour & 0xFF
 
 
-async def _generate(fake: FakeRunPod, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+async def _generate(
+    fake: FakeRunPod, tmp_path: Path, *args: str, **env: str
+) -> tuple[int, str, str]:
     """`python -m bot generate ARGS` on the emulator: (exit status, stdout, stderr)."""
     environ = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     environ.update(
@@ -42,6 +44,7 @@ async def _generate(fake: FakeRunPod, tmp_path: Path, *args: str) -> tuple[int, 
         RUNPOD_ENDPOINT_ID=fake.endpoint_id,
         RUNPOD_API_KEY=fake.api_key,
         DATABASE_PATH=str(tmp_path / "stablehand.db"),
+        **env,
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -178,3 +181,27 @@ async def test_a_delivered_png_dropped_on_comfyui_is_the_prompt_that_made_it(
     assert queued["node_errors"] == {}
     # ComfyUI's cache knows it: every node is the one the worker's run just executed.
     assert sorted(messages["execution_cached"]["nodes"]) == sorted(workflow)
+
+
+async def test_generate_sends_an_image_file_the_real_worker_uploads_and_processes(
+    fake_runpod: FakeRunPod, comfy: ComfyUI, tmp_path: Path
+) -> None:
+    Image.new("RGB", (320, 200), (200, 40, 10)).save(tmp_path / "input.png")
+
+    status, stdout, stderr = await _generate(
+        fake_runpod,
+        tmp_path,
+        "",
+        "--workflow",
+        "inverted-image",
+        "--image",
+        str(tmp_path / "input.png"),
+        WORKFLOWS_DIR=str(WORKFLOWS),
+    )
+
+    assert status == 0, stderr
+    (saved,) = [Path(line) for line in stdout.split()]
+    with Image.open(saved) as image:
+        assert image.size == (320, 200)
+        pixel = image.convert("RGB").getpixel((160, 100))
+    assert all(abs(got - want) <= 1 for got, want in zip(pixel, (55, 215, 245), strict=True))
