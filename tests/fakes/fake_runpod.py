@@ -23,7 +23,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -234,6 +234,8 @@ class FakeJob:
     width: int = 64
     height: int = 64
     batch_size: int = 1
+    # What a real worker's run_job returned (tests/fakes/real_worker.py); answered as is.
+    reported: dict[str, Any] | None = None
 
     @property
     def execution_timeout(self) -> float:
@@ -546,6 +548,8 @@ class FakeRunPod:
         self._runner: web.AppRunner | None = None
         self.garbage = GarbageFaults()
         self._site: web.TCPSite | None = None
+        # Set by tests/fakes/real_worker.py: hands each job to a real handler instead of a timer.
+        self.job_runner: Callable[[FakeJob], None] | None = None
 
     async def start(self) -> None:
         """Start listening; `port` becomes the real port if 0 was asked for."""
@@ -770,6 +774,10 @@ class FakeRunPod:
     def _schedule(self, job: FakeJob, now: float) -> None:
         """Queue the job's current attempt at `now`, per its outcome's delays."""
         job.queued_at = now
+        if self.job_runner is not None:
+            job.started_at = job.completed_at = math.inf
+            self.job_runner(job)
+            return
         if job.outcome.status == "HANG":
             job.started_at = job.completed_at = math.inf
             return
@@ -881,6 +889,8 @@ class FakeRunPod:
             body["retries"] = job.retries
         if status == "IN_PROGRESS" and outcome.progress_output is not None:
             body["output"] = outcome.progress_output
+        elif status in ("COMPLETED", "FAILED") and job.reported is not None:
+            body.update(job.reported)
         elif status == "COMPLETED":
             body["output"] = self._output(job)
         elif status == "FAILED":

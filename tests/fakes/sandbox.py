@@ -24,6 +24,7 @@ from typing import Any
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, FakeMessage
 from tests.fakes.fake_runpod import FakeRunPod
+from tests.fakes.real_worker import Stack, comfyui_running, fake_cloud, stack_argument
 
 ROOT = Path(__file__).resolve().parents[2]
 SITECUSTOMIZE = Path(__file__).resolve().parent / "sitecustomize"
@@ -229,12 +230,18 @@ class Sandbox:
 
 @asynccontextmanager
 async def sandbox(
-    *, queue_delay: float = 0.5, run_delay: float = 2.0, ack_deadline: float = 3.0, show=print
+    *,
+    queue_delay: float = 0.5,
+    run_delay: float = 2.0,
+    ack_deadline: float = 3.0,
+    show=print,
+    real_stack: Stack | None = None,
 ) -> AsyncIterator[Sandbox]:
+    """With `real_stack`, jobs run on its real worker (its ComfyUI must be up) instead of the delays."""
     with tempfile.TemporaryDirectory(prefix="stablehand-sandbox-") as workdir:
         async with (
             FakeDiscord(ack_deadline=ack_deadline) as discord,
-            FakeRunPod(queue_delay=queue_delay, run_delay=run_delay) as runpod,
+            fake_cloud(real_stack, queue_delay=queue_delay, run_delay=run_delay) as runpod,
         ):
             box = Sandbox(discord, runpod, Path(workdir), show=show)
             try:
@@ -301,8 +308,18 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--walkthrough", action="store_true", help="a whole member and moderator session"
     )
+    parser.add_argument(
+        "--real-stack",
+        type=stack_argument,
+        help="run jobs on real ComfyUI and worker-comfyui (a folder from tests.realstack.prepare)",
+    )
     args = parser.parse_args(argv)
-    async with sandbox(queue_delay=args.queue_delay, run_delay=args.run_delay) as box:
+    async with (
+        comfyui_running(args.real_stack),
+        sandbox(
+            queue_delay=args.queue_delay, run_delay=args.run_delay, real_stack=args.real_stack
+        ) as box,
+    ):
         print(f"fake Discord at {box.discord.url}, fake RunPod at {box.runpod.api_base}")
         print("starting the bot: python -m bot")
         await box.start_bot()
