@@ -20,6 +20,7 @@ from tests.fakes.fake_runpod import (
     ERROR_JOB_PROCESSING,
     ERROR_VALIDATION,
     LEGACY_ERROR_MESSAGE,
+    FakeJob,
     FakeRunPod,
     Outcome,
     delay,
@@ -159,16 +160,28 @@ async def test_unknown_job_wrong_endpoint_and_unknown_op_are_404(
 
 
 async def test_results_expire_after_retention_and_ttl() -> None:
-    async with FakeRunPod(retention=0.02) as fake, make_client(fake) as client:
+    async with FakeRunPod(retention=600) as fake, make_client(fake) as client:
         fake.default_outcome = Outcome(status="HANG")
         job_id = await submit(client)
-        hung_id = await submit(client, policy={"ttl": 30})
+        hung_id = await submit(client, policy={"ttl": 3_600_000})
         fake.finish(job_id, Outcome())
         assert (await status(client, job_id))["status"] == "COMPLETED"
         assert (await status(client, hung_id))["status"] == "IN_QUEUE"
-        await asyncio.sleep(0.04)
+        # Time passes by moving each job's clock readings back: no real waiting, no race.
+        _age(fake.jobs[job_id], 599)
+        _age(fake.jobs[hung_id], 3599)
+        assert (await status(client, job_id))["status"] == "COMPLETED"
+        assert (await status(client, hung_id))["status"] == "IN_QUEUE"
+        _age(fake.jobs[job_id], 2)
+        _age(fake.jobs[hung_id], 2)
         assert (await client.get(f"status/{job_id}")).status_code == 404
         assert (await client.get(f"status/{hung_id}")).status_code == 404
+
+
+def _age(job: FakeJob, seconds: float) -> None:
+    """Make `seconds` pass for one job of the fake (its times are monotonic readings)."""
+    for name in ("submitted_at", "started_at", "completed_at", "queued_at"):
+        setattr(job, name, getattr(job, name) - seconds)
 
 
 def _entries(output: dict[str, Any], kind: str) -> list[bytes]:
