@@ -21,7 +21,7 @@ from bot.polling import Timing
 from bot.runpod import RetryPolicy, RunPodClient
 from bot.services import Services
 from tests.fakes import HANG_GUARD, payloads
-from tests.fakes.fake_discord import FakeDiscord
+from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +132,19 @@ class Watcher:
                 self._changed.clear()
                 await self._changed.wait()
         return found[0]
+
+
+def result_edit(message_id: int) -> Callable[[RecordedRequest], bool]:
+    """Matches the edit that turns a job's message into its result (attachments included)."""
+
+    def matches(request: RecordedRequest) -> bool:
+        return (
+            request.method == "PATCH"
+            and request.path.endswith(f"/messages/{message_id}")
+            and bool(request.files)
+        )
+
+    return matches
 
 
 async def wait_for_job(

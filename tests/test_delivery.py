@@ -11,23 +11,12 @@ from pathlib import Path
 from PIL import Image
 
 from bot.app import Pacing, Stablehand
-from tests.conftest import FAST, make_settings, reply_to, wait_for_job, wait_for_state
+from tests.conftest import FAST, make_settings, reply_to, result_edit, wait_for_job, wait_for_state
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
 CHANNEL = payloads.CHANNEL_ID
-
-
-def _final(message_id: int):
-    def matches(request: RecordedRequest) -> bool:
-        return (
-            request.method == "PATCH"
-            and request.path.endswith(f"/messages/{message_id}")
-            and bool(request.files)
-        )
-
-    return matches
 
 
 async def _started(bot: Stablehand, fake: FakeDiscord, prompt: str, **kwargs) -> tuple[dict, int]:
@@ -52,7 +41,7 @@ async def test_progress_is_shown_in_the_jobs_own_message(
     fake_runpod.start_running(job_id)
     await fake_discord.wait_for(showing("Generating"))
     fake_runpod.finish(job_id)
-    await fake_discord.wait_for(_final(message_id))
+    await fake_discord.wait_for(result_edit(message_id))
     shown = [
         r.json["content"]
         for r in fake_discord.requests
@@ -71,7 +60,7 @@ async def test_a_job_outliving_its_interaction_token_still_lands(
     await fake_runpod.wait_for_requests("run", 1)
     fake_discord.advance(fake_discord.token_ttl + 60)  # the 15-minute token is long gone
     fake_runpod.finish(next(iter(fake_runpod.jobs)))
-    edit = await fake_discord.wait_for(_final(message_id), timeout=10)
+    edit = await fake_discord.wait_for(result_edit(message_id), timeout=10)
     assert edit.status == 200 and edit.path == f"/channels/{CHANNEL}/messages/{message_id}"
     webhook_calls = fake_discord.requests_to("*", rf"/webhooks/.*{payload['token']}.*")
     assert webhook_calls == [], "nothing went through the expired interaction token"
@@ -128,7 +117,7 @@ async def test_an_upload_over_the_servers_limit_is_shrunk_and_says_so(
     _, message_id = await _started(
         bot, fake_discord, "static --count 2", attachment_size_limit=limit
     )
-    edit = await fake_discord.wait_for(_final(message_id), timeout=20)
+    edit = await fake_discord.wait_for(result_edit(message_id), timeout=20)
     assert edit.status == 200
     assert all(len(f.data) <= limit for f in edit.files) and len(edit.files) == 2
     assert "to fit this server's upload limit" in edit.json["content"]
@@ -142,7 +131,7 @@ async def test_a_413_from_discord_shrinks_harder(
     fake_discord.upload_limit = 700 * 1024  # the server really takes less than the interaction said
     _, message_id = await _started(bot, fake_discord, "static")
     edit = await fake_discord.wait_for(
-        lambda r: _final(message_id)(r) and r.status == 200, timeout=20
+        lambda r: result_edit(message_id)(r) and r.status == 200, timeout=20
     )
     assert len(edit.files[0].data) <= 700 * 1024
     assert any(r.status == 413 for r in fake_discord.requests)
@@ -152,7 +141,7 @@ async def test_everyone_mentions_in_a_prompt_never_ping(
     bot: Stablehand, fake_discord: FakeDiscord
 ) -> None:
     payload, message_id = await _started(bot, fake_discord, "@everyone look <@&1234> at @here")
-    edit = await fake_discord.wait_for(_final(message_id), timeout=10)
+    edit = await fake_discord.wait_for(result_edit(message_id), timeout=10)
     for request in (await fake_discord.wait_for_callback(payload), edit):
         body = request.json.get("data", request.json)
         assert body["allowed_mentions"]["parse"] == []
@@ -164,11 +153,11 @@ async def test_spoilers_where_the_server_asks_for_them(
 ) -> None:
     await bot.services.guild_settings.update(payloads.GUILD_ID, 1, nsfw_policy="spoiler")
     _, message_id = await _started(bot, fake_discord, "a pony")
-    edit = await fake_discord.wait_for(_final(message_id), timeout=10)
+    edit = await fake_discord.wait_for(result_edit(message_id), timeout=10)
     assert all(f.filename.startswith("SPOILER_") for f in edit.files)
     age_restricted = payloads.guild_channel(CHANNEL, nsfw=True)
     _, other = await _started(bot, fake_discord, "a pony", channel=age_restricted)
-    edit = await fake_discord.wait_for(_final(other), timeout=10)
+    edit = await fake_discord.wait_for(result_edit(other), timeout=10)
     assert not any(f.filename.startswith("SPOILER_") for f in edit.files)
 
 

@@ -10,24 +10,13 @@ import pytest
 from bot.app import Pacing, Stablehand
 from bot.images import MESSAGE_CAP
 from bot.jobs import JobUpdate
-from tests.conftest import FAST, make_settings, reply_to, start_bot, wait_for_state
+from tests.conftest import FAST, make_settings, reply_to, result_edit, start_bot, wait_for_state
 from tests.fakes import payloads
-from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
+from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
 CHANNEL = payloads.CHANNEL_ID
 BOOSTED = 100 * 2**20  # what a level-3 boosted server reports as its attachment size limit
-
-
-def _final(message_id: int):
-    def matches(request: RecordedRequest) -> bool:
-        return (
-            request.method == "PATCH"
-            and request.path.endswith(f"/messages/{message_id}")
-            and bool(request.files)
-        )
-
-    return matches
 
 
 async def _started(bot: Stablehand, fake: FakeDiscord, prompt: str, **kwargs) -> int:
@@ -44,7 +33,7 @@ async def test_several_large_images_are_fitted_under_the_25_mb_message_cap(
         # 4 incompressible 1536² PNGs of about 7 MB: each fits the server's 10 MB, all 28 MB do not.
         fake_runpod.script(Outcome(noise=True))
         message_id = await _started(bot, fake_discord, "static --size 1536x1536 --count 4")
-        edit = await fake_discord.wait_for(_final(message_id), timeout=120)
+        edit = await fake_discord.wait_for(result_edit(message_id), timeout=120)
         assert edit.status == 200 and len(edit.files) == 4
         assert sum(len(f.data) for f in edit.files) <= MESSAGE_CAP
         assert [r for r in fake_discord.requests if r.status == 413] == [], (
@@ -63,7 +52,7 @@ async def test_after_a_413_the_refused_file_size_is_halved_and_the_result_arrive
     # 100 MB would take every attempt before reaching a size that fits.
     fake_discord.upload_limit = 700 * 1024
     message_id = await _started(bot, fake_discord, "static", attachment_size_limit=BOOSTED)
-    edit = await fake_discord.wait_for(lambda r: _final(message_id)(r) and r.status == 200, 60)
+    edit = await fake_discord.wait_for(lambda r: result_edit(message_id)(r) and r.status == 200, 60)
     assert len(edit.files) == 1 and len(edit.files[0].data) <= 700 * 1024
     assert any(r.status == 413 for r in fake_discord.requests)
     job = await wait_for_state(bot.services, 1, "done", "failed")
@@ -87,7 +76,9 @@ async def test_a_late_progress_update_never_overwrites_how_the_job_ended(
     # A poll answer that was already on its way when the job ended.
     board.update(JobUpdate(ended, "running", elapsed=3.0))
     second = await _started(bot, fake_discord, "another pony")
-    await fake_discord.wait_for(_final(second), timeout=10)  # the board has worked through both
+    await fake_discord.wait_for(
+        result_edit(second), timeout=10
+    )  # the board has worked through both
     assert fake_discord.message_payload(first)["content"] == shown, "how it ended was overwritten"
 
 
@@ -156,7 +147,7 @@ async def test_a_progress_message_is_edited_at_most_once_per_interval(
         fake_runpod.workers = {"idle": 0, "ready": 0, "running": 0, "initializing": 1}
         fake_runpod.script(Outcome(queue_delay=0.3, run_delay=0.3))
         message_id = await _started(bot, fake_discord, "a pony")
-        await fake_discord.wait_for(_final(message_id), timeout=10)
+        await fake_discord.wait_for(result_edit(message_id), timeout=10)
         progress = [
             r
             for r in fake_discord.requests

@@ -14,12 +14,13 @@ from tests.conftest import (
     HANG_GUARD,
     make_settings,
     reply_to,
+    result_edit,
     run_cli,
     start_bot,
     wait_for_state,
 )
 from tests.fakes import payloads
-from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
+from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
 
 FLUX = "flux1-dev-fp8"
@@ -78,17 +79,6 @@ async def test_workflows_for_an_endpoint_not_configured_are_not_offered(
     assert "pony-v6-xl" in values and FLUX not in values and "sdxl" not in values
 
 
-def _final(message_id: int):
-    def matches(request: RecordedRequest) -> bool:
-        return (
-            request.method == "PATCH"
-            and request.path.endswith(f"/messages/{message_id}")
-            and bool(request.files)
-        )
-
-    return matches
-
-
 async def test_a_flux_job_runs_guidance_without_score_tags_and_is_spoilered_outside_nsfw(
     flux_bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
 ) -> None:
@@ -97,7 +87,7 @@ async def test_a_flux_job_runs_guidance_without_score_tags_and_is_spoilered_outs
     )
     await reply_to(flux_bot, fake_discord, payload)
     message_id = fake_discord.interactions[payload["token"]].response_message_id
-    edit = await fake_discord.wait_for(_final(message_id), timeout=HANG_GUARD)
+    edit = await fake_discord.wait_for(result_edit(message_id), timeout=HANG_GUARD)
     await wait_for_state(flux_bot.services, 1, "done")
     submitted = fake_runpod.requests_for("run")[0].json["input"]["workflow"]
     by_class = {node["class_type"]: node["inputs"] for node in submitted.values()}
