@@ -17,6 +17,7 @@ from bot.images import ImageFile, prepare_input_image
 from bot.jobs import AlreadyFinished, Job, JobError, JobManager, JobState, Limits
 from bot.runpod import RetryPolicy
 from bot.services import Services
+from bot.supervisor import Supervisor
 from tests.conftest import (
     FAST,
     OpenServices,
@@ -29,7 +30,6 @@ from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
 GUILD, MEMBER = 10, 1
-LOOPS = 4  # dispatch, poll, positions, health: what an idle, running manager keeps
 
 
 def _new(services: Services, text: str = "a pony --workflow test-pattern", **kwargs):
@@ -47,11 +47,25 @@ async def _hold_state(services: Services, job_id: int) -> str:
     return row["state"]
 
 
-async def _idle(jobs: JobManager) -> None:
+async def _start(services: Services, deliverer: RecordingDelivery) -> Supervisor:
+    """Start the manager under a supervisor that can tell how many loops it keeps."""
+    supervisor = Supervisor()
+    await services.jobs.start(deliverer, supervisor=supervisor)
+    return supervisor
+
+
+async def _idle(jobs: JobManager, supervisor: Supervisor) -> None:
     """Until the manager has no poll, submission, delivery or notice left under way."""
     async with asyncio.timeout(10):
-        while jobs.task_count > LOOPS:
+        while jobs.task_count > len(supervisor.statuses()):
             await asyncio.sleep(0.005)
+
+
+async def _with_local_bucket(open_services: OpenServices, fake_runpod: FakeRunPod) -> Services:
+    """Services whose client may fetch `s3_url` images from the fake's plain-http bucket."""
+    return await open_services(
+        runpod=make_client(fake_runpod, output_http_hosts=[fake_runpod.host])
+    )
 
 
 class GatedDelivery(RecordingDelivery):
@@ -75,7 +89,7 @@ async def test_a_job_cancelled_as_it_is_dispatched_is_never_sent_to_runpod(
     services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
 ) -> None:
     services.jobs.limits = Limits(max_in_flight=0, member_max_queued=4)  # nothing leaves yet
-    await services.jobs.start(delivery)
+    supervisor = await _start(services, delivery)
     job_id = await _queue(services)
     await asyncio.sleep(0)
     assert services.jobs.position(job_id) == 1
@@ -93,7 +107,7 @@ async def test_a_job_cancelled_as_it_is_dispatched_is_never_sent_to_runpod(
     except AlreadyFinished as exc:
         outcome = exc
     job = await wait_for_state(services, job_id, "cancelled", "done")
-    await _idle(services.jobs)
+    await _idle(services.jobs, supervisor)
     sent = fake_runpod.requests_for("run")
     if isinstance(outcome, Job):
         assert job.state is JobState.CANCELLED and await _hold_state(services, job_id) == "refunded"
@@ -104,17 +118,18 @@ async def test_a_job_cancelled_as_it_is_dispatched_is_never_sent_to_runpod(
 
 
 async def test_cancelling_while_the_images_download_refunds_and_posts_nothing(
-    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+    open_services: OpenServices, delivery: RecordingDelivery, fake_runpod: FakeRunPod
 ) -> None:
+    services = await _with_local_bucket(open_services, fake_runpod)
     fake_runpod.script(Outcome(status="HANG", output_format="s3_url"))
-    await services.jobs.start(delivery)
+    supervisor = await _start(services, delivery)
     job_id = await _queue(services)
     job = await wait_for_state(services, job_id, "submitted")
     fake_runpod.inject("s3", fr.delay(2.0))  # far longer than a cancel takes
     fake_runpod.finish(job.runpod_id)
     await fake_runpod.wait_for_requests("s3", 1)  # RunPod said COMPLETED; the download hangs
     cancelled = await services.jobs.cancel(job_id, by_user=MEMBER)
-    await _idle(services.jobs)
+    await _idle(services.jobs, supervisor)
     assert cancelled.state is JobState.CANCELLED
     assert (await services.jobs.get(job_id)).state is JobState.CANCELLED
     assert await _hold_state(services, job_id) == "refunded"
@@ -151,8 +166,8 @@ async def test_a_job_whose_message_cannot_be_posted_gives_the_credits_back(
     after = await services.quotas.balance(GUILD, MEMBER)
     assert (after.remaining, after.held) == (before.remaining, 0)
     assert (await services.jobs.get(job.id)).state is JobState.CANCELLED
-    await services.jobs.start(RecordingDelivery())
-    await _idle(services.jobs)
+    supervisor = await _start(services, RecordingDelivery())
+    await _idle(services.jobs, supervisor)
     assert fake_runpod.requests_for("run") == [], "an abandoned job never runs"
 
 
@@ -266,8 +281,9 @@ async def test_a_moderators_cancel_is_recorded_as_theirs(
 
 
 async def test_images_that_cannot_be_downloaded_fail_the_job_and_refund(
-    services: Services, delivery: RecordingDelivery, fake_runpod: FakeRunPod
+    open_services: OpenServices, delivery: RecordingDelivery, fake_runpod: FakeRunPod
 ) -> None:
+    services = await _with_local_bucket(open_services, fake_runpod)
     fake_runpod.script(Outcome(output_format="s3_url"))
     fake_runpod.inject("s3", *[fr.reset()] * 10)  # the bucket drops every download
     await services.jobs.start(delivery)
@@ -362,7 +378,10 @@ async def test_a_run_answered_without_a_job_id_is_failed_not_resent_and_says_why
     job_id = await _queue(services)
     failed = await wait_for_state(services, job_id, "failed")
     assert len(fake_runpod.requests_for("run")) == 1
-    assert failed.error == "/run answered without a usable job id: RunPod answered without a job id"
+    assert failed.error == (
+        "/run answered without a usable job id: "
+        'run: malformed answer from RunPod (no usable job id): {"status": "IN_QUEUE"}'
+    )
     assert await _hold_state(services, job_id) == "refunded"
 
 

@@ -20,6 +20,7 @@ from bot.prompt import PromptError
 from bot.runpod import OutputError, RetryPolicy, decode_output
 from bot.services import Services
 from bot.workflows import TemplateError, parse_template
+from cogs.audit_lines import said
 from tests.conftest import (
     OpenServices,
     RecordingDelivery,
@@ -146,12 +147,14 @@ async def test_an_oversized_output_arriving_in_small_chunks_is_refused(
     fake_runpod: FakeRunPod,
 ) -> None:
     fake_runpod.script(Outcome(output_format="s3_url", noise=True))
-    client = make_client(fake_runpod)
+    client = make_client(fake_runpod, output_http_hosts=[fake_runpod.host])  # a local bucket
     try:
         job = await client.run({"workflow": LARGE_IMAGE})
         fake_runpod.finish(job.id)
         url = (await client.status(job.id)).output["images"][0]["data"]
         whole = await client.download(url)
+        # No Content-Length to refuse it up front: the size is only known as the pieces arrive.
+        fake_runpod.inject("s3", fr.chunked())
         # Far more than one network chunk, far less than the image: only a running total sees it.
         with pytest.raises(OutputError) as caught:
             await client.download(url, max_bytes=len(whole) // 2)
@@ -263,7 +266,7 @@ async def test_the_audit_trail_says_which_limit_a_moderator_changed(services: Se
     await quotas.set_limit(GUILD, 9, scope="member", target_id=MEMBER, credits=4)
     await quotas.set_limit(GUILD, 9, scope="role", target_id=55, credits=8)
     await quotas.set_limit(GUILD, 9, scope="default", target_id=0, credits=6)
-    details = [e.detail for e in await audit.entries(services.db, GUILD)]
+    details = [said(e) for e in await audit.entries(services.db, GUILD)]  # as /quota log shows
     assert details[::-1] == [
         f"set <@{MEMBER}>'s own limit to 4 credits per {quotas.period_word}",
         f"set the <@&55> tier to 8 credits per {quotas.period_word}",

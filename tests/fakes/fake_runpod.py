@@ -214,6 +214,11 @@ def delay(seconds: float) -> Fault:
     return Fault("delay", seconds=seconds)
 
 
+def chunked() -> Fault:
+    """Answer as usual, but stream the body in small pieces with no Content-Length."""
+    return Fault("chunked")
+
+
 @dataclass
 class FakeJob:
     """One submitted job; times are time.monotonic() values, math.inf meaning never."""
@@ -488,6 +493,23 @@ def _fault_response(fault: Fault) -> web.Response:
     return web.json_response(fault.body, status=fault.status, headers=headers)
 
 
+async def _stream_chunked(
+    request: web.Request, response: web.Response, piece: int = 16 * 1024
+) -> web.StreamResponse:
+    """`response` sent as a streaming server sends it: chunked, its size known only at the end."""
+    assert isinstance(response.body, bytes)
+    streamed = web.StreamResponse(status=response.status)
+    streamed.content_type = response.content_type
+    streamed.enable_chunked_encoding()
+    await streamed.prepare(request)
+    # A client that stops reading part-way (a size cap) closes the connection: that is the point.
+    with contextlib.suppress(ConnectionResetError):
+        for start in range(0, len(response.body), piece):
+            await streamed.write(response.body[start : start + piece])
+        await streamed.write_eof()
+    return streamed
+
+
 def _drop_connection(request: web.Request) -> None:
     """Abort the connection with a TCP RST; the client sees a reset, never an answer."""
     transport = request.transport
@@ -688,6 +710,8 @@ class FakeRunPod:
         if fault is not None and fault.kind == "reset_after_processing":
             _drop_connection(request)
             raise asyncio.CancelledError
+        if fault is not None and fault.kind == "chunked":
+            return await _stream_chunked(request, response)
         return response
 
     def _record(self, request: web.Request, op: str, payload: Any, arrived: float) -> None:
