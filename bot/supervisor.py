@@ -83,8 +83,11 @@ class Loop:
                 wait = min(wait, deadline - now())
                 if wait <= 0:
                     return False
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as
+            # its wait ends, and a loop that ignores stop() hangs the shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await event.wait()
             self._last_beat = self._clock()
         return True
 
