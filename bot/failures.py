@@ -116,6 +116,12 @@ ENDPOINT = Failure(
 REJECTED = Failure(
     "rejected", "RunPod refused the job as malformed. This is a bug in the bot; it has been logged."
 )
+# Which address or setting refused it is for the operator's log, not for members.
+FORBIDDEN_OUTPUT_URL = Failure(
+    "forbidden_url",
+    "The GPU worker put the images somewhere the bot will not fetch from, so there is nothing "
+    "to show. The operator has the details.",
+)
 UNUSABLE_OUTPUT = Failure(
     "bad_output",
     "The GPU finished, but what it sent back could not be read as images, so there is nothing "

@@ -1311,6 +1311,7 @@ class JobManager:
             failure = {
                 "no_images": failures.NO_IMAGES,
                 "worker": failures.explain_worker_error(str(exc)),
+                "forbidden_url": failures.FORBIDDEN_OUTPUT_URL,
             }.get(exc.kind, Failure(exc.kind, f"The GPU worker returned no usable image ({exc})."))
             await self._fail(job, failure, raw=f"{exc}; output={_shorten(status.output)}")
             return
