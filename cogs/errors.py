@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -56,6 +57,12 @@ def interaction_expired(error: BaseException) -> bool:
     return isinstance(original, discord.NotFound) and original.code == UNKNOWN_INTERACTION
 
 
+def discord_unreachable(error: BaseException) -> bool:
+    """The connection to Discord failed (an outage, a dropped network): nobody can be told."""
+    original = getattr(error, "original", error)
+    return isinstance(original, aiohttp.ClientConnectionError | ConnectionError)
+
+
 def is_expected(error: BaseException) -> bool:
     original = getattr(error, "original", error)
     return is_transient(original) or isinstance(
@@ -67,7 +74,7 @@ async def reply_privately(interaction: discord.Interaction, text: str) -> None:
     """Answer ephemerally whether or not the interaction was already acknowledged."""
     try:
         await outgoing.answer(interaction, text)
-    except discord.HTTPException as exc:
+    except (discord.HTTPException, aiohttp.ClientConnectionError, ConnectionError) as exc:
         log.warning("could not tell user %s about an error: %s", interaction.user.id, exc)
 
 
@@ -78,6 +85,9 @@ async def handle_interaction_error(interaction: discord.Interaction, error: Base
         else (interaction.data or {}).get("custom_id", interaction.type.name)
     )
     context = f"interaction={interaction.id} user={interaction.user.id} guild={interaction.guild_id} command={command}"
+    if discord_unreachable(error):
+        log.warning("Discord could not be reached to answer (%s): %s", context, error)
+        return
     if interaction_expired(error):
         # A slow machine or an outage, not a bug; whatever the command started was undone.
         log.warning("interaction expired before the bot could answer (%s)", context)

@@ -155,6 +155,28 @@ async def test_an_answer_too_late_for_discord_refunds_the_job_and_logs_no_traceb
     assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name == "cogs.errors"]
 
 
+async def test_discord_unreachable_as_the_bot_answers_refunds_and_logs_no_traceback(
+    start: BotFactory, fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = await start(ack_deadline=3600)
+    await fake_discord.go_offline()
+    try:
+        fake_discord.deliver(bot, payloads.slash_command("imagine", {"prompt": "a pony"}))
+        withdrawn = await wait_for_state(bot.services, 1, "cancelled")
+        told = [r for r in caplog.records if "could not be reached" in r.getMessage()]
+        async with asyncio.timeout(30):
+            while not told:
+                await asyncio.sleep(0.005)
+                told = [r for r in caplog.records if "could not be reached" in r.getMessage()]
+    finally:
+        await fake_discord.go_online()
+    assert withdrawn.error == "its progress message could not be posted"
+    holds = await bot.services.db.fetchall("SELECT state FROM quota_holds")
+    assert [h["state"] for h in holds] == ["refunded"]
+    assert told[0].levelname == "WARNING"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 async def until_refused_once(bot: Stablehand) -> None:
     """The bot has met the other process's lock at least once (its write is waiting)."""
     async with asyncio.timeout(30):
