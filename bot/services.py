@@ -20,6 +20,7 @@ from bot.polling import Timing
 from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, parse
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
+from bot.runpod_backend import RunPodBackend
 from bot.workflows import TemplateLibrary, load_library
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class Services:
         )
         jobs = JobManager(
             db,
-            runpod,
+            RunPodBackend(runpod),
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,

@@ -6,8 +6,7 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
-    jobs.py            (to come) jobs, job_events, job_inputs, job_outputs <- bot/jobs.py,
-                       whose SQL has not moved here yet
+    jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/
 
 Each module declares its interface as a Protocol in the core's words (ids, amounts, timestamps,
 enums; no SQL, no rows) and its SQLite implementation beside it. Writes take the transaction the
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
+from bot.store.jobs import JobStore, SqliteJobStore
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
 
 
@@ -32,6 +32,7 @@ class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
+    jobs: JobStore
 
 
 def stores_for(db: Database) -> Stores:
@@ -40,4 +41,5 @@ def stores_for(db: Database) -> Stores:
         ledger=SqliteLedgerStore(db),
         guild_settings=SqliteGuildSettingsRows(db),
         audit=SqliteAuditStore(db),
+        jobs=SqliteJobStore(db),
     )
