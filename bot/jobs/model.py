@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from bot.config import DEFAULT_ENDPOINT
 from bot.db import Transaction
 from bot.images import ImageFile
 from bot.prompt import GenerationRequest
-
-DEFAULT_ENDPOINT = "default"
 
 
 class JobState(StrEnum):
