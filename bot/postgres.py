@@ -37,7 +37,12 @@ _CREATE_VERSIONS = (
 
 
 class AdvisoryLock(IntEnum):
-    """Advisory lock keys of the bot (64-bit; chosen not to collide with another application's)."""
+    """Advisory lock keys of the bot (64-bit; chosen not to collide with another application's).
+
+    Taken with `PostgresTransaction.lock`. Transactions run at READ COMMITTED, PostgreSQL's
+    default, on which this relies: each statement after the lock sees what the previous holder
+    committed (a REPEATABLE READ snapshot taken before the lock would not).
+    """
 
     MIGRATIONS = 0x5354_4142_4C45_0001  # one process applies migrations at a time
     LEDGER = 0x5354_4142_4C45_0002  # one credit decision at a time, as BEGIN IMMEDIATE gives SQLite

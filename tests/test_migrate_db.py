@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from bot.postgres import PostgresDatabase
 from bot.quotas import QuotaConfig, QuotaLedger
 from bot.store import stores_for
 from bot.store.postgresql.copy import CopyRefused, copy_sqlite_to_postgresql
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from tests.test_quotas_support import new_job
 
 GUILD, MEMBER, MODERATOR = 100, 1, 9
@@ -159,3 +161,20 @@ async def test_the_command_copies_then_refuses_a_second_run_with_the_reason(
     assert "already has data" in again.stderr and "Traceback" not in again.stderr
     missing = run_cli("migrate-db", "--to", postgres_dsn, "--from", "nowhere.db", cwd=tmp_path)
     assert missing.returncode == 1 and "no SQLite database at nowhere.db" in missing.stderr
+
+
+def test_without_the_postgresql_extra_the_bot_runs_and_migrate_db_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    """asyncpg is only in the `postgresql` extra: a plain install must not need it."""
+    script = (
+        "import sys; sys.modules['asyncpg'] = None\n"
+        "import bot.app, bot.store\n"
+        "from bot.__main__ import main\n"
+        "sys.exit(main(['migrate-db', '--to', 'postgresql://localhost/empty']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "migrate-db needs asyncpg: pip install '.[postgresql]'" in result.stderr
