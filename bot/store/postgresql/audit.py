@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.postgres import PostgresDatabase, PostgresTransaction
-from bot.store.audit import AuditEntry
+from bot.store.audit import AuditEntry, entry_from_row
 
 
 class PostgresAuditStore:
@@ -35,15 +35,4 @@ class PostgresAuditStore:
             sql += f" AND target_id = ${len(params)}"
         params.append(limit)
         rows = await self.db.fetchall(sql + f" ORDER BY id DESC LIMIT ${len(params)}", params)
-        return [
-            AuditEntry(
-                at=r["at"],
-                moderator_id=r["moderator_id"],
-                action=r["action"],
-                target_id=r["target_id"],
-                reason=r["reason"],
-                facts=json.loads(r["facts"]) if r["facts"] is not None else {},
-                legacy_detail=r["detail"],
-            )
-            for r in rows
-        ]
+        return [entry_from_row(r) for r in rows]

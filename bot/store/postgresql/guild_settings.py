@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from bot.postgres import PostgresDatabase, PostgresTransaction
-from bot.store.guild_settings import SETTING_NAMES, _column
+from bot.store.guild_settings import SETTING_NAMES, settings_from_row, stored_value
 
 
 class PostgresGuildSettingsRows:
@@ -19,12 +18,7 @@ class PostgresGuildSettingsRows:
     ) -> dict[str, Any] | None:
         source = tx or self.db
         row = await source.fetchone("SELECT * FROM guild_settings WHERE guild_id = $1", (guild_id,))
-        if row is None:
-            return None
-        values = {name: row[name] for name in SETTING_NAMES}
-        if values["allowed_channels"] is not None:
-            values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
-        return values
+        return None if row is None else settings_from_row(row)
 
     async def write(
         self, tx: PostgresTransaction, guild_id: int, values: Mapping[str, Any], *, at: float
@@ -43,5 +37,5 @@ class PostgresGuildSettingsRows:
             "ON CONFLICT (guild_id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in names)
             + ", updated_at = excluded.updated_at",
-            (guild_id, *(_column(name, values[name]) for name in names), at),
+            (guild_id, *(stored_value(name, values[name]) for name in names), at),
         )
