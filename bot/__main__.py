@@ -149,7 +149,7 @@ def _migrate_db(source: Path, dsn: str) -> int:
         f"verified: every row count, and the ledger ({sum(n for _, n, _ in ledger.holds_by_state)}"
         f" holds, {sum(c for _, _, c in ledger.holds_by_state)} credits held or spent,"
         f" {ledger.granted_credits} granted, ${ledger.usd_actual:.2f} charged);"
-        f" schema version {report.schema_version}"
+        f" PostgreSQL {report.server_version}, schema version {report.schema_version}"
     )
     return 0
 

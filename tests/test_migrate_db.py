@@ -155,7 +155,8 @@ async def test_the_command_copies_then_refuses_a_second_run_with_the_reason(
     await _populated_sqlite(tmp_path / "stablehand.db")
     first = run_cli("migrate-db", "--to", postgres_dsn, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "quota_holds: 3 rows" in first.stdout and "verified" in first.stdout
+    assert "quota_holds: 3 rows" in first.stdout
+    assert "verified" in first.stdout and "PostgreSQL 18." in first.stdout
     again = run_cli("migrate-db", "--to", postgres_dsn, cwd=tmp_path)
     assert again.returncode == 1
     assert "already has data" in again.stderr and "Traceback" not in again.stderr

@@ -49,6 +49,7 @@ class CopyReport:
     rows: dict[str, int]  # table -> rows copied
     ledger: LedgerTotals
     schema_version: int
+    server_version: str
 
 
 async def copy_sqlite_to_postgresql(sqlite_path: Path, dsn: str) -> CopyReport:
@@ -113,7 +114,7 @@ async def _copy(source: Database, target: PostgresDatabase) -> CopyReport:
             raise CopyRefused(
                 f"the ledger totals differ after the copy ({before} != {after}); nothing kept"
             )
-    return CopyReport(rows, before, version)
+    return CopyReport(rows, before, version, await target.server_version())
 
 
 async def _tables_in_dependency_order(source: Database) -> list[str]:
