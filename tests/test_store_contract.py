@@ -1,6 +1,6 @@
-"""What every engine's stores must do, through the interfaces only (SQLite today; PostgreSQL next).
+"""What every engine's stores must do, through the interfaces only: SQLite and PostgreSQL.
 
-A second engine joins by adding its name to `ENGINES` and a branch to `engine`.
+An engine joins by adding its name to `ENGINES` and a branch to `engine`.
 """
 
 from __future__ import annotations
@@ -15,38 +15,49 @@ import pytest_asyncio
 from bot.db import Database
 from bot.images import ImageFile
 from bot.jobs import Job, JobState, NewJob
+from bot.postgres import PostgresDatabase
 from bot.prompt import GenerationRequest
 from bot.store import Stores, stores_for
 from bot.store.audit import AuditEntry
 from bot.store.ledger import Block, Hold, LimitScope, Spending
+from tests.postgres_server import fresh_database
 
-ENGINES = ["sqlite"]
+ENGINES = ["sqlite", "postgresql"]
 GUILD, OTHER = 100, 200
 DM = None
 
 
 @dataclass
 class Engine:
-    db: Database
+    db: Database | PostgresDatabase
     stores: Stores
 
     async def job(self, job_id: int) -> None:
         """A job row for a hold to belong to (until the job store moves under bot/store)."""
+        placeholder = "?" if isinstance(self.db, Database) else "$1"
         async with self.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO jobs (id, user_id, state, template, request, workflow, created_at, updated_at)"
-                " VALUES (?, 1, 'queued', 't', '{}', '{}', 0, 0)",
+                f" VALUES ({placeholder}, 1, 'queued', 't', '{{}}', '{{}}', 0, 0)",
                 (job_id,),
             )
 
 
 @pytest_asyncio.fixture(params=ENGINES)
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
-    db = await Database.open(tmp_path / "store.db")
-    try:
-        yield Engine(db, stores_for(db))
-    finally:
-        await db.close()
+    if request.param == "sqlite":
+        db = await Database.open(tmp_path / "store.db")
+        try:
+            yield Engine(db, stores_for(db))
+        finally:
+            await db.close()
+        return
+    async with fresh_database(request.getfixturevalue("postgres_server")) as dsn:
+        pg = await PostgresDatabase.open(dsn)
+        try:
+            yield Engine(pg, stores_for(pg))
+        finally:
+            await pg.close()
 
 
 def _hold(job_id: int, guild_id: int | None, *, credits: int = 2, bonus: int = 0) -> Hold:
@@ -190,6 +201,14 @@ async def test_the_audit_trail_reads_back_newest_first_per_server_and_member(
     assert about_one[1].reason is None and about_one[1].legacy_detail == ""
 
 
+@pytest.fixture
+def jobs_engine(engine: Engine) -> Engine:
+    """An engine with a job store (PostgreSQL's is still to come)."""
+    if engine.stores.jobs is None:
+        pytest.skip("this engine has no job store yet")
+    return engine
+
+
 def _new_job(user_id: int, guild_id: int | None, **overrides: object) -> NewJob:
     request = GenerationRequest("pony", "a fox", "", "a fox", "", seed=1, width=64, height=64)
     values: dict[str, object] = {
@@ -218,8 +237,9 @@ async def _move(
 
 
 async def test_a_job_added_reads_back_with_its_inputs_endpoint_and_first_event(
-    engine: Engine,
+    jobs_engine: Engine,
 ) -> None:
+    engine = jobs_engine
     new = _new_job(1, GUILD, input_images=(("in.png", b"png"),), role_ids=(7,), endpoint="flux")
     job = await _add(engine, new)
     stored = await engine.stores.jobs.get(job.id)
@@ -233,7 +253,10 @@ async def test_a_job_added_reads_back_with_its_inputs_endpoint_and_first_event(
     assert await engine.stores.jobs.events(job.id) == [(None, "accepted", None)]
 
 
-async def test_a_state_change_is_a_compare_and_set_that_records_its_event(engine: Engine) -> None:
+async def test_a_state_change_is_a_compare_and_set_that_records_its_event(
+    jobs_engine: Engine,
+) -> None:
+    engine = jobs_engine
     job = await _add(engine, _new_job(1, GUILD))
     assert await _move(engine, job, JobState.QUEUED, to=JobState.SUBMITTING) is None
     assert (await engine.stores.jobs.get(job.id)).state is JobState.ACCEPTED, "nothing written"
@@ -248,8 +271,9 @@ async def test_a_state_change_is_a_compare_and_set_that_records_its_event(engine
 
 
 async def test_outputs_are_kept_in_order_until_dropped_and_a_member_is_told_once(
-    engine: Engine,
+    jobs_engine: Engine,
 ) -> None:
+    engine = jobs_engine
     job = await _add(engine, _new_job(1, GUILD))
     images = [ImageFile("b.png", "image/png", b"2"), ImageFile("a.png", "image/png", b"1")]
     async with engine.db.transaction() as tx:
@@ -265,8 +289,9 @@ async def test_outputs_are_kept_in_order_until_dropped_and_a_member_is_told_once
 
 
 async def test_unfinished_active_recent_and_ended_jobs_are_found_by_member_and_server(
-    engine: Engine,
+    jobs_engine: Engine,
 ) -> None:
+    engine = jobs_engine
     here = await _add(engine, _new_job(1, GUILD))
     direct = await _add(engine, _new_job(1, DM))
     other = await _add(engine, _new_job(2, OTHER))
@@ -284,7 +309,8 @@ async def test_unfinished_active_recent_and_ended_jobs_are_found_by_member_and_s
     assert [j.id for j in undelivered] == [here.id, direct.id, other.id]
 
 
-async def test_submissions_are_counted_and_run_times_read_oldest_first(engine: Engine) -> None:
+async def test_submissions_are_counted_and_run_times_read_oldest_first(jobs_engine: Engine) -> None:
+    engine = jobs_engine
     first = await _add(engine, _new_job(1, GUILD))
     second = await _add(engine, _new_job(2, GUILD))
     for job in (first, second):

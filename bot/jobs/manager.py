@@ -62,9 +62,12 @@ class JobManager:
         store: job_store.JobStore | None = None,
     ) -> None:
         backends = backend if isinstance(backend, Mapping) else {DEFAULT_ENDPOINT: backend}
+        store = store or engines.stores_for(db).jobs
+        if store is None:
+            raise ValueError("this database engine has no job store yet")
         self._core = core = JobCore(
             db,
-            store or engines.stores_for(db).jobs,
+            store,
             backends,
             accounting=accounting or FreeAccounting(),
             timing=timing or Timing(),

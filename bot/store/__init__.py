@@ -6,19 +6,22 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
-    jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/
+    jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/ (SQLite only:
+                       PostgreSQL's job store is still to come)
 
 Each module declares its interface as a Protocol in the core's words (ids, amounts, timestamps,
 enums; no SQL, no rows) and its SQLite implementation beside it. Writes take the transaction the
 domain opened with `Database.transaction()` or `Database.write()` (`bot/db.py`: one writer at a
 time, `BEGIN IMMEDIATE`, transient refusals retried), so a rule, its rows and its audit entry
 commit together. `stores_for` is the one place that picks the engine: SQLite, the embedded
-default, today; a PostgreSQL engine adds its own implementations of the same interfaces there.
+default, or PostgreSQL (`bot/postgres.py`, stores in `postgresql/`), whose transactions have the
+same methods with `$1` placeholders.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
@@ -26,20 +29,35 @@ from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.jobs import JobStore, SqliteJobStore
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
 
+if TYPE_CHECKING:
+    from bot.postgres import PostgresDatabase
+
 
 @dataclass(frozen=True)
 class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
-    jobs: JobStore
+    jobs: JobStore | None  # None: this engine has no job store yet
 
 
-def stores_for(db: Database) -> Stores:
+def stores_for(db: Database | PostgresDatabase) -> Stores:
     """The stores of the engine behind `db`."""
+    if isinstance(db, Database):
+        return Stores(
+            ledger=SqliteLedgerStore(db),
+            guild_settings=SqliteGuildSettingsRows(db),
+            audit=SqliteAuditStore(db),
+            jobs=SqliteJobStore(db),
+        )
+    # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
+    from bot.store.postgresql.audit import PostgresAuditStore
+    from bot.store.postgresql.guild_settings import PostgresGuildSettingsRows
+    from bot.store.postgresql.ledger import PostgresLedgerStore
+
     return Stores(
-        ledger=SqliteLedgerStore(db),
-        guild_settings=SqliteGuildSettingsRows(db),
-        audit=SqliteAuditStore(db),
-        jobs=SqliteJobStore(db),
+        ledger=PostgresLedgerStore(db),
+        guild_settings=PostgresGuildSettingsRows(db),
+        audit=PostgresAuditStore(db),
+        jobs=None,
     )
