@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from bot.config import ConfigError, Settings
+from bot.config import DEFAULT_ENDPOINT, ConfigError, Settings
 from bot.db import Database
 from bot.estimates import DurationModel
 from bot.guild_settings import GuildSettingsStore
@@ -26,12 +27,17 @@ from bot.workflows import TemplateLibrary, load_library
 log = logging.getLogger(__name__)
 
 
-def runpod_client(settings: Settings, *, http: httpx.AsyncClient | None = None) -> RunPodClient:
-    """The RunPod client the settings describe; `http` replaces its connection pool."""
-    assert settings.runpod_api_key is not None and settings.runpod_endpoint_id is not None
+def runpod_client(
+    settings: Settings, *, endpoint: str = DEFAULT_ENDPOINT, http: httpx.AsyncClient | None = None
+) -> RunPodClient:
+    """The RunPod client of one endpoint the settings name; `http` replaces its connection pool.
+
+    Each endpoint has its own request budget: RunPod's rate limits are per endpoint.
+    """
+    assert settings.runpod_api_key is not None and endpoint in settings.endpoints
     return RunPodClient(
         api_base=settings.runpod_api_base,
-        endpoint_id=settings.runpod_endpoint_id,
+        endpoint_id=settings.endpoints[endpoint],
         api_key=settings.runpod_api_key,
         http=http,
         budget=RequestBudget(settings.runpod_requests_per_second),
@@ -50,6 +56,8 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    # Every endpoint's client by name, `runpod` (the default endpoint's) included.
+    clients: Mapping[str, RunPodClient] = field(default_factory=dict)
 
     @classmethod
     async def open(
@@ -62,7 +70,7 @@ class Services:
         charge: bool = True,
     ) -> Services:
         """Open everything; `charge=False` runs jobs without touching anyone's credits."""
-        templates = load_library(settings.workflows_dir)
+        templates = load_library(settings.workflows_dir, endpoints=settings.endpoint_names)
         if templates.get(settings.default_workflow) is None:
             raise ConfigError(
                 [
@@ -87,6 +95,9 @@ class Services:
                 ]
             ) from None
         runpod = runpod or runpod_client(settings)
+        clients = {DEFAULT_ENDPOINT: runpod} | {
+            name: runpod_client(settings, endpoint=name) for name in settings.runpod_endpoints
+        }
         durations = DurationModel()
         quotas = QuotaLedger(db, QuotaConfig.from_settings(settings), durations)
         timing = timing or Timing(
@@ -97,16 +108,17 @@ class Services:
             max_in_flight=settings.max_jobs_in_flight,
             member_max_in_flight=settings.member_max_in_flight,
             member_max_queued=settings.member_max_queued,
+            endpoint_max_in_flight=settings.endpoint_max_jobs_in_flight,
         )
         jobs = JobManager(
             db,
-            RunPodBackend(runpod),
+            {name: RunPodBackend(client) for name, client in clients.items()},
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,
             durations=durations,
         )
-        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db))
+        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db), clients)
 
     def policy(self) -> ContentPolicy:
         """The operator's policy from settings, before any server's choices."""
@@ -167,6 +179,7 @@ class Services:
         template = self.templates.get(request.template)
         assert template is not None
         return NewJob(
+            endpoint=template.endpoint,
             user_id=user_id,
             guild_id=guild_id,
             channel_id=channel_id,
@@ -181,7 +194,8 @@ class Services:
     async def close(self) -> None:
         """Stop the jobs, then close the HTTP client and the database; safe to call twice."""
         await self.jobs.stop()
-        await self.runpod.aclose()
+        for client in self.clients.values() or (self.runpod,):
+            await client.aclose()
         await self.db.close()
 
 

@@ -320,5 +320,5 @@ async def test_submissions_are_counted_and_run_times_read_oldest_first(jobs_engi
     await _move(engine, first, JobState.QUEUED, to=JobState.SUBMITTING, execution_ms=1500)
     await _move(engine, second, JobState.QUEUED, to=JobState.SUBMITTING, execution_ms=900)
     assert await engine.stores.jobs.submit_attempts(first.id) == 2
-    assert [ms for _, ms in await engine.stores.jobs.durations(10)] == [1500, 900]
-    assert [ms for _, ms in await engine.stores.jobs.durations(1)] == [900]
+    assert [ms for _, _, ms in await engine.stores.jobs.durations(10)] == [1500, 900]
+    assert [ms for _, _, ms in await engine.stores.jobs.durations(1)] == [900]

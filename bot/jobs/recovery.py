@@ -23,8 +23,8 @@ class Recovery:
         self._accepted_seen: dict[int, float] = {}
 
     async def load_history(self) -> None:
-        for request, execution_ms in await self.core.store.durations(500):
-            self.core.durations.observe(request, execution_ms)
+        for request, endpoint, execution_ms in await self.core.store.durations(500):
+            self.core.durations.observe(request, execution_ms, endpoint)
 
     async def reconcile_loop(self, loop: Loop) -> None:
         """Heal whatever a fault left behind, every `reconcile_interval`."""
@@ -109,7 +109,7 @@ class Recovery:
             else:
                 await core.fail(job, failures.SUBMIT_UNCERTAIN, raw="its submitting task was lost")
         elif job.state in AT_BACKEND:
-            core.queue.hold(job.id, job.user_id)
+            core.queue.hold(job.id, job.user_id, job.endpoint)
             submitted, started = self._stored_clocks(job)
             core.poller.track(job, delay=0.0, submitted=submitted, started=started)
         elif job.state is JobState.DELIVERING:
