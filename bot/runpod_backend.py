@@ -20,6 +20,7 @@ from bot.backend import (
     OutputUnusable,
     SubmitUncertain,
 )
+from bot.config import DEFAULT_ENDPOINT
 from bot.images import ImageFile
 from bot.runpod import (
     JobStatus,
@@ -49,11 +50,12 @@ STATUSES = {
 class RunPodBackend:
     """A RunPod Serverless endpoint running worker-comfyui, seen through the `GpuBackend` seam."""
 
-    def __init__(self, client: RunPodClient) -> None:
+    def __init__(self, client: RunPodClient, *, endpoint: str = DEFAULT_ENDPOINT) -> None:
         self.client = client
+        self.endpoint = endpoint  # its name among the bot's endpoints, for the log
 
     def __repr__(self) -> str:
-        return f"RunPodBackend({self.client!r})"
+        return f"RunPodBackend({self.endpoint}, {self.client!r})"
 
     async def submit(
         self,
@@ -77,7 +79,14 @@ class RunPodBackend:
         except RunPodAuthError as exc:
             raise BackendAuthError(str(exc)) from exc
         except RunPodNotFound as exc:
-            log.error("RunPod answered 404 to /run: RUNPOD_ENDPOINT_ID is wrong")
+            setting = (
+                "RUNPOD_ENDPOINT_ID"
+                if self.endpoint == DEFAULT_ENDPOINT
+                else f"RUNPOD_ENDPOINTS ({self.endpoint}=...)"
+            )
+            log.error(
+                "RunPod answered 404 to /run on endpoint %s: %s is wrong", self.endpoint, setting
+            )
             raise BackendNotFound(str(exc)) from exc
         except RunPodRejected as exc:
             raise BackendRejected(str(exc)) from exc

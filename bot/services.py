@@ -112,7 +112,7 @@ class Services:
         )
         jobs = JobManager(
             db,
-            {name: RunPodBackend(client) for name, client in clients.items()},
+            {name: RunPodBackend(client, endpoint=name) for name, client in clients.items()},
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,

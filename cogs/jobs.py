@@ -38,8 +38,9 @@ class Jobs(commands.Cog):
             state = f"queued, position {place}" if place else job.state.value.replace("_", " ")
             prompt = render.quote_prompt(job.request.prompt, 40)
             shown = f"[{prompt}]({link})" if link else prompt
+            model = render.model_of(job, self.bot.services.templates)
             lines.append(
-                f"{render.state_icon(job.state)} `#{job.id}` {shown} · {state} · {render.relative(job.created_at)}"
+                f"{render.state_icon(job.state)} `#{job.id}` {shown} · {model} · {state} · {render.relative(job.created_at)}"
             )
         embed = discord.Embed(
             title="Your jobs",
