@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest_asyncio
 
+from bot import failures
 from bot.app import Stablehand
+from bot.prompt import Options
 from tests.conftest import (
     HANG_GUARD,
+    OpenServices,
+    RecordingDelivery,
     embed_text,
     imagine_result,
     make_settings,
@@ -130,3 +134,28 @@ async def test_an_endpoint_with_no_workers_delays_only_its_own_jobs(
     assert (await services.jobs.get(2)).state.value == "done"
     assert (await services.jobs.get(1)).state.value == "submitted", "still waiting for a worker"
     assert len(flux_endpoint.jobs) == 1 and len(fake_runpod.jobs) == 1
+
+
+async def test_a_job_whose_endpoint_was_taken_out_of_the_settings_ends_refunded_at_start(
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    flux_endpoint: FakeRunPod,
+    open_services: OpenServices,
+    delivery: RecordingDelivery,
+) -> None:
+    with_flux = make_settings(tmp_path, fake_runpod, RUNPOD_ENDPOINTS="flux=flux-endpoint")
+    before = await open_services(with_flux)
+    new = before.prepare(
+        "a red fox", user_id=7, guild_id=1, channel_id=2, options=Options(workflow=FLUX)
+    )
+    job = await before.jobs.accept(new)
+    await before.jobs.attach_message(job.id, 2, 3)
+    await before.close()
+
+    after = await open_services(make_settings(tmp_path, fake_runpod))
+    await after.jobs.start(delivery)
+    ended = await wait_for_state(after, job.id, "failed")
+    assert ended.failure == failures.ENDPOINT.message and "no longer configured" in ended.error
+    hold = await after.db.fetchone("SELECT state FROM quota_holds WHERE job_id = ?", (job.id,))
+    assert hold["state"] == "refunded"
+    assert flux_endpoint.jobs == {} and fake_runpod.jobs == {}, "nothing was sent anywhere"

@@ -12,6 +12,7 @@ from bot.jobs.model import AT_BACKEND, Job, JobState, Settlement
 from bot.supervisor import Loop
 
 log = logging.getLogger(__name__)
+NEEDS_ITS_ENDPOINT = frozenset({JobState.ACCEPTED, JobState.QUEUED, *AT_BACKEND})
 
 
 class Recovery:
@@ -81,6 +82,11 @@ class Recovery:
     async def _adopt(self, job: Job, *, at_start: bool) -> bool:
         """Take back a job memory does not know; True if anything was done with it."""
         core = self.core
+        if job.endpoint not in core.backends and job.state in NEEDS_ITS_ENDPOINT:
+            # The operator took its endpoint out of the settings: nothing can run or follow it.
+            raw = f"its endpoint {job.endpoint!r} is no longer configured"
+            await core.fail(job, failures.ENDPOINT, raw=raw)
+            return True
         if job.state is JobState.ACCEPTED:
             now = time.monotonic()
             seen = self._accepted_seen.setdefault(job.id, now)
