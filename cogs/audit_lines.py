@@ -21,6 +21,7 @@ SETTING_LABELS = {
     "max_steps": "the steps cap",
     "max_count": "the images-per-job cap",
     "max_pixels": "the pixels-per-image cap",
+    "gallery_channel_id": "the gallery channel",
 }
 
 
@@ -90,6 +91,8 @@ def _shown(name: str, value: Any) -> str:
         return ", ".join(f"<#{c}>" for c in value) or "none"
     if name == "moderator_role_id":
         return f"<@&{value}>"
+    if name == "gallery_channel_id":
+        return f"<#{value}>"
     if name == "max_pixels":
         return f"{value / 2**20:.2f} MP"
     return str(value)

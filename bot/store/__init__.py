@@ -6,6 +6,9 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
+    gallery.py         gallery_shares         <- bot/gallery.py
+    stats.py           quota_holds, quota_budgets, jobs, job_events (reads only, for charts)
+                                          <- bot/stats.py
     jobs.py            (to come) jobs, job_events, job_inputs, job_outputs <- bot/jobs.py,
                        whose SQL has not moved here yet
 
@@ -23,8 +26,10 @@ from dataclasses import dataclass
 
 from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
+from bot.store.gallery import GalleryStore, SqliteGalleryStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
+from bot.store.stats import SqliteStatsStore, StatsStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
+    stats: StatsStore
+    gallery: GalleryStore
 
 
 def stores_for(db: Database) -> Stores:
@@ -40,4 +47,6 @@ def stores_for(db: Database) -> Stores:
         ledger=SqliteLedgerStore(db),
         guild_settings=SqliteGuildSettingsRows(db),
         audit=SqliteAuditStore(db),
+        stats=SqliteStatsStore(db),
+        gallery=SqliteGalleryStore(db),
     )
