@@ -7,11 +7,12 @@ kind, and one hold captured for delivered jobs, refunded for the rest, held for 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 
 from bot.db import Database
+from bot.prompt import GenerationRequest
+from bot.quotas import period_start
 
 DAY = 86_400.0
 TEMPLATES = ("pony-v6-xl", "pony-v6-xl-hires", "sdxl")
@@ -45,16 +46,16 @@ async def seed_history(
     jobs_per_member_day: tuple[int, int] = (0, 4),
     running: int = 0,
 ) -> Seeded:
-    """Jobs for every member on each of the last `days` days (today included), plus `running` held."""
+    """Jobs for every member on each of the last `days` UTC days until `now`, plus `running` held."""
     rng = random.Random(seed)
     states, weights = zip(*ENDINGS, strict=True)
-    first = now - (days - 1) * DAY
+    first = period_start(now, period="daily", reset_hour=0) - (days - 1) * DAY
     count = 0
     async with db.transaction() as tx:
         for day in range(days):
             for user_id in members:
                 for _ in range(rng.randint(*jobs_per_member_day)):
-                    at = first + day * DAY - rng.uniform(0, DAY - 60)
+                    at = first + day * DAY + rng.uniform(0, DAY - 60)
                     if at >= now:
                         continue
                     state, kind = rng.choices(states, weights)[0]
@@ -76,7 +77,8 @@ async def _job(tx, rng: random.Random, guild_id, user_id, at, state, kind) -> No
     submitted = at + queued if state != "cancelled" else None
     started = submitted + delay_ms / 1000 if submitted is not None else None
     finished = started + (execution_ms or 10_000) / 1000 if started and state != "running" else None
-    request = {"prompt": f"seeded {template}", "template": template}
+    prompt = f"seeded {template}"
+    request = GenerationRequest(template, prompt, "", prompt, "", rng.randint(0, 2**31), 1024, 1024)
     job_id = await tx.insert(
         "INSERT INTO jobs (guild_id, channel_id, message_id, user_id, state, template, request, "
         "workflow, cost, created_at, updated_at, submitted_at, started_at, finished_at, delay_ms, "
@@ -86,7 +88,7 @@ async def _job(tx, rng: random.Random, guild_id, user_id, at, state, kind) -> No
             user_id,
             state,
             template,
-            json.dumps(request),
+            request.to_json(),
             cost,
             at,
             finished or at,

@@ -66,7 +66,15 @@ async def test_the_result_shows_every_parameter_and_carries_generation_data(
         "pony-v6-xl",
     )
     assert fields["GPU time"].endswith(" s") and fields["Credits"] == "1 credit · 24 left today"
-    assert set(_buttons(message)) == {"Reroll", "Edit", "Details", "Delete", "Vary", "Upscale", "Share"}
+    assert set(_buttons(message)) == {
+        "Reroll",
+        "Edit",
+        "Details",
+        "Delete",
+        "Vary",
+        "Upscale",
+        "Share",
+    }
     [attachment] = fake_discord.messages[int(message["id"])].attachments
     parameters = Image.open(io.BytesIO(attachment.data)).text["parameters"]
     assert "a pony astronaut" in parameters and "Negative prompt: " in parameters

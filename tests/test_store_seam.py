@@ -14,8 +14,10 @@ from bot import audit
 from bot.db import Database, bundled_migrations
 from bot.guild_settings import EDITABLE, GuildSettings, GuildSettingsStore
 from bot.store import audit as audit_store
+from bot.store import gallery as gallery_store
 from bot.store import guild_settings as settings_store
 from bot.store import ledger as ledger_store
+from bot.store import stats as stats_store
 from cogs import audit_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +62,10 @@ def test_sql_is_written_only_in_the_store() -> None:
         (ledger_store.LedgerStore, ledger_store.SqliteLedgerStore),
         (settings_store.GuildSettingsRows, settings_store.SqliteGuildSettingsRows),
         (audit_store.AuditStore, audit_store.SqliteAuditStore),
+        (stats_store.StatsStore, stats_store.SqliteStatsStore),
+        (gallery_store.GalleryStore, gallery_store.SqliteGalleryStore),
     ],
-    ids=["ledger", "guild_settings", "audit"],
+    ids=["ledger", "guild_settings", "audit", "stats", "gallery"],
 )
 def test_each_sqlite_store_takes_exactly_its_interfaces_calls(
     interface: type, sqlite: type
