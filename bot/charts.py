@@ -65,9 +65,8 @@ def _style(ax: Axes, theme: Theme, title: str) -> None:
 
 
 def _legend(ax: Axes, theme: Theme, **kwargs: object) -> None:
-    legend = ax.legend(
-        frameon=False, fontsize=FONT_SIZE - 3, labelcolor=theme.muted, ncols=4, **kwargs
-    )
+    kwargs.setdefault("ncols", 4)
+    legend = ax.legend(frameon=False, fontsize=FONT_SIZE - 3, labelcolor=theme.muted, **kwargs)
     legend.set_in_layout(True)
 
 
@@ -139,7 +138,7 @@ def usage_chart(figures: UsageFigures, theme: Theme = DARK) -> bytes:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
     ax.set_ylim(0, max(figures.limit, *figures.used_in_period, *_stacked(figures)) * 1.15 or 1)
     ax.set_ylabel("credits", color=theme.muted, fontsize=FONT_SIZE - 2)
-    _legend(ax, theme, loc="upper left", bbox_to_anchor=(0, -0.1))
+    _legend(ax, theme, loc="upper left", bbox_to_anchor=(0, -0.1), ncols=2)
     figure.set_layout_engine("constrained")
     return _png(figure)
 
@@ -281,7 +280,6 @@ def _timings(ax: Axes, figures: ServerFigures, theme: Theme) -> None:
     ax.set_yticks(ys)
     ax.set_yticklabels([_short(t.template, 18) for t in shown])
     ax.tick_params(axis="y", labelcolor=theme.text)
-    ax.set_ylim(-0.7, len(shown) - 0.3 + 0.6)
     _legend(ax, theme, loc="upper left", bbox_to_anchor=(0, -0.08))
 
 
