@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.db import Database
+from bot import audit
+from bot.db import Database, Transaction
 from bot.store import stores_for
+from bot.store.audit import AuditStore
 from bot.store.gallery import GalleryStore, Share
 
 # A claim older than this with no post recorded was left by a crash: someone may share again.
@@ -63,9 +65,13 @@ class Gallery:
         *,
         clock: Callable[[], float] = time.time,
         store: GalleryStore | None = None,
+        audit_store: AuditStore | None = None,
         stale_after: float = STALE_CLAIM_SECONDS,
     ) -> None:
-        self._store = store or stores_for(db).gallery
+        self._db = db
+        engine = stores_for(db)
+        self._store = store or engine.gallery
+        self._audit_store = audit_store or engine.audit
         self._clock = clock
         self._stale_after = stale_after
 
@@ -97,4 +103,22 @@ class Gallery:
         return await self._store.get(share_id)
 
     async def remove(self, share: Share, *, removed_by: int) -> bool:
-        return await self._store.remove(share.id, removed_by=removed_by, at=self._clock())
+        """Take a share down for good; the moderator's action goes in the audit trail with it."""
+        now = self._clock()
+
+        async def body(tx: Transaction) -> bool:
+            removed = await self._store.remove(tx, share.id, removed_by=removed_by, at=now)
+            if removed:
+                await audit.record(
+                    self._audit_store,
+                    tx,
+                    guild_id=share.guild_id,
+                    moderator_id=removed_by,
+                    action="gallery.remove",
+                    at=now,
+                    target_id=share.shared_by,
+                    facts={"job_id": share.job_id, "image": share.image_index + 1},
+                )
+            return removed
+
+        return await self._db.write(body)

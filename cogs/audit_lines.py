@@ -67,6 +67,9 @@ _SENTENCES: dict[str, Callable[[int | None, Mapping[str, Any]], str]] = {
     "reset": lambda target, facts: f"reset <@{target}>'s allowance",
     "block": _blocked,
     "unblock": lambda target, facts: f"unblocked <@{target}>",
+    "gallery.remove": lambda target, facts: (
+        f"removed image {facts['image']} of job #{facts['job_id']} (shared by <@{target}>) from the gallery"
+    ),
     "budget": _budget,
 }
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
+from pathlib import Path
 
 from bot.app import Stablehand
 from bot.jobs import Job, JobState
 from bot.prompt import GenerationRequest
 from bot.queue_view import Stage, prompt_may_show, queue_view
-from tests.conftest import embed_text, imagine_result, reply_to, wait_for_state
+from tests.conftest import (
+    embed_text,
+    imagine_result,
+    make_settings,
+    reply_to,
+    start_bot,
+    wait_for_state,
+)
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -212,6 +220,12 @@ async def test_a_moderator_removes_a_share_and_it_is_not_shared_again(
     again = await _click(bot, fake_discord, payloads.button_click(share, result))
     assert "A moderator removed this image" in again
     assert len(_gallery_posts(fake_discord)) == 1
+    log = await reply_to(
+        bot,
+        fake_discord,
+        payloads.slash_command("quota", subcommand="log", user=payloads.moderator_member()),
+    )
+    assert f"<@{payloads.MODERATOR_ID}> removed image 1 of job #1" in embed_text(log)
 
 
 async def test_the_gallery_channel_is_a_server_setting(
@@ -228,11 +242,33 @@ async def test_the_gallery_channel_is_a_server_setting(
     assert (await bot.services.guild_settings.get(GUILD)).gallery_channel_id == GALLERY
 
 
-def test_a_share_button_keeps_working_after_a_restart() -> None:
-    # The custom_id alone carries the job and the image: nothing lives in memory.
-    from cogs.gallery import ShareButton
+async def test_two_clicks_at_once_post_once(bot: Stablehand, fake_discord: FakeDiscord) -> None:
+    await _with_gallery(bot, fake_discord)
+    result = await imagine_result(bot, fake_discord, "a pony astronaut")
+    share = _share_id(result)
+    first, second = (payloads.button_click(share, result) for _ in range(2))
+    said = await asyncio.gather(_click(bot, fake_discord, first), _click(bot, fake_discord, second))
+    assert sum("Shared to" in s for s in said) == 1
+    assert len(_gallery_posts(fake_discord)) == 1
 
-    button = ShareButton(42, 3, count=4)
-    assert button.item.custom_id == "gallery:share:42:3"
-    assert ShareButton.__discord_ui_compiled_template__.fullmatch("gallery:share:42:3")
-    assert time.time() > 0
+
+async def test_a_share_button_works_after_a_restart(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    before = await start_bot(settings, fake_discord)
+    try:
+        await _with_gallery(before, fake_discord)
+        result = await imagine_result(before, fake_discord, "a pony astronaut")
+    finally:
+        await before.close()
+    after = await start_bot(settings, fake_discord)
+    try:
+        share = _share_id(result)
+        said = await _click(after, fake_discord, payloads.button_click(share, result))
+        assert f"Shared to <#{GALLERY}>" in said
+        again = await _click(after, fake_discord, payloads.button_click(share, result))
+        assert "already in the gallery" in again
+    finally:
+        await after.close()
+    assert len(_gallery_posts(fake_discord)) == 1

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from bot.db import Database
 from bot.db import Transaction as SqliteTransaction
+from bot.store.base import Transaction
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class GalleryStore(Protocol):
 
     async def of_image(self, job_id: int, image_index: int) -> Share | None: ...
 
-    async def remove(self, share_id: int, *, removed_by: int, at: float) -> bool:
-        """Mark a share removed; False if it already was."""
+    async def remove(self, tx: Transaction, share_id: int, *, removed_by: int, at: float) -> bool:
+        """Mark a share removed, in the caller's transaction; False if it already was."""
         ...
 
 
@@ -134,12 +135,12 @@ class SqliteGalleryStore:
         )
         return Share(*row) if row else None
 
-    async def remove(self, share_id: int, *, removed_by: int, at: float) -> bool:
-        async def once(tx: SqliteTransaction) -> int:
-            return await tx.execute(
-                "UPDATE gallery_shares SET removed_by = ?, removed_at = ? "
-                "WHERE id = ? AND removed_at IS NULL",
-                (removed_by, at, share_id),
-            )
-
-        return bool(await self.db.write(once))
+    async def remove(
+        self, tx: SqliteTransaction, share_id: int, *, removed_by: int, at: float
+    ) -> bool:
+        removed = await tx.execute(
+            "UPDATE gallery_shares SET removed_by = ?, removed_at = ? "
+            "WHERE id = ? AND removed_at IS NULL",
+            (removed_by, at, share_id),
+        )
+        return bool(removed)
