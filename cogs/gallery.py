@@ -18,8 +18,8 @@ from discord.ext import commands
 from bot.gallery import Refusal, Source, refusal
 from bot.store.gallery import Share
 from cogs import acknowledge, outgoing, render
+from cogs.age import age_restricted, age_restricted_by_id
 from cogs.errors import MemberError, handle_interaction_error
-from cogs.launch import channel_is_nsfw
 from cogs.permissions import is_moderator
 
 if TYPE_CHECKING:
@@ -106,12 +106,13 @@ async def share(
     gallery_id = settings.gallery_channel_id
     source = Source(
         guild_id=interaction.guild_id,
-        age_restricted=channel_is_nsfw(interaction.channel),
+        # A source Discord will not describe counts as age-restricted: the safe side.
+        age_restricted=await age_restricted(interaction.client, interaction.channel) is not False,
         requester_id=interaction.user.id,
         author_id=job.user_id,
         moderator=await is_moderator(interaction),
     )
-    gallery_age = await _age_restricted(interaction.client, gallery_id) if gallery_id else None
+    gallery_age = await age_restricted_by_id(interaction.client, gallery_id) if gallery_id else None
     refused = refusal(source, gallery_id, gallery_age)
     if refused is not None:
         raise MemberError(REFUSALS[refused])
@@ -179,16 +180,6 @@ async def _already(services, job_id: int, index: int) -> str:
         link = render.message_link(existing.guild_id, existing.channel_id, existing.message_id)
         return f"This image is already in the gallery: {link}"
     return "This image is being shared right now."
-
-
-async def _age_restricted(client: discord.Client, channel_id: int) -> bool | None:
-    channel = client.get_channel(channel_id)
-    if channel is None:
-        try:
-            channel = await client.fetch_channel(channel_id)
-        except discord.HTTPException:
-            return None
-    return channel_is_nsfw(channel)
 
 
 def share_buttons(job_id: int, image_count: int) -> list[ShareButton]:

@@ -13,7 +13,7 @@ from discord.ext import commands
 from bot import charts as drawing
 from bot.queue_view import QueueEntry, QueueView, Stage, prompt_may_show, queue_view
 from cogs import acknowledge, charts, outgoing, render
-from cogs.launch import channel_is_nsfw
+from cogs.age import age_restricted, age_restricted_by_id
 from cogs.permissions import moderators_only
 
 if TYPE_CHECKING:
@@ -57,8 +57,12 @@ class Stats(commands.Cog):
     @app_commands.command(name="queue", description="What is being made now and what waits.")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction[Stablehand]) -> None:
-        view, ages = await acknowledge.in_time(interaction, self._queue(interaction.guild_id))
-        here = channel_is_nsfw(interaction.channel)
+        (view, ages), here = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                self._queue(interaction.guild_id), age_restricted(self.bot, interaction.channel)
+            ),
+        )
         embed = discord.Embed(title="Queue")
         if view.empty:
             embed.description = "Nothing is running or waiting. A good time for /imagine."
@@ -87,31 +91,21 @@ class Stats(commands.Cog):
             now=time.time(),
         )
         channels = {e.channel_id for e in (*view.running, *view.waiting) if e.channel_id}
-        ages = await asyncio.gather(*(self._age_restricted(c) for c in channels))
+        ages = await asyncio.gather(*(age_restricted_by_id(self.bot, c) for c in channels))
         return view, dict(zip(channels, ages, strict=True))
 
-    async def _age_restricted(self, channel_id: int) -> bool | None:
-        """Whether a channel is age-restricted; None when Discord cannot tell us (never shown)."""
-        channel = self.bot.get_channel(channel_id)
-        if channel is None:
-            try:
-                channel = await self.bot.fetch_channel(channel_id)
-            except discord.HTTPException:
-                return None
-        return channel_is_nsfw(channel)
 
-
-def _lines(entries: tuple[QueueEntry, ...], ages: dict[int, bool | None], here: bool) -> str:
+def _lines(entries: tuple[QueueEntry, ...], ages: dict[int, bool | None], here: bool | None) -> str:
     lines = [_line(e, ages.get(e.channel_id or 0), here) for e in entries[:QUEUE_SHOWN]]
     if len(entries) > QUEUE_SHOWN:
         lines.append(f"… and {len(entries) - QUEUE_SHOWN} more")
     return outgoing.lines_within(lines, outgoing.FIELD_VALUE_LIMIT, line_limit=200)
 
 
-def _line(entry: QueueEntry, source_age_restricted: bool | None, here: bool) -> str:
+def _line(entry: QueueEntry, source_age_restricted: bool | None, here: bool | None) -> str:
     prompt = (
         render.quote_prompt(entry.prompt, 60)
-        if prompt_may_show(source_age_restricted, here)
+        if prompt_may_show(source_age_restricted, bool(here))
         else HIDDEN_PROMPT
     )
     if entry.stage is Stage.WAITING:

@@ -27,6 +27,20 @@ GALLERY = 1_100_000_000_000_000_102
 GONE = 1_100_000_000_000_000_103
 NORMAL = payloads.guild_channel()
 RESTRICTED = payloads.guild_channel(AFTER_DARK, name="after-dark", nsfw=True)
+THREAD_ID = 1_100_000_000_000_000_104
+# A thread says nothing of its own age restriction: its parent's applies.
+DARK_THREAD = {
+    **payloads.guild_channel(THREAD_ID, name="late thread", type=11, parent_id=AFTER_DARK),
+    "owner_id": str(payloads.MEMBER_ID),
+    "thread_metadata": {
+        "archived": False,
+        "auto_archive_duration": 1440,
+        "archive_timestamp": payloads.iso(),
+        "locked": False,
+    },
+    "message_count": 0,
+    "member_count": 1,
+}
 DEFERRED = 5
 
 
@@ -86,17 +100,22 @@ async def test_queue_never_shows_an_age_restricted_channels_prompt_in_a_normal_o
     gone = payloads.guild_channel(GONE, name="gone")
     await _imagine_and_hang(bot, fake_discord, "a vanished channel's words", gone, 3)
     fake_discord.delete_channel(GONE)
+    fake_discord.add_channel(DARK_THREAD)
+    fake_runpod.script(Outcome(status="HANG"))
+    await _imagine_and_hang(bot, fake_discord, "whispers in a dark thread", DARK_THREAD, 4)
 
     here = embed_text(await reply_to(bot, fake_discord, payloads.slash_command("queue")))
     assert "a sunny meadow" in here
     assert "velvet midnight" not in here and "vanished channel" not in here
-    assert here.count("(prompt from another channel)") == 2
-    assert all(f"`#{n}`" in here for n in (1, 2, 3))
+    assert "dark thread" not in here
+    assert here.count("(prompt from another channel)") == 3
+    assert all(f"`#{n}`" in here for n in (1, 2, 3, 4))
 
     there = embed_text(
         await reply_to(bot, fake_discord, payloads.slash_command("queue", channel=RESTRICTED))
     )
     assert "a sunny meadow" in there and "velvet midnight secret" in there
+    assert "whispers in a dark thread" in there
     assert "vanished channel" not in there
 
 
