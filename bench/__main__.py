@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ch = sub.add_parser("charts", help="usage, spend and server charts for 30 days × 50 members")
     ch.add_argument("--days", type=int, default=30)
     ch.add_argument("--members", type=int, default=50)
+    ch.add_argument("--repeats", type=int, default=5)
     ch.add_argument("--out", type=Path, help="also write the charts as PNG files here")
     args = parser.parse_args(argv)
     # runpod-python installs a root log handler when imported; the figures are what we print.
@@ -58,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         scale.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "charts":
-        result = asyncio.run(charts.run_charts(days=args.days, members=args.members, out=args.out))
+        result = asyncio.run(
+            charts.run_charts(
+                days=args.days, members=args.members, repeats=args.repeats, out=args.out
+            )
+        )
         charts.report(result)
         return 0 if result["pass"] else 1
     return 2

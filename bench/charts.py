@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +26,9 @@ TARGET_SECONDS = 1.0
 
 
 async def run_charts(
-    *, days: int = 30, members: int = 50, out: Path | None = None
+    *, days: int = 30, members: int = 50, repeats: int = 5, out: Path | None = None
 ) -> dict[str, Any]:
+    """Each chart read and drawn `repeats` times; the medians are the figures (a shared machine)."""
     with tempfile.TemporaryDirectory() as folder:
         db = await Database.open(Path(folder) / "bench.db")
         try:
@@ -40,12 +42,19 @@ async def run_charts(
             pngs: dict[str, bytes] = {}
 
             async def measure(name: str, read, draw) -> None:
-                began = time.perf_counter()
-                data = await read()
-                counted = time.perf_counter()
-                pngs[name] = draw(data)
-                drawn = time.perf_counter()
-                timed[name] = {"read_s": counted - began, "draw_s": drawn - counted}
+                reads, draws = [], []
+                for _ in range(repeats):
+                    began = time.perf_counter()
+                    data = await read()
+                    counted = time.perf_counter()
+                    pngs[name] = draw(data)
+                    reads.append(counted - began)
+                    draws.append(time.perf_counter() - counted)
+                timed[name] = {
+                    "read_s": statistics.median(reads),
+                    "draw_s": statistics.median(draws),
+                    "slowest_total_s": max(r + d for r, d in zip(reads, draws, strict=True)),
+                }
 
             await measure(
                 "usage", lambda: figures.usage(GUILD, ids[0], limit=25), charts.usage_chart
@@ -63,6 +72,7 @@ async def run_charts(
     slowest = max(t["read_s"] + t["draw_s"] for t in timed.values())
     return {
         "days": days,
+        "repeats": repeats,
         "members": members,
         "jobs": seeded.jobs,
         "charts": {name: {k: round(v, 3) for k, v in t.items()} for name, t in timed.items()},
@@ -79,17 +89,21 @@ def _write(out: Path, pngs: dict[str, bytes]) -> None:
 
 
 def report(result: dict[str, Any]) -> None:
-    rows = [("chart", "read + count", "draw", "target")]
+    rows = [("chart", "read + count", "draw", "slowest run", "target (median total)")]
     for name, t in result["charts"].items():
         rows.append(
             (
                 name,
                 f"{t['read_s']:.3f} s",
                 f"{t['draw_s']:.3f} s",
-                f"< {TARGET_SECONDS:.0f} s total",
+                f"{t['slowest_total_s']:.3f} s",
+                f"< {TARGET_SECONDS:.0f} s",
             )
         )
-    print(f"{result['days']} days × {result['members']} members, {result['jobs']} jobs")
+    print(
+        f"{result['days']} days × {result['members']} members, {result['jobs']} jobs; "
+        f"medians of {result['repeats']} runs"
+    )
     print_table(rows)
     print("PASS" if result["pass"] else "FAIL")
     print_result(result)
