@@ -6,6 +6,7 @@ cogs word it. Days turn at the quota reset hour, as the budget day does (`bot/qu
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -307,9 +308,9 @@ class Figures:
         return usage_figures(holds, window, limit=limit, period=period, reset_hour=self._reset_hour)
 
     async def spend(self, guild_id: int, since: float) -> SpendFigures:
-        until = self._clock()
-        holds = await self._store.holds(guild_id, since, until + 1)
-        return spend_figures(holds, since=since, until=until)
+        # No upper bound, as the ledger's own top spenders count: a job accepted a moment ago too.
+        holds = await self._store.holds(guild_id, since, math.inf)
+        return spend_figures(holds, since=since, until=self._clock())
 
     async def server(self, guild_id: int, days: int) -> ServerFigures:
         window = window_ending_today(self._clock(), days, reset_hour=self._reset_hour)

@@ -14,7 +14,8 @@ from discord.ext import commands
 from bot import audit
 from bot import charts as drawing
 from bot.jobs import Job
-from bot.quotas import Balance, LimitScope, LimitSource
+from bot.quotas import Balance, BudgetStatus, LimitScope, LimitSource
+from bot.stats import SpendFigures, UsageFigures
 from cogs import acknowledge, audit_lines, charts, outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids, moderators_only
@@ -141,7 +142,9 @@ class Quota(commands.Cog):
         )
         await self._reply(interaction, embed=charts.with_chart(embed, chart), file=chart)
 
-    async def _usage(self, interaction: discord.Interaction, theme: str) -> tuple:
+    async def _usage(
+        self, interaction: discord.Interaction, theme: str
+    ) -> tuple[Balance, list[Job], list[Job], discord.File, UsageFigures]:
         services = self.bot.services
         guild, user = interaction.guild_id, interaction.user.id
         balance, active, recent = await asyncio.gather(
@@ -416,7 +419,7 @@ class Quota(commands.Cog):
 
     async def _top(
         self, interaction: discord.Interaction, since: float, period: str, theme: str
-    ) -> tuple:
+    ) -> tuple[SpendFigures, BudgetStatus, discord.File]:
         services = self.bot.services
         spend, status = await asyncio.gather(
             services.figures.spend(interaction.guild_id, since),

@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot import charts as drawing
 from bot.queue_view import QueueEntry, QueueView, Stage, prompt_may_show, queue_view
+from bot.stats import ServerFigures
 from cogs import acknowledge, charts, outgoing, render
 from cogs.age import age_restricted, age_restricted_by_id
 from cogs.permissions import moderators_only
@@ -47,7 +48,9 @@ class Stats(commands.Cog):
         embed = charts.server_embed(figures, days)
         await outgoing.answer(interaction, embed=charts.with_chart(embed, chart), file=chart)
 
-    async def _stats(self, guild_id: int, days: int, theme: str) -> tuple:
+    async def _stats(
+        self, guild_id: int, days: int, theme: str
+    ) -> tuple[ServerFigures, discord.File]:
         figures = await self.bot.services.figures.server(guild_id, days)
         chart = await charts.chart_file(
             "stats.png", drawing.server_chart, figures, charts.theme(theme)
