@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.db import Database
 from bot.db import Transaction as SqliteTransaction
@@ -57,10 +57,15 @@ class GalleryStore(Protocol):
         ...
 
 
-_COLUMNS = (
+COLUMNS = (
     "id, guild_id, job_id, image_index, shared_by, channel_id, message_id, shared_at, "
     "removed_by, removed_at"
 )
+
+
+def share_from_row(row: Any) -> Share:
+    """A row of `gallery_shares` (its `COLUMNS`), of either engine."""
+    return Share(**{name.strip(): row[name.strip()] for name in COLUMNS.split(",")})
 
 
 class SqliteGalleryStore:
@@ -124,16 +129,16 @@ class SqliteGalleryStore:
 
     async def get(self, share_id: int) -> Share | None:
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS} FROM gallery_shares WHERE id = ?", (share_id,)
+            f"SELECT {COLUMNS} FROM gallery_shares WHERE id = ?", (share_id,)
         )
-        return Share(*row) if row else None
+        return share_from_row(row) if row else None
 
     async def of_image(self, job_id: int, image_index: int) -> Share | None:
         row = await self.db.fetchone(
-            f"SELECT {_COLUMNS} FROM gallery_shares WHERE job_id = ? AND image_index = ?",
+            f"SELECT {COLUMNS} FROM gallery_shares WHERE job_id = ? AND image_index = ?",
             (job_id, image_index),
         )
-        return Share(*row) if row else None
+        return share_from_row(row) if row else None
 
     async def remove(
         self, tx: SqliteTransaction, share_id: int, *, removed_by: int, at: float

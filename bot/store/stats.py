@@ -8,7 +8,7 @@ the manager's own work.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.db import Database
 from bot.store.ledger import HoldState
@@ -63,58 +63,67 @@ class SqliteStatsStore:
     async def holds(
         self, guild_id: int, since: float, until: float, *, user_id: int | None = None
     ) -> list[HoldFact]:
-        sql = (
-            "SELECT user_id, credits, bonus_credits, state, gpu_seconds, created_at, "
-            f"CASE state WHEN '{HoldState.HELD}' THEN usd_estimate "
-            "ELSE COALESCE(usd_actual, usd_estimate) END AS usd "
-            "FROM quota_holds WHERE guild_id = ? AND created_at >= ? AND created_at < ?"
-        )
+        sql = HOLDS + "WHERE guild_id = ? AND created_at >= ? AND created_at < ?"
         params: list[object] = [guild_id, since, until]
         if user_id is not None:
             sql += " AND user_id = ?"
             params.append(user_id)
         rows = await self.db.fetchall(sql + " ORDER BY created_at", params)
-        return [
-            HoldFact(
-                user_id=r["user_id"],
-                credits=r["credits"],
-                bonus_credits=r["bonus_credits"],
-                state=HoldState(r["state"]),
-                usd=float(r["usd"]),
-                gpu_seconds=r["gpu_seconds"],
-                created_at=r["created_at"],
-            )
-            for r in rows
-        ]
+        return [hold_from_row(r) for r in rows]
 
     async def jobs(self, guild_id: int, since: float, until: float) -> list[JobFact]:
-        # The cause is the detail of the event that moved the job into its final state.
         rows = await self.db.fetchall(
-            "SELECT j.user_id, j.template, j.state, j.created_at, j.submitted_at, j.started_at, "
-            "j.delay_ms, j.execution_ms, "
-            "(SELECT e.detail FROM job_events e WHERE e.job_id = j.id AND e.to_state = j.state "
-            " ORDER BY e.id DESC LIMIT 1) AS cause "
-            "FROM jobs j WHERE j.guild_id = ? AND j.created_at >= ? AND j.created_at < ? "
+            JOBS + "WHERE j.guild_id = ? AND j.created_at >= ? AND j.created_at < ? "
             "ORDER BY j.created_at",
             (guild_id, since, until),
         )
-        return [
-            JobFact(
-                user_id=r["user_id"],
-                template=r["template"],
-                state=r["state"],
-                created_at=r["created_at"],
-                submitted_at=r["submitted_at"],
-                started_at=r["started_at"],
-                delay_ms=r["delay_ms"],
-                execution_ms=r["execution_ms"],
-                cause=r["cause"],
-            )
-            for r in rows
-        ]
+        return [job_from_row(r) for r in rows]
 
     async def daily_budget(self, guild_id: int) -> float | None:
         row = await self.db.fetchone(
             "SELECT daily_usd FROM quota_budgets WHERE guild_id = ?", (guild_id,)
         )
         return float(row["daily_usd"]) if row else None
+
+
+# Shared by both engines; only the placeholders after WHERE differ.
+HOLDS = (
+    "SELECT user_id, credits, bonus_credits, state, gpu_seconds, created_at, "
+    f"CASE state WHEN '{HoldState.HELD}' THEN usd_estimate "
+    "ELSE COALESCE(usd_actual, usd_estimate) END AS usd FROM quota_holds "
+)
+# The cause is the detail of the event that moved the job into its final state.
+JOBS = (
+    "SELECT j.user_id, j.template, j.state, j.created_at, j.submitted_at, j.started_at, "
+    "j.delay_ms, j.execution_ms, "
+    "(SELECT e.detail FROM job_events e WHERE e.job_id = j.id AND e.to_state = j.state "
+    " ORDER BY e.id DESC LIMIT 1) AS cause FROM jobs j "
+)
+
+
+def hold_from_row(row: Any) -> HoldFact:
+    """A row of `HOLDS`, of either engine."""
+    return HoldFact(
+        user_id=row["user_id"],
+        credits=row["credits"],
+        bonus_credits=row["bonus_credits"],
+        state=HoldState(row["state"]),
+        usd=float(row["usd"]),
+        gpu_seconds=row["gpu_seconds"],
+        created_at=row["created_at"],
+    )
+
+
+def job_from_row(row: Any) -> JobFact:
+    """A row of `JOBS`, of either engine."""
+    return JobFact(
+        user_id=row["user_id"],
+        template=row["template"],
+        state=row["state"],
+        created_at=row["created_at"],
+        submitted_at=row["submitted_at"],
+        started_at=row["started_at"],
+        delay_ms=row["delay_ms"],
+        execution_ms=row["execution_ms"],
+        cause=row["cause"],
+    )
