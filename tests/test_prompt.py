@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import bot.prompt
+import bot.prompt.values
 from bot.prompt import (
     MAX_SEED,
     ContentPolicy,
@@ -466,7 +466,7 @@ def test_refused(
 
 
 def test_seed_minus_one_asks_for_a_random_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bot.prompt, "random_seed", lambda: 1234)
+    monkeypatch.setattr(bot.prompt.values, "random_seed", lambda: 1234)
     assert run("a pony --seed -1").seed == 1234
     assert run("a pony", {"seed": -1}).seed == 1234
     assert run("a pony --seed 5").seed == 5
