@@ -294,10 +294,7 @@ REFUSED: list[tuple[str, str, dict, dict, dict, tuple[str, ...]]] = [
     ("typo", "a pony --sed 4", {}, {}, {}, ("`--sed` is not a flag I know", "Did you mean `--seed`?")),
     ("typo of an alias", "a pony --aspct 16:9", {}, {}, {}, ("Did you mean `--ar`?",)),
     ("A1111 negative", "a pony --negative text", {}, {}, {}, ("`--negative`", "Did you mean `--no`?")),
-    ("Midjourney style raw", "a pony --style raw", {}, {}, {}, ("Did you mean `--raw`?",)),
     ("width", "a pony --width 800", {}, {}, {}, ("Did you mean `--size`?",)),
-    ("Midjourney-only flag", "a pony --chaos 20", {}, {}, {},
-     ("`--chaos` is a Midjourney flag", "drop it")),
     ("unknown flag lists the flags", "a pony --zzz", {}, {}, {},
      ("`--zzz` is not a flag I know", "Flags: --ar, --size, --seed")),
     ("repeated flag", "a pony --seed 1 --seed 2", {}, {}, {}, ("`--seed` appears twice", "keep one")),
@@ -619,17 +616,22 @@ def test_reroll_obeys_todays_limits() -> None:
         revise(original, library=LIBRARY, policy=ContentPolicy(max_steps=30), seed=1)
 
 
-def test_as_text_parses_back_to_the_same_words_and_loras() -> None:
-    original = run("a pony <lora:style:0.7> --raw --no text")
-    text = as_text(original)
-    assert text == "a pony <lora:style.safetensors:0.7> --raw"
-    back = run(text, {"negative": original.negative})
-    assert (back.prompt, back.loras, back.raw, back.negative) == (
-        original.prompt,
-        original.loras,
-        True,
-        "text",
+def test_as_text_parses_back_to_the_same_request() -> None:
+    original = run(
+        "a pony <lora:style:0.7> --raw --no text --ar 16:9 --steps 28 --cfg 5 "
+        "--sampler DPM++ 2M Karras --count 2 --hires 1.2 --style watercolor"
     )
+    text = as_text(original)
+    assert text.startswith("a pony <lora:style.safetensors:0.7> --raw --style watercolor ")
+    back = run(text, {"negative": original.negative})
+    assert back == original
+
+
+def test_as_text_of_an_image_job_lets_the_image_set_size_and_workflow() -> None:
+    original = run("a pony --denoise 0.4", image=LANDSCAPE)
+    text = as_text(original)
+    assert "--size" not in text and "--workflow" not in text and "--denoise 0.4" in text
+    assert run(text, image=LANDSCAPE) == original
 
 
 # --- model families: each template's own prompt rules, the server's policy over all of them ---

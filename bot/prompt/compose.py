@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from bot.model_family import PONY_FAMILY
+from bot.prompt.blocked import check_blocked
 from bot.prompt.flags import Draft, check_text, clip, normalise, split_flags
+from bot.prompt.midjourney import ignored_note, weigh
 from bot.prompt.request import ContentPolicy, GenerationRequest, ImageInput, Options, PromptError
 from bot.prompt.sizes import check_pixels, choose_size, fitting_scale
 from bot.prompt.templates import check_applies, choose_template
@@ -39,7 +39,7 @@ def parse(
     if options.negative:
         check_text(options.negative, policy, "negative prompt")
     draft = split_flags(normalise(text))
-    _check_blocked(draft.prompt, policy)
+    check_blocked(draft.prompt, policy)
 
     template = choose_template(draft, options, library, policy, image)
     if not draft.prompt and template.accepts("prompt"):
@@ -54,16 +54,22 @@ def parse(
     width, height = choose_size(draft, options, template, image)
     hires = choose_hires(draft, options, template)
     if hires is not None and not scale_asked(draft, options):
-        hires = fitting_scale(width, height, hires, policy)
+        hires = fitting_scale(width, height, hires, policy, pixels=template.needs_image)
     check_pixels(width, height, hires, draft, template, policy)
     loras = check_loras(draft.loras, template, policy)
     sampler, scheduler = choose_sampler(draft, options, template, policy)
 
     member_negative = _member_negative(draft, options)
+    words, weighed_negative = weigh(draft.prompt)
     raw = "raw" in draft.flags
     safe = policy.nsfw_policy in ("safe_tags", "spoiler") and not channel_nsfw
     positive_text, negative_text = _compose(
-        template, policy, draft.prompt, member_negative, raw=raw, safe=safe
+        template,
+        policy,
+        words,
+        ", ".join(p for p in (member_negative, weighed_negative) if p),
+        raw=raw,
+        safe=safe,
     )
     # A model with no terms to keep it safe for work hides its images instead.
     unsteered = safe and template.accepts("prompt") and not template.model.steers_safe
@@ -88,15 +94,47 @@ def parse(
         denoise=choose_denoise(draft, options, template),
         image=image,
         spoiler=(policy.nsfw_policy == "spoiler" and not channel_nsfw) or unsteered,
+        style=options.style or draft.flags.get("style") or None,
+        notes=_notes(draft, options),
     )
 
 
 def as_text(request: GenerationRequest) -> str:
-    """The words, LoRA tags and flags that parse back into `request` (for Edit and rebuilds)."""
+    """The whole request as text: words, LoRA tags and a flag for every setting, for Edit.
+
+    It parses back into the same request (with the same negative and image alongside).
+    """
+    flags = []
+    if request.image is None:
+        # From an image, the size and the workflow follow the image again.
+        flags += [f"--size {request.width}x{request.height}", f"--workflow {request.template}"]
+    flags.append(f"--seed {request.seed}")
+    if request.count != 1:
+        flags.append(f"--count {request.count}")
+    named = {
+        "steps": request.steps,
+        "cfg": request.cfg,
+        "sampler": request.sampler,
+        "scheduler": request.scheduler,
+        "denoise": request.denoise,
+        "hires": request.hires_scale,
+    }
+    flags += [
+        f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}"
+        for name, value in named.items()
+        if value is not None
+    ]
+    return " ".join([_words(request), *flags])
+
+
+def _words(request: GenerationRequest) -> str:
+    """The member's words, LoRA tags, `--raw` and `--style`: what no typed option carries."""
     parts = [request.prompt]
     parts += [f"<lora:{lora.name}:{lora.strength!r}>" for lora in request.loras]
     if request.raw:
         parts.append("--raw")
+    if request.style:
+        parts.append(f"--style {request.style}")
     return " ".join(p for p in parts if p)
 
 
@@ -132,7 +170,7 @@ def revise(
         workflow=workflow or original.template,
     )
     return parse(
-        " ".join([as_text(original), *flags]),
+        " ".join([_words(original), *flags]),
         library=library,
         policy=policy,
         options=options,
@@ -141,14 +179,34 @@ def revise(
     )
 
 
-def _check_blocked(text: str, policy: ContentPolicy) -> None:
-    """Refuse a prompt naming a blocked word; negatives may name them, to steer away from them."""
-    lowered = text.lower()
-    for word in policy.blocked_words:
-        if re.search(rf"(?<!\w){re.escape(word.lower())}(?!\w)", lowered):
-            raise PromptError(
-                f"This server does not allow `{clip(word, 30)}` in prompts; rephrase without it."
-            )
+# A typed option and the flags in the text that say the same thing.
+_OVERRIDDEN_FLAGS = {
+    "aspect": ("ar", "size"),
+    "count": ("count",),
+    "seed": ("seed",),
+    "steps": ("steps",),
+    "cfg": ("cfg",),
+    "sampler": ("sampler",),
+    "workflow": ("workflow",),
+    "denoise": ("denoise",),
+    "hires": ("hires",),
+    "style": ("style",),
+}
+
+
+def _notes(draft: Draft, options: Options) -> tuple[str, ...]:
+    """Ignored Midjourney flags, in one note; and each flag a typed option replaced."""
+    notes = [ignored_note(draft.ignored)] if draft.ignored else []
+    for option, flags in _OVERRIDDEN_FLAGS.items():
+        typed = getattr(options, option)
+        for flag in flags:
+            if typed is not None and flag in draft.flags:
+                written = f"--{flag} {draft.flags[flag]}".strip()
+                notes.append(
+                    f"The `{option}: {clip(str(typed), 30)}` option replaced "
+                    f"`{clip(written, 40)}` from your prompt."
+                )
+    return tuple(notes)
 
 
 def _member_negative(draft: Draft, options: Options) -> str:

@@ -20,7 +20,7 @@ MAX_LORA_STRENGTH = 2.0
 _ALLOWED_FORMAT_CHARS = {"\u200d", "\ufe0f"}
 
 # Phones turn `--` into an em or en dash, sometimes followed by a stray hyphen.
-_FLAG = re.compile(r"(?:(?<=\s)|^)(?:-{2,}|[—–]-*)([A-Za-z][A-Za-z0-9_-]*)")
+FLAG = re.compile(r"(?:(?<=\s)|^)(?:-{2,}|[—–]-*)([A-Za-z][A-Za-z0-9_-]*)")
 
 # Quotes and trailing commas members wrap flag values in (`--sampler "Euler a",`).
 _VALUE_WRAPPERS = " ,;\"'“”‘’„«»"
@@ -35,11 +35,13 @@ class Draft:
     prompt: str = ""
     flags: dict[str, str] = field(default_factory=dict)
     loras: list[Lora] = field(default_factory=list)
+    # Midjourney flags with no equivalent here, as the member wrote them (`--v 6`).
+    ignored: list[str] = field(default_factory=list)
 
 
 FLAG_NAMES = (
     "ar", "aspect", "size", "seed", "steps", "cfg", "sampler", "scheduler", "no", "count",
-    "workflow", "raw", "hires", "denoise",
+    "workflow", "raw", "hires", "denoise", "style",
 )  # fmt: skip
 
 _FLAG_ALIASES = {"aspect": "ar", "n": "count", "batch": "count", "w": "workflow"}
@@ -48,45 +50,29 @@ _VALUELESS = {"raw"}
 
 _OPTIONAL_VALUE = {"hires"}
 
-_MULTI_WORD = {"no", "sampler"}
+_MULTI_WORD = {"no", "sampler", "style"}
 
-# Names members bring from A1111, Forge and Midjourney, and the flag that does that here.
+# Names members bring from A1111 and Forge, and the flag that does that here.
 _FLAG_HINTS = {
     "negative": "no", "neg": "no", "np": "no", "width": "size", "height": "size",
     "res": "size", "resolution": "size", "aspect_ratio": "ar", "ratio": "ar",
     "cfg_scale": "cfg", "guidance": "cfg", "model": "workflow", "checkpoint": "workflow",
-    "v": "workflow", "version": "workflow", "niji": "workflow", "style": "raw",
     "upscale": "hires", "hr": "hires", "hires_fix": "hires", "highres": "hires",
-    "strength": "denoise", "batch_size": "count", "repeat": "count", "r": "count",
+    "strength": "denoise", "batch_size": "count",
     "schedule": "scheduler", "schedule_type": "scheduler",
 }  # fmt: skip
 
-_MIDJOURNEY_ONLY = frozenset(
+# Midjourney's flags with no equivalent here: ignored, and named in one note.
+MIDJOURNEY_ONLY = frozenset(
     {
-        "q",
-        "quality",
-        "s",
-        "stylize",
-        "c",
-        "chaos",
-        "tile",
-        "iw",
-        "weird",
-        "stop",
-        "sref",
-        "cref",
-        "v",
-        "version",
-        "niji",
-        "p",
-        "personalize",
-        "draft",
-        "video",
-        "relax",
-        "fast",
-        "turbo",
+        "q", "quality", "s", "stylize", "c", "chaos", "tile", "iw", "weird", "stop",
+        "sref", "sw", "sv", "cref", "cw", "oref", "ow", "v", "version", "niji", "p",
+        "personalize", "draft", "video", "motion", "relax", "fast", "turbo", "hd",
+        "test", "testp", "uplight", "upbeta", "public", "stealth", "exp",
     }
-)
+)  # fmt: skip
+# Handled before parsing, by `midjourney.expand`: each repeat is a job of its own.
+REPEAT_FLAGS = frozenset({"repeat", "r"})
 
 
 def check_text(text: str, policy: ContentPolicy, what: str) -> None:
@@ -114,15 +100,22 @@ def normalise(text: str) -> str:
 def split_flags(text: str) -> Draft:
     draft = Draft()
     text = _LORA_TAG.sub(lambda m: _take_lora(m, draft), text)
-    matches = list(_FLAG.finditer(text))
+    matches = list(FLAG.finditer(text))
     draft.prompt = _tidy(text[: matches[0].start()] if matches else text)
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         raw_name = match.group(1)
         name = _FLAG_ALIASES.get(raw_name.lower(), raw_name.lower())
         value = clean_value(text[match.end() : end])
+        if name in MIDJOURNEY_ONLY or (name == "style" and value.lower() == "raw"):
+            draft.ignored.append(f"--{raw_name} {value}".strip())
+            continue
         if name not in FLAG_NAMES:
             raise PromptError(_unknown_flag(raw_name))
+        if name == "no" and name in draft.flags:
+            # Midjourney merges repeated `--no`; so do we.
+            draft.flags["no"] = ", ".join(p for p in (draft.flags["no"], value) if p)
+            continue
         if name in draft.flags:
             raise PromptError(f"`--{name}` appears twice; keep one.")
         if name in _VALUELESS and value:
@@ -160,6 +153,7 @@ EXAMPLES = {
     "raw": "`--raw`",
     "hires": "`--hires 1.5`",
     "denoise": "`--denoise 0.5`",
+    "style": "`--style watercolor`",
 }
 
 
@@ -178,8 +172,8 @@ def _tidy(text: str) -> str:
 
 def _unknown_flag(name: str) -> str:
     lowered = name.lower()
-    if lowered in _MIDJOURNEY_ONLY:
-        return f"`--{clip(name, 20)}` is a Midjourney flag with no equivalent here; drop it."
+    if lowered in REPEAT_FLAGS:
+        return f"`--{clip(name, 20)}` works in `/imagine` only; here, make one request at a time."
     suggestion = _FLAG_HINTS.get(lowered)
     if suggestion is None:
         candidates = list(FLAG_NAMES) + list(_FLAG_ALIASES)

@@ -76,6 +76,7 @@ class Options:
     workflow: str | None = None
     denoise: float | None = None
     hires: float | None = None
+    style: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,15 @@ class GenerationRequest:
     denoise: float | None = None
     image: ImageInput | None = None
     spoiler: bool = False
+    # A named style for the styles module to apply; carried as the member wrote it.
+    style: str | None = None
+    # What the member should know about how their text was read (ignored flags, overrides).
+    notes: tuple[str, ...] = ()
 
     @property
     def output_size(self) -> tuple[int, int]:
         """The size of the images the workflow produces (after any hires or upscale pass)."""
-        scale = self.hires_scale or 1.0
-        return round(self.width * scale), round(self.height * scale)
+        return scaled_size(self.width, self.height, self.hires_scale, pixels=self.image is not None)
 
     def values(self) -> dict[str, Any]:
         """The template parameters this request sets."""
@@ -146,12 +150,26 @@ class GenerationRequest:
     def from_json(cls, text: str) -> GenerationRequest:
         data = json.loads(text)
         data["loras"] = tuple(Lora(**lora) for lora in data.get("loras", ()))
+        data["notes"] = tuple(data.get("notes", ()))
         if data.get("image") is not None:
             data["image"] = ImageInput(**data["image"])
         return cls(**data)
 
     def with_seed(self, seed: int) -> GenerationRequest:
         return replace(self, seed=seed)
+
+
+def scaled_size(width: int, height: int, scale: float | None, *, pixels: bool) -> tuple[int, int]:
+    """The size ComfyUI makes from `width`x`height` enlarged by `scale`.
+
+    A hires pass scales the latent (an eighth of the size, rounded: LatentUpscaleBy); an
+    upscale scales the pixels (ImageScaleBy), then VAEEncode crops to a multiple of 8.
+    """
+    if not scale:
+        return width, height
+    if pixels:
+        return round(width * scale) // 8 * 8, round(height * scale) // 8 * 8
+    return round(width / 8 * scale) * 8, round(height / 8 * scale) * 8
 
 
 def random_seed() -> int:

@@ -6,7 +6,7 @@ import math
 import re
 
 from bot.prompt.flags import Draft, clean_value, clip
-from bot.prompt.request import ContentPolicy, ImageInput, Options, PromptError
+from bot.prompt.request import ContentPolicy, ImageInput, Options, PromptError, scaled_size
 from bot.prompt.values import HIRES_RANGE
 from bot.workflows import Template
 
@@ -46,19 +46,22 @@ def choose_size(
     )
 
 
-def fitting_scale(width: int, height: int, scale: float, policy: ContentPolicy) -> float:
+def fitting_scale(
+    width: int, height: int, scale: float, policy: ContentPolicy, *, pixels: bool
+) -> float:
     """The largest scale up to the default, in 0.05 steps, whose result fits the pixel limit:
     a member who named no scale gets what is allowed (or, if nothing is, the default refused)."""
     fitted = scale
-    while _pixels(width, height, fitted) > policy.max_pixels:
+    while _pixels(width, height, fitted, pixels) > policy.max_pixels:
         fitted = round(fitted - 0.05, 2)
         if fitted < HIRES_RANGE[0]:
             return scale
     return fitted
 
 
-def _pixels(width: int, height: int, scale: float | None) -> int:
-    return round(width * (scale or 1)) * round(height * (scale or 1))
+def _pixels(width: int, height: int, scale: float | None, pixels: bool) -> int:
+    made_width, made_height = scaled_size(width, height, scale, pixels=pixels)
+    return made_width * made_height
 
 
 def check_pixels(
@@ -69,11 +72,11 @@ def check_pixels(
     template: Template,
     policy: ContentPolicy,
 ) -> None:
-    if _pixels(width, height, scale) <= policy.max_pixels:
+    if _pixels(width, height, scale, template.needs_image) <= policy.max_pixels:
         return
     side = math.isqrt(policy.max_pixels)
     limit = f"this server's limit of {policy.max_pixels:,} pixels (about {side}x{side})"
-    made = f"{round(width * (scale or 1))}x{round(height * (scale or 1))}"
+    made = "{}x{}".format(*scaled_size(width, height, scale, pixels=template.needs_image))
     if scale is not None:
         fits = math.floor(math.sqrt(policy.max_pixels / (width * height)) * 20) / 20
         if template.needs_image and fits < HIRES_RANGE[0]:
@@ -125,10 +128,11 @@ def _floor_to(value: float, multiple: int) -> int:
 def aspect_to_size(text: str, template: Template) -> tuple[int, int]:
     """The SDXL bucket nearest to `W:H`, scaled to the template's base resolution."""
     text = clean_value(text)
-    match = re.fullmatch(r"(\d{1,5}(?:\.\d+)?)\s*[:/xX]\s*(\d{1,5}(?:\.\d+)?)", text)
-    if not match or float(match.group(1)) <= 0 or float(match.group(2)) <= 0:
+    # `16:9`, or Midjourney's decimal shorthand `1.78` (width over height).
+    match = re.fullmatch(r"(\d{1,5}(?:\.\d+)?)(?:\s*[:/xX]\s*(\d{1,5}(?:\.\d+)?))?", text)
+    if not match or float(match.group(1)) <= 0 or float(match.group(2) or 1) <= 0:
         raise PromptError(f"`{clip(text)}` is not an aspect ratio: write it like `--ar 16:9`.")
-    ratio = float(match.group(1)) / float(match.group(2))
+    ratio = float(match.group(1)) / float(match.group(2) or 1)
     widest = max(w / h for w, h in SDXL_BUCKETS)
     if ratio > widest * 1.05:
         raise PromptError(
