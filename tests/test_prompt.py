@@ -627,11 +627,14 @@ def test_as_text_parses_back_to_the_same_request() -> None:
     assert back == original
 
 
-def test_as_text_of_an_image_job_lets_the_image_set_size_and_workflow() -> None:
-    original = run("a pony --denoise 0.4", image=LANDSCAPE)
-    text = as_text(original)
-    assert "--size" not in text and "--workflow" not in text and "--denoise 0.4" in text
-    assert run(text, image=LANDSCAPE) == original
+def test_as_text_of_an_image_job_lets_the_image_set_the_size() -> None:
+    for original in (
+        run("a pony --denoise 0.4", image=LANDSCAPE),
+        run("a pony --workflow pony-v6-xl-upscale --hires 1.3", image=LANDSCAPE),
+    ):
+        text = as_text(original)
+        assert "--size" not in text and f"--workflow {original.template}" in text
+        assert run(text, image=LANDSCAPE) == original
 
 
 # --- model families: each template's own prompt rules, the server's policy over all of them ---

@@ -104,10 +104,10 @@ def as_text(request: GenerationRequest) -> str:
 
     It parses back into the same request (with the same negative and image alongside).
     """
-    flags = []
+    flags = [f"--workflow {request.template}"]
     if request.image is None:
-        # From an image, the size and the workflow follow the image again.
-        flags += [f"--size {request.width}x{request.height}", f"--workflow {request.template}"]
+        # From an image the size follows the image again (an upscale takes no size at all).
+        flags.append(f"--size {request.width}x{request.height}")
     flags.append(f"--seed {request.seed}")
     if request.count != 1:
         flags.append(f"--count {request.count}")

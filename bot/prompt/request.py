@@ -86,6 +86,8 @@ class ImageInput:
     name: str
     width: int
     height: int
+    # Where the image can be downloaded again, so Edit can keep it: a Discord attachment.
+    source_url: str | None = None
 
 
 @dataclass(frozen=True)
