@@ -107,13 +107,9 @@ class BatchButton(
                 self.key, interaction.user.id
             )
             if self.action == "drop":
-                await interaction.response.edit_message(
-                    content="Cancelled; nothing was started or charged.", view=None
-                )
+                await outgoing.update(interaction, "Cancelled; nothing was started or charged.")
                 return
-            await interaction.response.edit_message(
-                content=f"Starting {len(pending.jobs)} jobs…", view=None
-            )
+            await outgoing.update(interaction, f"Starting {len(pending.jobs)} jobs…")
             await outgoing.edit_response(interaction, await _start(interaction, pending.jobs))
         except Exception as error:
             await handle_interaction_error(interaction, error)
@@ -151,8 +147,6 @@ async def offer(interaction: discord.Interaction[Stablehand], jobs: Sequence[New
     view = confirmation_view(key, jobs)
     if interaction.response.is_done():
         # Deferred while an attached image downloaded: the answer is that deferred message.
-        await interaction.edit_original_response(
-            content=outgoing.fit_content(text), view=view, allowed_mentions=render.NO_MENTIONS
-        )
+        await outgoing.edit_response(interaction, text, view=view)
     else:
         await outgoing.respond(interaction, text, ephemeral=True, view=view)
