@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -59,6 +60,15 @@ class PendingBatches:
         return self._pending.pop(key)
 
 
+def _batches(interaction: discord.Interaction[Stablehand]) -> PendingBatches:
+    """The confirmations the /imagine cog keeps (one per process)."""
+    cog = interaction.client.get_cog("Imagine")
+    batches = getattr(cog, "batches", None)
+    if not isinstance(batches, PendingBatches):
+        raise MemberError(EXPIRED)
+    return batches
+
+
 def confirmation_text(jobs: Sequence[NewJob], remaining: int | None) -> str:
     total = sum(job.cost for job in jobs)
     left = f" · you have {remaining} left" if remaining is not None else ""
@@ -103,9 +113,7 @@ class BatchButton(
 
     async def callback(self, interaction: discord.Interaction[Stablehand]) -> None:
         try:
-            pending = interaction.client.get_cog("Imagine").batches.take(  # type: ignore[union-attr]
-                self.key, interaction.user.id
-            )
+            pending = _batches(interaction).take(self.key, interaction.user.id)
             if self.action == "drop":
                 await outgoing.update(interaction, "Cancelled; nothing was started or charged.")
                 return
@@ -138,11 +146,28 @@ async def _start(interaction: discord.Interaction[Stablehand], jobs: Sequence[Ne
 async def offer(interaction: discord.Interaction[Stablehand], jobs: Sequence[NewJob]) -> None:
     """Ask the member to confirm several jobs, showing each one's cost and the total."""
     services = interaction.client.services
-    balance = await acknowledge.in_time(
+    balance, active = await acknowledge.in_time(
         interaction,
-        services.quotas.balance(interaction.guild_id, interaction.user.id, jobs[0].role_ids),
+        asyncio.gather(
+            services.quotas.balance(interaction.guild_id, interaction.user.id, jobs[0].role_ids),
+            services.jobs.active(interaction.guild_id, interaction.user.id),
+        ),
     )
-    key = interaction.client.get_cog("Imagine").batches.add(interaction.user.id, jobs)  # type: ignore[union-attr]
+    # Said before the list: a batch that cannot all start is not offered.
+    most = services.jobs.limits.member_max_queued
+    if len(jobs) + len(active) > most:
+        raise MemberError(
+            f"This makes {len(jobs)} jobs, but you can have at most {most} waiting or running at "
+            f"once (you have {len(active)} now). Use fewer options in `{{…}}` or a smaller "
+            "`--repeat`."
+        )
+    total = sum(job.cost for job in jobs)
+    if total > balance.remaining:
+        raise MemberError(
+            f"These {len(jobs)} jobs need {render.credit_text(total)} but you have "
+            f"{balance.remaining} left. Your credits come back {render.relative(balance.resets_at)}."
+        )
+    key = _batches(interaction).add(interaction.user.id, jobs)
     text = confirmation_text(jobs, balance.remaining if any(j.cost for j in jobs) else None)
     view = confirmation_view(key, jobs)
     if interaction.response.is_done():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from PIL import Image
 
 from bot.app import Stablehand
 from tests.conftest import (
@@ -196,6 +199,64 @@ async def test_blocked_words_catch_look_alike_letters(
             payload = payloads.slash_command("imagine", {"prompt": prompt})
             data = await reply_to(bot, fake_discord, payload)
             assert data["flags"] & EPHEMERAL and "does not allow `naked`" in data["content"], prompt
+        assert await _jobs(bot) == [] and fake_runpod.requests_for("run") == []
+    finally:
+        await bot.close()
+
+
+async def test_permutations_with_an_attached_image_are_offered_after_the_download(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
+) -> None:
+    picture = io.BytesIO()
+    Image.new("RGB", (900, 700), "purple").save(picture, "JPEG")
+    upload = fake_discord.host_attachment("me.jpg", picture.getvalue(), "image/jpeg")
+    payload = payloads.slash_command(
+        "imagine", {"prompt": "a {red, blue} pony"}, attachments={"image": upload}
+    )
+    fake_discord.deliver(bot, payload)
+    callback = await fake_discord.wait_for_callback(payload)
+    assert callback.json["type"] == 5, "deferred before downloading"
+    await fake_discord.wait_for(lambda r: r.method == "PATCH" and "**2 jobs**" in str(r.json))
+    offer = fake_discord.message_payload(
+        fake_discord.interactions[payload["token"]].response_message_id
+    )
+    start = payloads.button_click(_buttons(offer)["Start 2 jobs"], offer)
+    fake_discord.deliver(bot, start)
+    await fake_discord.wait_for_callback(start)
+    first = await wait_for_state(bot.services, 1, "done")
+    second = await wait_for_state(bot.services, 2, "done")
+    assert first.request.image is not None and first.request.image == second.request.image
+    assert all(run.json["input"]["images"] for run in fake_runpod.requests_for("run"))
+
+    # Edit keeps the image the member attached: downloaded again from the same attachment.
+    message = fake_discord.message_payload(first.message_id)
+    data = await reply_to(
+        bot, fake_discord, payloads.button_click(_buttons(message)["Edit"], message)
+    )
+    fields = {
+        c["components"][0]["custom_id"]: c["components"][0].get("value") or ""
+        for c in data["components"]
+    }
+    submit = payloads.modal_submit(data["custom_id"], fields, message=message)
+    fake_discord.deliver(bot, submit)
+    await fake_discord.wait_for_callback(submit)
+    assert (await wait_for_state(bot.services, 3, "done")).request.image == first.request.image
+
+
+async def test_a_batch_that_cannot_all_start_is_not_offered(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    bot = await start_bot(make_settings(tmp_path, fake_runpod, DAILY_CREDITS="3"), fake_discord)
+    try:
+        for prompt, said in (
+            ("a {a, b, c, d, e} car", "at most 4 waiting or running at once (you have 0 now)"),
+            ("a {a, b, c, d} car", "These 4 jobs need 4 credits but you have 3 left."),
+        ):
+            data = await reply_to(
+                bot, fake_discord, payloads.slash_command("imagine", {"prompt": prompt})
+            )
+            assert data["flags"] & EPHEMERAL and said in data["content"]
+            assert "components" not in data or not data["components"]
         assert await _jobs(bot) == [] and fake_runpod.requests_for("run") == []
     finally:
         await bot.close()
