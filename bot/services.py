@@ -21,6 +21,7 @@ from bot.prompt import MAX_SEED, ContentPolicy, GenerationRequest, ImageInput, O
 from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
+from bot.runpod_backend import RunPodBackend
 from bot.workflows import TemplateLibrary, load_library
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class Services:
         )
         jobs = JobManager(
             db,
-            runpod,
+            RunPodBackend(runpod),
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,
