@@ -49,7 +49,7 @@ def _job(job_id: int, state: JobState, *, started_at: float | None = None) -> Jo
     return Job(
         id=job_id, user_id=job_id, guild_id=GUILD, channel_id=1, message_id=None, state=state,
         template="pony-v6-xl", request=request, workflow_json="{}", cost=1, filesize_limit=None,
-        runpod_id=None, created_at=0.0, submitted_at=None, started_at=started_at,
+        backend_id=None, created_at=0.0, submitted_at=None, started_at=started_at,
         finished_at=None, delay_ms=None, execution_ms=None, failure=None, error=None,
         delivered_at=None,
     )  # fmt: skip

@@ -9,8 +9,7 @@ The domain modules keep the rules and call a store to read and write what they d
     gallery.py         gallery_shares         <- bot/gallery.py
     stats.py           quota_holds, quota_budgets, jobs, job_events (reads only, for charts)
                                           <- bot/stats.py
-    jobs.py            (to come) jobs, job_events, job_inputs, job_outputs <- bot/jobs.py,
-                       whose SQL has not moved here yet
+    jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/
 
 Each module declares its interface as a Protocol in the core's words (ids, amounts, timestamps,
 enums; no SQL, no rows) and its SQLite implementation beside it. Writes take the transaction the
@@ -30,6 +29,7 @@ from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
 from bot.store.gallery import GalleryStore, SqliteGalleryStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
+from bot.store.jobs import JobStore, SqliteJobStore
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
 from bot.store.stats import SqliteStatsStore, StatsStore
 
@@ -44,6 +44,8 @@ class Stores:
     audit: AuditStore
     stats: StatsStore
     gallery: GalleryStore
+    # None on PostgreSQL until its job store is built (issue 16): the bot runs on SQLite only.
+    jobs: JobStore | None
 
 
 def stores_for(db: Database | PostgresDatabase) -> Stores:
@@ -55,6 +57,7 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
             audit=SqliteAuditStore(db),
             stats=SqliteStatsStore(db),
             gallery=SqliteGalleryStore(db),
+            jobs=SqliteJobStore(db),
         )
     # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
     from bot.store.postgresql.audit import PostgresAuditStore
@@ -69,4 +72,5 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
         audit=PostgresAuditStore(db),
         stats=PostgresStatsStore(db),
         gallery=PostgresGalleryStore(db),
+        jobs=None,
     )

@@ -1,4 +1,4 @@
--- PostgreSQL twin of ../0006_gallery_shares.sql.
+-- PostgreSQL twin of ../0007_gallery_shares.sql.
 ALTER TABLE guild_settings ADD COLUMN gallery_channel_id BIGINT;
 
 CREATE TABLE gallery_shares (
