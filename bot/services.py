@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +15,18 @@ import httpx
 from bot.config import DEFAULT_ENDPOINT, ConfigError, Settings
 from bot.db import Database
 from bot.estimates import DurationModel
+from bot.gallery import Gallery
 from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
 from bot.polling import Timing
-from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, parse
+from bot.prompt import MAX_SEED, ContentPolicy, GenerationRequest, ImageInput, Options, parse
+from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
 from bot.runpod_backend import RunPodBackend
+from bot.stats import Figures
+from bot.store import stores_for
 from bot.workflows import TemplateLibrary, load_library
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,8 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    figures: Figures
+    gallery: Gallery
     # Every endpoint's client by name, `runpod` (the default endpoint's) included.
     clients: Mapping[str, RunPodClient] = field(default_factory=dict)
 
@@ -118,7 +125,19 @@ class Services:
             limits=limits,
             durations=durations,
         )
-        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db), clients)
+        figures = Figures(stores_for(db).stats, quotas, clock=time.time)
+        return cls(
+            settings,
+            db,
+            runpod,
+            templates,
+            jobs,
+            quotas,
+            GuildSettingsStore(db),
+            figures,
+            Gallery(db),
+            clients,
+        )
 
     def policy(self) -> ContentPolicy:
         """The operator's policy from settings, before any server's choices."""
@@ -164,6 +183,55 @@ class Services:
             role_ids=role_ids,
         )
 
+    def prepare_batch(
+        self,
+        text: str,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        channel_nsfw: bool = False,
+        options: Options | None = None,
+        policy: ContentPolicy | None = None,
+        image: VerifiedImage | None = None,
+        filesize_limit: int | None = None,
+        role_ids: tuple[int, ...] = (),
+    ) -> list[NewJob]:
+        """Every job `{…}` permutations and `--repeat` make of `text`, each checked, none stored.
+
+        A repeat is its prompt again on the next seed: different images, each reproducible.
+        """
+        texts, repeat = expand(text)
+        jobs = []
+        for each in texts:
+            first = self.prepare(
+                each,
+                user_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                channel_nsfw=channel_nsfw,
+                options=options,
+                policy=policy,
+                image=image,
+                filesize_limit=filesize_limit,
+                role_ids=role_ids,
+            )
+            jobs.append(first)
+            for offset in range(1, repeat):
+                seed = (first.request.seed + offset) % (MAX_SEED + 1)
+                jobs.append(
+                    self.job_for(
+                        first.request.with_seed(seed),
+                        image=image,
+                        user_id=user_id,
+                        guild_id=guild_id,
+                        channel_id=channel_id,
+                        filesize_limit=filesize_limit,
+                        role_ids=role_ids,
+                    )
+                )
+        return jobs
+
     def job_for(
         self,
         request: GenerationRequest,
@@ -201,4 +269,6 @@ class Services:
 
 def image_input(image: VerifiedImage | None) -> ImageInput | None:
     """How a workflow refers to an image sent along in `input.images`."""
-    return ImageInput(image.name, image.width, image.height) if image is not None else None
+    if image is None:
+        return None
+    return ImageInput(image.name, image.width, image.height, image.source_url)

@@ -121,7 +121,8 @@ def cost_line(job: Job, remaining: int | None, this_period: str) -> str:
 
 
 def accepted_text(job: Job, cost: str = "") -> str:
-    return "\n".join(line for line in (header(job), "⏳ **Queued**", cost) if line)
+    notes = [f"ℹ️ {note}" for note in job.request.notes]
+    return "\n".join(line for line in (header(job), "⏳ **Queued**", cost, *notes) if line)
 
 
 def progress_text(update: JobUpdate) -> str:
@@ -129,6 +130,7 @@ def progress_text(update: JobUpdate) -> str:
 
 
 def result_content(job: Job, notes: tuple[str, ...] = ()) -> str:
+    notes = (*job.request.notes, *notes)
     lines = [f"<@{job.user_id}> · job #{job.id}", *(f"ℹ️ {note}" for note in notes)]
     return "\n".join(lines)
 

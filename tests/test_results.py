@@ -66,7 +66,15 @@ async def test_the_result_shows_every_parameter_and_carries_generation_data(
         "pony-v6-xl",
     )
     assert fields["GPU time"].endswith(" s") and fields["Credits"] == "1 credit · 24 left today"
-    assert set(_buttons(message)) == {"Reroll", "Edit", "Details", "Delete", "Vary", "Upscale"}
+    assert set(_buttons(message)) == {
+        "Reroll",
+        "Edit",
+        "Details",
+        "Delete",
+        "Vary",
+        "Upscale",
+        "Share",
+    }
     [attachment] = fake_discord.messages[int(message["id"])].attachments
     parameters = Image.open(io.BytesIO(attachment.data)).text["parameters"]
     assert "a pony astronaut" in parameters and "Negative prompt: " in parameters
@@ -143,14 +151,18 @@ async def test_edit_opens_a_prefilled_modal_and_its_submit_starts_a_job(
     bot: Stablehand, fake_discord: FakeDiscord
 ) -> None:
     message = await imagine_result(
-        bot, fake_discord, "a pony <lora:style:0.8> --raw", options={"negative": "text"}
+        bot, fake_discord, "a pony <lora:style:0.8> --raw --seed 3", options={"negative": "text"}
     )
     click = payloads.button_click(_buttons(message)["Edit"], message)
     data = await reply_to(bot, fake_discord, click)
     fields = {
         c["components"][0]["custom_id"]: c["components"][0].get("value") for c in data["components"]
     }
-    assert fields == {"prompt": "a pony <lora:style.safetensors:0.8> --raw", "negative": "text"}
+    assert fields == {
+        "prompt": "a pony <lora:style.safetensors:0.8> --raw --workflow pony-v6-xl "
+        "--size 1024x1024 --seed 3 --steps 25 --cfg 7 --sampler euler_ancestral --scheduler normal",
+        "negative": "text",
+    }
     submit = payloads.modal_submit(
         data["custom_id"], {"prompt": "a zebra --seed 9", "negative": ""}, message=message
     )
@@ -184,7 +196,7 @@ async def test_a_result_made_from_an_image_offers_no_reroll(
     await fake_discord.wait_for_callback(click)
     job = await wait_for_state(bot.services, 2, "done")
     varied = fake_discord.message_payload(job.message_id)
-    assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale"}
+    assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale", "Share"}
 
 
 async def test_buttons_obey_the_servers_channel_list_too(

@@ -14,20 +14,24 @@ from bot import audit
 from bot.db import Database, bundled_migrations
 from bot.guild_settings import EDITABLE, GuildSettings, GuildSettingsStore
 from bot.store import audit as audit_store
+from bot.store import gallery as gallery_store
 from bot.store import guild_settings as settings_store
 from bot.store import jobs as jobs_store
 from bot.store import ledger as ledger_store
+from bot.store import stats as stats_store
 from bot.store.postgresql import audit as pg_audit_store
+from bot.store.postgresql import gallery as pg_gallery_store
 from bot.store.postgresql import guild_settings as pg_settings_store
 from bot.store.postgresql import ledger as pg_ledger_store
+from bot.store.postgresql import stats as pg_stats_store
 from cogs import audit_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "bot"
 DISCORD_MARKUP = re.compile(r"<@|<#|<t:")
 SQL = re.compile(r"\b(SELECT|INSERT INTO|DELETE FROM|UPDATE \w+ SET|PRAGMA|BEGIN)\b")
-# The engines themselves: opening the connection, running the migrations, BEGIN and the retries
-# of a transaction are what every store stands on, so they cannot live in one of them.
+# The engines themselves: opening the connection, running the migrations, BEGIN IMMEDIATE and the
+# retries of a transaction are what every store stands on, so they cannot live in one of them.
 SQL_OUTSIDE_THE_STORE = {CORE / "db.py", CORE / "postgres.py"}
 
 
@@ -64,19 +68,27 @@ def test_sql_is_written_only_in_the_store() -> None:
         (ledger_store.LedgerStore, ledger_store.SqliteLedgerStore),
         (settings_store.GuildSettingsRows, settings_store.SqliteGuildSettingsRows),
         (audit_store.AuditStore, audit_store.SqliteAuditStore),
-        (jobs_store.JobStore, jobs_store.SqliteJobStore),
+        (stats_store.StatsStore, stats_store.SqliteStatsStore),
+        (gallery_store.GalleryStore, gallery_store.SqliteGalleryStore),
         (ledger_store.LedgerStore, pg_ledger_store.PostgresLedgerStore),
         (settings_store.GuildSettingsRows, pg_settings_store.PostgresGuildSettingsRows),
         (audit_store.AuditStore, pg_audit_store.PostgresAuditStore),
+        (stats_store.StatsStore, pg_stats_store.PostgresStatsStore),
+        (gallery_store.GalleryStore, pg_gallery_store.PostgresGalleryStore),
+        (jobs_store.JobStore, jobs_store.SqliteJobStore),
     ],
     ids=[
         "ledger",
         "guild_settings",
         "audit",
-        "jobs",
+        "stats",
+        "gallery",
         "pg-ledger",
         "pg-guild_settings",
         "pg-audit",
+        "pg-stats",
+        "pg-gallery",
+        "jobs",
     ],
 )
 def test_each_store_takes_exactly_its_interfaces_calls(interface: type, store: type) -> None:

@@ -64,7 +64,7 @@ class JobManager:
         backends = backend if isinstance(backend, Mapping) else {DEFAULT_ENDPOINT: backend}
         store = store or engines.stores_for(db).jobs
         if store is None:
-            raise ValueError("this database engine has no job store yet")
+            raise RuntimeError("this database engine has no job store yet; run the bot on SQLite")
         self._core = core = JobCore(
             db,
             store,

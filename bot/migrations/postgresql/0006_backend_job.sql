@@ -1,5 +1,4 @@
--- A job runs on one of several endpoints of a GPU backend: its id there plus the endpoint's name.
--- Rows stored before this ran on the one endpoint there was, which keeps the name 'default'.
+-- PostgreSQL twin of ../0006_backend_job.sql.
 ALTER TABLE jobs RENAME COLUMN runpod_id TO backend_id;
 ALTER TABLE jobs ADD COLUMN endpoint TEXT NOT NULL DEFAULT 'default';
 DROP INDEX jobs_by_runpod_id;
