@@ -19,6 +19,7 @@ from tests.conftest import (
     imagine_result,
     make_settings,
     reply_to,
+    run_cli,
     start_bot,
     wait_for_state,
 )
@@ -159,3 +160,10 @@ async def test_a_job_whose_endpoint_was_taken_out_of_the_settings_ends_refunded_
     hold = await after.db.fetchone("SELECT state FROM quota_holds WHERE job_id = ?", (job.id,))
     assert hold["state"] == "refunded"
     assert flux_endpoint.jobs == {} and fake_runpod.jobs == {}, "nothing was sent anywhere"
+
+
+def test_a_bundled_template_is_offered_once_its_endpoint_is_named(tmp_path: Path) -> None:
+    listed = run_cli("workflows", cwd=tmp_path, RUNPOD_ENDPOINTS="flux=abc123")
+    assert listed.returncode == 0, listed.stderr
+    assert "model: FLUX.1 [dev], endpoint: flux" in listed.stdout
+    assert "sdxl" not in listed.stdout, "no endpoint named sdxl is configured"
