@@ -18,8 +18,8 @@ from bot.jobs import DeliveryError, Job, JobUpdate
 from bot.metadata import with_generation_data
 from bot.ratelimit import TokenBucket
 from bot.supervisor import Loop
-from cogs import outgoing, render
-from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
+from cogs import outgoing, progress, render
+from cogs.buttons import Offers, price_offers, result_view
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -107,11 +107,18 @@ class ProgressBoard:
             return
         if job.id in self._ended or job.channel_id is None or job.message_id is None:
             return  # a late update must not overwrite how the job ended
-        text = render.progress_text(update)
+        text = self._text(update)
         if self._shown.get(job.id) == text:
             return
         self._pending[job.id] = _Pending(job.channel_id, job.message_id, text)
         self._wake.set()
+
+    def _text(self, update: JobUpdate) -> str:
+        """The progress text, with the learned duration of a running job."""
+        estimate = None
+        if update.kind == "running" and self._bot.has_services:
+            estimate = self._bot.services.jobs.durations.expect(update.job.request)
+        return progress.progress_text(update, estimate=estimate)
 
     def forget(self, job_id: int) -> None:
         self._pending.pop(job_id, None)
@@ -208,14 +215,7 @@ class DiscordDelivery:
         embed = render.result_embed(
             job, remaining=balance.remaining, this_period=services.quotas.this_period
         )
-        template = services.templates.get(job.template)
-        can_vary = (
-            template is not None
-            and template.pony_tags
-            and all(services.templates.get(name) for name in (VARY_WORKFLOW, UPSCALE_WORKFLOW))
-        )
-        # A job made from an image can only be redone from that image: Vary does that.
-        can_reroll = template is not None and not template.needs_image
+        offers = price_offers(services, job, await services.policy_for(job.guild_id))
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
         # Every PNG carries A1111's parameters and the ComfyUI workflow that made it.
         images = with_generation_data(images, job.request, job.workflow_json)
@@ -223,11 +223,11 @@ class DiscordDelivery:
         for _ in range(UPLOAD_ATTEMPTS):
             upload = prepare_uploads(images, limit=limit)
             outcome = Outcome(
-                render.result_content(job, upload.notes),
+                render.result_content(job, (*upload.notes, *_offer_notes(offers))),
                 embed,
                 upload.files,
                 spoiler=job.request.spoiler,
-                view=result_view(job, len(upload.files), can_vary=can_vary, can_reroll=can_reroll),
+                view=result_view(job, len(upload.files), offers),
             )
             try:
                 await self._show(job, outcome)
@@ -315,3 +315,7 @@ class DiscordDelivery:
                 "neither the channel nor the member's DMs accept messages", permanent=True
             ) from None
         await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
+
+
+def _offer_notes(offers: Offers) -> tuple[str, ...]:
+    return (offers.no_upscale,) if offers.no_upscale else ()

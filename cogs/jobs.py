@@ -8,8 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import Job, JobState
-from cogs import acknowledge, outgoing, render
+from cogs import acknowledge, cancelling, outgoing, render
 from cogs.permissions import is_moderator
 
 if TYPE_CHECKING:
@@ -55,37 +54,8 @@ class Jobs(commands.Cog):
     @app_commands.describe(job="The job to stop (moderators may stop anyone's)")
     @app_commands.guild_only()
     async def cancel(self, interaction: discord.Interaction[Stablehand], job: int) -> None:
-        cancelled = await acknowledge.in_time(interaction, self._cancel(interaction, job))
-        if cancelled is None:
-            await outgoing.answer(interaction, f"There is no job #{job} on this server.")
-            return
-        refund = (
-            f" {render.credit_text(cancelled.cost).capitalize()} refunded."
-            if cancelled.cost
-            else ""
-        )
-        whose = (
-            ""
-            if cancelled.user_id == interaction.user.id
-            else f" (started by <@{cancelled.user_id}>)"
-        )
-        text = (
-            f"Stopping job #{job}{whose}; its message will say so."
-            if cancelled.state is JobState.SUBMITTING
-            else f"Cancelled job #{job}{whose}.{refund}"
-        )
+        text = await acknowledge.in_time(interaction, cancelling.cancel(interaction, job))
         await outgoing.answer(interaction, text)
-
-    async def _cancel(
-        self, interaction: discord.Interaction[Stablehand], job_id: int
-    ) -> Job | None:
-        """Cancel the job if it is on this server; None if it is not."""
-        moderator = await is_moderator(interaction)
-        manager = self.bot.services.jobs
-        found = await manager.get(job_id)
-        if found is None or found.guild_id != interaction.guild_id:
-            return None
-        return await manager.cancel(job_id, by_user=interaction.user.id, moderator=moderator)
 
     @cancel.autocomplete("job")
     async def cancel_choices(

@@ -66,7 +66,16 @@ async def test_the_result_shows_every_parameter_and_carries_generation_data(
         "pony-v6-xl",
     )
     assert fields["GPU time"].endswith(" s") and fields["Credits"] == "1 credit · 24 left today"
-    assert set(_buttons(message)) == {"Reroll", "Edit", "Details", "Delete", "Vary", "Upscale"}
+    # 30 steps at 1.5x the size: the upscale costs 2.25 x 30/25 = 2.7, rounded to 3 credits.
+    assert set(_buttons(message)) == {
+        "Reroll",
+        "Edit",
+        "Details",
+        "Delete",
+        "Vary (subtle)",
+        "Vary (strong)",
+        "Upscale · 3 credits",
+    }
     [attachment] = fake_discord.messages[int(message["id"])].attachments
     parameters = Image.open(io.BytesIO(attachment.data)).text["parameters"]
     assert "a pony astronaut" in parameters and "Negative prompt: " in parameters
@@ -95,7 +104,7 @@ async def test_vary_and_upscale_start_from_the_posted_image(
 ) -> None:
     message = await imagine_result(bot, fake_discord, "a pony --ar 16:9")
     buttons = _buttons(message)
-    for label, scaler in (("Vary", "ImageScale"), ("Upscale", "ImageScaleBy")):
+    for label, scaler in (("Vary (strong)", "ImageScale"), ("Upscale · 2 credits", "ImageScaleBy")):
         expected_runs = len(fake_runpod.requests_for("run")) + 1
         click = payloads.button_click(buttons[label], message)
         fake_discord.deliver(bot, click)
@@ -179,12 +188,19 @@ async def test_a_result_made_from_an_image_offers_no_reroll(
     bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
 ) -> None:
     message = await imagine_result(bot, fake_discord, "a pony")
-    click = payloads.button_click(_buttons(message)["Vary"], message)
+    click = payloads.button_click(_buttons(message)["Vary (subtle)"], message)
     fake_discord.deliver(bot, click)
     await fake_discord.wait_for_callback(click)
     job = await wait_for_state(bot.services, 2, "done")
     varied = fake_discord.message_payload(job.message_id)
-    assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale"}
+    assert set(_buttons(varied)) == {
+        "Edit",
+        "Details",
+        "Delete",
+        "Vary (subtle)",
+        "Vary (strong)",
+        "Upscale · 2 credits",
+    }
 
 
 async def test_buttons_obey_the_servers_channel_list_too(
