@@ -124,6 +124,7 @@ async def respond(
     content: str | None = None,
     *,
     embed: discord.Embed | None = MISSING,
+    embeds: Sequence[discord.Embed] = MISSING,
     file: discord.File = MISSING,
     view: discord.ui.View = MISSING,
     ephemeral: bool = True,
@@ -131,7 +132,7 @@ async def respond(
     """The interaction's first answer (private unless said otherwise)."""
     return await interaction.response.send_message(
         fit_content(content),
-        embed=fit_embed(embed),
+        **_embeds(embed, embeds),
         file=file,
         view=view,
         ephemeral=ephemeral,
@@ -144,20 +145,57 @@ async def answer(
     content: str | None = None,
     *,
     embed: discord.Embed | None = MISSING,
+    embeds: Sequence[discord.Embed] = MISSING,
     file: discord.File = MISSING,
+    view: discord.ui.View = MISSING,
     ephemeral: bool = True,
 ) -> None:
     """Answer whether or not the interaction was already acknowledged (deferred or answered)."""
     if interaction.response.is_done():
         await interaction.followup.send(
             fit_content(content),
-            embed=fit_embed(embed),
+            **_embeds(embed, embeds),
             file=file,
+            view=view,
             ephemeral=ephemeral,
             allowed_mentions=NO_MENTIONS,
         )
     else:
-        await respond(interaction, content, embed=embed, file=file, ephemeral=ephemeral)
+        await respond(
+            interaction,
+            content,
+            embed=embed,
+            embeds=embeds,
+            file=file,
+            view=view,
+            ephemeral=ephemeral,
+        )
+
+
+async def update(
+    interaction: discord.Interaction,
+    content: str | None,
+    *,
+    embeds: Sequence[discord.Embed],
+    view: discord.ui.View,
+) -> None:
+    """Replace the message a button sits on (or answer anew if the click was deferred)."""
+    if interaction.response.is_done():
+        await answer(interaction, content, embeds=embeds, view=view)
+        return
+    await interaction.response.edit_message(
+        content=fit_content(content),
+        embeds=[fit_embed(e) for e in embeds],
+        view=view,
+        allowed_mentions=NO_MENTIONS,
+    )
+
+
+def _embeds(embed: discord.Embed | None, embeds: Sequence[discord.Embed]) -> dict[str, Any]:
+    """discord.py takes `embed` or `embeds`, never both."""
+    if embeds is not MISSING:
+        return {"embeds": [fit_embed(e) for e in embeds]}
+    return {"embed": fit_embed(embed)}
 
 
 async def edit_response(interaction: discord.Interaction, content: str) -> None:

@@ -71,6 +71,28 @@ ENDED_TITLES = {
 }
 
 
+# What each state is called wherever a member reads it: the same words as the progress message.
+STATE_WORDS = {
+    JobState.ACCEPTED: "Starting",
+    JobState.QUEUED: "Queued",
+    JobState.SUBMITTING: "Sending to the GPU",
+    JobState.SUBMITTED: "Waiting for a GPU",
+    JobState.RUNNING: "Generating",
+    JobState.DELIVERING: "Uploading",
+    JobState.DONE: "Done",
+    JobState.FAILED: "Failed",
+    JobState.CANCELLED: "Cancelled",
+    JobState.TIMED_OUT: "Timed out",
+    JobState.EXPIRED: "Expired",
+}
+
+
+def state_words(state: JobState, position: int | None = None) -> str:
+    """`Waiting for a GPU`, `Queued, position 2`: a job's state as the member reads it."""
+    words = STATE_WORDS[state]
+    return f"{words}, position {position}" if position and state is JobState.QUEUED else words
+
+
 def state_icon(state: JobState) -> str:
     return STATE_ICONS.get(state, "⏳")
 
@@ -193,7 +215,7 @@ def details_text(job: Job) -> str:
         ("GPU time", f"{job.execution_ms / 1000:.1f} s" if job.execution_ms is not None else "—"),
         ("Waited for a GPU", f"{job.delay_ms / 1000:.1f} s" if job.delay_ms is not None else "—"),
         ("Credits", str(job.cost)),
-        ("State", job.state.value),
+        ("State", state_words(job.state)),
     ]
     if request.denoise is not None:
         rows.insert(8, ("Denoise", f"{request.denoise:g}"))

@@ -1,0 +1,64 @@
+"""/jobs through the fake Discord: pages, whose jobs, and each result's first image."""
+
+from __future__ import annotations
+
+from bot.app import Stablehand
+from tests.conftest import reply_to, wait_for_state
+from tests.fakes import payloads
+from tests.fakes.fake_discord import FakeDiscord
+
+EPHEMERAL = 64
+BOB = payloads.member(payloads.user(2_300_000_000_000_000_001, "bob"))
+
+
+async def _make(bot: Stablehand, fake: FakeDiscord, count: int, user: dict | None = None) -> None:
+    """`count` finished jobs, one after another (each member may only have so many at once)."""
+    for _ in range(count):
+        payload = payloads.slash_command("imagine", {"prompt": "a pony"}, user=user)
+        await reply_to(bot, fake, payload)
+        [job] = await bot.services.jobs.recent(
+            payloads.GUILD_ID, int(payload["member"]["user"]["id"]), limit=1
+        )
+        await wait_for_state(bot.services, job.id, "done")
+
+
+def _titles(data: dict) -> list[str]:
+    return [embed["title"].split(" ", 1)[1] for embed in data["embeds"]]
+
+
+def _page_buttons(data: dict) -> dict[str, dict]:
+    return {c["label"]: c for row in data["components"] for c in row["components"]}
+
+
+async def test_jobs_come_in_pages_of_five_with_older_and_newer_buttons(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    await _make(bot, fake_discord, 6)
+    command = payloads.slash_command("jobs")
+    first = await reply_to(bot, fake_discord, command)
+    assert first["flags"] & EPHEMERAL and first["content"] == "**Your jobs** · page 1"
+    assert _titles(first) == [f"#{n} · Done" for n in (6, 5, 4, 3, 2)]
+    buttons = _page_buttons(first)
+    assert buttons["◀ Newer"].get("disabled") and not buttons["Older ▶"].get("disabled")
+
+    listing = fake_discord.interactions[command["token"]].response_message_id
+    older = payloads.button_click(
+        buttons["Older ▶"]["custom_id"], fake_discord.message_payload(listing)
+    )
+    second = await reply_to(bot, fake_discord, older)
+    assert second["content"] == "**Your jobs** · page 2" and _titles(second) == ["#1 · Done"]
+    assert fake_discord.message_payload(listing)["content"] == "**Your jobs** · page 2"
+    buttons = _page_buttons(second)
+    assert buttons["Older ▶"].get("disabled") and not buttons["◀ Newer"].get("disabled")
+
+
+async def test_a_job_list_shows_each_results_first_image(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    await _make(bot, fake_discord, 1)
+    job = await bot.services.jobs.get(1)
+    [attachment] = fake_discord.messages[job.message_id].attachments
+    data = await reply_to(bot, fake_discord, payloads.slash_command("jobs"))
+    [embed] = data["embeds"]
+    assert embed["thumbnail"]["url"] == attachment.url
+    assert embed["url"].endswith(f"/{job.channel_id}/{job.message_id}")
