@@ -140,6 +140,8 @@ class GenerationRequest:
     denoise: float | None = None
     image: ImageInput | None = None
     spoiler: bool = False
+    # Which values came from the member's /prefer (`aspect`, `count`, `negative`), for Details.
+    from_preferences: tuple[str, ...] = ()
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -177,6 +179,7 @@ class GenerationRequest:
         data["loras"] = tuple(Lora(**lora) for lora in data.get("loras", ()))
         if data.get("image") is not None:
             data["image"] = ImageInput(**data["image"])
+        data["from_preferences"] = tuple(data.get("from_preferences", ()))
         return cls(**data)
 
     def with_seed(self, seed: int) -> GenerationRequest:
@@ -308,6 +311,14 @@ def parse(
         image=image,
         spoiler=(policy.nsfw_policy == "spoiler" and not channel_nsfw) or unsteered,
     )
+
+
+def flags_in(text: str) -> frozenset[str]:
+    """The flags `text` sets, by their canonical names; none if it does not parse (`parse` says why)."""
+    try:
+        return frozenset(_split_flags(_normalise(text)).flags)
+    except PromptError:
+        return frozenset()
 
 
 def as_text(request: GenerationRequest) -> str:

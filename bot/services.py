@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -17,7 +17,8 @@ from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
 from bot.polling import Timing
-from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, parse
+from bot.preferences import Preferences, PreferenceStore
+from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, flags_in, parse
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
 from bot.workflows import TemplateLibrary, load_library
@@ -49,6 +50,7 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    preferences: PreferenceStore
 
     @classmethod
     async def open(
@@ -105,7 +107,16 @@ class Services:
             limits=limits,
             durations=durations,
         )
-        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db))
+        return cls(
+            settings,
+            db,
+            runpod,
+            templates,
+            jobs,
+            quotas,
+            GuildSettingsStore(db),
+            PreferenceStore(db),
+        )
 
     def policy(self) -> ContentPolicy:
         """The operator's policy from settings, before any server's choices."""
@@ -130,17 +141,38 @@ class Services:
         filesize_limit: int | None = None,
         seed: int | None = None,
         role_ids: tuple[int, ...] = (),
+        preferences: Preferences | None = None,
     ) -> NewJob:
-        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored."""
-        request = parse(
-            text,
-            library=self.templates,
-            policy=policy or self.policy(),
-            options=options,
-            channel_nsfw=channel_nsfw,
-            image=image_input(image),
-            seed=seed,
-        )
+        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored.
+
+        The member's `preferences` fill in what neither a typed option nor a flag says.
+        """
+        policy = policy or self.policy()
+        options = options or Options()
+
+        def parsed(options: Options, seed: int | None) -> GenerationRequest:
+            return parse(
+                text,
+                library=self.templates,
+                policy=policy,
+                options=options,
+                channel_nsfw=channel_nsfw,
+                image=image_input(image),
+                seed=seed,
+            )
+
+        request = parsed(options, seed)
+        template = self.templates.get(request.template)
+        if preferences is not None and template is not None:
+            preferred, applied = preferences.fill(
+                options,
+                parsed=request,
+                template=template,
+                text_flags=flags_in(text),
+                max_count=policy.max_count,
+            )
+            if applied:
+                request = replace(parsed(preferred, request.seed), from_preferences=applied)
         return self.job_for(
             request,
             image=image,

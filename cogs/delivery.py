@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -204,10 +205,18 @@ class Outcome:
 class DiscordDelivery:
     """Edits a job's own message into its outcome with the bot token, or posts a fresh one."""
 
-    def __init__(self, bot: Stablehand, pacer: ChannelPacer, board: ProgressBoard) -> None:
+    def __init__(
+        self,
+        bot: Stablehand,
+        pacer: ChannelPacer,
+        board: ProgressBoard,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._bot = bot
         self._pacer = pacer
         self._board = board
+        self._clock = clock
 
     async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
         services = self._bot.services
@@ -216,6 +225,7 @@ class DiscordDelivery:
             job, remaining=balance.remaining, this_period=services.quotas.this_period
         )
         offers = price_offers(services, job, await services.policy_for(job.guild_id))
+        preferences = await services.preferences.get(job.user_id)
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
         # Every PNG carries A1111's parameters and the ComfyUI workflow that made it.
         images = with_generation_data(images, job.request, job.workflow_json)
@@ -230,8 +240,7 @@ class DiscordDelivery:
                 view=result_view(job, len(upload.files), offers),
             )
             try:
-                await self._show(job, outcome)
-                return
+                in_dm = await self._show(job, outcome, by_dm=preferences.by_dm)
             except UNREACHABLE as exc:
                 raise DeliveryError(
                     f"Discord could not be reached ({type(exc).__name__})"
@@ -245,6 +254,10 @@ class DiscordDelivery:
                     job.id,
                     limit,
                 )
+            else:
+                if preferences.pings and not in_dm:  # a DM notifies by itself
+                    await self._ping_after_wait(job)
+                return
         raise DeliveryError(
             "the images are too large for this server even when shrunk", permanent=True
         )
@@ -257,15 +270,81 @@ class DiscordDelivery:
         except discord.HTTPException as exc:
             raise DeliveryError(f"Discord answered {exc.status}") from None
 
-    async def _show(self, job: Job, outcome: Outcome) -> None:
+    async def _ping_after_wait(self, job: Job) -> None:
+        """A result that took a while gets a reply pinging its member: an edit notifies nobody."""
+        services = self._bot.services
+        if job.guild_id is None:
+            return
+        settings = await services.guild_settings.get(job.guild_id)
+        if self._clock() - job.created_at < settings.ping_after_seconds:
+            return
+        shown = await services.jobs.get(job.id)
+        if shown is None or shown.channel_id is None or shown.message_id is None:
+            return
+        channel = self._bot.get_partial_messageable(shown.channel_id)
+        link = render.job_link(shown)
+        try:
+            await self._pacer.acquire(shown.channel_id)
+            await outgoing.ping(
+                channel,
+                job.user_id,
+                render.ready_text(job, link),
+                reply_to=channel.get_partial_message(shown.message_id),
+            )
+        except (*UNREACHABLE, discord.HTTPException) as exc:
+            # The images are shown; a missed ping is not worth a failed delivery.
+            log.info("job %d: could not ping its member (%s)", job.id, type(exc).__name__)
+
+    async def _show(self, job: Job, outcome: Outcome, *, by_dm: bool = False) -> bool:
+        """Show the outcome; True if it went to the member's DMs."""
         self._board.forget(job.id)
         self._board.delivery_started()
         try:
-            await self._edit_or_post(job, outcome)
+            if by_dm and await self._sent_by_dm(job, outcome):
+                return True
+            return await self._edit_or_post(job, outcome)
         finally:
             self._board.delivery_ended()
 
-    async def _edit_or_post(self, job: Job, outcome: Outcome) -> None:
+    async def _sent_by_dm(self, job: Job, outcome: Outcome) -> bool:
+        """The member asked for results by DM: send them there, and say so where the job was.
+
+        False if their DMs are closed: the result then goes where it would have.
+        """
+        try:
+            user = await self._bot.fetch_user(job.user_id)
+            dm = await user.create_dm()
+            if job.channel_id == dm.id and job.message_id is not None:
+                # Sent there before the bot could record the delivery: show it again in place.
+                await outgoing.edit(
+                    dm.get_partial_message(job.message_id),
+                    content=outcome.content,
+                    embed=outcome.embed,
+                    attachments=outcome.files(job.id),
+                )
+                return True
+            # Buttons stay in the server: a DM holds only the images and their details.
+            message = await outgoing.send(
+                dm, outcome.content, embed=outcome.embed, files=outcome.files(job.id)
+            )
+        except (discord.NotFound, discord.Forbidden):
+            log.info("job %d: the member's DMs are closed; delivering in the channel", job.id)
+            return False
+        await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
+        if job.channel_id is not None and job.message_id is not None:
+            channel = self._bot.get_partial_messageable(job.channel_id)
+            await self._pacer.acquire(job.channel_id)
+            with contextlib.suppress(discord.NotFound, discord.Forbidden):
+                # Gone or out of reach: the DM is what counts.
+                await outgoing.edit(
+                    channel.get_partial_message(job.message_id),
+                    content=render.sent_by_dm_text(job),
+                    view=None,
+                )
+        return True
+
+    async def _edit_or_post(self, job: Job, outcome: Outcome) -> bool:
+        """Edit the job's message into the outcome, or post it anew; True if that was by DM."""
         if job.channel_id is not None and job.message_id is not None:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
@@ -277,14 +356,14 @@ class DiscordDelivery:
                     attachments=outcome.files(job.id),
                     view=outcome.view,
                 )
-                return
+                return False
             except (discord.NotFound, discord.Forbidden) as exc:
                 log.info(
                     "job %d: cannot edit its message (%s); posting a fresh one", job.id, exc.status
                 )
-        await self._post_fresh(job, outcome)
+        return await self._post_fresh(job, outcome)
 
-    async def _post_fresh(self, job: Job, outcome: Outcome) -> None:
+    async def _post_fresh(self, job: Job, outcome: Outcome) -> bool:
         """Post where the job's message was; if the channel is gone too, DM the member."""
         if job.channel_id is not None:
             channel = self._bot.get_partial_messageable(job.channel_id)
@@ -303,7 +382,7 @@ class DiscordDelivery:
                 )
             else:
                 await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
-                return
+                return False
         try:
             user = await self._bot.fetch_user(job.user_id)
             # Buttons stay in the server: a DM holds only the images and their details.
@@ -315,6 +394,7 @@ class DiscordDelivery:
                 "neither the channel nor the member's DMs accept messages", permanent=True
             ) from None
         await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
+        return True
 
 
 def _offer_notes(offers: Offers) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import discord
@@ -89,7 +90,13 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         services = self.bot.services
-        policy = await acknowledge.in_time(interaction, services.policy_for(interaction.guild_id))
+        policy, preferences = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                services.policy_for(interaction.guild_id),
+                services.preferences.get(interaction.user.id),
+            ),
+        )
         verified = None
         if image is not None:
             # Downloading may take longer than Discord's three seconds: acknowledge first.
@@ -106,7 +113,12 @@ class Imagine(commands.Cog):
             workflow=workflow,
         )
         new_job = services.prepare(
-            prompt, options=options, policy=policy, image=verified, **requester(interaction)
+            prompt,
+            options=options,
+            policy=policy,
+            image=verified,
+            preferences=preferences,
+            **requester(interaction),
         )
         await launch(interaction, new_job)
 

@@ -239,3 +239,18 @@ async def edit(
         view=view,
         allowed_mentions=NO_MENTIONS,
     )
+
+
+async def ping(
+    target: discord.abc.Messageable,
+    user_id: int,
+    content: str,
+    *,
+    reply_to: discord.PartialMessage | None = None,
+) -> discord.Message:
+    """A message that notifies one member and nobody else (no roles, no everyone, no reply ping)."""
+    only_them = discord.AllowedMentions(
+        everyone=False, roles=False, users=[discord.Object(user_id)], replied_user=False
+    )
+    reference = reply_to.to_reference(fail_if_not_exists=False) if reply_to else None
+    return await target.send(fit_content(content), allowed_mentions=only_them, reference=reference)

@@ -154,6 +154,17 @@ def result_content(job: Job, notes: tuple[str, ...] = ()) -> str:
     return "\n".join(lines)
 
 
+def ready_text(job: Job, link: str | None) -> str:
+    """The short reply that tells a member their images have landed."""
+    where = f": {link}" if link else "."
+    return f"<@{job.user_id}> your images for job #{job.id} are ready{where}"
+
+
+def sent_by_dm_text(job: Job) -> str:
+    """What a job's channel message says once its images went to the member's DMs."""
+    return f"{header(job)}\n📬 **Sent by DM**, as <@{job.user_id}> prefers."
+
+
 def result_embed(job: Job, *, remaining: int | None, this_period: str) -> discord.Embed:
     """Every parameter that made these images, and what they cost."""
     request = job.request
@@ -217,6 +228,8 @@ def details_text(job: Job) -> str:
         ("Credits", str(job.cost)),
         ("State", state_words(job.state)),
     ]
+    if request.from_preferences:
+        rows.append(("From preferences", ", ".join(request.from_preferences)))
     if request.denoise is not None:
         rows.insert(8, ("Denoise", f"{request.denoise:g}"))
     if request.hires_scale:

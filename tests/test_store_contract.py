@@ -185,3 +185,35 @@ async def test_the_audit_trail_reads_back_newest_first_per_server_and_member(
     about_one = await audit.newest(GUILD, target_id=1, limit=10)
     assert [e.action for e in about_one] == ["action2", "action0"]
     assert about_one[1].reason is None and about_one[1].legacy_detail == ""
+
+
+async def test_preferences_change_only_what_is_named_and_clear_back_to_none(
+    engine: Engine,
+) -> None:
+    rows = engine.stores.preferences
+    assert await rows.read(1) is None
+    async with engine.db.transaction() as tx:
+        await rows.write(tx, 1, {"aspect": "16:9", "count": 2, "ping": False}, at=10.0)
+    async with engine.db.transaction() as tx:
+        await rows.write(tx, 1, {"dm": True}, at=11.0)
+    stored = await rows.read(1)
+    assert stored == {
+        "aspect": "16:9",
+        "negative": None,
+        "count": 2,
+        "style": None,
+        "ping": False,
+        "dm": True,
+    }
+    async with engine.db.transaction() as tx:
+        await rows.clear(tx, 1, ["aspect", "ping"])
+    assert await rows.read(1) == {**stored, "aspect": None, "ping": None}
+    assert await rows.read(2) is None
+
+
+async def test_an_unknown_preference_is_refused_and_nothing_is_written(engine: Engine) -> None:
+    rows = engine.stores.preferences
+    with pytest.raises(ValueError, match="not a preference: colour"):
+        async with engine.db.transaction() as tx:
+            await rows.write(tx, 1, {"aspect": "1:1", "colour": "red"}, at=1.0)
+    assert await rows.read(1) is None
