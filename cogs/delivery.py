@@ -8,7 +8,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -75,11 +75,16 @@ class ProgressBoard:
         *,
         message_interval: float,
         edit_timeout: float,
+        tick: float,
     ) -> None:
         self._bot = bot
         self._pacer = pacer
         self._interval = message_interval
         self._edit_timeout = edit_timeout
+        self._tick_interval = tick
+        # Running jobs, their last update and when it came: the bar moves between polls too.
+        self._running: dict[int, tuple[JobUpdate, float]] = {}
+        self._last_tick = 0.0
         self._pending: dict[int, _Pending] = {}
         self._last_edit: dict[int, float] = {}
         self._shown: dict[int, str] = {}
@@ -108,11 +113,27 @@ class ProgressBoard:
             return
         if job.id in self._ended or job.channel_id is None or job.message_id is None:
             return  # a late update must not overwrite how the job ended
+        if update.kind == "running":
+            self._running[job.id] = (update, time.monotonic())
+        else:
+            self._running.pop(job.id, None)
+        self._show_later(update)
+
+    def _show_later(self, update: JobUpdate) -> None:
+        job = update.job
+        assert job.channel_id is not None and job.message_id is not None
         text = self._text(update)
         if self._shown.get(job.id) == text:
             return
         self._pending[job.id] = _Pending(job.channel_id, job.message_id, text)
         self._wake.set()
+
+    def _tick(self) -> None:
+        """Move each running job's bar on by the time since its last update."""
+        now = self._last_tick = time.monotonic()
+        for update, received in list(self._running.values()):
+            elapsed = (update.elapsed or 0.0) + (now - received)
+            self._show_later(replace(update, elapsed=elapsed))
 
     def _text(self, update: JobUpdate) -> str:
         """The progress text, with the learned duration of a running job."""
@@ -122,6 +143,7 @@ class ProgressBoard:
         return progress.progress_text(update, estimate=estimate)
 
     def forget(self, job_id: int) -> None:
+        self._running.pop(job_id, None)
         self._pending.pop(job_id, None)
         self._last_edit.pop(job_id, None)
         self._shown.pop(job_id, None)
@@ -135,8 +157,11 @@ class ProgressBoard:
     async def _run(self, loop: Loop) -> None:
         while True:
             loop.beat()
-            await loop.idle(self._wake)
+            next_tick = self._last_tick + self._tick_interval - time.monotonic()
+            await loop.idle(self._wake, max(0.0, next_tick) if self._running else None)
             self._wake.clear()
+            if time.monotonic() - self._last_tick >= self._tick_interval:
+                self._tick()
             while self._pending:
                 loop.beat()
                 job_id = self._next_due()

@@ -37,6 +37,7 @@ class Imagine(commands.Cog):
             self.pacer,
             message_interval=pacing.message_interval,
             edit_timeout=pacing.edit_timeout,
+            tick=pacing.progress_tick,
         )
         self.delivery = DiscordDelivery(bot, self.pacer, self.board)
 

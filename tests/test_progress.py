@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from bot.app import Stablehand
 from bot.estimates import Estimate
 from cogs import progress
-from tests.conftest import make_settings, reply_to, result_edit, start_bot, wait_for_state
+from tests.conftest import (
+    FAST,
+    FAST_PACING,
+    make_settings,
+    reply_to,
+    result_edit,
+    start_bot,
+    wait_for_state,
+)
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -168,3 +177,33 @@ async def test_only_the_member_or_a_moderator_can_cancel_from_the_progress_messa
     by_moderator = payloads.button_click(cancel, message, user=payloads.moderator_member())
     data = await reply_to(bot, fake_discord, by_moderator)
     assert data["content"].startswith(f"Cancelled job #1 (started by <@{payloads.MEMBER_ID}>).")
+
+
+async def test_the_bar_moves_on_between_polls(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    # One poll an hour while running: any later change of the bar is the board's own tick.
+    timing = replace(
+        FAST, running_interval=3600.0, running_max_interval=3600.0, dense_interval=3600.0
+    )
+    pacing = replace(FAST_PACING, progress_tick=0.01)
+    bot = await start_bot(
+        make_settings(tmp_path, fake_runpod), fake_discord, timing=timing, pacing=pacing
+    )
+    try:
+        fake_runpod.script(Outcome(status="STUCK"))
+        message_id = await _started(bot, fake_discord, "a pony")
+        await fake_runpod.wait_for_requests("run", 1)
+        [job_id] = fake_runpod.jobs
+        fake_runpod.start_running(job_id)
+        await fake_discord.wait_for(_showing("Generating"))
+        polls = len(fake_runpod.requests_for("status"))
+
+        def later_bar(request: RecordedRequest) -> bool:
+            texts = [t for t in _progress_texts(fake_discord, message_id) if "Generating" in t]
+            return _showing("Generating")(request) and len(set(texts)) >= 2
+
+        await fake_discord.wait_for(later_bar)
+        assert len(fake_runpod.requests_for("status")) == polls, "no poll moved it"
+    finally:
+        await bot.close()
