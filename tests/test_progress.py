@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bot.app import Stablehand
-from bot.estimates import Estimate
+from bot.estimates import Estimate, expected_wait
 from cogs import progress
 from tests.conftest import (
     FAST,
@@ -207,3 +207,12 @@ async def test_the_bar_moves_on_between_polls(
         assert len(fake_runpod.requests_for("status")) == polls, "no poll moved it"
     finally:
         await bot.close()
+
+
+def test_a_queued_job_starts_when_the_jobs_ahead_of_it_have_freed_a_slot() -> None:
+    # Two slots: one frees in 5 s, the other in 20 s; two jobs of 10 s wait ahead.
+    assert expected_wait(2, [5.0, 20.0], [10.0, 10.0]) == 20.0
+    assert expected_wait(2, [5.0, 20.0], []) == 5.0
+    assert expected_wait(2, [5.0], []) == 0.0, "a free slot: it starts now"
+    assert expected_wait(1, [], [8.0, 8.0, 8.0]) == 24.0
+    assert expected_wait(1, [-3.0], []) == 0.0, "an overrunning job frees its slot any moment"
