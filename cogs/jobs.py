@@ -70,17 +70,13 @@ def _job_embed(
 
 async def jobs_message(
     interaction: discord.Interaction[Stablehand], whose: str, page: int
-) -> tuple[str, list[discord.Embed], discord.ui.View]:
-    """The text, one embed per job (with its first image) and the page buttons of /jobs."""
+) -> tuple[list[discord.Embed], discord.ui.View]:
+    """A heading, one embed per job (with its first image) and the page buttons of /jobs."""
     jobs, more = await _page(interaction, whose, page)
     manager = interaction.client.services.jobs
     thumbnails = await asyncio.gather(*(_thumbnail(interaction.client, job) for job in jobs))
-    embeds = [
-        _job_embed(job, manager.position(job.id), thumbnail, whose=whose)
-        for job, thumbnail in zip(jobs, thumbnails, strict=True)
-    ]
     if not jobs:
-        text = (
+        about = (
             "No jobs on this page."
             if page > 1
             else "You have not made any images here yet."
@@ -88,14 +84,19 @@ async def jobs_message(
             else "Nobody has made images here yet."
         )
     else:
-        text = f"**{WHOSE[whose]}** · page {page}"
+        about = f"Page {page}, newest first."
         if any(not job.terminal for job in jobs):
-            text += " · stop one with /cancel"
+            about += " Stop one with /cancel."
+    embeds = [discord.Embed(title=WHOSE[whose], description=about)]
+    embeds += [
+        _job_embed(job, manager.position(job.id), thumbnail, whose=whose)
+        for job, thumbnail in zip(jobs, thumbnails, strict=True)
+    ]
     view = discord.ui.View(timeout=None)
     view.add_item(JobsPage(whose, page - 1, label="◀ Newer", disabled=page <= 1))
     view.add_item(JobsPage(whose, page + 1, label="Older ▶", disabled=not more))
     view.stop()  # the dynamic item answers every click, also after a restart
-    return text, embeds, view
+    return embeds, view
 
 
 class JobsPage(
@@ -125,10 +126,10 @@ class JobsPage(
 
     async def callback(self, interaction: discord.Interaction[Stablehand]) -> None:
         try:
-            text, embeds, view = await acknowledge.in_time(
+            embeds, view = await acknowledge.in_time(
                 interaction, jobs_message(interaction, self.whose, self.page)
             )
-            await outgoing.update(interaction, text, embeds=embeds, view=view)
+            await outgoing.update(interaction, embeds=embeds, view=view)
         except Exception as error:
             await handle_interaction_error(interaction, error)
 
@@ -164,10 +165,10 @@ class Jobs(commands.Cog):
         whose: str = "mine",
         page: app_commands.Range[int, 1, 1000] = 1,
     ) -> None:
-        text, embeds, view = await acknowledge.in_time(
+        embeds, view = await acknowledge.in_time(
             interaction, jobs_message(interaction, whose, page)
         )
-        await outgoing.answer(interaction, text, embeds=embeds, view=view)
+        await outgoing.answer(interaction, embeds=embeds, view=view)
 
     @app_commands.command(
         name="cancel", description="Stop a job that has not finished; its credits come back."

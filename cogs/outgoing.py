@@ -174,7 +174,7 @@ async def answer(
 
 async def update(
     interaction: discord.Interaction,
-    content: str | None,
+    content: str | None = None,
     *,
     embeds: Sequence[discord.Embed],
     view: discord.ui.View,

@@ -23,7 +23,12 @@ async def _make(bot: Stablehand, fake: FakeDiscord, count: int, user: dict | Non
 
 
 def _titles(data: dict) -> list[str]:
-    return [embed["title"].split(" ", 1)[1] for embed in data["embeds"]]
+    """The jobs listed, below the heading, without their icons."""
+    return [embed["title"].split(" ", 1)[1] for embed in data["embeds"][1:]]
+
+
+def _heading(data: dict) -> str:
+    return f"{data['embeds'][0]['title']}: {data['embeds'][0]['description']}"
 
 
 def _page_buttons(data: dict) -> dict[str, dict]:
@@ -36,7 +41,7 @@ async def test_jobs_come_in_pages_of_five_with_older_and_newer_buttons(
     await _make(bot, fake_discord, 6)
     command = payloads.slash_command("jobs")
     first = await reply_to(bot, fake_discord, command)
-    assert first["flags"] & EPHEMERAL and first["content"] == "**Your jobs** · page 1"
+    assert first["flags"] & EPHEMERAL and _heading(first) == "Your jobs: Page 1, newest first."
     assert _titles(first) == [f"#{n} · Done" for n in (6, 5, 4, 3, 2)]
     buttons = _page_buttons(first)
     assert buttons["◀ Newer"].get("disabled") and not buttons["Older ▶"].get("disabled")
@@ -46,8 +51,10 @@ async def test_jobs_come_in_pages_of_five_with_older_and_newer_buttons(
         buttons["Older ▶"]["custom_id"], fake_discord.message_payload(listing)
     )
     second = await reply_to(bot, fake_discord, older)
-    assert second["content"] == "**Your jobs** · page 2" and _titles(second) == ["#1 · Done"]
-    assert fake_discord.message_payload(listing)["content"] == "**Your jobs** · page 2"
+    assert _heading(second) == "Your jobs: Page 2, newest first." and _titles(second) == [
+        "#1 · Done"
+    ]
+    assert _heading(fake_discord.message_payload(listing)) == _heading(second), "edited in place"
     buttons = _page_buttons(second)
     assert buttons["Older ▶"].get("disabled") and not buttons["◀ Newer"].get("disabled")
 
@@ -59,6 +66,6 @@ async def test_a_job_list_shows_each_results_first_image(
     job = await bot.services.jobs.get(1)
     [attachment] = fake_discord.messages[job.message_id].attachments
     data = await reply_to(bot, fake_discord, payloads.slash_command("jobs"))
-    [embed] = data["embeds"]
+    [_, embed] = data["embeds"]
     assert embed["thumbnail"]["url"] == attachment.url
     assert embed["url"].endswith(f"/{job.channel_id}/{job.message_id}")

@@ -38,17 +38,12 @@ class SqlitePreferenceRows:
         row = await self.db.fetchone(
             "SELECT * FROM member_preferences WHERE user_id = ?", (user_id,)
         )
-        if row is None:
-            return None
-        return {
-            name: bool(row[name]) if name in _BOOLEANS and row[name] is not None else row[name]
-            for name in PREFERENCE_NAMES
-        }
+        return None if row is None else preferences_from_row(row)
 
     async def write(
         self, tx: SqliteTransaction, user_id: int, values: Mapping[str, Any], *, at: float
     ) -> None:
-        names = _known(values)
+        names = known_names(values)
         if not names:
             return
         await tx.execute(
@@ -57,11 +52,11 @@ class SqlitePreferenceRows:
             "ON CONFLICT (user_id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in names)
             + ", updated_at = excluded.updated_at",
-            (user_id, *(_column(values[name]) for name in names), at),
+            (user_id, *(stored_value(values[name]) for name in names), at),
         )
 
     async def clear(self, tx: SqliteTransaction, user_id: int, names: Iterable[str]) -> None:
-        columns = _known(list(names))
+        columns = known_names(names)
         if columns:
             await tx.execute(
                 f"UPDATE member_preferences SET {', '.join(f'{n} = NULL' for n in columns)} "
@@ -70,7 +65,8 @@ class SqlitePreferenceRows:
             )
 
 
-def _known(names: Iterable[str]) -> list[str]:
+def known_names(names: Iterable[str]) -> list[str]:
+    """`names` as a list; any that is not a preference is refused before anything is written."""
     names = list(names)
     unknown = set(names) - set(PREFERENCE_NAMES)
     if unknown:
@@ -78,5 +74,14 @@ def _known(names: Iterable[str]) -> list[str]:
     return names
 
 
-def _column(value: Any) -> Any:
+def preferences_from_row(row: Any) -> dict[str, Any]:
+    """A row of `member_preferences`, of either engine, as values by preference name."""
+    return {
+        name: bool(row[name]) if name in _BOOLEANS and row[name] is not None else row[name]
+        for name in PREFERENCE_NAMES
+    }
+
+
+def stored_value(value: Any) -> Any:
+    """A preference as its column holds it (booleans as 0 or 1)."""
     return int(value) if isinstance(value, bool) else value
