@@ -260,11 +260,12 @@ def price_offers(services: Services, job: Job, policy: ContentPolicy) -> Offers:
     vary = _priced(lambda: cost(VARY_WORKFLOW, True, VARY_DENOISE["strong"]))
     try:
         return Offers(reroll, vary, cost(UPSCALE_WORKFLOW, True))
-    except PromptError:
-        return Offers(reroll, vary, None, UPSCALE_TOO_LARGE)
+    except PromptError as refusal:
+        # What a click would have been told, said up front instead of a dead-end button.
+        return Offers(reroll, vary, None, f"No Upscale here: {refusal}")
 
 
-UPSCALE_TOO_LARGE = "No Upscale: these images are already as large as this server allows."
+NOT_PRICED = Offers(None, None, None)
 
 
 def _priced(cost: Callable[[], int]) -> int | None:

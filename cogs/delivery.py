@@ -20,7 +20,7 @@ from bot.metadata import with_generation_data
 from bot.ratelimit import TokenBucket
 from bot.supervisor import Loop
 from cogs import outgoing, progress, render
-from cogs.buttons import Offers, price_offers, result_view
+from cogs.buttons import NOT_PRICED, Offers, price_offers, result_view
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -249,7 +249,13 @@ class DiscordDelivery:
         embed = render.result_embed(
             job, remaining=balance.remaining, this_period=services.quotas.this_period
         )
-        offers = price_offers(services, job, await services.policy_for(job.guild_id))
+        policy = await services.policy_for(job.guild_id)
+        try:
+            offers = price_offers(services, job, policy)
+        except Exception:
+            # A bug in pricing must not keep the images from their member: no buttons that start jobs.
+            log.exception("job %d: its buttons could not be priced", job.id)
+            offers = NOT_PRICED
         preferences = await services.preferences.get(job.user_id)
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
         # Every PNG carries A1111's parameters and the ComfyUI workflow that made it.
