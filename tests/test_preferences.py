@@ -187,3 +187,19 @@ async def test_results_go_by_dm_when_the_member_prefers(
     assert fake_discord.messages[job.message_id].attachments, "the images are in the DM"
     assert "📬 **Sent by DM**" in fake_discord.message_payload(posted)["content"]
     assert not [r for r in fake_discord.requests if result_edit(posted)(r)]
+
+
+async def test_closed_dms_bring_the_result_to_the_channel_as_usual(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    await _prefer(bot, fake_discord, "set", dm=True)
+    # Any channel but the server's is the member's DM: Discord refuses to post there.
+    fake_discord.inject("POST", rf"/channels/(?!{payloads.CHANNEL_ID})\d+/messages", 403)
+    payload = payloads.slash_command("imagine", {"prompt": "a pony"})
+    await reply_to(bot, fake_discord, payload)
+    posted = fake_discord.interactions[payload["token"]].response_message_id
+    await fake_discord.wait_for(result_edit(posted))
+    job = await wait_for_state(bot.services, 1, "done")
+    assert (job.channel_id, job.message_id) == (payloads.CHANNEL_ID, posted)
+    refused = fake_discord.requests_to("POST", rf"/channels/(?!{payloads.CHANNEL_ID})\d+/messages")
+    assert [r.status for r in refused] == [403], "the DM was tried first"
