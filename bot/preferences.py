@@ -16,7 +16,7 @@ from bot.store.preferences import PREFERENCE_NAMES, PreferenceRows
 from bot.workflows import Template
 
 # The flags of a prompt's text that already say what a preference would.
-_FLAGS_FOR = {"aspect": {"ar", "size"}, "count": {"count"}, "negative": {"no"}}
+_FLAGS_FOR = {"aspect": {"ar", "size"}, "count": {"count"}, "negative": {"no"}, "style": {"style"}}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class Preferences:
             if self.count is not None and template.accepts("count")
             else None,
             "negative": self.negative if template.accepts("negative") else None,
+            "style": self.style,
         }
         applied = {
             name: value

@@ -7,13 +7,13 @@ import io
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot import prompt
-from bot.images import input_size
+from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, input_size, prepare_input_image
 from bot.jobs import Job
 from bot.prompt import ContentPolicy, ImageInput, Options, PromptError
 from bot.services import Services, image_input
@@ -80,15 +80,23 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=faces.CUS
                 _job(interaction, self.job_id), services.policy_for(interaction.guild_id)
             ),
         )
+        image = None
+        if job.request.image is not None:
+            # An image job is redone from the same source image, downloaded again: defer first.
+            await acknowledge.defer(interaction)
+            image = await _source_image(
+                interaction, job.request.image, policy.max_pixels, gone=REROLL_SOURCE_GONE
+            )
         who = requester(interaction)
         request = prompt.revise(
             job.request,
+            image=image_input(image),
             library=services.templates,
             policy=policy,
             channel_nsfw=who.pop("channel_nsfw"),
             seed=prompt.random_seed(),
         )
-        await launch(interaction, services.job_for(request, **who))
+        await launch(interaction, services.job_for(request, image=image, **who))
 
     async def _cancel(self, interaction: discord.Interaction[Stablehand]) -> None:
         text = await acknowledge.in_time(interaction, cancelling.cancel(interaction, self.job_id))
@@ -158,8 +166,11 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=faces.CUS
         await outgoing.answer(interaction, render.details_text(job), file=workflow)
 
 
+KEEP_IMAGE = "keep"
+
+
 class EditModal(discord.ui.Modal):
-    """Prompt and negative, prefilled from the job; submitting starts a new job."""
+    """The whole request as text, the negative, and the source image; submitting starts a new job."""
 
     def __init__(self, job: Job) -> None:
         super().__init__(title=f"Edit job #{job.id}", custom_id=f"sh:edit:{job.id}", timeout=None)
@@ -182,6 +193,16 @@ class EditModal(discord.ui.Modal):
                 max_length=4000,
             )
         )
+        if job.request.image is not None:
+            self.add_item(
+                discord.ui.TextInput(
+                    label="Source image (clear this box to drop it)",
+                    custom_id="image",
+                    default=KEEP_IMAGE,
+                    required=False,
+                    max_length=20,
+                )
+            )
 
 
 def submitted_values(data: dict[str, Any]) -> dict[str, str]:
@@ -204,21 +225,54 @@ async def on_edit_submit(interaction: discord.Interaction[Stablehand], job_id: i
     """A submitted Edit modal: a new job from the edited text, charged to whoever submitted it."""
     try:
         services = interaction.client.services
-        _, policy = await acknowledge.in_time(
+        job, policy = await acknowledge.in_time(
             interaction,
             asyncio.gather(_job(interaction, job_id), services.policy_for(interaction.guild_id)),
         )
         values = submitted_values(interaction.data or {})
-        who = requester(interaction)
+        image = None
+        if job.request.image is not None and values.get("image", "").strip():
+            # Downloading may take longer than Discord's three seconds: acknowledge first.
+            await acknowledge.defer(interaction)
+            image = await _source_image(interaction, job.request.image, policy.max_pixels)
         new_job = services.prepare(
             values.get("prompt", ""),
             options=Options(negative=values.get("negative") or None),
             policy=policy,
-            **who,
+            image=image,
+            **requester(interaction),
         )
         await launch(interaction, new_job)
     except Exception as error:
         await handle_interaction_error(interaction, error)
+
+
+EDIT_SOURCE_GONE = (
+    "The source image is no longer available from Discord. Clear the Source image box to "
+    "edit without it, or use `/imagine` and attach it again."
+)
+REROLL_SOURCE_GONE = (
+    "The source image is no longer available from Discord, so this cannot be rerolled. "
+    "Use `/imagine` and attach it again."
+)
+
+
+async def _source_image(
+    interaction: discord.Interaction[Stablehand],
+    source: ImageInput,
+    max_pixels: int,
+    *,
+    gone: str = EDIT_SOURCE_GONE,
+) -> VerifiedImage:
+    """The job's source image downloaded again from where the member gave it."""
+    if source.source_url is None:
+        raise MemberError(gone)
+    try:
+        data = await interaction.client.http.get_from_cdn(source.source_url)
+        image = prepare_input_image(data, max_pixels=max_pixels, max_bytes=MAX_INPUT_BYTES)
+    except (discord.HTTPException, ImageError):
+        raise MemberError(gone) from None
+    return replace(image, source_url=source.source_url)
 
 
 @dataclass(frozen=True)
@@ -234,11 +288,10 @@ class Offers:
 def price_offers(services: Services, job: Job, policy: ContentPolicy) -> Offers:
     """Cost each button's job the way a click would build it, so its label can tell the truth."""
 
-    def cost(workflow: str | None, image: bool, denoise: float | None = None) -> int:
-        width, height = input_size(*job.request.output_size, max_pixels=policy.max_pixels)
+    def cost(workflow: str | None, image: ImageInput | None, denoise: float | None = None) -> int:
         request = prompt.revise(
             job.request,
-            image=ImageInput("result.png", width, height) if image else None,
+            image=image,
             workflow=workflow,
             library=services.templates,
             policy=policy,
@@ -248,18 +301,25 @@ def price_offers(services: Services, job: Job, policy: ContentPolicy) -> Offers:
         return services.job_for(request, user_id=job.user_id, guild_id=None, channel_id=None).cost
 
     template = services.templates.get(job.template)
+    source = job.request.image
+    # A job made from an image is redone from that image, downloaded again from Discord.
+    rerolls = template is not None and (
+        not template.needs_image or (source is not None and source.source_url is not None)
+    )
+    reroll = _priced(lambda: cost(None, source)) if rerolls else None
     varies = (
         template is not None
         and template.pony_tags
         and all(services.templates.get(name) for name in (VARY_WORKFLOW, UPSCALE_WORKFLOW))
     )
-    # A job made from an image can only be redone from that image: Vary does that.
-    reroll = _priced(lambda: cost(None, False)) if template and not template.needs_image else None
     if not varies:
         return Offers(reroll, None, None)
-    vary = _priced(lambda: cost(VARY_WORKFLOW, True, VARY_DENOISE["strong"]))
+    # Vary and Upscale start from the result as posted: its size, made fit for an input.
+    width, height = input_size(*job.request.output_size, max_pixels=policy.max_pixels)
+    posted = ImageInput("result.png", width, height)
+    vary = _priced(lambda: cost(VARY_WORKFLOW, posted, VARY_DENOISE["strong"]))
     try:
-        return Offers(reroll, vary, cost(UPSCALE_WORKFLOW, True))
+        return Offers(reroll, vary, cost(UPSCALE_WORKFLOW, posted))
     except PromptError as refusal:
         # What a click would have been told, said up front instead of a dead-end button.
         return Offers(reroll, vary, None, f"No Upscale here: {refusal}")

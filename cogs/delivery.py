@@ -15,7 +15,7 @@ import aiohttp
 import discord
 
 from bot.images import ImageFile, prepare_uploads
-from bot.jobs import DeliveryError, Job, JobUpdate
+from bot.jobs import DeliveryError, Job, JobUpdate, UpdateKind
 from bot.metadata import with_generation_data
 from bot.ratelimit import TokenBucket
 from bot.supervisor import Loop
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 # What an unboosted server takes, for jobs stored before the interaction's limit was recorded.
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20
 UPLOAD_ATTEMPTS = 5
-ENDED = frozenset({"done", "failed", "cancelled", "timed_out", "expired"})
 ENDED_MEMORY = 10_000
 # Failures below HTTP: the connection dropped or timed out. Worth another try later.
 UNREACHABLE = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -105,7 +104,7 @@ class ProgressBoard:
     def update(self, update: JobUpdate) -> None:
         """Job-manager subscriber: remember the newest progress text of each job's message."""
         job = update.job
-        if update.kind in ENDED:
+        if update.kind.ended:
             self.forget(job.id)
             self._ended[job.id] = None
             while len(self._ended) > ENDED_MEMORY:
@@ -113,7 +112,7 @@ class ProgressBoard:
             return
         if job.id in self._ended or job.channel_id is None or job.message_id is None:
             return  # a late update must not overwrite how the job ended
-        if update.kind == "running":
+        if update.kind is UpdateKind.RUNNING:
             self._running[job.id] = (update, time.monotonic())
         else:
             self._running.pop(job.id, None)
@@ -138,7 +137,7 @@ class ProgressBoard:
     def _text(self, update: JobUpdate) -> str:
         """The progress text, with the learned duration of a running job."""
         estimate = None
-        if update.kind == "running" and self._bot.has_services:
+        if update.kind is UpdateKind.RUNNING and self._bot.has_services:
             estimate = self._bot.services.jobs.durations.expect(update.job.request)
         return progress.progress_text(update, estimate=estimate)
 

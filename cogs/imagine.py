@@ -13,6 +13,7 @@ from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
 from bot.workflows import Template
 from cogs import acknowledge, render
+from cogs.batch import BatchButton, PendingBatches, offer
 from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
 from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
 from cogs.launch import launch, read_image, requester
@@ -40,16 +41,17 @@ class Imagine(commands.Cog):
             tick=pacing.progress_tick,
         )
         self.delivery = DiscordDelivery(bot, self.pacer, self.board)
+        self.batches = PendingBatches()
 
     async def cog_load(self) -> None:
         self.bot.deliverer = self.delivery
-        self.bot.add_dynamic_items(ResultButton)
+        self.bot.add_dynamic_items(ResultButton, BatchButton)
         if self.bot.has_services:
             self.bot.services.jobs.subscribe(self.board.update)
             self.board.start()
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ResultButton)
+        self.bot.remove_dynamic_items(ResultButton, BatchButton)
         await self.board.stop()
 
     @commands.Cog.listener()
@@ -63,7 +65,7 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="imagine", description="Make an image from a prompt.")
     @app_commands.describe(
-        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text",
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text; {red, blue} makes both",
         negative="What to keep out of the image",
         aspect="Shape of the image",
         count="How many images (1-4)",
@@ -113,7 +115,7 @@ class Imagine(commands.Cog):
             sampler=sampler,
             workflow=workflow,
         )
-        new_job = services.prepare(
+        jobs = services.prepare_batch(
             prompt,
             options=options,
             policy=policy,
@@ -121,7 +123,10 @@ class Imagine(commands.Cog):
             preferences=preferences,
             **requester(interaction),
         )
-        await launch(interaction, new_job)
+        if len(jobs) == 1:
+            await launch(interaction, jobs[0])
+        else:
+            await offer(interaction, jobs)
 
     @imagine.autocomplete("sampler")
     async def sampler_choices(

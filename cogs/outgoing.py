@@ -176,16 +176,19 @@ async def update(
     interaction: discord.Interaction,
     content: str | None = None,
     *,
-    embeds: Sequence[discord.Embed],
-    view: discord.ui.View,
+    embeds: Sequence[discord.Embed] = MISSING,
+    view: discord.ui.View | None = None,
 ) -> None:
-    """Replace the message a button sits on (or answer anew if the click was deferred)."""
+    """A button's answer that replaces the message it is on (its buttons removed unless given).
+
+    If the click was deferred meanwhile, the answer comes as a new private message instead.
+    """
     if interaction.response.is_done():
-        await answer(interaction, content, embeds=embeds, view=view)
+        await answer(interaction, content, embeds=embeds, view=view or MISSING)
         return
     await interaction.response.edit_message(
         content=fit_content(content),
-        embeds=[fit_embed(e) for e in embeds],
+        embeds=MISSING if embeds is MISSING else [fit_embed(e) for e in embeds],
         view=view,
         allowed_mentions=NO_MENTIONS,
     )
@@ -198,10 +201,12 @@ def _embeds(embed: discord.Embed | None, embeds: Sequence[discord.Embed]) -> dic
     return {"embed": fit_embed(embed)}
 
 
-async def edit_response(interaction: discord.Interaction, content: str) -> None:
-    """Replace the text of the interaction's own (deferred) answer."""
+async def edit_response(
+    interaction: discord.Interaction, content: str, *, view: discord.ui.View = MISSING
+) -> None:
+    """Replace the text (and, given one, the buttons) of the interaction's own answer."""
     await interaction.edit_original_response(
-        content=fit_content(content), allowed_mentions=NO_MENTIONS
+        content=fit_content(content), view=view, allowed_mentions=NO_MENTIONS
     )
 
 

@@ -6,7 +6,7 @@ Everything here is an estimate and says so; the bar stops at 99 % until the imag
 from __future__ import annotations
 
 from bot.estimates import Estimate
-from bot.jobs import JobUpdate
+from bot.jobs import JobUpdate, UpdateKind
 from cogs import render
 
 BAR_CELLS = 10
@@ -59,9 +59,9 @@ def progress_line(
     update: JobUpdate, *, estimate: Estimate | None = None, starts_at: float | None = None
 ) -> str:
     """One line saying where a job stands."""
-    if update.kind == "queued":
+    if update.kind is UpdateKind.QUEUED:
         return queued_line(update.position, starts_at)
-    if update.kind == "running" and estimate is not None:
+    if update.kind is UpdateKind.RUNNING and estimate is not None:
         return running_line(update.elapsed or 0.0, estimate)
     return render.progress_line(update)
 
