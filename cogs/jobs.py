@@ -33,9 +33,10 @@ async def _page(
         raise NotModerator(NOT_MODERATOR)
     user_id = None if whose == "all" else interaction.user.id
     manager = interaction.client.services.jobs
-    start = (page - 1) * PAGE_SIZE
-    jobs = await manager.recent(interaction.guild_id, user_id, limit=start + PAGE_SIZE + 1)
-    return jobs[start : start + PAGE_SIZE], len(jobs) > start + PAGE_SIZE
+    jobs = await manager.recent(
+        interaction.guild_id, user_id, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+    )
+    return jobs[:PAGE_SIZE], len(jobs) > PAGE_SIZE
 
 
 async def _thumbnail(bot: Stablehand, job: Job) -> str | None:

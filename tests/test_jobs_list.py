@@ -69,3 +69,40 @@ async def test_a_job_list_shows_each_results_first_image(
     [_, embed] = data["embeds"]
     assert embed["thumbnail"]["url"] == attachment.url
     assert embed["url"].endswith(f"/{job.channel_id}/{job.message_id}")
+
+
+async def test_moderators_list_everyones_jobs_and_members_only_their_own(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    await _make(bot, fake_discord, 1)
+    await _make(bot, fake_discord, 1, user=BOB)
+
+    own = await reply_to(bot, fake_discord, payloads.slash_command("jobs", user=BOB))
+    assert _titles(own) == ["#2 · Done"]
+    refused = await reply_to(
+        bot, fake_discord, payloads.slash_command("jobs", {"whose": "all"}, user=BOB)
+    )
+    assert "Only moderators can do that" in refused["content"] and not refused.get("embeds")
+
+    everyone = await reply_to(
+        bot,
+        fake_discord,
+        payloads.slash_command("jobs", {"whose": "all"}, user=payloads.moderator_member()),
+    )
+    assert _heading(everyone) == "Everyone's jobs: Page 1, newest first."
+    assert _titles(everyone) == ["#2 · Done", "#1 · Done"]
+    assert f"<@{BOB['user']['id']}>" in everyone["embeds"][1]["description"]
+
+
+async def test_the_moderator_role_is_checked_when_the_list_is_asked_for(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    await _make(bot, fake_discord, 1)
+    role = 3_300_000_000_000_000_001
+    helper = payloads.member(payloads.user(2_300_000_000_000_000_002, "helper"), roles=[role])
+    ask = payloads.slash_command("jobs", {"whose": "all"}, user=helper)
+    assert "Only moderators" in (await reply_to(bot, fake_discord, ask))["content"]
+
+    await bot.services.guild_settings.update(payloads.GUILD_ID, 1, moderator_role_id=role)
+    again = payloads.slash_command("jobs", {"whose": "all"}, user=helper)
+    assert _titles(await reply_to(bot, fake_discord, again)) == ["#1 · Done"]

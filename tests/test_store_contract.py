@@ -297,6 +297,20 @@ async def test_unfinished_active_recent_and_ended_jobs_are_found_by_member_and_s
     assert [j.id for j in undelivered] == [here.id, direct.id, other.id]
 
 
+async def test_a_servers_recent_jobs_come_newest_first_for_one_member_or_everyone(
+    engine: Engine,
+) -> None:
+    first = await _add(engine, _new_job(1, GUILD))
+    second = await _add(engine, _new_job(2, GUILD))
+    third = await _add(engine, _new_job(1, GUILD))
+    await _add(engine, _new_job(1, OTHER))
+    jobs = engine.stores.jobs
+    assert [j.id for j in await jobs.recent(GUILD, None, 10)] == [third.id, second.id, first.id]
+    assert [j.id for j in await jobs.recent(GUILD, None, 2, 1)] == [second.id, first.id]
+    assert [j.id for j in await jobs.recent(GUILD, 1, 10)] == [third.id, first.id]
+    assert [j.id for j in await jobs.recent(GUILD, 1, 1, 1)] == [first.id]
+
+
 async def test_submissions_are_counted_and_run_times_read_oldest_first(engine: Engine) -> None:
     first = await _add(engine, _new_job(1, GUILD))
     second = await _add(engine, _new_job(2, GUILD))
