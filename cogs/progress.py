@@ -55,19 +55,15 @@ def queued_line(position: int | None, starts_at: float | None) -> str:
     return f"⏳ **Queued** — {place}{start}"
 
 
-def progress_line(
-    update: JobUpdate, *, estimate: Estimate | None = None, starts_at: float | None = None
-) -> str:
+def progress_line(update: JobUpdate, *, estimate: Estimate | None = None) -> str:
     """One line saying where a job stands."""
     if update.kind is UpdateKind.QUEUED:
-        return queued_line(update.position, starts_at)
+        return queued_line(update.position, update.starts_at)
     if update.kind is UpdateKind.RUNNING and estimate is not None:
         return running_line(update.elapsed or 0.0, estimate)
     return render.progress_line(update)
 
 
-def progress_text(
-    update: JobUpdate, *, estimate: Estimate | None = None, starts_at: float | None = None
-) -> str:
-    line = progress_line(update, estimate=estimate, starts_at=starts_at)
+def progress_text(update: JobUpdate, *, estimate: Estimate | None = None) -> str:
+    line = progress_line(update, estimate=estimate)
     return f"{render.header(update.job)}\n{line}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -216,3 +217,27 @@ def test_a_queued_job_starts_when_the_jobs_ahead_of_it_have_freed_a_slot() -> No
     assert expected_wait(2, [5.0], []) == 0.0, "a free slot: it starts now"
     assert expected_wait(1, [], [8.0, 8.0, 8.0]) == 24.0
     assert expected_wait(1, [-3.0], []) == 0.0, "an overrunning job frees its slot any moment"
+
+
+async def test_a_queued_job_shows_its_place_and_when_it_should_start(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod, MAX_JOBS_IN_FLIGHT="1")
+    bot = await start_bot(settings, fake_discord)
+    try:
+        fake_runpod.script(Outcome(status="HANG"))
+        await _started(bot, fake_discord, "the first pony")
+        await wait_for_state(bot.services, 1, "submitted")
+        asked = time.time()
+        payload = payloads.slash_command("imagine", {"prompt": "a pony"}, user=BOB)
+        await reply_to(bot, fake_discord, payload)
+        second = fake_discord.interactions[payload["token"]].response_message_id
+
+        shown = await fake_discord.wait_for(
+            lambda r: _showing("Queued** — position 1")(r) and r.path.endswith(f"/{second}")
+        )
+        [starts] = re.findall(r"expected to start <t:(\d+):R> \(estimate\)", shown.json["content"])
+        # The first job has a whole first-guess run (15 s) ahead of it.
+        assert int(starts) >= int(asked) + 10
+    finally:
+        await bot.close()
