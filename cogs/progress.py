@@ -55,13 +55,31 @@ def queued_line(position: int | None, starts_at: float | None) -> str:
     return f"⏳ **Queued** — {place}{start}"
 
 
+def waiting_line(update: JobUpdate) -> str:
+    """A job the GPU side has but has not started: why it may take a while."""
+    if update.no_workers:
+        return (
+            "⚠️ **No GPU worker has started.** The endpoint may have no workers available; "
+            "an operator should check its max workers on RunPod."
+        )
+    if update.cold:
+        return "🧊 **Waiting for a GPU worker to start** (a cold start usually takes 10–60 s)"
+    return "⏳ **Waiting for a GPU** — in RunPod's queue"
+
+
 def progress_line(update: JobUpdate, *, estimate: Estimate | None = None) -> str:
-    """One line saying where a job stands."""
+    """One line saying where a job stands; a running job's bar needs its `estimate`."""
     if update.kind is UpdateKind.QUEUED:
         return queued_line(update.position, update.starts_at)
-    if update.kind is UpdateKind.RUNNING and estimate is not None:
+    if update.kind is UpdateKind.WAITING:
+        return waiting_line(update)
+    if update.kind is UpdateKind.RUNNING:
+        if estimate is None:
+            return f"🎨 **Generating** — {int(update.elapsed or 0)} s"
         return running_line(update.elapsed or 0.0, estimate)
-    return render.progress_line(update)
+    if update.kind is UpdateKind.DELIVERING:
+        return "📤 **Uploading**"
+    return ""
 
 
 def progress_text(update: JobUpdate, *, estimate: Estimate | None = None) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.jobs import Job, JobState, JobUpdate, UpdateKind
+from bot.jobs import Job, JobState
 from bot.quotas import Blocked, BudgetReached, BudgetScope, QuotaError, QuotaExceeded
 from bot.samplers import display_name
 
@@ -112,27 +112,6 @@ def header(job: Job) -> str:
     return f"<@{job.user_id}> · job #{job.id}\n> {quote_prompt(job.request.prompt)}"
 
 
-def progress_line(update: JobUpdate) -> str:
-    """One line saying where a job stands."""
-    if update.kind is UpdateKind.QUEUED:
-        place = f"position {update.position}" if update.position else "waiting for a free slot"
-        return f"⏳ **Queued** — {place}"
-    if update.kind is UpdateKind.WAITING:
-        if update.no_workers:
-            return (
-                "⚠️ **No GPU worker has started.** The endpoint may have no workers available; "
-                "an operator should check its max workers on RunPod."
-            )
-        if update.cold:
-            return "🧊 **Waiting for a GPU worker to start** (a cold start usually takes 10–60 s)"
-        return "⏳ **Waiting for a GPU** — in RunPod's queue"
-    if update.kind is UpdateKind.RUNNING:
-        return f"🎨 **Generating** — {int(update.elapsed or 0)} s"
-    if update.kind is UpdateKind.DELIVERING:
-        return "📤 **Uploading**"
-    return ""
-
-
 def cost_line(job: Job, remaining: int | None, this_period: str) -> str:
     """What the job costs and what is left, shown before it runs."""
     if not job.cost:
@@ -144,10 +123,6 @@ def cost_line(job: Job, remaining: int | None, this_period: str) -> str:
 def accepted_text(job: Job, cost: str = "") -> str:
     notes = [f"ℹ️ {note}" for note in job.request.notes]
     return "\n".join(line for line in (header(job), "⏳ **Queued**", cost, *notes) if line)
-
-
-def progress_text(update: JobUpdate) -> str:
-    return f"{header(update.job)}\n{progress_line(update)}"
 
 
 def result_content(job: Job, notes: tuple[str, ...] = ()) -> str:
