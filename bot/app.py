@@ -22,7 +22,15 @@ from cogs.errors import handle_interaction_error
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.jobs", "cogs.prefer", "cogs.quota", "cogs.settings")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.jobs",
+    "cogs.prefer",
+    "cogs.quota",
+    "cogs.settings",
+    "cogs.stats",
+    "cogs.gallery",
+)
 
 
 @dataclass(frozen=True)

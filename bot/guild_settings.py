@@ -39,6 +39,7 @@ class GuildSettings:
     max_count: int | None = None
     max_pixels: int | None = None
     ping_after: int | None = None
+    gallery_channel_id: int | None = None
 
     @property
     def ping_after_seconds(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import httpx
 from bot.config import ConfigError, Settings
 from bot.db import Database
 from bot.estimates import DurationModel
+from bot.gallery import Gallery
 from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
@@ -31,6 +33,8 @@ from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
 from bot.runpod_backend import RunPodBackend
+from bot.stats import Figures
+from bot.store import stores_for
 from bot.workflows import TemplateLibrary, load_library
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ class Services:
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
     preferences: PreferenceStore
+    figures: Figures
+    gallery: Gallery
 
     @classmethod
     async def open(
@@ -117,6 +123,7 @@ class Services:
             limits=limits,
             durations=durations,
         )
+        figures = Figures(stores_for(db).stats, quotas, clock=time.time)
         return cls(
             settings,
             db,
@@ -126,6 +133,8 @@ class Services:
             quotas,
             GuildSettingsStore(db),
             PreferenceStore(db),
+            figures,
+            Gallery(db),
         )
 
     def policy(self) -> ContentPolicy:

@@ -17,7 +17,7 @@ from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, input_size, p
 from bot.jobs import Job
 from bot.prompt import ContentPolicy, ImageInput, Options, PromptError
 from bot.services import Services, image_input
-from cogs import acknowledge, cancelling, faces, outgoing, render
+from cogs import acknowledge, cancelling, faces, gallery, outgoing, render
 from cogs.errors import MemberError, handle_interaction_error
 from cogs.launch import launch, read_image, requester
 from cogs.permissions import is_moderator
@@ -337,7 +337,7 @@ def _priced(cost: Callable[[], int]) -> int | None:
 
 
 def result_view(job: Job, image_count: int, offers: Offers) -> discord.ui.View:
-    """Reroll, Edit, Details, Delete; Vary (subtle, strong) and Upscale per image where they work.
+    """Reroll, Edit, Details, Delete; Vary (subtle, strong), Upscale and Share per image.
 
     A button whose job costs more than one credit says so on its label.
     """
@@ -355,4 +355,7 @@ def result_view(job: Job, image_count: int, offers: Offers) -> discord.ui.View:
         if cost is not None:
             for index in shown:
                 view.add_item(ResultButton(action, job.id, index, count=image_count, cost=cost))
+    if job.guild_id is not None:
+        for button in gallery.share_buttons(job.id, image_count):
+            view.add_item(button)
     return view

@@ -12,7 +12,11 @@ from cogs import render
 
 CUSTOM_ID = r"sh:(?P<action>[a-z]+):(?P<job>[0-9]+)(?::(?P<index>[0-9]))?"
 
-# label, label on one of several images (`V1`), emoji, style, row
+# label, label on one of several images (`V1`), emoji, style, row (rows 1-4: one per action
+# on several images; Share, from cogs/gallery.py, takes row 4)
+SHARE_ROW = 4
+# A single image's Vary, Upscale and Share fit on one row.
+SINGLE_IMAGE_ROW = 1
 FACES: dict[str, tuple[str, str, str, discord.ButtonStyle, int]] = {
     "reroll": ("Reroll", "Reroll", "🎲", discord.ButtonStyle.secondary, 0),
     "edit": ("Edit", "Edit", "✏️", discord.ButtonStyle.secondary, 0),
@@ -33,6 +37,8 @@ def button(
     label, short, emoji, style, row = FACES[action]
     if index is not None and count > 1:
         label = short.format(n=index + 1)
+    elif index is not None:
+        row = SINGLE_IMAGE_ROW
     if cost is not None and cost > 1:
         label = f"{label} · {render.credit_text(cost)}"
     custom_id = f"sh:{action}:{job_id}" + (f":{index}" if index is not None else "")

@@ -76,6 +76,7 @@ async def test_the_result_shows_every_parameter_and_carries_generation_data(
         "Vary (subtle)",
         "Vary (strong)",
         "Upscale · 3 credits",
+        "Share",
     }
     [attachment] = fake_discord.messages[int(message["id"])].attachments
     parameters = Image.open(io.BytesIO(attachment.data)).text["parameters"]
@@ -206,6 +207,7 @@ async def test_a_result_made_from_an_image_rerolls_from_the_same_source_image(
         "Vary (subtle)",
         "Vary (strong)",
         "Upscale · 2 credits",
+        "Share",
     }
 
     reroll = payloads.button_click(_buttons(varied)["Reroll"], varied, user=BOB)

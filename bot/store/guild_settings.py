@@ -22,6 +22,7 @@ SETTING_NAMES = (
     "max_count",
     "max_pixels",
     "ping_after",
+    "gallery_channel_id",
 )
 
 

@@ -1,4 +1,4 @@
--- PostgreSQL twin of ../0007_member_preferences.sql.
+-- PostgreSQL twin of ../0008_member_preferences.sql.
 CREATE TABLE member_preferences (
     user_id     BIGINT PRIMARY KEY,
     aspect      TEXT,
