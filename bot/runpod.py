@@ -332,9 +332,15 @@ class RunPodClient:
         *,
         execution_timeout_ms: int | None = None,
         ttl_ms: int | None = None,
+        webhook: str | None = None,
     ) -> JobStatus:
-        """Queue a job. Raises `SubmitUncertain` when it may exist at RunPod without an answer."""
+        """Queue a job. Raises `SubmitUncertain` when it may exist at RunPod without an answer.
+
+        With `webhook`, RunPod POSTs the job's `/status` answer to that URL when it ends.
+        """
         body = _run_body(job_input, execution_timeout_ms, ttl_ms)
+        if webhook is not None:
+            body["webhook"] = webhook
         try:
             data = await self._call("POST", "/run", op="run", json_body=body, resend_safe=False)
         except (RunPodServerError, RunPodTransportError) as exc:
