@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m bench latency | scale | soak`. Each prints a table, then one JSON line."""
+"""Benchmarks: `python -m bench latency | scale | soak | ack`. Each prints a table, then one JSON line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from bench import latency, scale, soak
+from bench import ack, latency, scale, soak
 from bot import logs
 
 
@@ -33,12 +33,20 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds the bot may take to end every job after the load (default: 60 per minute)",
     )
     so.add_argument("--bot-log", type=argparse.FileType("w"), help="write the bot's output here")
+    ak = sub.add_parser(
+        "ack", help="many /imagine at once: time to the first response beside the 3 s limit"
+    )
+    ak.add_argument("--commands", type=int, default=200)
     args = parser.parse_args(argv)
     # runpod-python installs a root log handler when imported; the figures are what we print.
     logs.configure("WARNING")
     if args.bench == "latency":
         result = asyncio.run(latency.run_latency(jobs=args.jobs))
         latency.report(result)
+        return 0 if result["pass"] else 1
+    if args.bench == "ack":
+        result = asyncio.run(ack.run_ack(commands=args.commands))
+        ack.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "soak":
         result = asyncio.run(
