@@ -607,6 +607,8 @@ class FakeRunPod:
         self._webhook_signal = _Signal()
         self._webhook_tasks: set[asyncio.Task[None]] = set()
         self._webhook_session: aiohttp.ClientSession | None = None
+        # Most client connections open at once, as seen when a request arrived.
+        self.peak_connections = 0
 
     async def start(self) -> None:
         """Start listening; `port` becomes the real port if 0 was asked for."""
@@ -751,7 +753,11 @@ class FakeRunPod:
             }
             for job in self.jobs.values()
         }
-        return {"jobs": jobs, "requests": dict(self._op_counts)}
+        return {
+            "jobs": jobs,
+            "requests": dict(self._op_counts),
+            "peak_connections": self.peak_connections,
+        }
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._site is None:  # offline: a kept-alive connection is cut, not answered
@@ -760,6 +766,9 @@ class FakeRunPod:
         if request.path.startswith("/_fake/"):
             return web.json_response(self.snapshot())
         arrived = time.monotonic()
+        if self._runner is not None and self._runner.server is not None:
+            open_now = len(self._runner.server.connections)
+            self.peak_connections = max(self.peak_connections, open_now)
         body = await request.read()
         op = op_for_path(request.path)
         payload = _json_body(body)

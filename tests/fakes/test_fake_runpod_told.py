@@ -175,3 +175,21 @@ async def test_webhook_faults_drop_an_attempt_skip_a_job_or_call_twice(
 async def test_a_webhook_that_is_not_a_url_is_refused(client: httpx.AsyncClient) -> None:
     answer = await client.post("run", json={"input": {"workflow": workflow()}, "webhook": 5})
     assert answer.status_code == 400
+
+
+async def test_the_fake_counts_the_most_connections_open_at_once(fake: FakeRunPod) -> None:
+    fake.status_sync_time_scale = 1.0
+    fake.script(Outcome(status="STUCK"))
+    clients = [make_client(fake, timeout=10.0) for _ in range(3)]
+    job_id = await _run(clients[0])
+    held = [
+        asyncio.create_task(c.get(f"status-sync/{job_id}", params={"wait": "90000"}))
+        for c in clients
+    ]
+    await fake.wait_for_requests("status-sync", 3)
+    fake.finish(job_id)
+    await asyncio.gather(*held)
+    for c in clients:
+        await c.aclose()
+    assert fake.peak_connections == 3
+    assert fake.snapshot()["peak_connections"] == 3
