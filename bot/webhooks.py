@@ -63,7 +63,7 @@ class WebhookReceiver(Generic[S]):
         port: int,
         parse: Parse[S],
         ended: Callable[[S], bool],
-        on_status: OnStatus[S],
+        on_status: OnStatus[S] | None = None,
         invalid: tuple[type[Exception], ...] = (ValueError,),
     ) -> None:
         # None: the listen address itself (RunPod and the bot on one network, or a test).
@@ -72,7 +72,8 @@ class WebhookReceiver(Generic[S]):
         self._port = port
         self._parse = parse
         self._ended = ended
-        self._on_status = on_status
+        # Settable later: whoever follows the jobs may be built after the receiver.
+        self.on_status = on_status
         self._invalid = invalid
         self._armed: dict[str, _Armed] = {}
         self._handling: set[asyncio.Task[None]] = set()
@@ -163,7 +164,10 @@ class WebhookReceiver(Generic[S]):
         return web.Response(status=200)
 
     async def _hand_over(self, key: str, status: S) -> None:
+        if self.on_status is None:
+            log.warning("job %s: a webhook call came with no one to hand it to", key)
+            return
         try:
-            await self._on_status(key, status)
+            await self.on_status(key, status)
         except Exception:
             log.exception("job %s: handling its webhook call failed; it is polled instead", key)
