@@ -35,8 +35,6 @@ class Pacing:
     # A progress edit that hangs longer is given up and tried again later.
     edit_timeout: float = 30.0
     ack_deadline: float = 2.0  # database work still running by then is deferred (3 s limit)
-    # With this many commands already waiting on the database, a new one is deferred at once.
-    busy_commands: int = 8
 
 
 class Stablehand(commands.Bot):

@@ -4,15 +4,12 @@ A write may wait out another process's lock and its retries for much longer than
 Discord gives an interaction; the member would see "The application did not respond" while the
 job is still accepted and charged behind their back. So a command's database work runs here, and
 if it is not done by `Pacing.ack_deadline`, the interaction is deferred before the work goes on.
-Under a burst the database serves commands one after another: once `Pacing.busy_commands` are
-already waiting on it, a new command is deferred at once instead of joining the queue unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -25,9 +22,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Commands whose database work is under way, per bot.
-_waiting: weakref.WeakKeyDictionary[discord.Client, int] = weakref.WeakKeyDictionary()
-
 
 async def in_time(
     interaction: discord.Interaction[Stablehand], work: Awaitable[T], *, ephemeral: bool = True
@@ -37,19 +31,13 @@ async def in_time(
     `work` must not answer the interaction itself; afterwards, answer through the paths that work
     both before and after a deferral (`outgoing.answer`, `launch`'s fresh progress message).
     """
-    client = interaction.client
     task = asyncio.ensure_future(work)
-    waiting = _waiting.get(client, 0)
-    _waiting[client] = waiting + 1
     try:
-        if waiting >= client.pacing.busy_commands:
-            await _defer_unless_answered(interaction, ephemeral=ephemeral)
-        done, _ = await asyncio.wait({task}, timeout=client.pacing.ack_deadline)
+        done, _ = await asyncio.wait({task}, timeout=interaction.client.pacing.ack_deadline)
         if not done:
             await _defer_unless_answered(interaction, ephemeral=ephemeral)
         return await task
     finally:
-        _waiting[client] -= 1
         # Only when the caller itself is cancelled is the work still running here.
         task.cancel()
 
