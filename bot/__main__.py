@@ -1,4 +1,4 @@
-"""Command line: run (default) | check | sync | workflow | workflows | generate."""
+"""Command line: run (default) | check | sync | workflow | workflows | generate | migrate-db."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if healthy else 1
         if command == "workflows":
             return _print_workflows(load_settings())
+        if command == "migrate-db":
+            source = Path(args.source) if args.source else load_settings().database_path
+            return _migrate_db(source, args.to)
         if command == "generate":
             settings = load_settings(GENERATE_REQUIRES)
             # The terminal shows the job's progress; the log only what went wrong (unless debugging).
@@ -117,7 +120,38 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--image", help="input image for workflows that start from one (img2img, upscale)"
     )
+    migrate = sub.add_parser(
+        "migrate-db",
+        help="copy the SQLite database, verified, into an empty PostgreSQL database",
+    )
+    migrate.add_argument("--to", required=True, metavar="postgresql://…", help="the empty target")
+    migrate.add_argument(
+        "--from", dest="source", metavar="PATH", help="the SQLite file (default: DATABASE_PATH)"
+    )
     return parser
+
+
+def _migrate_db(source: Path, dsn: str) -> int:
+    try:
+        from bot.store.postgresql.copy import CopyRefused, copy_sqlite_to_postgresql
+    except ImportError:
+        print("migrate-db needs asyncpg: pip install '.[postgresql]'", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = asyncio.run(copy_sqlite_to_postgresql(source, dsn))
+    except CopyRefused as exc:
+        print(f"migrate-db refused: {exc}", file=sys.stderr)
+        return 1
+    for table, rows in report.rows.items():
+        print(f"{table}: {rows} rows")
+    ledger = report.ledger
+    print(
+        f"verified: every row count, and the ledger ({sum(n for _, n, _ in ledger.holds_by_state)}"
+        f" holds, {sum(c for _, _, c in ledger.holds_by_state)} credits held or spent,"
+        f" {ledger.granted_credits} granted, ${ledger.usd_actual:.2f} charged);"
+        f" PostgreSQL {report.server_version}, schema version {report.schema_version}"
+    )
+    return 0
 
 
 def _seconds(text: str) -> float:

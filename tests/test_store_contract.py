@@ -1,6 +1,6 @@
-"""What every engine's stores must do, through the interfaces only (SQLite today; PostgreSQL next).
+"""What every engine's stores must do, through the interfaces only: SQLite and PostgreSQL.
 
-A second engine joins by adding its name to `ENGINES` and a branch to `engine`.
+An engine joins by adding its name to `ENGINES` and a branch to `engine`.
 """
 
 from __future__ import annotations
@@ -13,37 +13,48 @@ import pytest
 import pytest_asyncio
 
 from bot.db import Database
+from bot.postgres import PostgresDatabase
 from bot.store import Stores, stores_for
 from bot.store.audit import AuditEntry
 from bot.store.ledger import Block, Hold, LimitScope, Spending
+from tests.postgres_server import fresh_database
 
-ENGINES = ["sqlite"]
+ENGINES = ["sqlite", "postgresql"]
 GUILD, OTHER = 100, 200
 DM = None
 
 
 @dataclass
 class Engine:
-    db: Database
+    db: Database | PostgresDatabase
     stores: Stores
 
     async def job(self, job_id: int) -> None:
         """A job row for a hold to belong to (until the job store moves under bot/store)."""
+        placeholder = "?" if isinstance(self.db, Database) else "$1"
         async with self.db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO jobs (id, user_id, state, template, request, workflow, created_at, updated_at)"
-                " VALUES (?, 1, 'queued', 't', '{}', '{}', 0, 0)",
+                f" VALUES ({placeholder}, 1, 'queued', 't', '{{}}', '{{}}', 0, 0)",
                 (job_id,),
             )
 
 
 @pytest_asyncio.fixture(params=ENGINES)
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Engine]:
-    db = await Database.open(tmp_path / "store.db")
-    try:
-        yield Engine(db, stores_for(db))
-    finally:
-        await db.close()
+    if request.param == "sqlite":
+        db = await Database.open(tmp_path / "store.db")
+        try:
+            yield Engine(db, stores_for(db))
+        finally:
+            await db.close()
+        return
+    async with fresh_database(request.getfixturevalue("postgres_server")) as dsn:
+        pg = await PostgresDatabase.open(dsn)
+        try:
+            yield Engine(pg, stores_for(pg))
+        finally:
+            await pg.close()
 
 
 def _hold(job_id: int, guild_id: int | None, *, credits: int = 2, bonus: int = 0) -> Hold:

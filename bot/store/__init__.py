@@ -14,17 +14,22 @@ enums; no SQL, no rows) and its SQLite implementation beside it. Writes take the
 domain opened with `Database.transaction()` or `Database.write()` (`bot/db.py`: one writer at a
 time, `BEGIN IMMEDIATE`, transient refusals retried), so a rule, its rows and its audit entry
 commit together. `stores_for` is the one place that picks the engine: SQLite, the embedded
-default, today; a PostgreSQL engine adds its own implementations of the same interfaces there.
+default, or PostgreSQL (`bot/postgres.py`, stores in `postgresql/`), whose transactions have the
+same methods with `$1` placeholders.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
+
+if TYPE_CHECKING:
+    from bot.postgres import PostgresDatabase
 
 
 @dataclass(frozen=True)
@@ -34,10 +39,21 @@ class Stores:
     audit: AuditStore
 
 
-def stores_for(db: Database) -> Stores:
+def stores_for(db: Database | PostgresDatabase) -> Stores:
     """The stores of the engine behind `db`."""
+    if isinstance(db, Database):
+        return Stores(
+            ledger=SqliteLedgerStore(db),
+            guild_settings=SqliteGuildSettingsRows(db),
+            audit=SqliteAuditStore(db),
+        )
+    # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
+    from bot.store.postgresql.audit import PostgresAuditStore
+    from bot.store.postgresql.guild_settings import PostgresGuildSettingsRows
+    from bot.store.postgresql.ledger import PostgresLedgerStore
+
     return Stores(
-        ledger=SqliteLedgerStore(db),
-        guild_settings=SqliteGuildSettingsRows(db),
-        audit=SqliteAuditStore(db),
+        ledger=PostgresLedgerStore(db),
+        guild_settings=PostgresGuildSettingsRows(db),
+        audit=PostgresAuditStore(db),
     )

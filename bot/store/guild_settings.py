@@ -48,12 +48,7 @@ class SqliteGuildSettingsRows:
     ) -> dict[str, Any] | None:
         source = tx or self.db
         row = await source.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        if row is None:
-            return None
-        values = {name: row[name] for name in SETTING_NAMES}
-        if values["allowed_channels"] is not None:
-            values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
-        return values
+        return None if row is None else settings_from_row(row)
 
     async def write(
         self, tx: SqliteTransaction, guild_id: int, values: Mapping[str, Any], *, at: float
@@ -71,11 +66,20 @@ class SqliteGuildSettingsRows:
             "ON CONFLICT (guild_id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in names)
             + ", updated_at = excluded.updated_at",
-            (guild_id, *(_column(name, values[name]) for name in names), at),
+            (guild_id, *(stored_value(name, values[name]) for name in names), at),
         )
 
 
-def _column(name: str, value: Any) -> Any:
+def settings_from_row(row: Any) -> dict[str, Any]:
+    """A row of `guild_settings`, of either engine, as values by setting name."""
+    values = {name: row[name] for name in SETTING_NAMES}
+    if values["allowed_channels"] is not None:
+        values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
+    return values
+
+
+def stored_value(name: str, value: Any) -> Any:
+    """A setting's value as its column holds it (channel ids as a JSON list)."""
     if name == "allowed_channels" and value is not None:
         return json.dumps(list(value))
     return value
