@@ -62,8 +62,8 @@ async def run_latency(
         seen: dict[str, float] = {}
 
         def on_update(update: JobUpdate) -> None:
-            if update.kind == "delivering" and update.job.runpod_id:
-                seen.setdefault(update.job.runpod_id, time.monotonic())
+            if update.kind == "delivering" and update.job.backend_id:
+                seen.setdefault(update.job.backend_id, time.monotonic())
 
         services.jobs.subscribe(on_update)
         delivery = CountingDelivery(expected=warmup)

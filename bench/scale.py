@@ -21,7 +21,7 @@ from bench.harness import (
     print_result,
     print_table,
 )
-from bot.jobs import AT_RUNPOD
+from bot.jobs import AT_BACKEND
 
 TARGET_LAG_P99_MS = 50.0
 TARGET_PEAK_RSS_MB = 250.0
@@ -61,7 +61,7 @@ async def run_scale(
         async def sample() -> None:
             while True:
                 at_runpod = sum(
-                    1 for t in services.jobs._tracked.values() if t.job.state in AT_RUNPOD
+                    1 for t in services.jobs._tracked.values() if t.job.state in AT_BACKEND
                 )
                 samples.append(
                     (time.monotonic(), sum(services.runpod.stats.calls.values()), at_runpod)

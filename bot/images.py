@@ -76,6 +76,8 @@ class VerifiedImage:
     width: int
     height: int
     data: bytes
+    # Where the member's image can be downloaded again (a Discord attachment), for Edit.
+    source_url: str | None = None
 
     @property
     def name(self) -> str:

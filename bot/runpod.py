@@ -286,7 +286,7 @@ class CallStats:
 
 
 class RunPodClient:
-    """The RunPod Serverless endpoint API: run, runsync, status, cancel, retry, health, purge."""
+    """The RunPod Serverless endpoint API the bot uses: run, status, cancel, health, downloads."""
 
     def __init__(
         self,
@@ -353,41 +353,6 @@ class RunPodClient:
             # RunPod answered 2xx, so the job may well exist: never send it again.
             raise SubmitUncertain(f"/run answered without a usable job id: {exc}") from exc
 
-    async def run_sync(
-        self,
-        job_input: Mapping[str, Any],
-        *,
-        wait_ms: int = 90_000,
-        poll_interval: float = 1.0,
-        max_wait: float = 600.0,
-        execution_timeout_ms: int | None = None,
-        ttl_ms: int | None = None,
-    ) -> JobStatus:
-        """Queue and hold up to `wait_ms`; if RunPod answers before the end, poll `/status` after."""
-        body = _run_body(job_input, execution_timeout_ms, ttl_ms)
-        try:
-            data = await self._call(
-                "POST",
-                "/runsync",
-                op="runsync",
-                json_body=body,
-                params={"wait": str(wait_ms)},
-                resend_safe=False,
-                read_timeout=wait_ms / 1000 + 30,
-            )
-        except (RunPodServerError, RunPodTransportError) as exc:
-            if provably_not_created(exc):
-                raise
-            raise SubmitUncertain(
-                f"/runsync gave no usable answer: {exc}", status=exc.status
-            ) from exc
-        status = JobStatus.parse(data, op="runsync")
-        deadline = time.monotonic() + max_wait
-        while not status.terminal and time.monotonic() < deadline:
-            await self._sleep(poll_interval)
-            status = await self.status(status.id)
-        return status
-
     async def status(self, job_id: str) -> JobStatus:
         return await self._job_op("GET", "status", job_id)
 
@@ -452,9 +417,6 @@ class RunPodClient:
             return None
         return True
 
-    async def retry(self, job_id: str) -> JobStatus:
-        return await self._job_op("POST", "retry", job_id)
-
     async def _job_op(self, method: str, op: str, job_id: str) -> JobStatus:
         if not JOB_ID.fullmatch(job_id):
             raise RunPodRejected(f"{op}: {clip(job_id, 80)} is not a RunPod job id")
@@ -463,13 +425,6 @@ class RunPodClient:
 
     async def health(self) -> Health:
         return Health.parse(await self._call("GET", "/health", op="health"))
-
-    async def purge_queue(self) -> int:
-        data = await self._call("POST", "/purge-queue", op="purge-queue")
-        removed = data.get("removed", 0) if isinstance(data, dict) else None
-        if isinstance(removed, bool) or not isinstance(removed, int) or removed < 0:
-            raise RunPodMalformed("purge-queue", "removed is not a count", data)
-        return removed
 
     async def download(self, url: str, *, max_bytes: int = MAX_OUTPUT_IMAGE_BYTES) -> bytes:
         """Fetch an `s3_url` output: https to public addresses only, no credentials, capped."""

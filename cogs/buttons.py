@@ -6,13 +6,15 @@ import asyncio
 import io
 import logging
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import discord
 
 from bot import prompt
+from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job
-from bot.prompt import Options
+from bot.prompt import ImageInput, Options
 from bot.services import image_input
 from cogs import acknowledge, outgoing, render
 from cogs.errors import MemberError, handle_interaction_error
@@ -156,8 +158,11 @@ class ResultButton(
         await outgoing.answer(interaction, render.details_text(job), file=workflow)
 
 
+KEEP_IMAGE = "keep"
+
+
 class EditModal(discord.ui.Modal):
-    """Prompt and negative, prefilled from the job; submitting starts a new job."""
+    """The whole request as text, the negative, and the source image; submitting starts a new job."""
 
     def __init__(self, job: Job) -> None:
         super().__init__(title=f"Edit job #{job.id}", custom_id=f"sh:edit:{job.id}", timeout=None)
@@ -180,6 +185,16 @@ class EditModal(discord.ui.Modal):
                 max_length=4000,
             )
         )
+        if job.request.image is not None:
+            self.add_item(
+                discord.ui.TextInput(
+                    label="Source image (clear this box to drop it)",
+                    custom_id="image",
+                    default=KEEP_IMAGE,
+                    required=False,
+                    max_length=20,
+                )
+            )
 
 
 def submitted_values(data: dict[str, Any]) -> dict[str, str]:
@@ -202,21 +217,44 @@ async def on_edit_submit(interaction: discord.Interaction[Stablehand], job_id: i
     """A submitted Edit modal: a new job from the edited text, charged to whoever submitted it."""
     try:
         services = interaction.client.services
-        _, policy = await acknowledge.in_time(
+        job, policy = await acknowledge.in_time(
             interaction,
             asyncio.gather(_job(interaction, job_id), services.policy_for(interaction.guild_id)),
         )
         values = submitted_values(interaction.data or {})
-        who = requester(interaction)
+        image = None
+        if job.request.image is not None and values.get("image", "").strip():
+            # Downloading may take longer than Discord's three seconds: acknowledge first.
+            await acknowledge.defer(interaction)
+            image = await _source_image(interaction, job.request.image, policy.max_pixels)
         new_job = services.prepare(
             values.get("prompt", ""),
             options=Options(negative=values.get("negative") or None),
             policy=policy,
-            **who,
+            image=image,
+            **requester(interaction),
         )
         await launch(interaction, new_job)
     except Exception as error:
         await handle_interaction_error(interaction, error)
+
+
+async def _source_image(
+    interaction: discord.Interaction[Stablehand], source: ImageInput, max_pixels: int
+) -> VerifiedImage:
+    """The job's source image downloaded again from where the member gave it."""
+    gone = MemberError(
+        "The source image is no longer available from Discord. Clear the Source image box to "
+        "edit without it, or use `/imagine` and attach it again."
+    )
+    if source.source_url is None:
+        raise gone
+    try:
+        data = await interaction.client.http.get_from_cdn(source.source_url)
+        image = prepare_input_image(data, max_pixels=max_pixels, max_bytes=MAX_INPUT_BYTES)
+    except (discord.HTTPException, ImageError):
+        raise gone from None
+    return replace(image, source_url=source.source_url)
 
 
 def result_view(

@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 # What an unboosted server takes, for jobs stored before the interaction's limit was recorded.
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20
 UPLOAD_ATTEMPTS = 5
-ENDED = frozenset({"done", "failed", "cancelled", "timed_out", "expired"})
 ENDED_MEMORY = 10_000
 # Failures below HTTP: the connection dropped or timed out. Worth another try later.
 UNREACHABLE = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
@@ -99,7 +98,7 @@ class ProgressBoard:
     def update(self, update: JobUpdate) -> None:
         """Job-manager subscriber: remember the newest progress text of each job's message."""
         job = update.job
-        if update.kind in ENDED:
+        if update.kind.ended:
             self.forget(job.id)
             self._ended[job.id] = None
             while len(self._ended) > ENDED_MEMORY:

@@ -12,6 +12,7 @@ from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
 from bot.workflows import Template
 from cogs import acknowledge, render
+from cogs.batch import BatchButton, PendingBatches, offer
 from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
 from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
 from cogs.launch import launch, read_image, requester
@@ -38,16 +39,17 @@ class Imagine(commands.Cog):
             edit_timeout=pacing.edit_timeout,
         )
         self.delivery = DiscordDelivery(bot, self.pacer, self.board)
+        self.batches = PendingBatches()
 
     async def cog_load(self) -> None:
         self.bot.deliverer = self.delivery
-        self.bot.add_dynamic_items(ResultButton)
+        self.bot.add_dynamic_items(ResultButton, BatchButton)
         if self.bot.has_services:
             self.bot.services.jobs.subscribe(self.board.update)
             self.board.start()
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ResultButton)
+        self.bot.remove_dynamic_items(ResultButton, BatchButton)
         await self.board.stop()
 
     @commands.Cog.listener()
@@ -61,7 +63,7 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="imagine", description="Make an image from a prompt.")
     @app_commands.describe(
-        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text",
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text; {red, blue} makes both",
         negative="What to keep out of the image",
         aspect="Shape of the image",
         count="How many images (1-4)",
@@ -105,10 +107,13 @@ class Imagine(commands.Cog):
             sampler=sampler,
             workflow=workflow,
         )
-        new_job = services.prepare(
+        jobs = services.prepare_batch(
             prompt, options=options, policy=policy, image=verified, **requester(interaction)
         )
-        await launch(interaction, new_job)
+        if len(jobs) == 1:
+            await launch(interaction, jobs[0])
+        else:
+            await offer(interaction, jobs)
 
     @imagine.autocomplete("sampler")
     async def sampler_choices(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import discord
@@ -37,9 +38,10 @@ async def read_image(attachment: discord.Attachment, *, max_pixels: int) -> Veri
             "I could not download that image from Discord; try attaching it again."
         ) from None
     try:
-        return prepare_input_image(data, max_pixels=max_pixels, max_bytes=MAX_INPUT_BYTES)
+        image = prepare_input_image(data, max_pixels=max_pixels, max_bytes=MAX_INPUT_BYTES)
     except ImageError as exc:
         raise MemberError(str(exc)) from None
+    return replace(image, source_url=attachment.url)
 
 
 async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) -> Job:

@@ -160,10 +160,19 @@ async def answer(
         await respond(interaction, content, embed=embed, file=file, ephemeral=ephemeral)
 
 
-async def edit_response(interaction: discord.Interaction, content: str) -> None:
-    """Replace the text of the interaction's own (deferred) answer."""
+async def edit_response(
+    interaction: discord.Interaction, content: str, *, view: discord.ui.View = MISSING
+) -> None:
+    """Replace the text (and, given one, the buttons) of the interaction's own answer."""
     await interaction.edit_original_response(
-        content=fit_content(content), allowed_mentions=NO_MENTIONS
+        content=fit_content(content), view=view, allowed_mentions=NO_MENTIONS
+    )
+
+
+async def update(interaction: discord.Interaction, content: str) -> None:
+    """A button's answer that replaces the message it is on, its buttons removed."""
+    await interaction.response.edit_message(
+        content=fit_content(content), view=None, allowed_mentions=NO_MENTIONS
     )
 
 

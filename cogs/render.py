@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.jobs import Job, JobState, JobUpdate
+from bot.jobs import Job, JobState, JobUpdate, UpdateKind
 from bot.quotas import Blocked, BudgetReached, BudgetScope, QuotaError, QuotaExceeded
 from bot.samplers import display_name
 
@@ -92,10 +92,10 @@ def header(job: Job) -> str:
 
 def progress_line(update: JobUpdate) -> str:
     """One line saying where a job stands."""
-    if update.kind == "queued":
+    if update.kind is UpdateKind.QUEUED:
         place = f"position {update.position}" if update.position else "waiting for a free slot"
         return f"⏳ **Queued** — {place}"
-    if update.kind == "waiting":
+    if update.kind is UpdateKind.WAITING:
         if update.no_workers:
             return (
                 "⚠️ **No GPU worker has started.** The endpoint may have no workers available; "
@@ -104,9 +104,9 @@ def progress_line(update: JobUpdate) -> str:
         if update.cold:
             return "🧊 **Waiting for a GPU worker to start** (a cold start usually takes 10–60 s)"
         return "⏳ **Waiting for a GPU** — in RunPod's queue"
-    if update.kind == "running":
+    if update.kind is UpdateKind.RUNNING:
         return f"🎨 **Generating** — {int(update.elapsed or 0)} s"
-    if update.kind == "delivering":
+    if update.kind is UpdateKind.DELIVERING:
         return "📤 **Uploading**"
     return ""
 
@@ -120,7 +120,8 @@ def cost_line(job: Job, remaining: int | None, this_period: str) -> str:
 
 
 def accepted_text(job: Job, cost: str = "") -> str:
-    return "\n".join(line for line in (header(job), "⏳ **Queued**", cost) if line)
+    notes = [f"ℹ️ {note}" for note in job.request.notes]
+    return "\n".join(line for line in (header(job), "⏳ **Queued**", cost, *notes) if line)
 
 
 def progress_text(update: JobUpdate) -> str:
@@ -128,6 +129,7 @@ def progress_text(update: JobUpdate) -> str:
 
 
 def result_content(job: Job, notes: tuple[str, ...] = ()) -> str:
+    notes = (*job.request.notes, *notes)
     lines = [f"<@{job.user_id}> · job #{job.id}", *(f"ℹ️ {note}" for note in notes)]
     return "\n".join(lines)
 

@@ -143,14 +143,18 @@ async def test_edit_opens_a_prefilled_modal_and_its_submit_starts_a_job(
     bot: Stablehand, fake_discord: FakeDiscord
 ) -> None:
     message = await imagine_result(
-        bot, fake_discord, "a pony <lora:style:0.8> --raw", options={"negative": "text"}
+        bot, fake_discord, "a pony <lora:style:0.8> --raw --seed 3", options={"negative": "text"}
     )
     click = payloads.button_click(_buttons(message)["Edit"], message)
     data = await reply_to(bot, fake_discord, click)
     fields = {
         c["components"][0]["custom_id"]: c["components"][0].get("value") for c in data["components"]
     }
-    assert fields == {"prompt": "a pony <lora:style.safetensors:0.8> --raw", "negative": "text"}
+    assert fields == {
+        "prompt": "a pony <lora:style.safetensors:0.8> --raw --workflow pony-v6-xl "
+        "--size 1024x1024 --seed 3 --steps 25 --cfg 7 --sampler euler_ancestral --scheduler normal",
+        "negative": "text",
+    }
     submit = payloads.modal_submit(
         data["custom_id"], {"prompt": "a zebra --seed 9", "negative": ""}, message=message
     )

@@ -13,7 +13,10 @@ import pytest
 import pytest_asyncio
 
 from bot.db import Database
+from bot.images import ImageFile
+from bot.jobs import Job, JobState, NewJob
 from bot.postgres import PostgresDatabase
+from bot.prompt import GenerationRequest
 from bot.store import Stores, stores_for
 from bot.store.audit import AuditEntry
 from bot.store.ledger import Block, Hold, LimitScope, Spending
@@ -196,3 +199,113 @@ async def test_the_audit_trail_reads_back_newest_first_per_server_and_member(
     about_one = await audit.newest(GUILD, target_id=1, limit=10)
     assert [e.action for e in about_one] == ["action2", "action0"]
     assert about_one[1].reason is None and about_one[1].legacy_detail == ""
+
+
+def _new_job(user_id: int, guild_id: int | None, **overrides: object) -> NewJob:
+    request = GenerationRequest("pony", "a fox", "", "a fox", "", seed=1, width=64, height=64)
+    values: dict[str, object] = {
+        "user_id": user_id,
+        "guild_id": guild_id,
+        "channel_id": 5,
+        "request": request,
+        "workflow": {"3": {"class_type": "KSampler", "inputs": {}}},
+        **overrides,
+    }
+    return NewJob(**values)
+
+
+async def _add(engine: Engine, new: NewJob, at: float = 1000.0) -> Job:
+    if engine.stores.jobs is None:
+        pytest.skip("PostgreSQL has no job store yet (issue 16)")
+    async with engine.db.transaction() as tx:
+        return await engine.stores.jobs.add(tx, new, at=at)
+
+
+async def _move(
+    engine: Engine, job: Job, *from_states: JobState, to: JobState, **fields: object
+) -> tuple[JobState, Job] | None:
+    async with engine.db.transaction() as tx:
+        return await engine.stores.jobs.change_state(
+            tx, job.id, set(from_states), to, fields=fields, at=2000.0, detail="why"
+        )
+
+
+async def test_a_job_added_reads_back_with_its_inputs_endpoint_and_first_event(
+    engine: Engine,
+) -> None:
+    new = _new_job(1, GUILD, input_images=(("in.png", b"png"),), role_ids=(7,), endpoint="flux")
+    job = await _add(engine, new)
+    stored = await engine.stores.jobs.get(job.id)
+    assert stored == job and (stored.state, stored.endpoint, stored.role_ids) == (
+        JobState.ACCEPTED,
+        "flux",
+        (7,),
+    )
+    assert stored.workflow == new.workflow and stored.request == new.request
+    assert await engine.stores.jobs.inputs(job.id) == [("in.png", b"png")]
+    assert await engine.stores.jobs.events(job.id) == [(None, "accepted", None)]
+
+
+async def test_a_state_change_is_a_compare_and_set_that_records_its_event(engine: Engine) -> None:
+    job = await _add(engine, _new_job(1, GUILD))
+    assert await _move(engine, job, JobState.QUEUED, to=JobState.SUBMITTING) is None
+    assert (await engine.stores.jobs.get(job.id)).state is JobState.ACCEPTED, "nothing written"
+    changed = await _move(engine, job, JobState.ACCEPTED, to=JobState.QUEUED, message_id=9)
+    assert changed is not None
+    before, after = changed
+    assert before is JobState.ACCEPTED and (after.state, after.message_id) == (JobState.QUEUED, 9)
+    assert (await engine.stores.jobs.events(job.id))[-1] == ("accepted", "queued", "why")
+    with pytest.raises(ValueError, match="not a field a state change sets: cost"):
+        await _move(engine, after, JobState.QUEUED, to=JobState.SUBMITTING, cost=0)
+    assert (await engine.stores.jobs.get(job.id)).state is JobState.QUEUED
+
+
+async def test_outputs_are_kept_in_order_until_dropped_and_a_member_is_told_once(
+    engine: Engine,
+) -> None:
+    job = await _add(engine, _new_job(1, GUILD))
+    images = [ImageFile("b.png", "image/png", b"2"), ImageFile("a.png", "image/png", b"1")]
+    async with engine.db.transaction() as tx:
+        await engine.stores.jobs.add_outputs(tx, job.id, images)
+        await engine.stores.jobs.mark_notified(tx, job.id, at=10.0)
+        await engine.stores.jobs.mark_notified(tx, job.id, at=20.0)
+    assert await engine.stores.jobs.outputs(job.id) == images
+    assert (await engine.stores.jobs.get(job.id)).delivered_at == 10.0
+    async with engine.db.transaction() as tx:
+        await engine.stores.jobs.drop_outputs(tx, job.id)
+        await engine.stores.jobs.drop_inputs(tx, job.id)
+    assert await engine.stores.jobs.outputs(job.id) == []
+
+
+async def test_unfinished_active_recent_and_ended_jobs_are_found_by_member_and_server(
+    engine: Engine,
+) -> None:
+    here = await _add(engine, _new_job(1, GUILD))
+    direct = await _add(engine, _new_job(1, DM))
+    other = await _add(engine, _new_job(2, OTHER))
+    await _move(engine, other, JobState.ACCEPTED, to=JobState.FAILED)
+    async with engine.db.transaction() as tx:
+        assert await engine.stores.jobs.unfinished_count(tx, 1) == 2, "every server together"
+        ended = await engine.stores.jobs.ended_among(tx, [here.id, direct.id, other.id])
+    assert [job.id for job in ended] == [other.id]
+    assert [j.id for j in await engine.stores.jobs.active(DM, None)] == [direct.id]
+    assert [j.id for j in await engine.stores.jobs.active(GUILD, 2)] == []
+    assert [j.id for j in await engine.stores.jobs.recent(OTHER, 2, 10)] == [other.id]
+    unfinished = await engine.stores.jobs.unfinished(undelivered=False)
+    assert [j.id for j in unfinished] == [here.id, direct.id]
+    undelivered = await engine.stores.jobs.unfinished(undelivered=True)
+    assert [j.id for j in undelivered] == [here.id, direct.id, other.id]
+
+
+async def test_submissions_are_counted_and_run_times_read_oldest_first(engine: Engine) -> None:
+    first = await _add(engine, _new_job(1, GUILD))
+    second = await _add(engine, _new_job(2, GUILD))
+    for job in (first, second):
+        await _move(engine, job, JobState.ACCEPTED, to=JobState.QUEUED)
+    await _move(engine, first, JobState.QUEUED, to=JobState.SUBMITTING)
+    await _move(engine, first, JobState.SUBMITTING, to=JobState.QUEUED)
+    await _move(engine, first, JobState.QUEUED, to=JobState.SUBMITTING, execution_ms=1500)
+    await _move(engine, second, JobState.QUEUED, to=JobState.SUBMITTING, execution_ms=900)
+    assert await engine.stores.jobs.submit_attempts(first.id) == 2
+    assert [ms for _, ms in await engine.stores.jobs.durations(10)] == [1500, 900]
+    assert [ms for _, ms in await engine.stores.jobs.durations(1)] == [900]

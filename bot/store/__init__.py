@@ -6,8 +6,7 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
-    jobs.py            (to come) jobs, job_events, job_inputs, job_outputs <- bot/jobs.py,
-                       whose SQL has not moved here yet
+    jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/
 
 Each module declares its interface as a Protocol in the core's words (ids, amounts, timestamps,
 enums; no SQL, no rows) and its SQLite implementation beside it. Writes take the transaction the
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
+from bot.store.jobs import JobStore, SqliteJobStore
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
+    # None on PostgreSQL until its job store is built (issue 16): the bot runs on SQLite only.
+    jobs: JobStore | None
 
 
 def stores_for(db: Database | PostgresDatabase) -> Stores:
@@ -46,6 +48,7 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
             ledger=SqliteLedgerStore(db),
             guild_settings=SqliteGuildSettingsRows(db),
             audit=SqliteAuditStore(db),
+            jobs=SqliteJobStore(db),
         )
     # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
     from bot.store.postgresql.audit import PostgresAuditStore
@@ -56,4 +59,5 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
         ledger=PostgresLedgerStore(db),
         guild_settings=PostgresGuildSettingsRows(db),
         audit=PostgresAuditStore(db),
+        jobs=None,
     )
