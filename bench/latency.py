@@ -1,10 +1,9 @@
 """Added latency: the fake marks a job done -> the bot sees it; beside runpod-python's asyncio client.
 
 Four ways of following jobs run the same kind of job against the same fake process in the same
-run: runpod-python's `AsyncioJob`, the bot's adaptive polling (its job manager with production
-defaults, starting with a short history of finished jobs, as a running bot has in its database),
-and RunPod telling the bot: a long-poll (`/status-sync`, through the completion watcher) and a
-webhook (through the webhook receiver), each on the bot's own RunPod client.
+run: runpod-python's `AsyncioJob`, and three bots with production defaults but for the way they
+follow jobs: adaptive polling only, long-polls (`/status-sync`), and webhooks. Each bot has its
+own database and starts with a short history of finished jobs, as a running bot has.
 """
 
 from __future__ import annotations
@@ -25,12 +24,9 @@ from bench.harness import (
     print_result,
     print_table,
 )
-from bot.completion import CompletionWatcher
-from bot.config import Secret
 from bot.jobs import JobUpdate
-from bot.runpod import JobStatus, RequestBudget, RunPodClient, RunPodError
 from bot.services import Services
-from bot.webhooks import WebhookReceiver
+from tests.told_modes import free_port
 
 TARGET_P50 = 0.3
 TARGET_P95 = 1.0
@@ -58,124 +54,65 @@ async def run_latency(
         "--run-jitter",
         str(jitter),
     ]
-    async with fake_runpod_process(*args) as fake, bot_services(fake) as services:
-        seen: dict[str, float] = {}
-
-        def on_update(update: JobUpdate) -> None:
-            if update.kind == "delivering" and update.job.backend_id:
-                seen.setdefault(update.job.backend_id, time.monotonic())
-
-        services.jobs.subscribe(on_update)
-        delivery = CountingDelivery(expected=warmup)
-        await services.jobs.start(delivery)
-        await _submit_ours(services, warmup, spacing=0.0)
-        await asyncio.wait_for(delivery.done.wait(), 120)
-        warm_ids = set(seen)
-        calls_before = sum(services.runpod.stats.calls.values())
-
-        delivery.expected += jobs
-        delivery.done.clear()
-        baseline_seen: dict[str, float] = {}
-        long_poll_seen: dict[str, float] = {}
-        webhook_seen: dict[str, float] = {}
-        workflow = services.prepare(PROMPT, user_id=0, guild_id=0, channel_id=0).workflow
-        long_poll_client, webhook_client = _told_client(fake), _told_client(fake)
-        try:
-            await asyncio.gather(
-                _submit_ours(services, jobs, spacing=spacing),
-                _run_baseline(fake, workflow, jobs, spacing, baseline_seen),
-                _run_long_poll(long_poll_client, workflow, jobs, spacing, long_poll_seen),
-                _run_webhook(webhook_client, workflow, jobs, spacing, webhook_seen),
-            )
-            await asyncio.wait_for(delivery.done.wait(), 300)
-        finally:
-            await long_poll_client.aclose()
-            await webhook_client.aclose()
-        our_calls = sum(services.runpod.stats.calls.values()) - calls_before
-        state = await fake.state()
-
-    ours = {rid: t for rid, t in seen.items() if rid not in warm_ids}
-    told = {
-        "long_poll": (long_poll_seen, sum(long_poll_client.stats.calls.values())),
-        "webhook": (webhook_seen, sum(webhook_client.stats.calls.values())),
+    port = free_port()
+    webhooks = {
+        "RUNPOD_LONG_POLLS": "0",
+        "WEBHOOK_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "WEBHOOK_LISTEN": f"127.0.0.1:{port}",
     }
-    return _summarise(state, ours, baseline_seen, our_calls, jobs, told)
+    async with (
+        fake_runpod_process(*args) as fake,
+        bot_services(fake, RUNPOD_LONG_POLLS="0") as adaptive,
+        bot_services(fake, RUNPOD_LONG_POLLS="24") as long_poll,
+        bot_services(fake, **webhooks) as webhook,
+    ):
+        ways = {"stablehand": Way(adaptive), "long_poll": Way(long_poll), "webhook": Way(webhook)}
+        await asyncio.gather(*(way.warm_up(warmup) for way in ways.values()))
+        baseline_seen: dict[str, float] = {}
+        workflow = adaptive.prepare(PROMPT, user_id=0, guild_id=0, channel_id=0).workflow
+        await asyncio.gather(
+            *(way.run(jobs, spacing) for way in ways.values()),
+            _run_baseline(fake, workflow, jobs, spacing, baseline_seen),
+        )
+        state = await fake.state()
+    followed = {name: (way.measured(), way.calls) for name, way in ways.items()}
+    return _summarise(state, baseline_seen, followed, jobs)
 
 
-def _told_client(fake: FakeProcess) -> RunPodClient:
-    """The bot's RunPod client as services build it (its own budget and pool), for one way."""
-    return RunPodClient(
-        api_base=fake.api_base,
-        endpoint_id=fake.endpoint_id,
-        api_key=Secret(fake.api_key),
-        budget=RequestBudget(50),
-    )
+class Way:
+    """One bot (its own database and manager) following jobs one way: when it saw each end."""
 
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.seen: dict[str, float] = {}
+        self.warm: set[str] = set()
+        self.calls: dict[str, int] = {}
+        self.delivery = CountingDelivery()
+        services.jobs.subscribe(self._on_update)
 
-async def _run_long_poll(
-    client: RunPodClient, workflow: dict, count: int, spacing: float, seen: dict[str, float]
-) -> None:
-    """Each job long-polled from its submission until it ends (24 slots: all fit)."""
-    ended = asyncio.Event()
+    def _on_update(self, update: JobUpdate) -> None:
+        if update.kind == "delivering" and update.job.backend_id:
+            self.seen.setdefault(update.job.backend_id, time.monotonic())
 
-    async def on_status(job_id: str, status: JobStatus) -> None:
-        if status.terminal:
-            seen.setdefault(job_id, time.monotonic())
-            if len(seen) == count:
-                ended.set()
+    async def warm_up(self, count: int) -> None:
+        """A short history of finished jobs, as a running bot has in its database."""
+        self.delivery.expected = count
+        await self.services.jobs.start(self.delivery)
+        await _submit_ours(self.services, count, spacing=0.0)
+        await asyncio.wait_for(self.delivery.done.wait(), 120)
+        self.warm = set(self.seen)
 
-    async def on_fault(job_id: str, exc: Exception) -> None:
-        raise RuntimeError(f"long-poll of {job_id} failed: {exc}")
+    async def run(self, count: int, spacing: float) -> None:
+        before = dict(self.services.runpod.stats.calls)
+        self.delivery.expected += count
+        self.delivery.done.clear()
+        await _submit_ours(self.services, count, spacing=spacing)
+        await asyncio.wait_for(self.delivery.done.wait(), 300)
+        after = self.services.runpod.stats.calls
+        self.calls = {op: after[op] - before.get(op, 0) for op in after}
 
-    watcher: CompletionWatcher[JobStatus] = CompletionWatcher(
-        lambda job_id, wait: client.status_sync(job_id, wait_ms=round(wait * 1000)),
-        ended=lambda status: status.terminal,
-        on_status=on_status,
-        on_fault=on_fault,
-        on_release=on_fault_release,
-        slots=24,
-    )
-    try:
-        for _ in range(count):
-            job = await client.run({"workflow": workflow})
-            watcher.watch(job.id)
-            await asyncio.sleep(spacing)
-        await asyncio.wait_for(ended.wait(), 300)
-    finally:
-        await watcher.stop()
-
-
-async def on_fault_release(job_id: str) -> None:
-    raise RuntimeError(f"long-poll of {job_id} was handed back: the fake has no /status-sync")
-
-
-async def _run_webhook(
-    client: RunPodClient, workflow: dict, count: int, spacing: float, seen: dict[str, float]
-) -> None:
-    """Each job submitted with its own webhook URL; seen when the call reaches the receiver."""
-    ended = asyncio.Event()
-
-    async def on_status(key: str, status: JobStatus) -> None:
-        seen.setdefault(status.id, time.monotonic())
-        if len(seen) == count:
-            ended.set()
-
-    receiver: WebhookReceiver[JobStatus] = WebhookReceiver(
-        public_url=None,
-        host="127.0.0.1",
-        port=0,
-        parse=lambda data, expected: JobStatus.parse(data, op="webhook", expected_id=expected),
-        ended=lambda status: status.terminal,
-        on_status=on_status,
-        invalid=(RunPodError,),
-    )
-    async with receiver:
-        for n in range(count):
-            key = str(n)
-            job = await client.run({"workflow": workflow}, webhook=receiver.arm(key))
-            receiver.expect(key, job.id)
-            await asyncio.sleep(spacing)
-        await asyncio.wait_for(ended.wait(), 300)
+    def measured(self) -> dict[str, float]:
+        return {rid: at for rid, at in self.seen.items() if rid not in self.warm}
 
 
 async def _submit_ours(services: Services, count: int, *, spacing: float) -> None:
@@ -208,11 +145,9 @@ async def _run_baseline(
 
 def _summarise(
     state: dict,
-    ours: dict[str, float],
     baseline: dict[str, float],
-    our_calls: int,
+    followed: dict[str, tuple[dict[str, float], dict[str, int]]],
     jobs: int,
-    told: dict[str, tuple[dict[str, float], int]],
 ) -> dict[str, Any]:
     def figures(seen: dict[str, float], requests_per_job: float) -> dict[str, float]:
         lags = [seen[rid] - state["jobs"][rid]["completed_at"] for rid in seen]
@@ -230,12 +165,14 @@ def _summarise(
     )
     result: dict[str, Any] = {
         "bench": "latency",
-        "stablehand": figures(ours, our_calls / max(1, jobs)),
         "runpod_python": figures(baseline, baseline_requests),
         "targets": {"p50_s": TARGET_P50, "p95_s": TARGET_P95, "fewer_requests_than_baseline": True},
     }
-    for name, (seen, calls) in told.items():
-        result[name] = figures(seen, calls / max(1, jobs))
+    for name, (seen, calls) in followed.items():
+        # Per job, as for the baseline: its /run and reads of it. /health is the endpoint's.
+        per_job = sum(n for op, n in calls.items() if op != "health")
+        result[name] = figures(seen, per_job / max(1, jobs))
+        result[name]["health_requests"] = calls.get("health", 0)
     result["told_targets"] = {
         "p50_s": TOLD_P50,
         "p95_s": TOLD_P95,

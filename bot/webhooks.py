@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
+from bot.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
@@ -95,7 +97,16 @@ class WebhookReceiver(Generic[S]):
         app.router.add_post(PATH_PREFIX + "/{key}/{token}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        try:
+            await web.TCPSite(self._runner, self._host, self._port).start()
+        except OSError as exc:
+            await self.stop()
+            raise ConfigError(
+                [
+                    f"WEBHOOK_LISTEN={self._host}:{self._port} cannot be listened on "
+                    f"({exc.strerror or exc}): choose a free port, or stop what listens there."
+                ]
+            ) from None
         log.info("serving RunPod webhooks on %s:%d", self._host, self.port)
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.config import ConfigError
 from bot.runpod import JobStatus, RunPodClient, RunPodError
 from bot.webhooks import WebhookReceiver
 from tests.conftest import make_client
@@ -178,3 +179,18 @@ def test_each_job_gets_its_own_unguessable_token() -> None:
     assert "token" not in repr(receiver) and first.rpartition("/")[2] not in repr(receiver)
     with pytest.raises(ValueError):
         receiver.arm("../1")
+
+
+async def test_a_listen_address_in_use_is_a_settings_error_naming_it(
+    receiver: WebhookReceiver[JobStatus],
+) -> None:
+    second: WebhookReceiver[JobStatus] = WebhookReceiver(
+        public_url=None,
+        host="127.0.0.1",
+        port=receiver.port,
+        parse=JobStatus.parse,
+        ended=lambda status: status.terminal,
+    )
+    with pytest.raises(ConfigError, match=f"WEBHOOK_LISTEN=127.0.0.1:{receiver.port}"):
+        await second.start()
+    await second.stop()
