@@ -410,9 +410,9 @@ class Settings:
     runpod_long_polls: int = setting(
         SCHEDULING,
         "24",
-        "Running jobs followed at once by long-poll (`/status-sync`, answered the moment a job "
-        "ends); each holds one of the 50 connections to RunPod. Further jobs are polled. "
-        "0 turns long-polls off.",
+        "Running jobs of each endpoint followed at once by long-poll (`/status-sync`, answered "
+        "the moment a job ends); each holds one of the 50 connections to RunPod. Further jobs "
+        "are polled. 0 turns long-polls off.",
         _long_polls,
     )
     queue_timeout: int = setting(
