@@ -208,3 +208,22 @@ async def test_every_ending_is_told_the_same_way_in_each_mode(
     assert ended.failure
     await delivery.wait(job_id)
     assert len(delivery.notified[job_id]) == 1
+
+
+async def test_cancelling_a_long_polled_job_lets_go_of_its_long_poll(
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    open_services: OpenServices,
+    delivery: RecordingDelivery,
+) -> None:
+    fake_runpod.status_sync_time_scale = 60.0
+    fake_runpod.script(Outcome(status="STUCK"))
+    services = await _open(open_services, tmp_path, fake_runpod, "long_poll")
+    await services.jobs.start(delivery)
+    job_id = await _submit(services, _job(services))
+    await fake_runpod.wait_for_requests("status-sync", 1)
+    assert services.jobs.told.long_polled() == 1
+    cancelled = await services.jobs.cancel(job_id, by_user=1)
+    assert cancelled.state is JobState.CANCELLED
+    assert services.jobs.told.long_polled() == 0
+    assert len(fake_runpod.requests_for("cancel")) == 1
