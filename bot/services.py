@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import httpx
 from bot.config import ConfigError, Settings
 from bot.db import Database
 from bot.estimates import DurationModel
+from bot.gallery import Gallery
 from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
@@ -22,6 +24,8 @@ from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
 from bot.runpod_backend import RunPodBackend, webhook_receiver
+from bot.stats import Figures
+from bot.store import stores_for
 from bot.workflows import TemplateLibrary, load_library
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    figures: Figures
+    gallery: Gallery
 
     @classmethod
     async def open(
@@ -114,7 +120,18 @@ class Services:
             long_polls=settings.runpod_long_polls,
             webhooks=webhooks,
         )
-        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db))
+        figures = Figures(stores_for(db).stats, quotas, clock=time.time)
+        return cls(
+            settings,
+            db,
+            runpod,
+            templates,
+            jobs,
+            quotas,
+            GuildSettingsStore(db),
+            figures,
+            Gallery(db),
+        )
 
     def policy(self) -> ContentPolicy:
         """The operator's policy from settings, before any server's choices."""
