@@ -32,7 +32,7 @@ from bot.prompt import (
 from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
-from bot.runpod_backend import RunPodBackend
+from bot.runpod_backend import RunPodBackend, webhook_receiver
 from bot.stats import Figures
 from bot.store import stores_for
 from bot.workflows import TemplateLibrary, load_library
@@ -115,13 +115,20 @@ class Services:
             member_max_in_flight=settings.member_max_in_flight,
             member_max_queued=settings.member_max_queued,
         )
+        webhooks = (
+            webhook_receiver(settings.webhook_public_url, settings.webhook_listen)
+            if settings.webhook_public_url
+            else None
+        )
         jobs = JobManager(
             db,
-            RunPodBackend(runpod),
+            RunPodBackend(runpod, webhooks=webhooks),
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,
             durations=durations,
+            long_polls=settings.runpod_long_polls,
+            webhooks=webhooks,
         )
         figures = Figures(stores_for(db).stats, quotas, clock=time.time)
         return cls(
