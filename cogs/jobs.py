@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.jobs import Job, JobState
 from cogs import acknowledge, cancelling, outgoing, render
-from cogs.errors import handle_interaction_error
+from cogs.errors import MemberError, handle_interaction_error
 from cogs.permissions import NOT_MODERATOR, NotModerator, is_moderator
 
 if TYPE_CHECKING:
@@ -166,6 +166,8 @@ class Jobs(commands.Cog):
         whose: str = "mine",
         page: app_commands.Range[int, 1, 1000] = 1,
     ) -> None:
+        if whose not in WHOSE:
+            raise MemberError("Pick `mine` or `everyone's` from the list.")
         embeds, view = await acknowledge.in_time(
             interaction, jobs_message(interaction, whose, page)
         )

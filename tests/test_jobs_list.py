@@ -106,3 +106,13 @@ async def test_the_moderator_role_is_checked_when_the_list_is_asked_for(
     await bot.services.guild_settings.update(payloads.GUILD_ID, 1, moderator_role_id=role)
     again = payloads.slash_command("jobs", {"whose": "all"}, user=helper)
     assert _titles(await reply_to(bot, fake_discord, again)) == ["#1 · Done"]
+
+
+async def test_a_list_name_not_offered_is_refused_plainly(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    data = await reply_to(bot, fake_discord, payloads.slash_command("jobs", {"whose": "theirs"}))
+    assert (
+        data["flags"] & EPHEMERAL
+        and data["content"] == "Pick `mine` or `everyone's` from the list."
+    )
