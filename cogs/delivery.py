@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 import time
@@ -364,12 +363,16 @@ class DiscordDelivery:
         if job.channel_id is not None and job.message_id is not None:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
-            with contextlib.suppress(discord.NotFound, discord.Forbidden):
-                # Gone or out of reach: the DM is what counts.
+            try:
                 await outgoing.edit(
                     channel.get_partial_message(job.message_id),
                     content=render.sent_by_dm_text(job),
                     view=None,
+                )
+            except (*UNREACHABLE, discord.HTTPException) as exc:
+                # The DM is what counts: a channel message gone or out of reach stays as it was.
+                log.info(
+                    "job %d: could not say in the channel that it went by DM (%s)", job.id, exc
                 )
         return True
 
