@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m bench latency | scale | soak | charts`. Each prints a table, then one JSON line."""
+"""Benchmarks: `python -m bench latency | scale | soak | charts | ack`. Each prints a table, then one JSON line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bench import charts, latency, scale, soak
+from bench import ack, charts, latency, scale, soak
 from bot import logs
 
 
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds the bot may take to end every job after the load (default: 60 per minute)",
     )
     so.add_argument("--bot-log", type=argparse.FileType("w"), help="write the bot's output here")
+    ak = sub.add_parser(
+        "ack", help="many /imagine at once: time to the first response beside the 3 s limit"
+    )
+    ak.add_argument("--commands", type=int, default=200)
     ch = sub.add_parser("charts", help="usage, spend and server charts for 30 days × 50 members")
     ch.add_argument("--days", type=int, default=30)
     ch.add_argument("--members", type=int, default=50)
@@ -45,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench == "latency":
         result = asyncio.run(latency.run_latency(jobs=args.jobs))
         latency.report(result)
+        return 0 if result["pass"] else 1
+    if args.bench == "ack":
+        result = asyncio.run(ack.run_ack(commands=args.commands))
+        ack.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "soak":
         result = asyncio.run(

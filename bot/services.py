@@ -7,7 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -20,11 +20,20 @@ from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
 from bot.polling import Timing
-from bot.prompt import MAX_SEED, ContentPolicy, GenerationRequest, ImageInput, Options, parse
+from bot.preferences import Preferences, PreferenceStore
+from bot.prompt import (
+    MAX_SEED,
+    ContentPolicy,
+    GenerationRequest,
+    ImageInput,
+    Options,
+    flags_in,
+    parse,
+)
 from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
-from bot.runpod_backend import RunPodBackend
+from bot.runpod_backend import RunPodBackend, webhook_receiver
 from bot.stats import Figures
 from bot.store import stores_for
 from bot.workflows import TemplateLibrary, load_library
@@ -61,6 +70,7 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    preferences: PreferenceStore
     figures: Figures
     gallery: Gallery
     # Every endpoint's client by name, `runpod` (the default endpoint's) included.
@@ -117,13 +127,23 @@ class Services:
             member_max_queued=settings.member_max_queued,
             endpoint_max_in_flight=settings.endpoint_max_jobs_in_flight,
         )
+        webhooks = (
+            webhook_receiver(settings.webhook_public_url, settings.webhook_listen)
+            if settings.webhook_public_url
+            else None
+        )
         jobs = JobManager(
             db,
-            {name: RunPodBackend(client, endpoint=name) for name, client in clients.items()},
+            {
+                name: RunPodBackend(client, endpoint=name, webhooks=webhooks)
+                for name, client in clients.items()
+            },
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,
             durations=durations,
+            long_polls=settings.runpod_long_polls,
+            webhooks=webhooks,
         )
         figures = Figures(stores_for(db).stats, quotas, clock=time.time)
         return cls(
@@ -134,6 +154,7 @@ class Services:
             jobs,
             quotas,
             GuildSettingsStore(db),
+            PreferenceStore(db),
             figures,
             Gallery(db),
             clients,
@@ -162,17 +183,38 @@ class Services:
         filesize_limit: int | None = None,
         seed: int | None = None,
         role_ids: tuple[int, ...] = (),
+        preferences: Preferences | None = None,
     ) -> NewJob:
-        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored."""
-        request = parse(
-            text,
-            library=self.templates,
-            policy=policy or self.policy(),
-            options=options,
-            channel_nsfw=channel_nsfw,
-            image=image_input(image),
-            seed=seed,
-        )
+        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored.
+
+        The member's `preferences` fill in what neither a typed option nor a flag says.
+        """
+        policy = policy or self.policy()
+        options = options or Options()
+
+        def parsed(options: Options, seed: int | None) -> GenerationRequest:
+            return parse(
+                text,
+                library=self.templates,
+                policy=policy,
+                options=options,
+                channel_nsfw=channel_nsfw,
+                image=image_input(image),
+                seed=seed,
+            )
+
+        request = parsed(options, seed)
+        template = self.templates.get(request.template)
+        if preferences is not None and template is not None:
+            preferred, applied = preferences.fill(
+                options,
+                parsed=request,
+                template=template,
+                text_flags=flags_in(text),
+                max_count=policy.max_count,
+            )
+            if applied:
+                request = replace(parsed(preferred, request.seed), from_preferences=applied)
         return self.job_for(
             request,
             image=image,
@@ -196,6 +238,7 @@ class Services:
         image: VerifiedImage | None = None,
         filesize_limit: int | None = None,
         role_ids: tuple[int, ...] = (),
+        preferences: Preferences | None = None,
     ) -> list[NewJob]:
         """Every job `{…}` permutations and `--repeat` make of `text`, each checked, none stored.
 
@@ -215,6 +258,7 @@ class Services:
                 image=image,
                 filesize_limit=filesize_limit,
                 role_ids=role_ids,
+                preferences=preferences,
             )
             jobs.append(first)
             for offset in range(1, repeat):

@@ -93,8 +93,9 @@ async def test_a_pony_and_a_flux_job_from_one_channel_each_run_and_are_charged_o
     listed = embed_text(
         await reply_to(two_endpoint_bot, fake_discord, payloads.slash_command("jobs"))
     )
-    assert "`#1` " in listed and "Pony Diffusion V6 XL" in listed
-    assert "`#2` " in listed and "FLUX.1 [dev]" in listed
+    flux_entry, pony_entry = listed.split("#2 · ")[1].split("#1 · ")
+    assert "a red fox in snow" in flux_entry and "FLUX.1 [dev]" in flux_entry
+    assert "a pony on a hill" in pony_entry and "Pony Diffusion V6 XL" in pony_entry
     for message, model in ((pony, "Pony Diffusion V6 XL"), (flux, "FLUX.1 [dev]")):
         buttons = {
             c["label"]: c["custom_id"] for row in message["components"] for c in row["components"]

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from bot.jobs.delivery import Delivery
     from bot.jobs.poller import Poller
     from bot.jobs.scheduler import Scheduler
+    from bot.jobs.told import Told
     from bot.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class JobCore:
 
     scheduler: Scheduler
     poller: Poller
+    told: Told
     delivery: Delivery
 
     def __init__(
