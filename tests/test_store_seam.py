@@ -19,6 +19,7 @@ from bot.store import jobs as jobs_store
 from bot.store import ledger as ledger_store
 from bot.store.postgresql import audit as pg_audit_store
 from bot.store.postgresql import guild_settings as pg_settings_store
+from bot.store.postgresql import jobs as pg_jobs_store
 from bot.store.postgresql import ledger as pg_ledger_store
 from cogs import audit_lines
 
@@ -68,8 +69,18 @@ def test_sql_is_written_only_in_the_store() -> None:
         (settings_store.GuildSettingsRows, pg_settings_store.PostgresGuildSettingsRows),
         (audit_store.AuditStore, pg_audit_store.PostgresAuditStore),
         (jobs_store.JobStore, jobs_store.SqliteJobStore),
+        (jobs_store.JobStore, pg_jobs_store.PostgresJobStore),
     ],
-    ids=["ledger", "guild_settings", "audit", "pg-ledger", "pg-guild_settings", "pg-audit", "jobs"],
+    ids=[
+        "ledger",
+        "guild_settings",
+        "audit",
+        "pg-ledger",
+        "pg-guild_settings",
+        "pg-audit",
+        "jobs",
+        "pg-jobs",
+    ],
 )
 def test_each_store_takes_exactly_its_interfaces_calls(interface: type, store: type) -> None:
     """Each engine implements the interface; none has grown calls beside it."""

@@ -63,8 +63,6 @@ class JobManager:
     ) -> None:
         backends = backend if isinstance(backend, Mapping) else {DEFAULT_ENDPOINT: backend}
         store = store or engines.stores_for(db).jobs
-        if store is None:
-            raise RuntimeError("this database engine has no job store yet; run the bot on SQLite")
         self._core = core = JobCore(
             db,
             store,

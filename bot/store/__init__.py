@@ -37,8 +37,7 @@ class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
-    # None on PostgreSQL until its job store is built (issue 16): the bot runs on SQLite only.
-    jobs: JobStore | None
+    jobs: JobStore
 
 
 def stores_for(db: Database | PostgresDatabase) -> Stores:
@@ -53,11 +52,12 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
     # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
     from bot.store.postgresql.audit import PostgresAuditStore
     from bot.store.postgresql.guild_settings import PostgresGuildSettingsRows
+    from bot.store.postgresql.jobs import PostgresJobStore
     from bot.store.postgresql.ledger import PostgresLedgerStore
 
     return Stores(
         ledger=PostgresLedgerStore(db),
         guild_settings=PostgresGuildSettingsRows(db),
         audit=PostgresAuditStore(db),
-        jobs=None,
+        jobs=PostgresJobStore(db),
     )
