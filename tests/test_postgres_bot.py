@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
 
+from bot import heartbeat
 from bot.app import Stablehand
 from bot.postgres import PostgresDatabase
-from tests.conftest import HANG_GUARD, make_settings, reply_to, start_bot, wait_for_state
+from tests.conftest import (
+    HANG_GUARD,
+    imagine_result,
+    make_settings,
+    reply_to,
+    start_bot,
+    wait_for_job,
+    wait_for_state,
+)
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -58,3 +68,19 @@ async def test_an_imagine_is_delivered_and_its_credits_held_then_captured(
     assert [(h["state"], h["credits"]) for h in holds] == [("captured", done.cost)]
     captured = await bot.services.quotas.balance(payloads.GUILD_ID, payloads.MEMBER_ID)
     assert (captured.used, captured.held) == (done.cost, 0)
+
+
+async def test_health_reports_the_leases_held_and_the_last_takeover(
+    bot_on_postgresql: Stablehand, fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    bot = bot_on_postgresql
+    await imagine_result(bot, fake_discord, "a pony astronaut")
+    path = tmp_path / "beat"
+    heartbeat.write(path, dataclasses.replace(bot._beat(), connected=True))
+    healthy, why = heartbeat.check(path)
+    assert healthy and why.endswith("; 1 job leases held, last takeover never"), why
+    [job] = await bot.services.jobs.recent(payloads.GUILD_ID, payloads.MEMBER_ID)
+    await wait_for_job(bot.services, job.id, lambda stored: stored.delivered_at is not None)
+    await bot.services.jobs.leases.renew()  # the job has ended and been told: its lease goes
+    heartbeat.write(path, dataclasses.replace(bot._beat(), connected=True))
+    assert heartbeat.check(path)[1].endswith("; 0 job leases held, last takeover never")

@@ -32,6 +32,7 @@ from bot.polling import Timing
 
 if TYPE_CHECKING:
     from bot.jobs.delivery import Delivery
+    from bot.jobs.leases import Leases
     from bot.jobs.poller import Poller
     from bot.jobs.scheduler import Scheduler
     from bot.store.jobs import JobStore
@@ -46,6 +47,7 @@ class JobCore:
     scheduler: Scheduler
     poller: Poller
     delivery: Delivery
+    leases: Leases
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from bot.db import Database, Transaction
 from bot.estimates import DurationModel
 from bot.jobs.core import JobCore, busy_is_member_facing
 from bot.jobs.delivery import Delivery
+from bot.jobs.leases import Leases, process_name
 from bot.jobs.model import (
     AT_BACKEND,
     DEFAULT_ENDPOINT,
@@ -60,9 +61,11 @@ class JobManager:
         durations: DurationModel | None = None,
         clock: Callable[[], float] = time.time,
         store: job_store.JobStore | None = None,
+        process: str | None = None,
     ) -> None:
         backends = backend if isinstance(backend, Mapping) else {DEFAULT_ENDPOINT: backend}
-        store = store or engines.stores_for(db).jobs
+        stores = engines.stores_for(db)
+        store = store or stores.jobs
         self._core = core = JobCore(
             db,
             store,
@@ -76,6 +79,7 @@ class JobManager:
         self.scheduler = core.scheduler = Scheduler(core)
         self.poller = core.poller = Poller(core)
         self.delivery = core.delivery = Delivery(core)
+        self.leases = core.leases = Leases(core, stores.leases, process or process_name())
         self.recovery = Recovery(core)
         self._loops: list[Loop] = []
 
@@ -126,6 +130,7 @@ class JobManager:
                     "finish or `/cancel` one."
                 )
             job = await core.store.add(tx, new, at=now)
+            await core.leases.take(tx, job.id)
             await core.accounting.reserve(tx, job.id, new)
             return job
 
@@ -264,6 +269,8 @@ class JobManager:
             supervisor.start("jobs-health", self.poller.health_loop),
             supervisor.start("jobs-reconcile", self.recovery.reconcile_loop),
         ]
+        if self.leases.shared:
+            self._loops.append(supervisor.start("jobs-leases", self.leases.renew_loop))
         core.wake_dispatch.set()
         self.poller.wake()
 

@@ -7,6 +7,7 @@ The domain modules keep the rules and call a store to read and write what they d
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
     jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/
+    leases.py          job_leases (PostgreSQL; SQLite is one process)  <- bot/jobs/leases.py
 
 Each module declares its interface as a Protocol in the core's words (ids, amounts, timestamps,
 enums; no SQL, no rows) and its SQLite implementation beside it. Writes take the transaction the
@@ -26,6 +27,7 @@ from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.jobs import JobStore, SqliteJobStore
+from bot.store.leases import LeaseStore, SoleProcessLeases
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class Stores:
     guild_settings: GuildSettingsRows
     audit: AuditStore
     jobs: JobStore
+    leases: LeaseStore
 
 
 def stores_for(db: Database | PostgresDatabase) -> Stores:
@@ -48,11 +51,13 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
             guild_settings=SqliteGuildSettingsRows(db),
             audit=SqliteAuditStore(db),
             jobs=SqliteJobStore(db),
+            leases=SoleProcessLeases(),
         )
     # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
     from bot.store.postgresql.audit import PostgresAuditStore
     from bot.store.postgresql.guild_settings import PostgresGuildSettingsRows
     from bot.store.postgresql.jobs import PostgresJobStore
+    from bot.store.postgresql.leases import PostgresLeaseStore
     from bot.store.postgresql.ledger import PostgresLedgerStore
 
     return Stores(
@@ -60,4 +65,5 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
         guild_settings=PostgresGuildSettingsRows(db),
         audit=PostgresAuditStore(db),
         jobs=PostgresJobStore(db),
+        leases=PostgresLeaseStore(db),
     )

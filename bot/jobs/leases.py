@@ -1,0 +1,83 @@
+"""Leases: on a database shared by several bot processes, each unfinished job is carried forward
+by the one process holding its lease; the lease is renewed while that process lives, and another
+process takes the job over once it has run out. On SQLite (one process) every lease is its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+
+from bot.jobs.core import JobCore
+from bot.jobs.model import TERMINAL, Job
+from bot.store.base import Transaction
+from bot.store.leases import LeaseStore
+from bot.supervisor import Loop
+
+log = logging.getLogger(__name__)
+
+
+def process_name() -> str:
+    """This process among the bot's processes: host, pid and a random tail (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Leases:
+    """The leases this process holds, taken on accepting or adopting a job, renewed in a loop."""
+
+    def __init__(self, core: JobCore, store: LeaseStore, owner: str) -> None:
+        self.core = core
+        self.store = store
+        self.owner = owner
+        self.held = 0
+        # Wall-clock time this process last took over a job found in the database.
+        self.last_claim: float | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may carry the same jobs (so leases are stored and renewed)."""
+        return self.store.shared
+
+    async def take(self, tx: Transaction, job_id: int) -> bool:
+        """Lease a job this process has just accepted, in the transaction that stores it."""
+        now = self.core.clock()
+        taken = await self.store.take(
+            tx, self.owner, job_id, now=now, until=now + self.core.timing.lease_ttl
+        )
+        if taken and self.shared:
+            self.held += 1
+        return taken
+
+    async def take_over(self, job: Job) -> bool:
+        """Lease a job found in the database; False while another living process holds it."""
+        if not self.shared:
+            return True
+        taken = await self.core.db.write(lambda tx: self.take(tx, job.id))
+        if taken:
+            self.last_claim = self.core.clock()
+        return taken
+
+    async def renew_loop(self, loop: Loop) -> None:
+        """Renew every lease a third of the way to its expiry, so one late renewal loses none."""
+        while True:
+            loop.beat()
+            await loop.sleep(self.core.timing.lease_ttl / 3)
+            try:
+                await self.renew()
+            except Exception:
+                log.exception("renewing job leases failed; trying again")
+
+    async def renew(self) -> None:
+        """Extend the leases; let go of jobs another process has taken over meanwhile."""
+        core = self.core
+        carried = core.queue.waiting_keys() | set(core.poller.tracked)
+        kept = await self.store.renew(
+            self.owner,
+            until=core.clock() + core.timing.lease_ttl,
+            finished=[state.value for state in TERMINAL],
+        )
+        self.held = len(kept)
+        for job_id in sorted(carried - set(kept)):
+            log.warning("job %d: its lease ran out and another process took it over", job_id)
+            core.forget(job_id)
