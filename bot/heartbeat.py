@@ -52,8 +52,8 @@ class Beat:
     slots_in_use: int = 0  # RunPod slots the job manager counts as taken
     stuck_after: float = Supervision.stuck_after
     loops: tuple[LoopBeat, ...] = ()
-    # On a database several processes share: jobs leased to this process, and when it last took
-    # one over from a process that stopped (None: never). Absent on SQLite.
+    # On a database several processes share: jobs leased to this process, and when it last claimed
+    # one (sent a queued job, or took one over from a process that stopped). Absent on SQLite.
     leases_held: int | None = None
     last_claim: float | None = None
 
@@ -139,7 +139,7 @@ def _leases(beat: Beat) -> str:
     if beat.leases_held is None:
         return ""
     claim = "never" if beat.last_claim is None else f"{beat.at - beat.last_claim:.0f} s ago"
-    return f"; {beat.leases_held} job leases held, last takeover {claim}"
+    return f"; {beat.leases_held} job leases held, last claim {claim}"
 
 
 async def beat_forever(

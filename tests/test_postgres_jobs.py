@@ -134,3 +134,29 @@ async def _stored_job(db: PostgresDatabase) -> Job:
         )
     assert changed is not None
     return changed[1]
+
+
+async def test_processes_claiming_at_once_send_no_more_than_the_cap(
+    processes: list[PostgresDatabase],
+) -> None:
+    """Every racer has counted nothing in flight before any of them claims: the claim decides."""
+    queued = [await _stored_job(processes[0]) for _ in processes]
+    all_inside = asyncio.Barrier(RACERS)
+
+    async def race(db: PostgresDatabase, job: Job) -> bool:
+        async with db.transaction() as tx:
+            await tx.fetchone("SELECT COUNT(*) FROM jobs WHERE state = 'submitting'")
+            await all_inside.wait()
+            if not await PostgresLeaseStore(db).claim(
+                tx, job.id, job.user_id, total=2, per_member=RACERS
+            ):
+                return False
+            await PostgresJobStore(db).change_state(
+                tx, job.id, {JobState.QUEUED}, JobState.SUBMITTING, fields={}, at=3, detail=None
+            )
+            return True
+
+    claimed = await asyncio.gather(
+        *(race(db, job) for db, job in zip(processes, queued, strict=True))
+    )
+    assert claimed.count(True) == 2

@@ -31,8 +31,10 @@ class Leases:
         self.store = store
         self.owner = owner
         self.held = 0
-        # Wall-clock time this process last took over a job found in the database.
+        # Wall-clock time this process last claimed a job: sent a queued one, or took one over.
         self.last_claim: float | None = None
+        self._refused: set[int] = set()
+        self.refusals = 0  # claims refused because other processes filled the caps
 
     @property
     def shared(self) -> bool:
@@ -57,6 +59,31 @@ class Leases:
         if taken:
             self.last_claim = self.core.clock()
         return taken
+
+    async def claim(self, job: Job, tx: Transaction) -> bool:
+        """Whether a queued job may be sent now under the in-flight caps of every process."""
+        limits = self.core.limits
+        claimed = await self.store.claim(
+            tx,
+            job.id,
+            job.user_id,
+            total=limits.max_in_flight,
+            per_member=limits.member_max_in_flight,
+        )
+        if claimed:
+            self._refused.discard(job.id)
+            self.last_claim = self.core.clock()
+        else:
+            self._refused.add(job.id)
+            self.refusals += 1
+        return claimed
+
+    def refused(self, job_id: int) -> bool:
+        """Whether the job's last claim was refused for the caps (asked once: the answer is cleared)."""
+        if job_id in self._refused:
+            self._refused.discard(job_id)
+            return True
+        return False
 
     async def renew_loop(self, loop: Loop) -> None:
         """Renew every lease a third of the way to its expiry, so one late renewal loses none."""

@@ -34,6 +34,13 @@ class LeaseStore(Protocol):
         """How many jobs are leased to `owner`."""
         ...
 
+    async def claim(
+        self, tx: Transaction, job_id: int, user_id: int, *, total: int, per_member: int
+    ) -> bool:
+        """Whether the queued job may go to the backend now: fewer than `total` jobs in flight in
+        every process together, fewer than `per_member` of its member's; one claim at a time."""
+        ...
+
 
 class SoleProcessLeases:
     """`LeaseStore` for SQLite: one process, so every lease is granted and none is stored."""
@@ -50,3 +57,9 @@ class SoleProcessLeases:
 
     async def held(self, owner: str) -> int:
         return 0
+
+    async def claim(
+        self, tx: Transaction, job_id: int, user_id: int, *, total: int, per_member: int
+    ) -> bool:
+        # The one process's fair queue already counts every job in flight.
+        return True

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from bot.postgres import PostgresDatabase, PostgresTransaction
+from bot.jobs.model import IN_FLIGHT, JobState
+from bot.postgres import AdvisoryLock, PostgresDatabase, PostgresTransaction
+
+_IN_FLIGHT = [state.value for state in IN_FLIGHT]
 
 
 class PostgresLeaseStore:
@@ -41,6 +44,25 @@ class PostgresLeaseStore:
                 (owner, until),
             )
         return [r["job_id"] for r in kept]
+
+    async def claim(
+        self, tx: PostgresTransaction, job_id: int, user_id: int, *, total: int, per_member: int
+    ) -> bool:
+        await tx.lock(AdvisoryLock.CLAIM)
+        row = await tx.fetchone(
+            "SELECT COUNT(*) AS total, COUNT(*) FILTER (WHERE user_id = $1) AS mine FROM jobs"
+            " WHERE state = ANY($2::text[])",
+            (user_id, _IN_FLIGHT),
+        )
+        assert row is not None
+        if row["total"] >= total or row["mine"] >= per_member:
+            return False
+        # A job another transaction is changing (a cancel, say) is skipped, not waited for.
+        queued = await tx.fetchone(
+            "SELECT id FROM jobs WHERE id = $1 AND state = $2 FOR UPDATE SKIP LOCKED",
+            (job_id, JobState.QUEUED.value),
+        )
+        return queued is not None
 
     async def held(self, owner: str) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM job_leases WHERE owner = $1", (owner,))

@@ -1,19 +1,23 @@
-"""Two bot processes on one PostgreSQL: a job is followed by one of them, and when that one stops
-renewing its leases the other takes the job over and finishes it exactly once."""
+"""Two bot processes on one PostgreSQL: the in-flight caps hold across both; a job is followed by
+one of them, and when that one stops renewing its leases the other takes it over and finishes it
+exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
-from bot.jobs import JobManager, JobState
+from bot.jobs import JobManager, JobState, Limits
 from bot.services import Services
 from tests.conftest import (
     FAST,
+    HANG_GUARD,
     OpenServices,
     RecordingDelivery,
     make_settings,
@@ -42,16 +46,73 @@ async def two_processes(
     yield await open_services(settings), await open_services(settings)
 
 
-def _manager(services: Services, clock: SharedClock, name: str) -> JobManager:
+def _manager(
+    services: Services, clock: SharedClock, name: str, limits: Limits | None = None
+) -> JobManager:
     return JobManager(
         services.db,
         services.jobs.backends,
         accounting=services.quotas,
         timing=LEASED,
+        limits=limits,
         durations=services.jobs.durations,
         clock=clock,
         process=name,
     )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(HANG_GUARD):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    ("limits", "second_member"),
+    [
+        (Limits(max_in_flight=1, member_max_in_flight=1, member_max_queued=4), 2),
+        (Limits(max_in_flight=4, member_max_in_flight=1, member_max_queued=4), 1),
+    ],
+    ids=["global-cap", "member-cap"],
+)
+async def test_the_in_flight_caps_count_every_process_s_jobs(
+    two_processes: tuple[Services, Services],
+    fake_runpod: FakeRunPod,
+    limits: Limits,
+    second_member: int,
+) -> None:
+    first_services, second_services = two_processes
+    clock = SharedClock()
+    first = _manager(first_services, clock, "a", limits)
+    second = _manager(second_services, clock, "b", limits)
+    second_told = RecordingDelivery()
+    fake_runpod.script(Outcome(status="HANG"), Outcome())
+    await first.start(RecordingDelivery())
+    await second.start(second_told)
+    try:
+        running = await first.accept(
+            first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
+        )
+        await first.attach_message(running.id, 5, 500)
+        backend_id = (await wait_for_state(first_services, running.id, "submitted")).backend_id
+        assert backend_id is not None
+
+        waiting = await second.accept(
+            second_services.prepare("a fox", user_id=second_member, guild_id=100, channel_id=5)
+        )
+        await second.attach_message(waiting.id, 5, 501)
+        await until(lambda: second.leases.refusals >= 2)
+        assert (await second.get(waiting.id)).state is JobState.QUEUED
+        assert len(fake_runpod.requests_for("run")) == 1, "the cap is full in the other process"
+
+        fake_runpod.finish(backend_id, Outcome())
+        await wait_for_state(first_services, running.id, "done")
+        await second_told.wait(waiting.id)
+        assert (await wait_for_state(second_services, waiting.id, "done")).state is JobState.DONE
+        assert len(fake_runpod.requests_for("run")) == 2
+    finally:
+        await first.stop()
+        await second.stop()
 
 
 async def test_a_job_is_taken_over_only_once_its_process_stops_renewing_and_ends_once(
