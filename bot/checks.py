@@ -175,6 +175,7 @@ async def _check_runpod(settings: Settings) -> CheckResult:
     endpoint = settings.runpod_endpoint_id
     try:
         health = await client.health()
+        long_poll = await _long_poll_note(client)
     except RunPodError as exc:
         detail, fix = explain_runpod_error(exc, settings)
         return CheckResult("RunPod", False, detail, fix)
@@ -183,7 +184,8 @@ async def _check_runpod(settings: Settings) -> CheckResult:
     workers = ", ".join(f"{k}={v}" for k, v in sorted(health.workers.items())) or "none"
     queued = health.jobs.get("inQueue", 0)
     detail = (
-        f"endpoint {endpoint} reachable, key accepted; workers: {workers}; jobs in queue: {queued}"
+        f"endpoint {endpoint} reachable, key accepted; workers: {workers}; jobs in queue: "
+        f"{queued}; {long_poll}"
     )
     if health.total_workers == 0 and queued:
         return CheckResult(
@@ -193,6 +195,16 @@ async def _check_runpod(settings: Settings) -> CheckResult:
             "jobs are waiting with no workers: raise the endpoint's max workers in the RunPod console",
         )
     return CheckResult("RunPod", True, detail)
+
+
+async def _long_poll_note(client: RunPodClient) -> str:
+    """What `/status-sync` looks like from here; a 404 for a made-up job cannot tell."""
+    offered = await client.probe_status_sync()
+    if offered is False:
+        return "no /status-sync (405): jobs are followed with /status polls"
+    if offered:
+        return "/status-sync answers: jobs are long-polled"
+    return "/status-sync is tried on the first job (the log says if it falls back to /status)"
 
 
 async def _check_discord(settings: Settings) -> CheckResult:

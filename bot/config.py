@@ -212,6 +212,39 @@ def _database_url(text: str) -> str | None:
     return parse_database_url(text)
 
 
+# Long-polls hold connections of the pool of 50: keep some for runs, reads and downloads.
+MAX_LONG_POLLS = 40
+
+
+def _long_polls(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > MAX_LONG_POLLS:
+        raise ValueError(
+            f"must be at most {MAX_LONG_POLLS} (the rest of the connections serve runs)"
+        )
+    return value
+
+
+def _public_url(text: str) -> str | None:
+    value = text.strip().rstrip("/")
+    if not value:
+        return None
+    if not value.startswith(("https://", "http://")) or any(c in value for c in "?#@ "):
+        raise ValueError(
+            "must be a URL like https://bot.example.org/hooks (https through a reverse proxy; "
+            "no query, fragment or user name)"
+        )
+    return value
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, colon, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, like 127.0.0.1:8080 or 0.0.0.0:8080")
+    return host, int(port)
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text).expanduser() if text.strip() else None
 
@@ -321,6 +354,21 @@ class Settings:
         _database_url,
         secret=True,
     )
+    webhook_public_url: str | None = setting(
+        RUNPOD,
+        "",
+        "Public https URL that reaches `WEBHOOK_LISTEN` through your reverse proxy, e.g. "
+        "`https://bot.example.org/hooks`; when set, RunPod calls it the moment a job ends "
+        "(see [Long-polls and webhooks](#long-polls-and-webhooks)). Empty: no webhooks, long-polls and polls only.",
+        _public_url,
+    )
+    webhook_listen: tuple[str, int] = setting(
+        RUNPOD,
+        "127.0.0.1:8080",
+        "Address and port the bot serves webhooks on when `WEBHOOK_PUBLIC_URL` is set; your "
+        "reverse proxy forwards to it.",
+        _listen_address,
+    )
     checkpoint: str = setting(
         MODEL,
         "ponyDiffusionV6XL.safetensors",
@@ -384,6 +432,14 @@ class Settings:
         "Budget for all calls to RunPod, polling included (RunPod allows 100 `/run` and 200 "
         "`/status` per second).",
         _positive_int,
+    )
+    runpod_long_polls: int = setting(
+        SCHEDULING,
+        "24",
+        "Running jobs of each endpoint followed at once by long-poll (`/status-sync`, answered "
+        "the moment a job ends); each holds one of the 50 connections to RunPod. Further jobs "
+        "are polled. 0 turns long-polls off.",
+        _long_polls,
     )
     queue_timeout: int = setting(
         SCHEDULING,

@@ -36,6 +36,7 @@ class GuildSettings:
     max_steps: int | None = None
     max_count: int | None = None
     max_pixels: int | None = None
+    gallery_channel_id: int | None = None
 
     def policy(self, base: ContentPolicy) -> ContentPolicy:
         """The operator's policy with this server's choices; caps can only be narrowed."""

@@ -39,6 +39,9 @@ class Timing:
     accept_grace: float = 300.0
     # Unexpected errors in a row while following one job before it is failed instead of re-polled.
     max_poll_crashes: int = 3
+    # Longest a long-poll holds; with a webhook, the one poll comes this long after the finish.
+    long_poll_wait: float = 60.0
+    webhook_grace: float = 2.0
 
 
 def running_interval(timing: Timing, estimate: Estimate, elapsed: float) -> float:

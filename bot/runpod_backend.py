@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import secrets
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from bot.runpod import (
     decode_output,
     provably_not_created,
 )
+from bot.webhooks import WebhookReceiver
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,13 @@ STATUSES = {
 class RunPodBackend:
     """A RunPod Serverless endpoint running worker-comfyui, seen through the `GpuBackend` seam."""
 
-    def __init__(self, client: RunPodClient) -> None:
+    def __init__(
+        self, client: RunPodClient, *, webhooks: WebhookReceiver[BackendJob] | None = None
+    ) -> None:
         self.client = client
+        # With a receiver, each job's /run carries a webhook URL of its own.
+        self.webhooks = webhooks
+        self._webhook_keys: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"RunPodBackend({self.client!r})"
@@ -71,9 +78,7 @@ class RunPodBackend:
                 for name, data in images
             ]
         try:
-            answer = await self.client.run(
-                job_input, execution_timeout_ms=execution_timeout_ms, ttl_ms=ttl_ms
-            )
+            answer = await self._run(job_input, execution_timeout_ms, ttl_ms)
         except RunPodAuthError as exc:
             raise BackendAuthError(str(exc)) from exc
         except RunPodNotFound as exc:
@@ -86,6 +91,45 @@ class RunPodBackend:
                 raise BackendUnavailable(str(exc)) from exc
             raise SubmitUncertain(str(exc)) from exc
         return _job(answer)
+
+    async def _run(
+        self, job_input: dict[str, Any], execution_timeout_ms: int, ttl_ms: int
+    ) -> JobStatus:
+        """`/run`, with a webhook URL of the job's own when webhooks are on."""
+        if self.webhooks is None:
+            return await self.client.run(
+                job_input, execution_timeout_ms=execution_timeout_ms, ttl_ms=ttl_ms
+            )
+        key = secrets.token_hex(8)
+        try:
+            answer = await self.client.run(
+                job_input,
+                execution_timeout_ms=execution_timeout_ms,
+                ttl_ms=ttl_ms,
+                webhook=self.webhooks.arm(key),
+            )
+        except BaseException:
+            self.webhooks.disarm(key)
+            raise
+        self.webhooks.expect(key, answer.id)
+        self._webhook_keys[answer.id] = key
+        return answer
+
+    def long_polls(self) -> bool:
+        return self.client.status_sync_available is not False
+
+    async def wait_status(self, job_id: str, seconds: float) -> BackendJob:
+        with _translated():
+            return _job(await self.client.status_sync(job_id, wait_ms=round(seconds * 1000)))
+
+    def webhook_armed(self, job_id: str) -> bool:
+        key = self._webhook_keys.get(job_id)
+        return key is not None and self.webhooks is not None and self.webhooks.armed(key)
+
+    def forget_webhook(self, job_id: str) -> None:
+        key = self._webhook_keys.pop(job_id, None)
+        if key is not None and self.webhooks is not None:
+            self.webhooks.disarm(key)
 
     async def status(self, job_id: str) -> BackendJob:
         with _translated():
@@ -140,3 +184,18 @@ def _translated() -> Iterator[None]:
         raise BackendNotFound(str(exc)) from exc
     except RunPodError as exc:
         raise BackendError(str(exc)) from exc
+
+
+def webhook_receiver(public_url: str, listen: tuple[str, int]) -> WebhookReceiver[BackendJob]:
+    """The receiver of RunPod's webhook calls: each body is checked as a `/status` answer."""
+    host, port = listen
+    return WebhookReceiver(
+        public_url=public_url,
+        host=host,
+        port=port,
+        parse=lambda data, expected: _job(
+            JobStatus.parse(data, op="webhook", expected_id=expected)
+        ),
+        ended=lambda job: job.status.ended,
+        invalid=(RunPodError,),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from bot.config import ConfigError, Settings
 from bot.db import Database
 from bot.engine import open_database
 from bot.estimates import DurationModel
+from bot.gallery import Gallery
 from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
@@ -21,7 +23,9 @@ from bot.prompt import MAX_SEED, ContentPolicy, GenerationRequest, ImageInput, O
 from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
-from bot.runpod_backend import RunPodBackend
+from bot.runpod_backend import RunPodBackend, webhook_receiver
+from bot.stats import Figures
+from bot.store import stores_for
 from bot.workflows import TemplateLibrary, load_library
 
 if TYPE_CHECKING:
@@ -54,6 +58,8 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    figures: Figures
+    gallery: Gallery
 
     @classmethod
     async def open(
@@ -87,15 +93,33 @@ class Services:
             member_max_in_flight=settings.member_max_in_flight,
             member_max_queued=settings.member_max_queued,
         )
+        webhooks = (
+            webhook_receiver(settings.webhook_public_url, settings.webhook_listen)
+            if settings.webhook_public_url
+            else None
+        )
         jobs = JobManager(
             db,
-            RunPodBackend(runpod),
+            RunPodBackend(runpod, webhooks=webhooks),
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,
             durations=durations,
+            long_polls=settings.runpod_long_polls,
+            webhooks=webhooks,
         )
-        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db))
+        figures = Figures(stores_for(db).stats, quotas, clock=time.time)
+        return cls(
+            settings,
+            db,
+            runpod,
+            templates,
+            jobs,
+            quotas,
+            GuildSettingsStore(db),
+            figures,
+            Gallery(db),
+        )
 
     def policy(self) -> ContentPolicy:
         """The operator's policy from settings, before any server's choices."""

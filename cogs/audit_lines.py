@@ -21,6 +21,7 @@ SETTING_LABELS = {
     "max_steps": "the steps cap",
     "max_count": "the images-per-job cap",
     "max_pixels": "the pixels-per-image cap",
+    "gallery_channel_id": "the gallery channel",
 }
 
 
@@ -66,6 +67,9 @@ _SENTENCES: dict[str, Callable[[int | None, Mapping[str, Any]], str]] = {
     "reset": lambda target, facts: f"reset <@{target}>'s allowance",
     "block": _blocked,
     "unblock": lambda target, facts: f"unblocked <@{target}>",
+    "gallery.remove": lambda target, facts: (
+        f"removed image {facts['image']} of job #{facts['job_id']} (shared by <@{target}>) from the gallery"
+    ),
     "budget": _budget,
 }
 
@@ -90,6 +94,8 @@ def _shown(name: str, value: Any) -> str:
         return ", ".join(f"<#{c}>" for c in value) or "none"
     if name == "moderator_role_id":
         return f"<@&{value}>"
+    if name == "gallery_channel_id":
+        return f"<#{value}>"
     if name == "max_pixels":
         return f"{value / 2**20:.2f} MP"
     return str(value)

@@ -16,7 +16,7 @@ from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input
 from bot.jobs import Job
 from bot.prompt import ImageInput, Options
 from bot.services import image_input
-from cogs import acknowledge, outgoing, render
+from cogs import acknowledge, gallery, outgoing, render
 from cogs.errors import MemberError, handle_interaction_error
 from cogs.launch import launch, read_image, requester
 from cogs.permissions import is_moderator
@@ -260,7 +260,7 @@ async def _source_image(
 def result_view(
     job: Job, image_count: int, *, can_vary: bool, can_reroll: bool = True
 ) -> discord.ui.View:
-    """Reroll, Edit, Details, Delete; and Vary / Upscale per image where the workflow allows."""
+    """Reroll, Edit, Details, Delete; Vary / Upscale per image where the workflow allows; Share."""
     view = discord.ui.View(timeout=None)
     for action in ("reroll", "edit", "details", "delete"):
         if action != "reroll" or can_reroll:
@@ -269,4 +269,7 @@ def result_view(
         for index in range(min(image_count, 5)):
             view.add_item(ResultButton("vary", job.id, index, count=image_count))
             view.add_item(ResultButton("upscale", job.id, index, count=image_count))
+    if job.guild_id is not None:
+        for button in gallery.share_buttons(job.id, image_count):
+            view.add_item(button)
     return view

@@ -53,6 +53,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outcomes", required=True)
     parser.add_argument("--submit", type=int, default=0)
     parser.add_argument("--exit-when-done", action="store_true")
+    parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE, repeatable")
     args = parser.parse_args(argv)
 
     settings = load_settings(
@@ -61,6 +62,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
             "RUNPOD_ENDPOINT_ID": args.endpoint,
             "RUNPOD_API_BASE": args.api_base,
             "DATABASE_PATH": args.db,
+            **dict(setting.split("=", 1) for setting in args.setting),
         },
         dotenv_path=None,
     )

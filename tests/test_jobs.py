@@ -34,6 +34,7 @@ from tests.conftest import (
 from tests.fakes import HANG_GUARD
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
+from tests.told_modes import MODES, mode_settings
 
 
 def _job(
@@ -358,15 +359,24 @@ async def test_a_warm_endpoint_shows_the_queue_not_a_cold_start(
     assert waiting and not any(u.cold or u.no_workers for u in waiting)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "fault", [fr.http(429, retry_after=0.01), fr.http(502), fr.reset(), fr.delay(5)]
 )
 async def test_status_faults_are_ridden_out(
-    fake_runpod: FakeRunPod, delivery: RecordingDelivery, open_services: OpenServices, fault
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    delivery: RecordingDelivery,
+    open_services: OpenServices,
+    fault,
+    mode: str,
 ) -> None:
     client = make_client(fake_runpod, http=httpx.AsyncClient(timeout=httpx.Timeout(0.1)))
-    services = await open_services(runpod=client)
+    settings = make_settings(tmp_path, fake_runpod, **mode_settings(mode))
+    services = await open_services(settings, runpod=client)
     fake_runpod.inject("status", *[fault] * 6)
+    fake_runpod.inject("status-sync", *[fault] * 6)
+    fake_runpod.inject_webhook("drop")
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
     await delivery.wait(job_id)

@@ -66,7 +66,15 @@ async def test_the_result_shows_every_parameter_and_carries_generation_data(
         "pony-v6-xl",
     )
     assert fields["GPU time"].endswith(" s") and fields["Credits"] == "1 credit · 24 left today"
-    assert set(_buttons(message)) == {"Reroll", "Edit", "Details", "Delete", "Vary", "Upscale"}
+    assert set(_buttons(message)) == {
+        "Reroll",
+        "Edit",
+        "Details",
+        "Delete",
+        "Vary",
+        "Upscale",
+        "Share",
+    }
     [attachment] = fake_discord.messages[int(message["id"])].attachments
     parameters = Image.open(io.BytesIO(attachment.data)).text["parameters"]
     assert "a pony astronaut" in parameters and "Negative prompt: " in parameters
@@ -188,7 +196,7 @@ async def test_a_result_made_from_an_image_offers_no_reroll(
     await fake_discord.wait_for_callback(click)
     job = await wait_for_state(bot.services, 2, "done")
     varied = fake_discord.message_payload(job.message_id)
-    assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale"}
+    assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale", "Share"}
 
 
 async def test_buttons_obey_the_servers_channel_list_too(

@@ -203,6 +203,61 @@ async def test_the_audit_trail_reads_back_newest_first_per_server_and_member(
     assert about_one[1].reason is None and about_one[1].legacy_detail == ""
 
 
+# ----- gallery and stats (charts) ---------------------------------------------------------------
+
+
+async def test_an_image_is_claimed_for_the_gallery_once_and_a_removal_stays(
+    engine: Engine,
+) -> None:
+    await engine.job(1)
+    gallery = engine.stores.gallery
+    claim = {"shared_by": 7, "channel_id": 9, "at": 1000.0, "stale_before": 0.0}
+    first = await gallery.claim(GUILD, 1, 0, **claim)
+    assert first is not None and (first.job_id, first.image_index, first.message_id) == (1, 0, None)
+    assert await gallery.claim(GUILD, 1, 0, **claim) is None
+    assert (await gallery.claim(GUILD, 1, 1, **claim)) is not None  # another image of the job
+    await gallery.posted(first.id, 555)
+    assert (await gallery.of_image(1, 0)).message_id == 555
+    async with engine.db.transaction() as tx:
+        assert await gallery.remove(tx, first.id, removed_by=3, at=2000.0)
+    async with engine.db.transaction() as tx:
+        assert not await gallery.remove(tx, first.id, removed_by=3, at=2001.0)
+    removed = await gallery.get(first.id)
+    assert (removed.removed_by, removed.removed_at) == (3, 2000.0)
+    late = {**claim, "at": 5000.0, "stale_before": 4000.0}
+    assert await gallery.claim(GUILD, 1, 0, **late) is None  # removed images stay out
+
+
+async def test_a_claim_left_by_a_crash_is_taken_over_and_a_failed_post_released(
+    engine: Engine,
+) -> None:
+    await engine.job(1)
+    gallery = engine.stores.gallery
+    left = await gallery.claim(GUILD, 1, 0, shared_by=7, channel_id=9, at=1000.0, stale_before=0)
+    fresh = {"shared_by": 8, "channel_id": 9, "at": 1100.0}
+    assert await gallery.claim(GUILD, 1, 0, **fresh, stale_before=900.0) is None  # still young
+    taken = await gallery.claim(GUILD, 1, 0, **fresh, stale_before=1050.0)
+    assert taken is not None and (taken.id, taken.shared_by) == (left.id, 8)
+    await gallery.release(taken.id)
+    assert await gallery.of_image(1, 0) is None
+
+
+async def test_stats_read_one_servers_holds_and_jobs_in_the_window(engine: Engine) -> None:
+    await _held(engine, _hold(1, GUILD, credits=3, bonus=1), _hold(2, OTHER), _hold(3, GUILD))
+    async with engine.db.transaction() as tx:
+        await engine.stores.ledger.refund(tx, 3, at=1010.0)
+    stats = engine.stores.stats
+    holds = await stats.holds(GUILD, 1000.0, 1003.5)
+    assert [(h.credits, h.bonus_credits, h.state.value, h.usd) for h in holds] == [
+        (3, 1, "held", 0.5),
+        (2, 0, "refunded", 0.5),
+    ]
+    assert await stats.holds(GUILD, 1000.0, 1003.5, user_id=2) == []
+    assert await stats.holds(GUILD, 1001.5, 1003.5) == holds[1:]
+    assert [j.state for j in await stats.jobs(0, -1.0, 1.0)] == []
+    assert await stats.daily_budget(GUILD) is None
+
+
 def _new_job(user_id: int, guild_id: int | None, **overrides: object) -> NewJob:
     request = GenerationRequest("pony", "a fox", "", "a fox", "", seed=1, width=64, height=64)
     values: dict[str, object] = {

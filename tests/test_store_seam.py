@@ -14,15 +14,19 @@ from bot import audit
 from bot.db import Database, bundled_migrations
 from bot.guild_settings import EDITABLE, GuildSettings, GuildSettingsStore
 from bot.store import audit as audit_store
+from bot.store import gallery as gallery_store
 from bot.store import guild_settings as settings_store
 from bot.store import jobs as jobs_store
 from bot.store import leases as leases_store
 from bot.store import ledger as ledger_store
+from bot.store import stats as stats_store
 from bot.store.postgresql import audit as pg_audit_store
+from bot.store.postgresql import gallery as pg_gallery_store
 from bot.store.postgresql import guild_settings as pg_settings_store
 from bot.store.postgresql import jobs as pg_jobs_store
 from bot.store.postgresql import leases as pg_leases_store
 from bot.store.postgresql import ledger as pg_ledger_store
+from bot.store.postgresql import stats as pg_stats_store
 from cogs import audit_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,9 +71,13 @@ def test_sql_is_written_only_in_the_store() -> None:
         (ledger_store.LedgerStore, ledger_store.SqliteLedgerStore),
         (settings_store.GuildSettingsRows, settings_store.SqliteGuildSettingsRows),
         (audit_store.AuditStore, audit_store.SqliteAuditStore),
+        (stats_store.StatsStore, stats_store.SqliteStatsStore),
+        (gallery_store.GalleryStore, gallery_store.SqliteGalleryStore),
         (ledger_store.LedgerStore, pg_ledger_store.PostgresLedgerStore),
         (settings_store.GuildSettingsRows, pg_settings_store.PostgresGuildSettingsRows),
         (audit_store.AuditStore, pg_audit_store.PostgresAuditStore),
+        (stats_store.StatsStore, pg_stats_store.PostgresStatsStore),
+        (gallery_store.GalleryStore, pg_gallery_store.PostgresGalleryStore),
         (jobs_store.JobStore, jobs_store.SqliteJobStore),
         (jobs_store.JobStore, pg_jobs_store.PostgresJobStore),
         (leases_store.LeaseStore, leases_store.SoleProcessLeases),
@@ -79,9 +87,13 @@ def test_sql_is_written_only_in_the_store() -> None:
         "ledger",
         "guild_settings",
         "audit",
+        "stats",
+        "gallery",
         "pg-ledger",
         "pg-guild_settings",
         "pg-audit",
+        "pg-stats",
+        "pg-gallery",
         "jobs",
         "pg-jobs",
         "leases",

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from bot.jobs.leases import Leases
     from bot.jobs.poller import Poller
     from bot.jobs.scheduler import Scheduler
+    from bot.jobs.told import Told
     from bot.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class JobCore:
 
     scheduler: Scheduler
     poller: Poller
+    told: Told
     delivery: Delivery
     leases: Leases
 

@@ -13,7 +13,7 @@ from bot import failures
 
 # Modules, not their names: bot.store.jobs reads this package's model while it loads.
 from bot import store as engines
-from bot.backend import GpuBackend
+from bot.backend import BackendJob, GpuBackend
 from bot.db import Database, Transaction
 from bot.estimates import DurationModel
 from bot.jobs.core import JobCore, busy_is_member_facing
@@ -40,9 +40,11 @@ from bot.jobs.model import (
 from bot.jobs.poller import Poller, Tracked
 from bot.jobs.recovery import Recovery
 from bot.jobs.scheduler import Scheduler
+from bot.jobs.told import Told
 from bot.polling import Timing
 from bot.store import jobs as job_store
 from bot.supervisor import Loop, Supervisor
+from bot.webhooks import WebhookReceiver
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class JobManager:
         clock: Callable[[], float] = time.time,
         store: job_store.JobStore | None = None,
         process: str | None = None,
+        long_polls: int = 0,
+        webhooks: WebhookReceiver[BackendJob] | None = None,
     ) -> None:
         backends = backend if isinstance(backend, Mapping) else {DEFAULT_ENDPOINT: backend}
         stores = engines.stores_for(db)
@@ -78,6 +82,7 @@ class JobManager:
         )
         self.scheduler = core.scheduler = Scheduler(core)
         self.poller = core.poller = Poller(core)
+        self.told = core.told = Told(self.poller, long_polls=long_polls, webhooks=webhooks)
         self.delivery = core.delivery = Delivery(core)
         self.leases = core.leases = Leases(core, stores.leases, process or process_name())
         self.recovery = Recovery(core)
@@ -258,6 +263,7 @@ class JobManager:
             return
         core.deliverer = deliverer
         await self.recovery.load_history()
+        await self.told.start()
         core.running = True
         # On start memory is empty: every unfinished job in the database is adopted.
         await self.recovery.reconcile(at_start=True)
@@ -281,6 +287,7 @@ class JobManager:
             return
         core.running = False
         await asyncio.gather(*(loop.stop() for loop in self._loops))
+        await self.told.stop()
         if core.finishing:
             await asyncio.wait(core.finishing, timeout=core.timing.shutdown_grace)
         pending = [t for t in core.tasks if not t.done()]

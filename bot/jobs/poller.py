@@ -83,7 +83,13 @@ class Poller:
         return tracked
 
     def untrack(self, job_id: int) -> None:
-        self.tracked.pop(job_id, None)
+        tracked = self.tracked.pop(job_id, None)
+        if tracked is not None:
+            self.core.told.forget(tracked)
+
+    def poll_soon(self, job_id: int) -> None:
+        if job_id in self.tracked:
+            self._schedule(job_id, 0.0)
 
     def _schedule(self, job_id: int, delay: float) -> None:
         heapq.heappush(self._due, _Due(time.monotonic() + max(0.0, delay), next(self._seq), job_id))
@@ -108,14 +114,14 @@ class Poller:
         try:
             await self._poll(job_id)
         except Exception as exc:
-            await self._poll_crashed(job_id, exc)
+            await self.crashed(job_id, exc)
         else:
             if (tracked := self.tracked.get(job_id)) is not None:
                 tracked.crashes = 0
         finally:
             self._slots.release()
 
-    async def _poll_crashed(self, job_id: int, exc: Exception) -> None:
+    async def crashed(self, job_id: int, exc: Exception) -> None:
         """A refusing database only delays the job; anything else, again and again, ends it."""
         tracked = self.tracked.get(job_id)
         if tracked is None:
@@ -168,6 +174,13 @@ class Poller:
             error = exc
         if self.tracked.get(job_id) is not tracked:
             return  # cancelled or ended while this request was out: its answer is old news
+        await self.answered(tracked, answer, error)
+
+    async def answered(
+        self, tracked: Tracked, answer: BackendJob | None, error: BackendError | None
+    ) -> None:
+        """Act on one answer about a job, or on the error instead: a poll's or a long-poll's."""
+        job, job_id = tracked.job, tracked.job.id
         if isinstance(error, BackendNotFound):
             await self.core.fail(job, failures.EXPIRED, raw=str(error))
         elif error is not None and await self._enforce_deadlines(tracked):
@@ -257,7 +270,10 @@ class Poller:
             return
         elapsed = time.monotonic() - tracked.started
         core.emit(JobUpdate(job, UpdateKind.RUNNING, elapsed=elapsed))
-        self._schedule(job.id, polling.running_interval(core.timing, core.estimate(job), elapsed))
+        interval = polling.running_interval(core.timing, core.estimate(job), elapsed)
+        delay = core.told.next_running(tracked, interval)
+        if delay is not None:  # None: a long-poll follows it
+            self._schedule(job.id, delay)
 
     async def _enforce_deadlines(self, tracked: Tracked) -> bool:
         """End the job if its queue or execution deadline has passed; True if it did.

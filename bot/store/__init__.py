@@ -6,6 +6,9 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
+    gallery.py         gallery_shares         <- bot/gallery.py
+    stats.py           quota_holds, quota_budgets, jobs, job_events (reads only, for charts)
+                                          <- bot/stats.py
     jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/
     leases.py          job_leases (PostgreSQL; SQLite is one process)  <- bot/jobs/leases.py
 
@@ -25,10 +28,12 @@ from typing import TYPE_CHECKING
 
 from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
+from bot.store.gallery import GalleryStore, SqliteGalleryStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.jobs import JobStore, SqliteJobStore
 from bot.store.leases import LeaseStore, SoleProcessLeases
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
+from bot.store.stats import SqliteStatsStore, StatsStore
 
 if TYPE_CHECKING:
     from bot.postgres import PostgresDatabase
@@ -39,6 +44,8 @@ class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
+    stats: StatsStore
+    gallery: GalleryStore
     jobs: JobStore
     leases: LeaseStore
 
@@ -50,20 +57,26 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
             ledger=SqliteLedgerStore(db),
             guild_settings=SqliteGuildSettingsRows(db),
             audit=SqliteAuditStore(db),
+            stats=SqliteStatsStore(db),
+            gallery=SqliteGalleryStore(db),
             jobs=SqliteJobStore(db),
             leases=SoleProcessLeases(),
         )
     # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
     from bot.store.postgresql.audit import PostgresAuditStore
+    from bot.store.postgresql.gallery import PostgresGalleryStore
     from bot.store.postgresql.guild_settings import PostgresGuildSettingsRows
     from bot.store.postgresql.jobs import PostgresJobStore
     from bot.store.postgresql.leases import PostgresLeaseStore
     from bot.store.postgresql.ledger import PostgresLedgerStore
+    from bot.store.postgresql.stats import PostgresStatsStore
 
     return Stores(
         ledger=PostgresLedgerStore(db),
         guild_settings=PostgresGuildSettingsRows(db),
         audit=PostgresAuditStore(db),
+        stats=PostgresStatsStore(db),
+        gallery=PostgresGalleryStore(db),
         jobs=PostgresJobStore(db),
         leases=PostgresLeaseStore(db),
     )
