@@ -139,11 +139,13 @@ class PostgresJobStore:
         )
         return [(r["from_state"], r["to_state"], r["detail"]) for r in rows]
 
-    async def recent(self, guild_id: int | None, user_id: int, limit: int) -> list[Job]:
+    async def recent(
+        self, guild_id: int | None, user_id: int | None, limit: int, offset: int = 0
+    ) -> list[Job]:
         rows = await self.db.fetchall(
-            "SELECT * FROM jobs WHERE guild_id IS NOT DISTINCT FROM $1 AND user_id = $2"
-            " ORDER BY id DESC LIMIT $3",
-            (guild_id, user_id, limit),
+            "SELECT * FROM jobs WHERE guild_id IS NOT DISTINCT FROM $1"
+            " AND ($2::bigint IS NULL OR user_id = $2) ORDER BY id DESC LIMIT $3 OFFSET $4",
+            (guild_id, user_id, limit, offset),
         )
         return [job_from_row(r) for r in rows]
 

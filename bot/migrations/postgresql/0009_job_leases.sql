@@ -1,4 +1,4 @@
--- PostgreSQL twin of ../0008_job_leases.sql.
+-- PostgreSQL twin of ../0009_job_leases.sql.
 CREATE TABLE job_leases (
     job_id      BIGINT PRIMARY KEY REFERENCES jobs (id),
     owner       TEXT NOT NULL,
