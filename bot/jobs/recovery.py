@@ -82,6 +82,8 @@ class Recovery:
     async def _adopt(self, job: Job, *, at_start: bool) -> bool:
         """Take back a job memory does not know; True if anything was done with it."""
         core = self.core
+        if not await core.leases.take_over(job):
+            return False  # another living process carries it
         if job.endpoint not in core.backends and job.state in NEEDS_ITS_ENDPOINT:
             # The operator took its endpoint out of the settings: nothing can run or follow it.
             raw = f"its endpoint {job.endpoint!r} is no longer configured"
