@@ -205,6 +205,13 @@ def _is_host(text: str) -> bool:
     return True
 
 
+def _database_url(text: str) -> str | None:
+    # Imported here: bot.database_url builds on this module's Secret.
+    from bot.database_url import parse_database_url
+
+    return parse_database_url(text)
+
+
 # Long-polls hold connections of the pool of 50: keep some for runs, reads and downloads.
 MAX_LONG_POLLS = 40
 
@@ -271,9 +278,19 @@ QUOTAS = "Quotas and budgets (dollar figures are estimates: set your real price)
 CONTENT = "Content policy and limits (server defaults; moderators can narrow them)"
 
 
-def setting(section: str, default: str, description: str, parse: Callable[[str], T] = str) -> T:
-    """Declare one setting as a `Settings` field; its name is the field's name in capitals."""
-    declared = Setting("", default, description, parse, section)
+def setting(
+    section: str,
+    default: str,
+    description: str,
+    parse: Callable[[str], T] = str,
+    *,
+    secret: bool = False,
+) -> Any:
+    """Declare one setting as a `Settings` field; its name is the field's name in capitals.
+
+    A secret one is read as a `Secret` (None when empty) and never quoted in an error.
+    """
+    declared = Setting("", default, description, parse, section, secret)
     return field(metadata={_SETTING: declared})
 
 
@@ -327,6 +344,15 @@ class Settings:
         "[Upgrading and backing up](#upgrading-and-backing-up)); under Docker, compose.yaml "
         "keeps it on the /data volume.",
         Path,
+    )
+    database_url: Secret | None = setting(
+        RUNPOD,
+        "",
+        "PostgreSQL instead of SQLite, for several bot processes on one database: "
+        "`postgresql://user:password@host:5432/database` (needs `pip install '.[postgresql]'`; "
+        "`python -m bot migrate-db` copies the SQLite file over). Empty: `DATABASE_PATH`.",
+        _database_url,
+        secret=True,
     )
     webhook_public_url: str | None = setting(
         RUNPOD,
@@ -483,6 +509,15 @@ class Settings:
     )
 
 
+def secrets(settings: Settings) -> list[Secret]:
+    """Every secret the settings hold, the database password included: what logs must mask."""
+    from bot.database_url import secrets as database_secrets
+
+    held = [getattr(settings, s.name.lower()) for s in SETTINGS if s.secret]
+    found = [s for s in held if isinstance(s, Secret)] + database_secrets(settings.database_url)
+    return list(dict.fromkeys(found))
+
+
 def _declared(attribute: Field[Any]) -> Setting:
     if _SETTING not in attribute.metadata:
         raise TypeError(f"Settings.{attribute.name} must be declared with setting()")
@@ -533,7 +568,7 @@ def load_settings(
             shown = "(hidden)" if setting.secret else repr(text)
             problems.append(f"{setting.name}={shown} {_reason(exc)}.")
             continue
-        parsed[setting.name] = Secret(value) if setting.secret else value
+        parsed[setting.name] = Secret(value) if setting.secret and value is not None else value
     problems += _cross_checks(parsed)
     if problems:
         raise ConfigError(problems)
