@@ -13,7 +13,7 @@ from typing import Any
 import discord
 from discord.utils import MISSING
 
-from cogs.render import NO_MENTIONS
+from cogs.common.render import NO_MENTIONS
 
 # https://discord.com/developers/docs/resources/message#create-message and .../embed-limits
 CONTENT_LIMIT = 2000
