@@ -1,4 +1,5 @@
-"""Two bot processes on one PostgreSQL: the in-flight caps hold across both; a job is followed by
+"""Two bot processes on one PostgreSQL: the in-flight caps hold across both, and whichever has a
+free slot sends the next queued job whoever accepted it; a job is followed by
 one of them, and when that one stops renewing its leases the other takes it over and finishes it
 exactly once."""
 
@@ -85,10 +86,10 @@ async def test_the_in_flight_caps_count_every_process_s_jobs(
     clock = SharedClock()
     first = _manager(first_services, clock, "a", limits)
     second = _manager(second_services, clock, "b", limits)
-    second_told = RecordingDelivery()
+    told = RecordingDelivery()  # either process may send and deliver the waiting job
     fake_runpod.script(Outcome(status="HANG"), Outcome())
-    await first.start(RecordingDelivery())
-    await second.start(second_told)
+    await first.start(told)
+    await second.start(told)
     try:
         running = await first.accept(
             first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
@@ -107,9 +108,10 @@ async def test_the_in_flight_caps_count_every_process_s_jobs(
 
         fake_runpod.finish(backend_id, Outcome())
         await wait_for_state(first_services, running.id, "done")
-        await second_told.wait(waiting.id)
+        await told.wait(waiting.id)
         assert (await wait_for_state(second_services, waiting.id, "done")).state is JobState.DONE
         assert len(fake_runpod.requests_for("run")) == 2
+        assert len(told.delivered[waiting.id]) == 1, "delivered once, by one process"
     finally:
         await first.stop()
         await second.stop()
