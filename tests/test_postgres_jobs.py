@@ -125,9 +125,7 @@ async def test_the_lease_of_a_job_ended_and_told_is_let_go_on_renewal(
     assert await leases.held("a") == 2
 
 
-async def _stored_job(
-    db: PostgresDatabase, endpoint: str = "default", *, user_id: int = 1
-) -> Job:
+async def _stored_job(db: PostgresDatabase, endpoint: str = "default", *, user_id: int = 1) -> Job:
     store = PostgresJobStore(db)
     async with db.transaction() as tx:
         job = await store.add(tx, _new_job(user_id, 100, endpoint=endpoint), at=1.0)
