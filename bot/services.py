@@ -19,6 +19,7 @@ from bot.gallery import Gallery
 from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
+from bot.jobs.leases import process_name
 from bot.polling import Timing
 from bot.preferences import Preferences, PreferenceStore
 from bot.prompt import (
@@ -98,7 +99,8 @@ class Services:
                     f"use one of {', '.join(templates.names())}."
                 ]
             )
-        db = await open_database(settings, database_path)
+        process = process_name()
+        db = await open_database(settings, database_path, process=process)
         runpod = runpod or runpod_client(settings)
         clients = {DEFAULT_ENDPOINT: runpod} | {
             name: runpod_client(settings, endpoint=name) for name in settings.runpod_endpoints
@@ -132,6 +134,8 @@ class Services:
             durations=durations,
             long_polls=settings.runpod_long_polls,
             webhooks=webhooks,
+            process=process,
+            budgets=[client.budget for client in clients.values() if client.budget is not None],
         )
         figures = Figures(stores_for(db).stats, quotas, clock=time.time)
         return cls(

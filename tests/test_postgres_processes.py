@@ -102,7 +102,8 @@ async def test_the_in_flight_caps_count_every_process_s_jobs(
             second_services.prepare("a fox", user_id=second_member, guild_id=100, channel_id=5)
         )
         await second.attach_message(waiting.id, 5, 501)
-        await until(lambda: second.leases.refusals >= 2)
+        tried = first.leases.empty_claims + second.leases.empty_claims
+        await until(lambda: first.leases.empty_claims + second.leases.empty_claims >= tried + 2)
         assert (await second.get(waiting.id)).state is JobState.QUEUED
         assert len(fake_runpod.requests_for("run")) == 1, "the cap is full in the other process"
 
@@ -194,3 +195,25 @@ async def test_a_process_that_stalled_past_its_lease_lets_the_job_go_when_it_wak
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_processes_on_one_database_split_the_runpod_request_budget_between_them(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices, postgres_dsn: str
+) -> None:
+    """The budget is per RunPod endpoint, not per process: each takes an equal share of the
+    processes connected now, and a process gone gives its share back at the next renewal."""
+    settings = make_settings(
+        tmp_path, fake_runpod, DATABASE_URL=postgres_dsn, RUNPOD_REQUESTS_PER_SECOND="30"
+    )
+    processes = [await open_services(settings, runpod=None) for _ in range(2)]
+    leaving = await Services.open(settings, timing=FAST)
+    try:
+        for services in [*processes, leaving]:
+            await services.jobs.leases.share_budgets()
+        budgets = [services.runpod.budget for services in [*processes, leaving]]
+        assert [b.per_second for b in budgets if b is not None] == [10.0, 10.0, 10.0]
+    finally:
+        await leaving.close()
+    await processes[0].jobs.leases.share_budgets()
+    assert processes[0].runpod.budget is not None
+    assert processes[0].runpod.budget.per_second == 15.0

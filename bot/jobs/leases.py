@@ -8,10 +8,11 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from bot.jobs.core import JobCore
 from bot.jobs.model import TERMINAL, Job, JobState
+from bot.ratelimit import TokenBucket
 from bot.store.base import Transaction
 from bot.store.leases import LeaseStore
 from bot.supervisor import Loop
@@ -27,15 +28,25 @@ def process_name() -> str:
 class Leases:
     """The leases this process holds, taken on accepting or adopting a job, renewed in a loop."""
 
-    def __init__(self, core: JobCore, store: LeaseStore, owner: str) -> None:
+    def __init__(
+        self,
+        core: JobCore,
+        store: LeaseStore,
+        owner: str,
+        *,
+        budgets: Sequence[TokenBucket] = (),
+    ) -> None:
         self.core = core
         self.store = store
         self.owner = owner
+        # The RunPod request budgets, each split evenly between the processes alive.
+        self.budgets = list(budgets)
+        self.processes = 1
         self.held = 0
         # Wall-clock time this process last claimed a job: sent a queued one, or took one over.
         self.last_claim: float | None = None
-        # Claims that found no job free to send while this process had jobs waiting.
-        self.refusals = 0
+        # Claims that found no job free to send: the caps full, or nothing queued.
+        self.empty_claims = 0
 
     @property
     def shared(self) -> bool:
@@ -86,8 +97,7 @@ class Leases:
 
         changed = await core.db.write(claim)
         if changed is None:
-            if len(core.queue):
-                self.refusals += 1
+            self.empty_claims += 1
             return None
         job = changed[1]
         self.last_claim = now
@@ -107,8 +117,18 @@ class Leases:
             await loop.sleep(self.core.timing.lease_ttl / 3)
             try:
                 await self.renew()
+                await self.share_budgets()
             except Exception:
                 log.exception("renewing job leases failed; trying again")
+
+    async def share_budgets(self) -> None:
+        """Take this process's share of each request budget: the whole over the processes alive."""
+        processes = await self.store.processes()
+        if processes != self.processes:
+            log.info("%d bot process(es) share the RunPod request budget", processes)
+        self.processes = processes
+        for budget in self.budgets:
+            budget.share(processes)
 
     async def renew(self) -> None:
         """Extend the leases; let go of jobs another process has taken over meanwhile."""

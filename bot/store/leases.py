@@ -34,6 +34,10 @@ class LeaseStore(Protocol):
         """How many jobs are leased to `owner`."""
         ...
 
+    async def processes(self) -> int:
+        """How many bot processes are connected to the database now (this one included)."""
+        ...
+
     async def claim_next(
         self,
         tx: Transaction,
@@ -66,6 +70,9 @@ class SoleProcessLeases:
 
     async def held(self, owner: str) -> int:
         return 0
+
+    async def processes(self) -> int:
+        return 1
 
     async def claim_next(
         self,

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 
 from bot.jobs.model import IN_FLIGHT, JobState
-from bot.postgres import AdvisoryLock, PostgresDatabase, PostgresTransaction
+from bot.postgres import PROCESS_PREFIX, AdvisoryLock, PostgresDatabase, PostgresTransaction
 
 _IN_FLIGHT = [state.value for state in IN_FLIGHT]
 
@@ -98,6 +98,15 @@ class PostgresLeaseStore:
             (row["id"], owner, now, until),
         )
         return int(row["id"])
+
+    async def processes(self) -> int:
+        # A killed process's connections close with it, so it stops counting at once.
+        row = await self.db.fetchone(
+            "SELECT COUNT(DISTINCT application_name) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND starts_with(application_name, $1)",
+            (PROCESS_PREFIX,),
+        )
+        return max(1, int(row[0])) if row else 1
 
     async def held(self, owner: str) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM job_leases WHERE owner = $1", (owner,))
