@@ -78,6 +78,19 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _optional_positive_int(text: str) -> int | None:
+    return _positive_int(text) if text else None
+
+
+def _shard_ids(text: str) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    ids = tuple(_non_negative_int(part.strip()) for part in text.split(","))
+    if len(set(ids)) != len(ids):
+        raise ValueError("names a shard twice")
+    return ids
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
@@ -389,6 +402,20 @@ class Settings:
         _database_url,
         secret=True,
     )
+    discord_shard_count: int | None = setting(
+        RUNPOD,
+        "",
+        "Discord shards of the whole bot, when several processes split them (each process sets "
+        "the same count). Empty: one shard, in this process.",
+        _optional_positive_int,
+    )
+    discord_shard_ids: tuple[int, ...] | None = setting(
+        RUNPOD,
+        "",
+        "The shards this process connects, from 0 to `DISCORD_SHARD_COUNT` − 1: `0,1`. Empty: "
+        "every shard. Any process delivers any job, whatever shard its channel is on.",
+        _shard_ids,
+    )
     webhook_public_url: str | None = setting(
         RUNPOD,
         "",
@@ -650,6 +677,14 @@ def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
         problems.append(
             "MEMBER_MAX_QUEUED is smaller than MEMBER_MAX_IN_FLIGHT: "
             "raise MEMBER_MAX_QUEUED to at least the same number."
+        )
+    shard_ids, shard_count = parsed.get("DISCORD_SHARD_IDS"), parsed.get("DISCORD_SHARD_COUNT")
+    if shard_ids is not None and shard_count is None:
+        problems.append("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT: set the bot's shard count.")
+    elif shard_ids is not None and shard_count is not None and max(shard_ids) >= shard_count:
+        problems.append(
+            f"DISCORD_SHARD_IDS names shard {max(shard_ids)}, but DISCORD_SHARD_COUNT={shard_count} "
+            f"numbers them 0 to {shard_count - 1}."
         )
     named = {DEFAULT_ENDPOINT, *parsed.get("RUNPOD_ENDPOINTS", {})}
     for name in ("ENDPOINT_MAX_JOBS_IN_FLIGHT", "ENDPOINT_GPU_PRICES"):
