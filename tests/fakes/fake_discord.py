@@ -659,6 +659,10 @@ class FakeDiscord:
             await connection.send(0, dict(data), event)
             self._sessions[connection.session_id or ""] = connection.seq
 
+    def connected_shards(self) -> set[int]:
+        """The shard ids with an identified gateway connection now."""
+        return {connection.shard[0] for connection in self._gateways}
+
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close every gateway connection, as Discord does now and then; clients RESUME."""
         self.connected.clear()
