@@ -22,7 +22,7 @@ from cogs.errors import handle_interaction_error
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.jobs", "cogs.quota", "cogs.settings")
+EXTENSIONS = ("cogs.imagine", "cogs.jobs", "cogs.loras", "cogs.quota", "cogs.settings")
 
 
 @dataclass(frozen=True)

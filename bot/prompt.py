@@ -140,6 +140,7 @@ class GenerationRequest:
     denoise: float | None = None
     image: ImageInput | None = None
     spoiler: bool = False
+    style: str | None = None
 
     @property
     def output_size(self) -> tuple[int, int]:

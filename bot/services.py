@@ -5,22 +5,34 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 
+from bot import conflicts
 from bot.config import ConfigError, Settings
 from bot.db import Database
 from bot.estimates import DurationModel
-from bot.guild_settings import GuildSettingsStore
+from bot.guild_settings import GuildSettings, GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
+from bot.loras import LoraCatalogue, LoraListError, load_loras
+from bot.model_files import ModelNameError, model_file_name
 from bot.polling import Timing
-from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, parse
+from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, PromptError, parse
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
-from bot.workflows import TemplateLibrary, load_library
+from bot.styles import (
+    Style,
+    StyleBook,
+    StyleError,
+    apply_style,
+    load_styles,
+    style_flag,
+    with_words,
+)
+from bot.workflows import Lora, TemplateLibrary, load_library
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,9 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    styles: StyleBook
+    # The operator's list of the endpoint's LoRAs; None when LORAS_FILE is not set.
+    loras: LoraCatalogue | None
 
     @classmethod
     async def open(
@@ -69,6 +84,14 @@ class Services:
                     f"use one of {', '.join(templates.names())}."
                 ]
             )
+        try:
+            shipped_styles = load_styles(settings.styles_dir, templates)
+        except StyleError as exc:
+            raise ConfigError([f"STYLES_DIR={str(settings.styles_dir)!r}: {exc}."]) from None
+        try:
+            loras = load_loras(settings.loras_file)
+        except LoraListError as exc:
+            raise ConfigError([f"LORAS_FILE={str(settings.loras_file)!r}: {exc}."]) from None
         path = Path(database_path or settings.database_path)
         folder = path.parent.resolve()
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -105,7 +128,22 @@ class Services:
             limits=limits,
             durations=durations,
         )
-        return cls(settings, db, runpod, templates, jobs, quotas, GuildSettingsStore(db))
+        operator = ContentPolicy.from_settings(settings)
+
+        def contradiction(server: GuildSettings) -> str | None:
+            return conflicts.conflict(server, operator, templates)
+
+        return cls(
+            settings,
+            db,
+            runpod,
+            templates,
+            jobs,
+            quotas,
+            GuildSettingsStore(db, check=contradiction),
+            StyleBook(db, shipped_styles, templates),
+            loras,
+        )
 
     def policy(self) -> ContentPolicy:
         """The operator's policy from settings, before any server's choices."""
@@ -114,7 +152,25 @@ class Services:
     async def policy_for(self, guild_id: int | None) -> ContentPolicy:
         if guild_id is None:
             return self.policy()
-        return (await self.guild_settings.get(guild_id)).policy(self.policy())
+        server = await self.guild_settings.get(guild_id)
+        return conflicts.server_policy(server, self.policy(), self.templates)
+
+    async def style_for(
+        self, guild_id: int | None, text: str, typed: str | None, preferred: str | None = None
+    ) -> tuple[Style | None, str]:
+        """The style a request asks for (typed option, then `--style`, then the member's
+        preference) and the prompt without its `--style`; raises `PromptError` for an unknown one."""
+        flagged = style_flag(text)
+        if flagged is not None:
+            name, rest = flagged
+            # Midjourney's `--style raw` is not a style here, unless a server made one of that name.
+            if name != "raw" or await self.styles.exists(guild_id, name):
+                text = rest
+                typed = typed or name
+        name = typed or preferred
+        if not name:
+            return None, text
+        return await self.styles.find(guild_id, name), text
 
     def prepare(
         self,
@@ -130,17 +186,33 @@ class Services:
         filesize_limit: int | None = None,
         seed: int | None = None,
         role_ids: tuple[int, ...] = (),
+        style: Style | None = None,
+        lora: str | None = None,
     ) -> NewJob:
-        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored."""
+        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored.
+
+        A style wraps the words and fills what the member left unsaid; `lora` adds a LoRA from
+        the operator's list with its trigger words."""
+        policy = policy or self.policy()
+        options = options or Options()
+        if lora:
+            text = with_words(text, self.lora_words(lora))
+        if style is not None:
+            text, options, policy = apply_style(style, text, options, policy, self.templates)
         request = parse(
             text,
             library=self.templates,
-            policy=policy or self.policy(),
+            policy=policy,
             options=options,
             channel_nsfw=channel_nsfw,
             image=image_input(image),
             seed=seed,
         )
+        if style is not None:
+            request = replace(request, style=style.name)
+        if self.loras is not None:
+            nsfw_allowed = channel_nsfw or policy.nsfw_policy == "off"
+            self.loras.check(request.loras, nsfw_allowed=nsfw_allowed)
         return self.job_for(
             request,
             image=image,
@@ -162,7 +234,10 @@ class Services:
         filesize_limit: int | None = None,
         role_ids: tuple[int, ...] = (),
     ) -> NewJob:
-        """A parsed request rendered into its workflow and costed."""
+        """A parsed request rendered into its workflow and costed; a LoRA the operator's list
+        does not have is refused here, before anything is stored, sent or charged."""
+        if self.loras is not None:
+            self.loras.check(request.loras, nsfw_allowed=True)
         template = self.templates.get(request.template)
         assert template is not None
         return NewJob(
@@ -176,6 +251,19 @@ class Services:
             input_images=((image.name, image.data),) if image is not None and request.image else (),
             role_ids=role_ids,
         )
+
+    def lora_words(self, name: str) -> str:
+        """The `<lora:…>` tag (and trigger words) the `lora` option adds to a prompt."""
+        try:
+            file_name = model_file_name(name)
+        except ModelNameError as exc:
+            raise PromptError(f"`{name[:60]}` is not a LoRA name: {exc}.") from None
+        if self.loras is None:
+            return f"<lora:{file_name}:1>"
+        self.loras.check([Lora(file_name)], nsfw_allowed=True)
+        known = self.loras.find(file_name)
+        assert known is not None
+        return known.tag()
 
     async def close(self) -> None:
         """Stop the jobs, then close the HTTP client and the database; safe to call twice."""

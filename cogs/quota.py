@@ -17,7 +17,7 @@ from bot.quotas import Balance, LimitScope, LimitSource
 from cogs import acknowledge, audit_lines, outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids, moderators_only
-from cogs.render import credit_text, job_link, relative
+from cogs.render import bonus_text, credit_text, dollars, job_link, relative
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -198,25 +198,25 @@ class Quota(commands.Cog):
 
     @quota.command(name="grant", description="Give a member bonus credits, with a reason.")
     @app_commands.describe(
-        user="the member", amount="bonus credits to add", reason="why (shown in the audit trail)"
+        user="the member", credits="bonus credits to add", reason="why (shown in the audit trail)"
     )
     @moderators_only()
     async def grant(
         self,
         interaction: discord.Interaction,
         user: discord.Member,
-        amount: app_commands.Range[int, 1, 10_000],
+        credits: app_commands.Range[int, 1, 10_000],
         reason: app_commands.Range[str, 1, 200],
     ) -> None:
         await acknowledge.in_time(
             interaction,
             self.bot.services.quotas.grant(
-                interaction.guild_id, interaction.user.id, user.id, amount, reason
+                interaction.guild_id, interaction.user.id, user.id, credits, reason
             ),
         )
         await self._reply(
             interaction,
-            f"Gave {user.mention} {credit_text(amount)} of bonus ({discord.utils.escape_markdown(reason)}).",
+            f"Gave {user.mention} {bonus_text(credits)} ({discord.utils.escape_markdown(reason)}).",
         )
 
     @quota.command(
@@ -354,8 +354,9 @@ class Quota(commands.Cog):
             self.bot.services.quotas.set_budget(interaction.guild_id, interaction.user.id, amount),
         )
         text = (
-            f"This server's daily GPU budget is now ${amount:.2f}, counted from estimated GPU time. "
-            "When it is used up, new images wait until the next day."
+            f"This server's daily GPU budget is now {dollars(amount)}, counted from estimated GPU "
+            "time. When it is used up, new images are refused until it reopens at the next daily "
+            "reset."
             if amount > 0
             else "This server no longer has a daily GPU budget."
         )
@@ -426,13 +427,8 @@ class Quota(commands.Cog):
         await self._reply(interaction, embed=discord.Embed(title=title, description=description))
 
 
-def dollars(amount: float) -> str:
-    """Cents for real money, four places for the fractions of a cent one image costs."""
-    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"
-
-
 def _budget_line(spent: float, budget: float | None) -> str:
-    return f"{dollars(spent)} of ${budget:.2f}" if budget else f"{dollars(spent)} (no budget)"
+    return f"{dollars(spent)} of {dollars(budget)}" if budget else f"{dollars(spent)} (no budget)"
 
 
 async def setup(bot: Stablehand) -> None:

@@ -25,7 +25,7 @@ def _quota(subcommand: str, options: dict | None = None, *, moderator: bool = Tr
 MODERATOR_COMMANDS = [
     ("show", {"user": ALICE}),
     ("set", {"user": ALICE, "limit": 3}),
-    ("grant", {"user": ALICE, "amount": 5, "reason": "contest"}),
+    ("grant", {"user": ALICE, "credits": 5, "reason": "contest"}),
     ("reset", {"user": ALICE}),
     ("block", {"user": ALICE, "reason": "spam"}),
     ("unblock", {"user": ALICE}),
@@ -78,7 +78,7 @@ async def test_each_moderator_command_changes_what_it_says_and_is_audited(
         assert data["flags"] & EPHEMERAL, subcommand
         said[subcommand] = embed_text(data)
     assert f"<@{ALICE_ID}> now has 3 credits per day" in said["set"]
-    assert said["grant"] == f"Gave <@{ALICE_ID}> 5 credits of bonus (contest)."
+    assert said["grant"] == f"Gave <@{ALICE_ID}> 5 bonus credits (contest)."
     assert "full again" in said["reset"]
     assert (
         "Blocked" in said["block"] and "spam" in said["block"] and "/quota unblock" in said["block"]
@@ -198,7 +198,7 @@ async def test_the_audit_trail_says_each_moderator_action_in_the_same_words(
         f"unblocked <@{ALICE_ID}>",
         f"blocked <@{ALICE_ID}> — spam",
         f"reset <@{ALICE_ID}>'s allowance",
-        f"gave <@{ALICE_ID}> 5 credits of bonus — contest",
+        f"gave <@{ALICE_ID}> 5 bonus credits — contest",
         f"set <@{ALICE_ID}>'s own limit to 3 credits per day",
         "removed <#7> from the channels /imagine works in",
         "set the channels /imagine works in to <#7>, <#8>",

@@ -6,6 +6,7 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
+    styles.py          guild_styles           <- bot/styles.py
     jobs.py            (to come) jobs, job_events, job_inputs, job_outputs <- bot/jobs.py,
                        whose SQL has not moved here yet
 
@@ -25,6 +26,7 @@ from bot.db import Database
 from bot.store.audit import AuditStore, SqliteAuditStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
+from bot.store.styles import SqliteStyleRows, StyleRows
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
+    styles: StyleRows
 
 
 def stores_for(db: Database) -> Stores:
@@ -40,4 +43,5 @@ def stores_for(db: Database) -> Stores:
         ledger=SqliteLedgerStore(db),
         guild_settings=SqliteGuildSettingsRows(db),
         audit=SqliteAuditStore(db),
+        styles=SqliteStyleRows(db),
     )

@@ -10,7 +10,7 @@ from bot.db import Database
 from bot.db import Transaction as SqliteTransaction
 from bot.store.base import Transaction
 
-# Every setting a server can store; `allowed_channels` is a tuple of channel ids.
+# Every setting a server can store; the tuples are stored as JSON lists.
 SETTING_NAMES = (
     "moderator_role_id",
     "nsfw_policy",
@@ -21,7 +21,11 @@ SETTING_NAMES = (
     "max_steps",
     "max_count",
     "max_pixels",
+    "blocked_words",
+    "disabled_workflows",
 )
+# Settings whose value is a tuple (of channel ids, words, workflow names).
+_LISTS = ("allowed_channels", "blocked_words", "disabled_workflows")
 
 
 class GuildSettingsRows(Protocol):
@@ -51,8 +55,9 @@ class SqliteGuildSettingsRows:
         if row is None:
             return None
         values = {name: row[name] for name in SETTING_NAMES}
-        if values["allowed_channels"] is not None:
-            values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
+        for name in _LISTS:
+            if values[name] is not None:
+                values[name] = tuple(json.loads(values[name]))
         return values
 
     async def write(
@@ -76,6 +81,6 @@ class SqliteGuildSettingsRows:
 
 
 def _column(name: str, value: Any) -> Any:
-    if name == "allowed_channels" and value is not None:
-        return json.dumps(list(value))
+    if name in _LISTS and value is not None:
+        return json.dumps(list(value), ensure_ascii=False)
     return value
