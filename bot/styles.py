@@ -400,7 +400,7 @@ class StyleBook:
             )
         now = self._clock()
         async with self.db.transaction() as tx:
-            if len(await self._rows.all(guild_id)) >= MAX_SERVER_STYLES:
+            if len(await self._rows.all(guild_id, tx=tx)) >= MAX_SERVER_STYLES:
                 raise StyleError(
                     "name", f"cannot be added: this server has {MAX_SERVER_STYLES} styles already"
                 )

@@ -334,7 +334,10 @@ async def _stuck_behind_a_write(bot: Stablehand, fake: FakeDiscord, other: Other
     await bot.services.db.set_busy_timeout(600_000)
     await other.take_write_lock()
     grant = payloads.slash_command(
-        "quota", {"user": ALICE, "credits": 5, "reason": "contest"}, subcommand="grant", user=MANAGER
+        "quota",
+        {"user": ALICE, "credits": 5, "reason": "contest"},
+        subcommand="grant",
+        user=MANAGER,
     )
     fake.deliver(bot, grant)
     assert (await fake.wait_for_callback(grant)).json["type"] == DEFERRED

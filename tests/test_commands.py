@@ -195,7 +195,9 @@ async def test_settings_are_for_managers_and_shape_imagine(
     await reply_to(
         bot,
         fake,
-        payloads.slash_command("settings", {"policy": "age_restricted_only"}, subcommand="nsfw", user=MANAGER),
+        payloads.slash_command(
+            "settings", {"policy": "age_restricted_only"}, subcommand="nsfw", user=MANAGER
+        ),
     )
     refusal = await reply_to(bot, fake, payloads.slash_command("imagine", {"prompt": "a pony"}))
     assert "age-restricted" in refusal["content"]

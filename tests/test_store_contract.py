@@ -145,7 +145,9 @@ async def test_server_settings_write_only_the_values_named(engine: Engine) -> No
     rows = engine.stores.guild_settings
     assert await rows.read(GUILD) is None
     async with engine.db.transaction() as tx:
-        await rows.write(tx, GUILD, {"nsfw_policy": "age_restricted_only", "allowed_channels": (7, 8)}, at=1)
+        await rows.write(
+            tx, GUILD, {"nsfw_policy": "age_restricted_only", "allowed_channels": (7, 8)}, at=1
+        )
         await rows.write(tx, GUILD, {"max_steps": 30}, at=2)
         await rows.write(tx, OTHER, {"allowed_channels": ()}, at=2)
     stored = await rows.read(GUILD)

@@ -12,8 +12,10 @@ from bot.store.base import Transaction
 
 
 class StyleRows(Protocol):
-    async def all(self, guild_id: int) -> dict[str, dict[str, Any]]:
-        """A server's styles: each definition by name."""
+    async def all(
+        self, guild_id: int, *, tx: Transaction | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """A server's styles: each definition by name; given `tx`, as that transaction sees them."""
         ...
 
     async def add(
@@ -38,8 +40,11 @@ class SqliteStyleRows:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def all(self, guild_id: int) -> dict[str, dict[str, Any]]:
-        rows = await self.db.fetchall(
+    async def all(
+        self, guild_id: int, *, tx: SqliteTransaction | None = None
+    ) -> dict[str, dict[str, Any]]:
+        source = tx or self.db
+        rows = await source.fetchall(
             "SELECT name, definition FROM guild_styles WHERE guild_id = ? ORDER BY name",
             (guild_id,),
         )
