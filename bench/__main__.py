@@ -1,12 +1,13 @@
-"""Benchmarks: `python -m bench latency | scale | soak`. Each prints a table, then one JSON line."""
+"""Benchmarks: `python -m bench latency | scale | soak | charts | ack`. Each prints a table, then one JSON line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
-from bench import latency, scale, soak
+from bench import ack, charts, latency, scale, soak
 from bot import logs
 
 
@@ -33,12 +34,25 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds the bot may take to end every job after the load (default: 60 per minute)",
     )
     so.add_argument("--bot-log", type=argparse.FileType("w"), help="write the bot's output here")
+    ak = sub.add_parser(
+        "ack", help="many /imagine at once: time to the first response beside the 3 s limit"
+    )
+    ak.add_argument("--commands", type=int, default=200)
+    ch = sub.add_parser("charts", help="usage, spend and server charts for 30 days × 50 members")
+    ch.add_argument("--days", type=int, default=30)
+    ch.add_argument("--members", type=int, default=50)
+    ch.add_argument("--repeats", type=int, default=5)
+    ch.add_argument("--out", type=Path, help="also write the charts as PNG files here")
     args = parser.parse_args(argv)
     # runpod-python installs a root log handler when imported; the figures are what we print.
     logs.configure("WARNING")
     if args.bench == "latency":
         result = asyncio.run(latency.run_latency(jobs=args.jobs))
         latency.report(result)
+        return 0 if result["pass"] else 1
+    if args.bench == "ack":
+        result = asyncio.run(ack.run_ack(commands=args.commands))
+        ack.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "soak":
         result = asyncio.run(
@@ -51,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench == "scale":
         result = asyncio.run(scale.run_scale(jobs=args.jobs, budget=args.budget))
         scale.report(result)
+        return 0 if result["pass"] else 1
+    if args.bench == "charts":
+        result = asyncio.run(
+            charts.run_charts(
+                days=args.days, members=args.members, repeats=args.repeats, out=args.out
+            )
+        )
+        charts.report(result)
         return 0 if result["pass"] else 1
     return 2
 

@@ -25,6 +25,8 @@ from bot.jobs import Job
 from bot.services import Services, runpod_client
 
 ROOT = Path(__file__).resolve().parent.parent
+# The bot's connection pool to RunPod in the benchmarks.
+POOL_CONNECTIONS = 64
 
 
 @dataclass
@@ -90,7 +92,9 @@ async def bot_services(
             settings,
             http=httpx.AsyncClient(
                 timeout=httpx.Timeout(30.0, connect=10.0),
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+                limits=httpx.Limits(
+                    max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS
+                ),
             ),
         )
         services = await Services.open(settings, runpod=client)

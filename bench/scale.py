@@ -1,7 +1,9 @@
 """Scale: 2,000 jobs in flight in one bot process against the fake RunPod in another process.
 
+Running jobs are long-polled (the default, `RUNPOD_LONG_POLLS` of them at once), the rest polled.
 Targets: every job completes; event-loop lag p99 < 50 ms; peak RSS < 250 MB; the request rate
-never exceeds the bot's request budget (a token bucket: per second at most rate + bucket size).
+never exceeds the bot's request budget (a token bucket: per second at most rate + bucket size);
+never more connections open to RunPod at once than the client's pool allows.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from typing import Any
 
 from bench.harness import (
+    POOL_CONNECTIONS,
     CountingDelivery,
     LoopLag,
     bot_services,
@@ -21,7 +24,7 @@ from bench.harness import (
     print_result,
     print_table,
 )
-from bot.jobs import AT_RUNPOD
+from bot.jobs import AT_BACKEND
 
 TARGET_LAG_P99_MS = 50.0
 TARGET_PEAK_RSS_MB = 250.0
@@ -57,11 +60,13 @@ async def run_scale(
             job = await services.jobs.accept(new)
             await services.jobs.attach_message(job.id, None, None)
         samples: list[tuple[float, int, int]] = []
+        long_polled: list[int] = []
 
         async def sample() -> None:
             while True:
+                long_polled.append(services.jobs.told.long_polled())
                 at_runpod = sum(
-                    1 for t in services.jobs._tracked.values() if t.job.state in AT_RUNPOD
+                    1 for t in services.jobs._tracked.values() if t.job.state in AT_BACKEND
                 )
                 samples.append(
                     (time.monotonic(), sum(services.runpod.stats.calls.values()), at_runpod)
@@ -75,6 +80,8 @@ async def run_scale(
         await lag.stop()
         calls = dict(services.runpod.stats.calls)
         burst = services.runpod._budget.burst if services.runpod._budget else 0
+        long_polls = services.settings.runpod_long_polls
+        peak_connections = (await fake.state())["peak_connections"]
 
     max_1s = max(
         (c2 - c1 for t1, c1, _ in samples for t2, c2, _ in samples if 0 < t2 - t1 <= 1.0), default=0
@@ -98,6 +105,10 @@ async def run_scale(
         "max_requests_in_1s": max_1s,
         "requests": calls,
         "requests_per_job": round(sum(calls.values()) / jobs, 2),
+        "long_polls_setting": long_polls,
+        "peak_long_polls": max(long_polled, default=0),
+        "peak_connections": peak_connections,
+        "pool_connections": POOL_CONNECTIONS,
     }
     result["pass"] = (
         result["completed"] == jobs
@@ -105,8 +116,14 @@ async def run_scale(
         and result["loop_lag_p99_ms"] < TARGET_LAG_P99_MS
         and result["peak_rss_mb"] < TARGET_PEAK_RSS_MB
         and max_1s <= budget + burst
+        and peak_connections <= POOL_CONNECTIONS
+        and result["peak_long_polls"] <= long_polls
     )
     return result
+
+
+def long_polls_cap(result: dict[str, Any]) -> str:
+    return f"{result['long_polls_setting']} (RUNPOD_LONG_POLLS)"
 
 
 def report(result: dict[str, Any]) -> None:
@@ -122,6 +139,16 @@ def report(result: dict[str, Any]) -> None:
             f"<= {result['budget_per_s']} + bucket {result['budget_bucket']}",
         ),
         ("requests per job", str(result["requests_per_job"]), ""),
+        (
+            "most long-polls held at once",
+            str(result["peak_long_polls"]),
+            f"<= {long_polls_cap(result)}",
+        ),
+        (
+            "most connections open to RunPod",
+            str(result["peak_connections"]),
+            f"<= {result['pool_connections']} (the pool)",
+        ),
         ("wall time", f"{result['seconds']} s", ""),
     ]
     print_table(rows)

@@ -340,7 +340,7 @@ class Soak:
         self, after_chaos: tuple[Counter[str], int], end: tuple[Counter[str], int]
     ) -> dict[str, Any]:
         with sqlite3.connect(f"file:{self.database}?mode=ro", uri=True) as conn:
-            jobs = conn.execute("SELECT id, state, workflow, runpod_id, cost FROM jobs").fetchall()
+            jobs = conn.execute("SELECT id, state, workflow, backend_id, cost FROM jobs").fetchall()
             holds = dict(conn.execute("SELECT job_id, state FROM quota_holds").fetchall())
         states = Counter(state for _, state, _, _, _ in jobs)
         # What RunPod created, not what was sent: a /run refused with 429 or 503 creates nothing

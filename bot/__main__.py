@@ -1,4 +1,4 @@
-"""Command line: run (default) | check | sync | workflow | workflows | generate."""
+"""Command line: run (default) | check | sync | workflow | workflows | generate | migrate-db."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from bot.config import (
     ConfigError,
     Settings,
     load_settings,
+    secrets,
 )
 from bot.generate import EXIT_INTERRUPTED, generate
 from bot.prompt import ContentPolicy, Options, PromptError, parse
@@ -53,11 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if healthy else 1
         if command == "workflows":
             return _print_workflows(load_settings())
+        if command == "migrate-db":
+            source = Path(args.source) if args.source else load_settings().database_path
+            return _migrate_db(source, args.to)
         if command == "generate":
             settings = load_settings(GENERATE_REQUIRES)
             # The terminal shows the job's progress; the log only what went wrong (unless debugging).
             level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
-            logs.configure(level, [settings.runpod_api_key])
+            logs.configure(level, secrets(settings))
             try:
                 return asyncio.run(
                     generate(
@@ -117,7 +121,38 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--image", help="input image for workflows that start from one (img2img, upscale)"
     )
+    migrate = sub.add_parser(
+        "migrate-db",
+        help="copy the SQLite database, verified, into an empty PostgreSQL database",
+    )
+    migrate.add_argument("--to", required=True, metavar="postgresql://…", help="the empty target")
+    migrate.add_argument(
+        "--from", dest="source", metavar="PATH", help="the SQLite file (default: DATABASE_PATH)"
+    )
     return parser
+
+
+def _migrate_db(source: Path, dsn: str) -> int:
+    try:
+        from bot.store.postgresql.copy import CopyRefused, copy_sqlite_to_postgresql
+    except ImportError:
+        print("migrate-db needs asyncpg: pip install '.[postgresql]'", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = asyncio.run(copy_sqlite_to_postgresql(source, dsn))
+    except CopyRefused as exc:
+        print(f"migrate-db refused: {exc}", file=sys.stderr)
+        return 1
+    for table, rows in report.rows.items():
+        print(f"{table}: {rows} rows")
+    ledger = report.ledger
+    print(
+        f"verified: every row count, and the ledger ({sum(n for _, n, _ in ledger.holds_by_state)}"
+        f" holds, {sum(c for _, _, c in ledger.holds_by_state)} credits held or spent,"
+        f" {ledger.granted_credits} granted, ${ledger.usd_actual:.2f} charged);"
+        f" PostgreSQL {report.server_version}, schema version {report.schema_version}"
+    )
+    return 0
 
 
 def _seconds(text: str) -> float:
@@ -131,7 +166,7 @@ def _seconds(text: str) -> float:
 
 
 def _run(settings: Settings) -> int:
-    logs.configure(settings.log_level, [settings.discord_token, settings.runpod_api_key])
+    logs.configure(settings.log_level, secrets(settings))
     try:
         asyncio.run(_serve(settings))
     except discord.LoginFailure:
@@ -170,7 +205,7 @@ async def _serve(settings: Settings) -> None:
 
 
 async def _sync(settings: Settings, guild_id: int | None) -> int:
-    logs.configure(settings.log_level, [settings.discord_token])
+    logs.configure(settings.log_level, secrets(settings))
     assert settings.discord_token is not None
     bot = Stablehand(settings, open_services=False)
     async with bot:

@@ -22,7 +22,16 @@ from cogs.errors import handle_interaction_error
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.imagine", "cogs.jobs", "cogs.loras", "cogs.quota", "cogs.settings")
+EXTENSIONS = (
+    "cogs.imagine",
+    "cogs.jobs",
+    "cogs.loras",
+    "cogs.prefer",
+    "cogs.quota",
+    "cogs.settings",
+    "cogs.stats",
+    "cogs.gallery",
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class Pacing:
     """Discord-side intervals (tests shrink them): how often progress may edit a message."""
 
     message_interval: float = 3.0
+    # How often a running job's bar moves on by itself, between the job manager's updates.
+    progress_tick: float = 5.0
     channel_burst: int = 5
     channel_per_second: float = 0.9
     # A progress edit that hangs longer is given up and tried again later.
@@ -106,6 +117,7 @@ class Stablehand(commands.Bot):
 
     def _beat(self) -> heartbeat.Beat:
         at = time.time()
+        leases = self.services.jobs.leases
         return heartbeat.Beat(
             at=at,
             interval=float(self.settings.heartbeat_interval),
@@ -117,6 +129,8 @@ class Stablehand(commands.Bot):
             slots_in_use=self.services.jobs.slots_in_use,
             stuck_after=self.supervisor.supervision.stuck_after,
             loops=tuple(heartbeat.LoopBeat.of(s, at) for s in self.supervisor.statuses()),
+            leases_held=leases.held if leases.shared else None,
+            last_claim=leases.last_claim,
         )
 
     async def on_ready(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
 
 from bot import __version__
-from bot.config import RUN_REQUIRES, ConfigError, Settings, load_settings
+from bot.config import RUN_REQUIRES, ConfigError, Secret, Settings, load_settings
+from bot.database_url import shown
 from bot.db import Database
+from bot.engine import open_postgresql
 from bot.runpod import (
     RunPodAuthError,
     RunPodClient,
@@ -85,6 +88,9 @@ async def run_checks(
 
 
 async def _check_database(settings: Settings) -> CheckResult:
+    """The engine, its version and the schema version the bot's state is at."""
+    if settings.database_url is not None:
+        return await _check_postgresql(settings.database_url)
     try:
         db = await Database.open(settings.database_path)
     except Exception as exc:
@@ -98,7 +104,26 @@ async def _check_database(settings: Settings) -> CheckResult:
         version = await db.schema_version()
     finally:
         await db.close()
-    return CheckResult("database", True, f"{settings.database_path} (schema version {version})")
+    return CheckResult(
+        "database",
+        True,
+        f"SQLite {sqlite3.sqlite_version} at {settings.database_path} (schema version {version})",
+    )
+
+
+async def _check_postgresql(url: Secret) -> CheckResult:
+    try:
+        db = await open_postgresql(url)
+    except ConfigError as exc:
+        detail, _, fix = exc.problems[0].rpartition(": ")
+        return CheckResult("database", False, detail, fix)
+    try:
+        server, version = await db.server_version(), await db.schema_version()
+    finally:
+        await db.close()
+    return CheckResult(
+        "database", True, f"PostgreSQL {server} at {shown(url)} (schema version {version})"
+    )
 
 
 async def _check_workflows(settings: Settings) -> CheckResult:
@@ -150,6 +175,7 @@ async def _check_runpod(settings: Settings) -> CheckResult:
     endpoint = settings.runpod_endpoint_id
     try:
         health = await client.health()
+        long_poll = await _long_poll_note(client)
     except RunPodError as exc:
         detail, fix = explain_runpod_error(exc, settings)
         return CheckResult("RunPod", False, detail, fix)
@@ -158,7 +184,8 @@ async def _check_runpod(settings: Settings) -> CheckResult:
     workers = ", ".join(f"{k}={v}" for k, v in sorted(health.workers.items())) or "none"
     queued = health.jobs.get("inQueue", 0)
     detail = (
-        f"endpoint {endpoint} reachable, key accepted; workers: {workers}; jobs in queue: {queued}"
+        f"endpoint {endpoint} reachable, key accepted; workers: {workers}; jobs in queue: "
+        f"{queued}; {long_poll}"
     )
     if health.total_workers == 0 and queued:
         return CheckResult(
@@ -168,6 +195,16 @@ async def _check_runpod(settings: Settings) -> CheckResult:
             "jobs are waiting with no workers: raise the endpoint's max workers in the RunPod console",
         )
     return CheckResult("RunPod", True, detail)
+
+
+async def _long_poll_note(client: RunPodClient) -> str:
+    """What `/status-sync` looks like from here; a 404 for a made-up job cannot tell."""
+    offered = await client.probe_status_sync()
+    if offered is False:
+        return "no /status-sync (405): jobs are followed with /status polls"
+    if offered:
+        return "/status-sync answers: jobs are long-polled"
+    return "/status-sync is tried on the first job (the log says if it falls back to /status)"
 
 
 async def _check_discord(settings: Settings) -> CheckResult:

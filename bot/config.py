@@ -218,6 +218,46 @@ def _is_host(text: str) -> bool:
     return True
 
 
+def _database_url(text: str) -> str | None:
+    # Imported here: bot.database_url builds on this module's Secret.
+    from bot.database_url import parse_database_url
+
+    return parse_database_url(text)
+
+
+# Long-polls hold connections of the pool of 50: keep some for runs, reads and downloads.
+MAX_LONG_POLLS = 40
+
+
+def _long_polls(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > MAX_LONG_POLLS:
+        raise ValueError(
+            f"must be at most {MAX_LONG_POLLS} (the rest of the connections serve runs)"
+        )
+    return value
+
+
+def _public_url(text: str) -> str | None:
+    value = text.strip().rstrip("/")
+    if not value:
+        return None
+    if not value.startswith(("https://", "http://")) or any(c in value for c in "?#@ "):
+        raise ValueError(
+            "must be a URL like https://bot.example.org/hooks (https through a reverse proxy; "
+            "no query, fragment or user name)"
+        )
+    return value
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, colon, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, like 127.0.0.1:8080 or 0.0.0.0:8080")
+    return host, int(port)
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text).expanduser() if text.strip() else None
 
@@ -251,9 +291,19 @@ QUOTAS = "Quotas and budgets (dollar figures are estimates: set your real price)
 CONTENT = "Content policy and limits (server defaults; moderators can narrow them)"
 
 
-def setting(section: str, default: str, description: str, parse: Callable[[str], T] = str) -> T:
-    """Declare one setting as a `Settings` field; its name is the field's name in capitals."""
-    declared = Setting("", default, description, parse, section)
+def setting(
+    section: str,
+    default: str,
+    description: str,
+    parse: Callable[[str], T] = str,
+    *,
+    secret: bool = False,
+) -> Any:
+    """Declare one setting as a `Settings` field; its name is the field's name in capitals.
+
+    A secret one is read as a `Secret` (None when empty) and never quoted in an error.
+    """
+    declared = Setting("", default, description, parse, section, secret)
     return field(metadata={_SETTING: declared})
 
 
@@ -307,6 +357,30 @@ class Settings:
         "[Upgrading and backing up](#upgrading-and-backing-up)); under Docker, compose.yaml "
         "keeps it on the /data volume.",
         Path,
+    )
+    database_url: Secret | None = setting(
+        RUNPOD,
+        "",
+        "PostgreSQL instead of SQLite, for several bot processes on one database: "
+        "`postgresql://user:password@host:5432/database` (needs `pip install '.[postgresql]'`; "
+        "`python -m bot migrate-db` copies the SQLite file over). Empty: `DATABASE_PATH`.",
+        _database_url,
+        secret=True,
+    )
+    webhook_public_url: str | None = setting(
+        RUNPOD,
+        "",
+        "Public https URL that reaches `WEBHOOK_LISTEN` through your reverse proxy, e.g. "
+        "`https://bot.example.org/hooks`; when set, RunPod calls it the moment a job ends "
+        "(see [Long-polls and webhooks](#long-polls-and-webhooks)). Empty: no webhooks, long-polls and polls only.",
+        _public_url,
+    )
+    webhook_listen: tuple[str, int] = setting(
+        RUNPOD,
+        "127.0.0.1:8080",
+        "Address and port the bot serves webhooks on when `WEBHOOK_PUBLIC_URL` is set; your "
+        "reverse proxy forwards to it.",
+        _listen_address,
     )
     checkpoint: str = setting(
         MODEL,
@@ -387,6 +461,14 @@ class Settings:
         "`/status` per second).",
         _positive_int,
     )
+    runpod_long_polls: int = setting(
+        SCHEDULING,
+        "24",
+        "Running jobs of each endpoint followed at once by long-poll (`/status-sync`, answered "
+        "the moment a job ends); each holds one of the 50 connections to RunPod. Further jobs "
+        "are polled. 0 turns long-polls off.",
+        _long_polls,
+    )
     queue_timeout: int = setting(
         SCHEDULING,
         "1800",
@@ -460,6 +542,15 @@ class Settings:
     )
 
 
+def secrets(settings: Settings) -> list[Secret]:
+    """Every secret the settings hold, the database password included: what logs must mask."""
+    from bot.database_url import secrets as database_secrets
+
+    held = [getattr(settings, s.name.lower()) for s in SETTINGS if s.secret]
+    found = [s for s in held if isinstance(s, Secret)] + database_secrets(settings.database_url)
+    return list(dict.fromkeys(found))
+
+
 def _declared(attribute: Field[Any]) -> Setting:
     if _SETTING not in attribute.metadata:
         raise TypeError(f"Settings.{attribute.name} must be declared with setting()")
@@ -510,7 +601,7 @@ def load_settings(
             shown = "(hidden)" if setting.secret else repr(text)
             problems.append(f"{setting.name}={shown} {_reason(exc)}.")
             continue
-        parsed[setting.name] = Secret(value) if setting.secret else value
+        parsed[setting.name] = Secret(value) if setting.secret and value is not None else value
     problems += _cross_checks(parsed)
     if problems:
         raise ConfigError(problems)

@@ -60,10 +60,11 @@ class Migration:
     sql: str
 
 
-def bundled_migrations() -> list[Migration]:
-    """The numbered `.sql` files shipped in `bot/migrations`, in order."""
+def bundled_migrations(engine_folder: str = "") -> list[Migration]:
+    """The numbered `.sql` files shipped in `bot/migrations` (or an engine's folder in it), in order."""
     found = []
-    for entry in resources.files("bot.migrations").iterdir():
+    folder = resources.files("bot.migrations")
+    for entry in (folder / engine_folder if engine_folder else folder).iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))

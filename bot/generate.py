@@ -14,7 +14,7 @@ from bot import failures
 from bot.checks import explain_runpod_error
 from bot.config import Settings
 from bot.images import MAX_INPUT_BYTES, ImageError, ImageFile, VerifiedImage, prepare_input_image
-from bot.jobs import Job, JobError, JobState, JobUpdate
+from bot.jobs import Job, JobError, JobState, JobUpdate, UpdateKind
 from bot.metadata import with_generation_data
 from bot.polling import Timing
 from bot.prompt import Options, PromptError
@@ -77,12 +77,12 @@ class ProgressPrinter:
 
     def __call__(self, update: JobUpdate) -> None:
         detail = {
-            "queued": f"queued (position {update.position})",
-            "waiting": "waiting for a GPU worker to start"
+            UpdateKind.QUEUED: f"queued (position {update.position})",
+            UpdateKind.WAITING: "waiting for a GPU worker to start"
             if update.cold
             else "waiting in RunPod's queue",
-            "running": f"generating ({int(update.elapsed or 0)} s)",
-            "delivering": "downloading the images",
+            UpdateKind.RUNNING: f"generating ({int(update.elapsed or 0)} s)",
+            UpdateKind.DELIVERING: "downloading the images",
         }.get(update.kind)
         if detail and detail != self.last:
             self.last = detail
@@ -200,9 +200,9 @@ async def _cancel(services: Services, job_id: int, finished: asyncio.Future[Job]
     ended = await services.jobs.get(job_id)
     if ended is None or ended.state is not JobState.CANCELLED:
         print("  the job had already ended; nothing was cancelled", file=sys.stderr)
-    elif ended.runpod_id:
+    elif ended.backend_id:
         print(
-            f"Cancelled job {job_id} at RunPod ({ended.runpod_id}). worker-comfyui lets a ComfyUI "
+            f"Cancelled job {job_id} at RunPod ({ended.backend_id}). worker-comfyui lets a ComfyUI "
             "prompt that has started run to its end, so that GPU time may still be billed.",
             file=sys.stderr,
         )

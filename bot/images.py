@@ -76,12 +76,20 @@ class VerifiedImage:
     width: int
     height: int
     data: bytes
+    # Where the member's image can be downloaded again (a Discord attachment), for Edit.
+    source_url: str | None = None
 
     @property
     def name(self) -> str:
         """A content-derived name, so equal inputs share one file on the worker."""
         extension = EXTENSIONS[self.mime]
         return f"stablehand-{hashlib.sha256(self.data).hexdigest()[:16]}.{extension}"
+
+
+def input_size(width: int, height: int, *, max_pixels: int) -> tuple[int, int]:
+    """The size an input image of `width`x`height` is given: within `max_pixels`, sides a multiple of 8."""
+    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
+    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
 
 
 def prepare_input_image(data: bytes, *, max_pixels: int, max_bytes: int) -> VerifiedImage:
@@ -100,11 +108,7 @@ def prepare_input_image(data: bytes, *, max_pixels: int, max_bytes: int) -> Veri
         raise ImageError(f"That image is {exc.size}; the limit is 4096x4096.") from None
     except ImageError:
         raise ImageError("That image is damaged or incomplete; it could not be read.") from None
-    scale = min(1.0, (max_pixels / (picture.width * picture.height)) ** 0.5)
-    size = (
-        max(8, int(picture.width * scale) // 8 * 8),
-        max(8, int(picture.height * scale) // 8 * 8),
-    )
+    size = input_size(picture.width, picture.height, max_pixels=max_pixels)
     if size != picture.size:
         picture = picture.resize(size, Image.Resampling.LANCZOS)
     out = io.BytesIO()

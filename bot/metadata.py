@@ -13,8 +13,15 @@ from bot.prompt import GenerationRequest
 from bot.samplers import A1111_BASE_NAMES, A1111_SCHEDULE_LABELS
 
 
-def a1111_parameters(request: GenerationRequest, *, model: str | None = None) -> str:
-    """`prompt\\nNegative prompt: ...\\nSteps: 25, Sampler: Euler a, ...` as A1111 writes it."""
+def a1111_parameters(
+    request: GenerationRequest, *, model: str | None = None, batch_pos: int = 0
+) -> str:
+    """`prompt\\nNegative prompt: ...\\nSteps: 25, Sampler: Euler a, ...` as A1111 writes it.
+
+    ComfyUI draws a batch's noise from one generator seeded once (comfy.sample.prepare_noise),
+    so image `batch_pos` is "this seed, that place in a batch of `count`", not seed + index:
+    written as A1111's own `Batch size` and `Batch pos` fields.
+    """
     width, height = request.output_size
     fields = []
     if request.steps is not None:
@@ -27,6 +34,8 @@ def a1111_parameters(request: GenerationRequest, *, model: str | None = None) ->
         fields.append(f"CFG scale: {request.cfg:g}")
     fields.append(f"Seed: {request.seed}")
     fields.append(f"Size: {width}x{height}")
+    if request.count > 1:
+        fields += [f"Batch size: {request.count}", f"Batch pos: {batch_pos}"]
     checkpoint = model or request.checkpoint
     if checkpoint:
         fields.append(f"Model: {checkpoint.rsplit('.', 1)[0]}")
@@ -80,12 +89,13 @@ def png_with_generation_data(
 def with_generation_data(
     images: Sequence[ImageFile], request: GenerationRequest, workflow: Mapping[str, Any] | str
 ) -> list[ImageFile]:
-    """Each PNG with the job's `parameters` and `prompt`; other files as they are."""
-    parameters = a1111_parameters(request)
-    prompt = comfyui_prompt(workflow)
+    """Each PNG with the `parameters` and `prompt` that make exactly that image; others as they are."""
+    graph = json.loads(workflow) if isinstance(workflow, str) else workflow
     marked = []
-    for image in images:
+    for index, image in enumerate(images):
         if image.mime == "image/png":
+            parameters = a1111_parameters(request, batch_pos=index)
+            prompt = comfyui_prompt(one_of_batch(graph, index, request.count))
             try:
                 data = png_with_generation_data(image.data, parameters=parameters, workflow=prompt)
             except ValueError:
@@ -94,6 +104,36 @@ def with_generation_data(
             image = ImageFile(image.filename, image.mime, data)
         marked.append(image)
     return marked
+
+
+def one_of_batch(workflow: Mapping[str, Any], index: int, count: int) -> Mapping[str, Any]:
+    """The workflow that remakes image `index` of a batch alone, with the same noise.
+
+    ComfyUI's LatentFromBatch picks that image's latent and records its batch index, and
+    prepare_noise then draws the noise it had in the batch. Without a batch, the workflow as is.
+    """
+    batches = [
+        node_id
+        for node_id, node in workflow.items()
+        if node.get("class_type") == "EmptyLatentImage"
+        and node.get("inputs", {}).get("batch_size") == count
+    ]
+    if count <= 1 or len(batches) != 1:
+        return workflow
+    [source] = batches
+    picker = str(max((int(k) for k in workflow if str(k).isdigit()), default=0) + 1)
+    remade: dict[str, Any] = {}
+    for node_id, node in workflow.items():
+        inputs = {
+            name: [picker, 0] if value == [source, 0] else value
+            for name, value in node.get("inputs", {}).items()
+        }
+        remade[node_id] = {**node, "inputs": inputs}
+    remade[picker] = {
+        "class_type": "LatentFromBatch",
+        "inputs": {"samples": [source, 0], "batch_index": index, "length": 1},
+    }
+    return remade
 
 
 def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:

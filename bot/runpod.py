@@ -39,6 +39,11 @@ MAX_OUTPUT_IMAGE_BYTES = 50 * 2**20
 MAX_OUTPUT_TOTAL_BYTES = 100 * 2**20
 MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 8192
+# `/status-sync`'s wait, in ms, as RunPod bounds it.
+STATUS_SYNC_MIN_WAIT_MS = 1_000
+STATUS_SYNC_MAX_WAIT_MS = 90_000
+# The long-poll's HTTP read may last its wait plus this much before it counts as unanswered.
+STATUS_SYNC_READ_MARGIN = 15.0
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
@@ -281,7 +286,7 @@ class CallStats:
 
 
 class RunPodClient:
-    """The RunPod Serverless endpoint API: run, runsync, status, cancel, retry, health, purge."""
+    """The RunPod Serverless endpoint API the bot uses: run, status, cancel, health, downloads."""
 
     def __init__(
         self,
@@ -312,6 +317,8 @@ class RunPodClient:
         self._resolve = resolve
         self._download_timeout = download_timeout
         self.stats = CallStats()
+        # None until RunPod first answers `/status-sync`: True, or False once seen to be absent.
+        self.status_sync_available: bool | None = None
 
     def __repr__(self) -> str:
         return f"RunPodClient(base={self._base!r}, api_key={self._key!r})"
@@ -325,9 +332,15 @@ class RunPodClient:
         *,
         execution_timeout_ms: int | None = None,
         ttl_ms: int | None = None,
+        webhook: str | None = None,
     ) -> JobStatus:
-        """Queue a job. Raises `SubmitUncertain` when it may exist at RunPod without an answer."""
+        """Queue a job. Raises `SubmitUncertain` when it may exist at RunPod without an answer.
+
+        With `webhook`, RunPod POSTs the job's `/status` answer to that URL when it ends.
+        """
         body = _run_body(job_input, execution_timeout_ms, ttl_ms)
+        if webhook is not None:
+            body["webhook"] = webhook
         try:
             data = await self._call("POST", "/run", op="run", json_body=body, resend_safe=False)
         except (RunPodServerError, RunPodTransportError) as exc:
@@ -340,49 +353,69 @@ class RunPodClient:
             # RunPod answered 2xx, so the job may well exist: never send it again.
             raise SubmitUncertain(f"/run answered without a usable job id: {exc}") from exc
 
-    async def run_sync(
-        self,
-        job_input: Mapping[str, Any],
-        *,
-        wait_ms: int = 90_000,
-        poll_interval: float = 1.0,
-        max_wait: float = 600.0,
-        execution_timeout_ms: int | None = None,
-        ttl_ms: int | None = None,
-    ) -> JobStatus:
-        """Queue and hold up to `wait_ms`; if RunPod answers before the end, poll `/status` after."""
-        body = _run_body(job_input, execution_timeout_ms, ttl_ms)
-        try:
-            data = await self._call(
-                "POST",
-                "/runsync",
-                op="runsync",
-                json_body=body,
-                params={"wait": str(wait_ms)},
-                resend_safe=False,
-                read_timeout=wait_ms / 1000 + 30,
-            )
-        except (RunPodServerError, RunPodTransportError) as exc:
-            if provably_not_created(exc):
-                raise
-            raise SubmitUncertain(
-                f"/runsync gave no usable answer: {exc}", status=exc.status
-            ) from exc
-        status = JobStatus.parse(data, op="runsync")
-        deadline = time.monotonic() + max_wait
-        while not status.terminal and time.monotonic() < deadline:
-            await self._sleep(poll_interval)
-            status = await self.status(status.id)
-        return status
-
     async def status(self, job_id: str) -> JobStatus:
         return await self._job_op("GET", "status", job_id)
 
     async def cancel(self, job_id: str) -> JobStatus:
         return await self._job_op("POST", "cancel", job_id)
 
-    async def retry(self, job_id: str) -> JobStatus:
-        return await self._job_op("POST", "retry", job_id)
+    async def status_sync(self, job_id: str, *, wait_ms: int) -> JobStatus:
+        """Long-poll: the status once the job ends or `wait_ms` runs out; `/status` if absent.
+
+        Absence is learned once per endpoint: 405, or a 404 while `/status` knows the job.
+        """
+        if self.status_sync_available is False:
+            return await self.status(job_id)
+        if not JOB_ID.fullmatch(job_id):
+            raise RunPodRejected(f"status-sync: {clip(job_id, 80)} is not a RunPod job id")
+        wait_ms = min(max(int(wait_ms), STATUS_SYNC_MIN_WAIT_MS), STATUS_SYNC_MAX_WAIT_MS)
+        try:
+            data = await self._call(
+                "GET",
+                f"/status-sync/{job_id}",
+                op="status-sync",
+                params={"wait": str(wait_ms)},
+                read_timeout=wait_ms / 1000 + STATUS_SYNC_READ_MARGIN,
+            )
+        except RunPodNotFound:
+            # An expired job and a missing route both answer 404: `/status` tells them apart.
+            status = await self.status(job_id)
+            self._status_sync_absent(404)
+            return status
+        except RunPodRejected as exc:
+            if exc.status != 405:
+                raise
+            self._status_sync_absent(405)
+            return await self.status(job_id)
+        status = JobStatus.parse(data, op="status-sync", expected_id=job_id)
+        self.status_sync_available = True
+        return status
+
+    def _status_sync_absent(self, http_status: int) -> None:
+        if self.status_sync_available is None:
+            log.warning(
+                "RunPod endpoint %s has no /status-sync (it answered %d): its jobs are "
+                "followed with /status polls",
+                self._base.rsplit("/", 1)[-1],
+                http_status,
+            )
+            self.status_sync_available = False
+
+    async def probe_status_sync(self) -> bool | None:
+        """Whether the endpoint offers `/status-sync`, asked without a job: None if undecided."""
+        try:
+            await self._call(
+                "GET",
+                "/status-sync/stablehand-probe",
+                op="status-sync",
+                params={"wait": str(STATUS_SYNC_MIN_WAIT_MS)},
+                read_timeout=STATUS_SYNC_MIN_WAIT_MS / 1000 + STATUS_SYNC_READ_MARGIN,
+            )
+        except RunPodRejected as exc:
+            return False if exc.status == 405 else None
+        except RunPodNotFound:
+            return None
+        return True
 
     async def _job_op(self, method: str, op: str, job_id: str) -> JobStatus:
         if not JOB_ID.fullmatch(job_id):
@@ -392,13 +425,6 @@ class RunPodClient:
 
     async def health(self) -> Health:
         return Health.parse(await self._call("GET", "/health", op="health"))
-
-    async def purge_queue(self) -> int:
-        data = await self._call("POST", "/purge-queue", op="purge-queue")
-        removed = data.get("removed", 0) if isinstance(data, dict) else None
-        if isinstance(removed, bool) or not isinstance(removed, int) or removed < 0:
-            raise RunPodMalformed("purge-queue", "removed is not a count", data)
-        return removed
 
     async def download(self, url: str, *, max_bytes: int = MAX_OUTPUT_IMAGE_BYTES) -> bytes:
         """Fetch an `s3_url` output: https to public addresses only, no credentials, capped."""

@@ -3,26 +3,42 @@
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from bot import conflicts
 from bot.config import ConfigError, Settings
 from bot.db import Database
+from bot.engine import open_database
 from bot.estimates import DurationModel
+from bot.gallery import Gallery
 from bot.guild_settings import GuildSettings, GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
 from bot.loras import LoraCatalogue, LoraListError, load_loras
 from bot.model_files import ModelNameError, model_file_name
 from bot.polling import Timing
-from bot.prompt import ContentPolicy, GenerationRequest, ImageInput, Options, PromptError, parse
+from bot.preferences import Preferences, PreferenceStore
+from bot.prompt import (
+    MAX_SEED,
+    ContentPolicy,
+    GenerationRequest,
+    ImageInput,
+    Options,
+    PromptError,
+    flags_in,
+    parse,
+)
+from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
+from bot.runpod_backend import RunPodBackend, webhook_receiver
+from bot.stats import Figures
+from bot.store import stores_for
 from bot.styles import (
     Style,
     StyleBook,
@@ -33,6 +49,9 @@ from bot.styles import (
     with_words,
 )
 from bot.workflows import Lora, TemplateLibrary, load_library
+
+if TYPE_CHECKING:
+    from bot.postgres import PostgresDatabase
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +74,15 @@ class Services:
     """The database, the RunPod client, the templates and the job manager, wired together."""
 
     settings: Settings
-    db: Database
+    db: Database | PostgresDatabase
     runpod: RunPodClient
     templates: TemplateLibrary
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    preferences: PreferenceStore
+    figures: Figures
+    gallery: Gallery
     styles: StyleBook
     # The operator's list of the endpoint's LoRAs; None when LORAS_FILE is not set.
     loras: LoraCatalogue | None
@@ -92,22 +114,7 @@ class Services:
             loras = load_loras(settings.loras_file)
         except LoraListError as exc:
             raise ConfigError([f"LORAS_FILE={str(settings.loras_file)!r}: {exc}."]) from None
-        path = Path(database_path or settings.database_path)
-        folder = path.parent.resolve()
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ConfigError(
-                [
-                    f"DATABASE_PATH={str(path)!r} cannot be opened: its directory must exist and be writable."
-                ]
-            )
-        try:
-            db = await Database.open(path)
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                [
-                    f"DATABASE_PATH={str(path)!r} cannot be opened ({exc}): its directory must exist and be writable."
-                ]
-            ) from None
+        db = await open_database(settings, database_path)
         runpod = runpod or runpod_client(settings)
         durations = DurationModel()
         quotas = QuotaLedger(db, QuotaConfig.from_settings(settings), durations)
@@ -120,14 +127,22 @@ class Services:
             member_max_in_flight=settings.member_max_in_flight,
             member_max_queued=settings.member_max_queued,
         )
+        webhooks = (
+            webhook_receiver(settings.webhook_public_url, settings.webhook_listen)
+            if settings.webhook_public_url
+            else None
+        )
         jobs = JobManager(
             db,
-            runpod,
+            RunPodBackend(runpod, webhooks=webhooks),
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,
             durations=durations,
+            long_polls=settings.runpod_long_polls,
+            webhooks=webhooks,
         )
+        figures = Figures(stores_for(db).stats, quotas, clock=time.time)
         operator = ContentPolicy.from_settings(settings)
 
         def contradiction(server: GuildSettings) -> str | None:
@@ -141,6 +156,9 @@ class Services:
             jobs,
             quotas,
             GuildSettingsStore(db, check=contradiction),
+            PreferenceStore(db),
+            figures,
+            Gallery(db),
             StyleBook(db, shipped_styles, templates),
             loras,
         )
@@ -159,7 +177,8 @@ class Services:
         self, guild_id: int | None, text: str, typed: str | None, preferred: str | None = None
     ) -> tuple[Style | None, str]:
         """The style a request asks for (typed option, then `--style`, then the member's
-        preference) and the prompt without its `--style`; raises `PromptError` for an unknown one."""
+        preference) and the prompt without its `--style`; raises `PromptError` for an unknown
+        style named in the request. A preferred style removed since is left out."""
         flagged = style_flag(text)
         if flagged is not None:
             name, rest = flagged
@@ -167,10 +186,11 @@ class Services:
             if name != "raw" or await self.styles.exists(guild_id, name):
                 text = rest
                 typed = typed or name
-        name = typed or preferred
-        if not name:
-            return None, text
-        return await self.styles.find(guild_id, name), text
+        if typed:
+            return await self.styles.find(guild_id, typed), text
+        if preferred and await self.styles.exists(guild_id, preferred):
+            return await self.styles.find(guild_id, preferred), text
+        return None, text
 
     def prepare(
         self,
@@ -186,30 +206,50 @@ class Services:
         filesize_limit: int | None = None,
         seed: int | None = None,
         role_ids: tuple[int, ...] = (),
+        preferences: Preferences | None = None,
         style: Style | None = None,
         lora: str | None = None,
     ) -> NewJob:
         """Parse, render and cost a request in memory; raises `PromptError` with nothing stored.
 
-        A style wraps the words and fills what the member left unsaid; `lora` adds a LoRA from
-        the operator's list with its trigger words."""
+        The member's `preferences` fill in what neither a typed option nor a flag says; a
+        `style` (resolved by `style_for`) wraps the words and fills what the member left unsaid;
+        `lora` adds a LoRA from the operator's list with its trigger words.
+        """
         policy = policy or self.policy()
         options = options or Options()
         if lora:
             text = with_words(text, self.lora_words(lora))
         if style is not None:
             text, options, policy = apply_style(style, text, options, policy, self.templates)
-        request = parse(
-            text,
-            library=self.templates,
-            policy=policy,
-            options=options,
-            channel_nsfw=channel_nsfw,
-            image=image_input(image),
-            seed=seed,
-        )
-        if style is not None:
-            request = replace(request, style=style.name)
+            options = replace(options, style=style.name)
+        if preferences is not None:
+            # `style_for` chose the style (the preferred one included): it is applied above.
+            preferences = replace(preferences, style=None)
+
+        def parsed(options: Options, seed: int | None) -> GenerationRequest:
+            return parse(
+                text,
+                library=self.templates,
+                policy=policy,
+                options=options,
+                channel_nsfw=channel_nsfw,
+                image=image_input(image),
+                seed=seed,
+            )
+
+        request = parsed(options, seed)
+        template = self.templates.get(request.template)
+        if preferences is not None and template is not None:
+            preferred, applied = preferences.fill(
+                options,
+                parsed=request,
+                template=template,
+                text_flags=flags_in(text),
+                max_count=policy.max_count,
+            )
+            if applied:
+                request = replace(parsed(preferred, request.seed), from_preferences=applied)
         if self.loras is not None:
             nsfw_allowed = channel_nsfw or policy.nsfw_policy == "off"
             self.loras.check(request.loras, nsfw_allowed=nsfw_allowed)
@@ -222,6 +262,61 @@ class Services:
             filesize_limit=filesize_limit,
             role_ids=role_ids,
         )
+
+    def prepare_batch(
+        self,
+        text: str,
+        *,
+        user_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        channel_nsfw: bool = False,
+        options: Options | None = None,
+        policy: ContentPolicy | None = None,
+        image: VerifiedImage | None = None,
+        filesize_limit: int | None = None,
+        role_ids: tuple[int, ...] = (),
+        preferences: Preferences | None = None,
+        style: Style | None = None,
+        lora: str | None = None,
+    ) -> list[NewJob]:
+        """Every job `{…}` permutations and `--repeat` make of `text`, each checked, none stored.
+
+        A repeat is its prompt again on the next seed: different images, each reproducible.
+        """
+        texts, repeat = expand(text)
+        jobs = []
+        for each in texts:
+            first = self.prepare(
+                each,
+                user_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                channel_nsfw=channel_nsfw,
+                options=options,
+                policy=policy,
+                image=image,
+                filesize_limit=filesize_limit,
+                role_ids=role_ids,
+                preferences=preferences,
+                style=style,
+                lora=lora,
+            )
+            jobs.append(first)
+            for offset in range(1, repeat):
+                seed = (first.request.seed + offset) % (MAX_SEED + 1)
+                jobs.append(
+                    self.job_for(
+                        first.request.with_seed(seed),
+                        image=image,
+                        user_id=user_id,
+                        guild_id=guild_id,
+                        channel_id=channel_id,
+                        filesize_limit=filesize_limit,
+                        role_ids=role_ids,
+                    )
+                )
+        return jobs
 
     def job_for(
         self,
@@ -274,4 +369,6 @@ class Services:
 
 def image_input(image: VerifiedImage | None) -> ImageInput | None:
     """How a workflow refers to an image sent along in `input.images`."""
-    return ImageInput(image.name, image.width, image.height) if image is not None else None
+    if image is None:
+        return None
+    return ImageInput(image.name, image.width, image.height, image.source_url)

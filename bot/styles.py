@@ -299,7 +299,8 @@ def apply_style(
 ) -> tuple[str, Options, ContentPolicy]:
     """What the member typed, with the style: the member's own flags and options win."""
     words, flags = split_words(text)
-    styled = style.prompt.replace(PLACEHOLDER, words).strip(" ,")
+    styled = words if _wrapped(style, words) else style.prompt.replace(PLACEHOLDER, words)
+    styled = styled.strip(" ,")
     named = {_lora_file(m.group(1)) for m in _LORA_TAG.finditer(text)}
     tags = [
         f"<lora:{lora.name}:{lora.strength:g}>" for lora in style.loras if lora.name not in named
@@ -318,7 +319,9 @@ def apply_style(
     takes_count = template is not None and template.accepts("count")
     if style.count is not None and count is None and "count" not in given and takes_count:
         count = min(style.count, policy.max_count)
-    negative = ", ".join(p for p in (style.negative, options.negative or "") if p.strip())
+    # An Edit of a styled job brings the style's words and negative back with it: not twice.
+    added_negative = "" if style.negative in (options.negative or "") else style.negative
+    negative = ", ".join(p for p in (added_negative, options.negative or "") if p.strip())
     styled_text = " ".join(part for part in (styled, *tags, flags, *extra) if part)
     styled_options = replace(options, negative=negative or None, count=count)
     styled_policy = replace(
@@ -328,6 +331,15 @@ def apply_style(
         default_cfg=style.cfg if style.cfg is not None else policy.default_cfg,
     )
     return styled_text, styled_options, styled_policy
+
+
+def _wrapped(style: Style, words: str) -> bool:
+    """Whether the words already carry the style's own around them (an Edit of a styled job)."""
+    before, _, after = style.prompt.partition(PLACEHOLDER)
+    before, after = before.strip(" ,"), after.strip(" ,")
+    if not before and not after:
+        return False
+    return words.startswith(before) and words.endswith(after)
 
 
 def _lora_file(name: str) -> str:

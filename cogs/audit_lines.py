@@ -23,6 +23,7 @@ SETTING_LABELS = {
     "max_pixels": "the pixels-per-image cap",
     "blocked_words": "the server's blocked words",
     "disabled_workflows": "the workflows turned off",
+    "gallery_channel_id": "the gallery channel",
 }
 
 
@@ -70,6 +71,9 @@ _SENTENCES: dict[str, Callable[[int | None, Mapping[str, Any]], str]] = {
     "reset": lambda target, facts: f"reset <@{target}>'s allowance",
     "block": _blocked,
     "unblock": lambda target, facts: f"unblocked <@{target}>",
+    "gallery.remove": lambda target, facts: (
+        f"removed image {facts['image']} of job #{facts['job_id']} (shared by <@{target}>) from the gallery"
+    ),
     "budget": _budget,
 }
 
@@ -96,6 +100,8 @@ def _shown(name: str, value: Any) -> str:
         return f"<@&{value}>"
     if name in ("blocked_words", "disabled_workflows"):
         return ", ".join(f"`{item}`" for item in value) or "none"
+    if name == "gallery_channel_id":
+        return f"<#{value}>"
     if name == "max_pixels":
         return f"{value / 2**20:.2f} MP"
     return str(value)

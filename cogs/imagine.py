@@ -14,6 +14,7 @@ from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
 from bot.workflows import Template
 from cogs import acknowledge, render
+from cogs.batch import BatchButton, PendingBatches, offer
 from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
 from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
 from cogs.launch import channel_is_nsfw, launch, read_image, requester
@@ -38,18 +39,20 @@ class Imagine(commands.Cog):
             self.pacer,
             message_interval=pacing.message_interval,
             edit_timeout=pacing.edit_timeout,
+            tick=pacing.progress_tick,
         )
         self.delivery = DiscordDelivery(bot, self.pacer, self.board)
+        self.batches = PendingBatches()
 
     async def cog_load(self) -> None:
         self.bot.deliverer = self.delivery
-        self.bot.add_dynamic_items(ResultButton)
+        self.bot.add_dynamic_items(ResultButton, BatchButton)
         if self.bot.has_services:
             self.bot.services.jobs.subscribe(self.board.update)
             self.board.start()
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(ResultButton)
+        self.bot.remove_dynamic_items(ResultButton, BatchButton)
         await self.board.stop()
 
     @commands.Cog.listener()
@@ -63,7 +66,7 @@ class Imagine(commands.Cog):
 
     @app_commands.command(name="imagine", description="Make an image from a prompt.")
     @app_commands.describe(
-        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text",
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no text; {red, blue} makes both",
         negative="What to keep out of the image",
         aspect="Shape of the image",
         count="How many images (1-4)",
@@ -95,12 +98,16 @@ class Imagine(commands.Cog):
         lora: str | None = None,
     ) -> None:
         services = self.bot.services
-        policy, (chosen_style, prompt) = await acknowledge.in_time(
+        policy, preferences = await acknowledge.in_time(
             interaction,
             asyncio.gather(
                 services.policy_for(interaction.guild_id),
-                services.style_for(interaction.guild_id, prompt, style),
+                services.preferences.get(interaction.user.id),
             ),
+        )
+        chosen_style, prompt = await acknowledge.in_time(
+            interaction,
+            services.style_for(interaction.guild_id, prompt, style, preferred=preferences.style),
         )
         verified = None
         if image is not None:
@@ -117,16 +124,20 @@ class Imagine(commands.Cog):
             sampler=sampler,
             workflow=workflow,
         )
-        new_job = services.prepare(
+        jobs = services.prepare_batch(
             prompt,
             options=options,
             policy=policy,
             image=verified,
             style=chosen_style,
             lora=lora,
+            preferences=preferences,
             **requester(interaction),
         )
-        await launch(interaction, new_job)
+        if len(jobs) == 1:
+            await launch(interaction, jobs[0])
+        else:
+            await offer(interaction, jobs)
 
     @imagine.autocomplete("sampler")
     async def sampler_choices(

@@ -12,9 +12,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import audit
+from bot import charts as drawing
 from bot.jobs import Job
-from bot.quotas import Balance, LimitScope, LimitSource
-from cogs import acknowledge, audit_lines, outgoing, render
+from bot.quotas import Balance, BudgetStatus, LimitScope, LimitSource
+from bot.stats import SpendFigures, UsageFigures
+from cogs import acknowledge, audit_lines, charts, outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids, moderators_only
 from cogs.render import bonus_text, credit_text, dollars, job_link, relative
@@ -81,7 +83,7 @@ def balance_lines(balance: Balance, period_word: str, this_period: str) -> list[
 def job_line(job: Job) -> str:
     icon = render.state_icon(job.state)
     where = f" · [message]({job_link(job)})" if job_link(job) else ""
-    return f"{icon} `#{job.id}` {job.state.value}{where} · {relative(job.created_at)}"
+    return f"{icon} `#{job.id}` {render.state_words(job.state)}{where} · {relative(job.created_at)}"
 
 
 class Quota(commands.Cog):
@@ -103,24 +105,20 @@ class Quota(commands.Cog):
         text: str | None = None,
         *,
         embed: discord.Embed | None = None,
+        file: discord.File = discord.utils.MISSING,
     ) -> None:
-        await outgoing.answer(interaction, text, embed=embed)
+        await outgoing.answer(interaction, text, embed=embed, file=file)
 
     @app_commands.command(
         name="usage", description="Your image credits: what is left, when they reset, your jobs."
     )
     @app_commands.guild_only()
-    async def usage(self, interaction: discord.Interaction) -> None:
+    @app_commands.describe(theme="the chart's colours")
+    @app_commands.choices(theme=charts.THEME_CHOICES)
+    async def usage(self, interaction: discord.Interaction, theme: str = "dark") -> None:
         services = self.bot.services
-        balance, active, recent = await acknowledge.in_time(
-            interaction,
-            asyncio.gather(
-                services.quotas.balance(
-                    interaction.guild_id, interaction.user.id, member_role_ids(interaction.user)
-                ),
-                services.jobs.active(interaction.guild_id, interaction.user.id),
-                services.jobs.recent(interaction.guild_id, interaction.user.id, limit=5),
-            ),
+        balance, active, recent, chart, per_day = await acknowledge.in_time(
+            interaction, self._usage(interaction, theme)
         )
         embed = discord.Embed(
             title="Your image credits",
@@ -137,7 +135,28 @@ class Quota(commands.Cog):
                 value="\n".join(job_line(job) for job in recent),
                 inline=False,
             )
-        await self._reply(interaction, embed=embed)
+        embed.add_field(
+            name="Credits per day",
+            value=outgoing.lines_within(charts.usage_lines(per_day), outgoing.FIELD_VALUE_LIMIT),
+            inline=False,
+        )
+        await self._reply(interaction, embed=charts.with_chart(embed, chart), file=chart)
+
+    async def _usage(
+        self, interaction: discord.Interaction, theme: str
+    ) -> tuple[Balance, list[Job], list[Job], discord.File, UsageFigures]:
+        services = self.bot.services
+        guild, user = interaction.guild_id, interaction.user.id
+        balance, active, recent = await asyncio.gather(
+            services.quotas.balance(guild, user, member_role_ids(interaction.user)),
+            services.jobs.active(guild, user),
+            services.jobs.recent(guild, user, limit=5),
+        )
+        per_day = await services.figures.usage(guild, user, limit=balance.limit)
+        chart = await charts.chart_file(
+            "usage.png", drawing.usage_chart, per_day, charts.theme(theme)
+        )
+        return balance, active, recent, chart, per_day
 
     @quota.command(name="show", description="A member's credits, limit, bonus and block.")
     @app_commands.describe(user="the member")
@@ -366,27 +385,25 @@ class Quota(commands.Cog):
         name="top", description="Who spent the most: credits, GPU seconds and estimated dollars."
     )
     @app_commands.choices(period=[app_commands.Choice(name=name, value=name) for name in PERIODS])
-    @app_commands.describe(period="how far back to count")
+    @app_commands.choices(theme=charts.THEME_CHOICES)
+    @app_commands.describe(period="how far back to count", theme="the chart's colours")
     @moderators_only()
-    async def top(self, interaction: discord.Interaction, period: str = "today") -> None:
+    async def top(
+        self, interaction: discord.Interaction, period: str = "today", theme: str = "dark"
+    ) -> None:
         quotas = self.bot.services.quotas
         span = PERIODS.get(period, 86_400)
         now = time.time()
         since = quotas.today_start(now) if period == "today" else (now - span if span else 0.0)
-        spenders, status = await acknowledge.in_time(
-            interaction,
-            asyncio.gather(
-                quotas.top(interaction.guild_id, since), quotas.budget_status(interaction.guild_id)
-            ),
+        spend, status, chart = await acknowledge.in_time(
+            interaction, self._top(interaction, since, period, theme)
         )
-        lines = [
-            f"{n}. <@{s.user_id}> — {credit_text(s.credits)} · {s.gpu_seconds:.1f} GPU-s · {dollars(s.usd)} · "
-            f"{s.jobs} job{'s' if s.jobs != 1 else ''}"
-            for n, s in enumerate(spenders, start=1)
-        ]
         embed = discord.Embed(
             title=f"Top spenders ({period})",
-            description="\n".join(lines) or "Nobody has spent anything yet.",
+            description=outgoing.lines_within(
+                charts.spend_lines(spend, dollars), outgoing.DESCRIPTION_LIMIT
+            )
+            or "Nobody has spent anything yet.",
         )
         embed.add_field(
             name="This server today",
@@ -399,7 +416,23 @@ class Quota(commands.Cog):
             inline=True,
         )
         embed.set_footer(text="Dollar figures are estimates from GPU time at the configured price.")
-        await self._reply(interaction, embed=embed)
+        await self._reply(interaction, embed=charts.with_chart(embed, chart), file=chart)
+
+    async def _top(
+        self, interaction: discord.Interaction, since: float, period: str, theme: str
+    ) -> tuple[SpendFigures, BudgetStatus, discord.File]:
+        services = self.bot.services
+        spend, status = await asyncio.gather(
+            services.figures.spend(interaction.guild_id, since),
+            services.quotas.budget_status(interaction.guild_id),
+        )
+        names = await member_names(
+            interaction, [m.user_id for m in spend.members[: drawing.MOST_MEMBERS]]
+        )
+        chart = await charts.chart_file(
+            "top.png", drawing.spend_chart, spend, names, period, charts.theme(theme)
+        )
+        return spend, status, chart
 
     @quota.command(name="log", description="The audit trail: who changed what, when and why.")
     @app_commands.describe(user="only changes about this member")
@@ -425,6 +458,22 @@ class Quota(commands.Cog):
             or "No moderator actions recorded yet."
         )
         await self._reply(interaction, embed=discord.Embed(title=title, description=description))
+
+
+async def member_names(interaction: discord.Interaction, user_ids: list[int]) -> dict[int, str]:
+    """Display names for a chart's labels: the cache first, then Discord; unknown ones by id."""
+    guild = interaction.guild
+
+    async def name(user_id: int) -> str:
+        member = guild.get_member(user_id) if guild is not None else None
+        if member is None:
+            try:
+                member = await interaction.client.fetch_user(user_id)
+            except discord.HTTPException:
+                return f"member …{str(user_id)[-4:]}"
+        return member.display_name
+
+    return dict(zip(user_ids, await asyncio.gather(*(name(u) for u in user_ids)), strict=True))
 
 
 def _budget_line(spent: float, budget: float | None) -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real SQLite files, the fake RunPod cloud, short intervals everywhere."""
+"""Shared fixtures: real SQLite files, a real PostgreSQL, the fake RunPod cloud, short intervals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,12 @@ from bot.services import Services
 from tests.fakes import HANG_GUARD, payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod
+from tests.postgres_server import (
+    PostgresServer,
+    PostgresUnavailable,
+    fresh_database,
+    running_postgres,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTING_NAMES = {setting.name for setting in SETTINGS}
@@ -177,6 +183,24 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(tmp_path / "test.db")
     yield database
     await database.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole run, started on first use; a test needing it fails
+    (never skips) where it cannot start."""
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        pytest.fail(f"the PostgreSQL test server could not start: {exc}", pytrace=False)
+
+
+@pytest_asyncio.fixture
+async def postgres_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """An empty database of its own on the test server (no tables, no migrations)."""
+    async with fresh_database(postgres_server) as dsn:
+        yield dsn
 
 
 OpenServices = Callable[..., Awaitable[Services]]

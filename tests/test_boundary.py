@@ -199,14 +199,6 @@ async def test_an_unparseable_retry_after_is_ignored(fake_runpod: FakeRunPod) ->
     await client.aclose()
 
 
-async def test_a_purge_answer_with_a_bad_count_is_malformed(fake_runpod: FakeRunPod) -> None:
-    client = make_client(fake_runpod)
-    fake_runpod.inject("purge-queue", fr.http(200, body={"removed": "lots"}))
-    with pytest.raises(RunPodMalformed, match="removed"):
-        await client.purge_queue()
-    await client.aclose()
-
-
 FIELDS = ["id", "status", "delayTime", "executionTime", "output", "error", "images", "type"]
 FIELDS += ["data", "filename", "message", "workers", "jobs", "idle", "x"]
 JSON = st.recursive(
@@ -606,7 +598,7 @@ async def test_a_completed_answer_with_impossible_timings_ends_the_job_once_refu
     await services.jobs.start(delivery)
     job_id = await _accepted(services)
     await _until_garbled_twice_or_ended(services, fake_runpod, job_id)
-    runpod_id = (await services.jobs.get(job_id)).runpod_id
+    runpod_id = (await services.jobs.get(job_id)).backend_id
     fake_runpod.jobs.pop(runpod_id, None)  # RunPod forgets the result (retention), at the latest
     await _ended_once_refunded(services, delivery, job_id)
     assert "unexpected error while polling" not in caplog.text, "no traceback per poll"
@@ -673,10 +665,10 @@ async def test_an_unparseable_image_url_fails_the_job_once_with_a_reason(
     job_id = await _accepted(services)
     job = await _ended_once_refunded(services, delivery, job_id)
     assert job.state.value == "failed" and "cannot be parsed" in (job.failure or "")
-    reads = fake_runpod.jobs[job.runpod_id].status_reads
+    reads = fake_runpod.jobs[job.backend_id].status_reads
     garble_stop(fake_runpod)
     await wait_for_state(services, await _accepted(services, user=2), "done")
-    assert fake_runpod.jobs[job.runpod_id].status_reads == reads, "no more polls after the end"
+    assert fake_runpod.jobs[job.backend_id].status_reads == reads, "no more polls after the end"
     assert await _endings(services, job_id) == ["failed"]
     assert fake_runpod.requests_for("s3") == []
 

@@ -174,8 +174,9 @@ async def test_generate_saves_pngs_with_their_generation_data(
     )
     assert fields == (
         "Steps: 25, Sampler: Euler a, Schedule type: Normal, CFG scale: 7, Seed: 7, "
-        "Size: 1344x768, Model: ponyDiffusionV6XL, Clip skip: 2"
+        "Size: 1344x768, Batch size: 2, Batch pos: 0, Model: ponyDiffusionV6XL, Clip skip: 2"
     )
+    assert "Seed: 7, Size: 1344x768, Batch size: 2, Batch pos: 1," in _parameters(files[1])[1]
     (run,) = fake_runpod.requests_for("run")
     submitted = run.json["input"]["workflow"]
     assert validate(submitted) == []

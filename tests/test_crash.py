@@ -10,8 +10,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
+from tests.told_modes import MODES, mode_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,13 +63,16 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
     assert await process.wait() == -signal.SIGKILL
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_sigkill_with_20_jobs_in_flight_loses_nothing_and_runs_nothing_twice(
-    tmp_path: Path, fake_runpod: FakeRunPod
+    tmp_path: Path, fake_runpod: FakeRunPod, mode: str
 ) -> None:
     db, outcomes = tmp_path / "crash.db", tmp_path / "outcomes.log"
-    # The jobs wait in RunPod's queue until the first process is dead, however slow this machine.
-    fake_runpod.default_outcome = Outcome(status="HANG")
-    first = await _spawn(fake_runpod, db, outcomes, "--submit", "20")
+    # The jobs run until the first process is dead, however slow this machine: held in
+    # long-polls, waiting for webhook calls, or polled, as the mode has it.
+    fake_runpod.default_outcome = Outcome(status="STUCK")
+    settings = [f"--setting={name}={value}" for name, value in mode_settings(mode).items()]
+    first = await _spawn(fake_runpod, db, outcomes, "--submit", "20", *settings)
     # Kill only once every submission was answered and recorded in the database.
     await _until(lambda: _states(db)["submitted"] + _states(db)["running"] == 20)
     await _kill(first)
@@ -74,7 +80,7 @@ async def test_sigkill_with_20_jobs_in_flight_loses_nothing_and_runs_nothing_twi
     for runpod_id in fake_runpod.jobs:
         fake_runpod.finish(runpod_id)
 
-    second = await _spawn(fake_runpod, db, outcomes, "--exit-when-done")
+    second = await _spawn(fake_runpod, db, outcomes, "--exit-when-done", *settings)
     assert await asyncio.wait_for(second.wait(), 60) == 0
     assert _states(db) == Counter({"done": 20})
     delivered = Counter(

@@ -126,7 +126,7 @@ async def test_cancelling_while_the_images_download_refunds_and_posts_nothing(
     job_id = await _queue(services)
     job = await wait_for_state(services, job_id, "submitted")
     fake_runpod.inject("s3", fr.delay(2.0))  # far longer than a cancel takes
-    fake_runpod.finish(job.runpod_id)
+    fake_runpod.finish(job.backend_id)
     await fake_runpod.wait_for_requests("s3", 1)  # RunPod said COMPLETED; the download hangs
     cancelled = await services.jobs.cancel(job_id, by_user=MEMBER)
     await _idle(services.jobs, supervisor)
@@ -327,7 +327,7 @@ async def test_a_cancel_while_run_is_answered_stops_the_job_at_runpod(
     await fake_runpod.wait_for_requests("run", 1)
     await services.jobs.cancel(job_id, by_user=MEMBER)
     ended = await wait_for_state(services, job_id, "cancelled")
-    assert fake_runpod.jobs[ended.runpod_id].status == "CANCELLED", "the GPU does not run it"
+    assert fake_runpod.jobs[ended.backend_id].status == "CANCELLED", "the GPU does not run it"
     assert await _hold_state(services, job_id) == "refunded"
     history = [(to, detail) for _, to, detail in await services.jobs.events(job_id)]
     assert history[-1] == ("cancelled", "cancelled while submitting")
@@ -342,7 +342,7 @@ async def test_a_job_cancelled_in_runpods_console_is_recorded_as_cancelled(
     job = await wait_for_state(services, job_id, "submitted")
     async with httpx.AsyncClient() as console:  # the operator presses Cancel in RunPod's console
         await console.post(
-            f"{fake_runpod.api_base}/{fake_runpod.endpoint_id}/cancel/{job.runpod_id}",
+            f"{fake_runpod.api_base}/{fake_runpod.endpoint_id}/cancel/{job.backend_id}",
             headers={"Authorization": f"Bearer {fake_runpod.api_key}"},
         )
     await wait_for_state(services, job_id, "cancelled")
@@ -396,7 +396,7 @@ async def test_a_start_estimated_from_polls_is_never_before_the_submission(
     job_id = await _queue(services)
     submitted = await wait_for_state(services, job_id, "submitted")
     await fake_runpod.wait_for_requests("status", 1)  # answered IN_QUEUE
-    in_progress = {"id": submitted.runpod_id, "status": "IN_PROGRESS"}  # and no delayTime
+    in_progress = {"id": submitted.backend_id, "status": "IN_PROGRESS"}  # and no delayTime
     fake_runpod.inject("status", fr.http(200, body=in_progress))
     running = await wait_for_state(services, job_id, "running")
     assert running.started_at >= submitted.submitted_at, "the member would see time never spent"

@@ -324,17 +324,3 @@ async def test_an_output_entry_of_unknown_shape_is_reported_as_bad_output() -> N
         "bad_output",
         "an output entry has an unknown shape",
     )
-
-
-async def test_a_runsync_held_longer_than_the_usual_timeout_still_gets_its_answer(
-    fake_runpod: FakeRunPod,
-) -> None:
-    """RunPod holds /runsync up to `wait`: longer than the client's timeout for every other call."""
-    fake_runpod.script(Outcome(run_delay=0.6))
-    client = make_client(fake_runpod, timeout=0.2)
-    try:
-        status = await client.run_sync({"workflow": {}}, wait_ms=5_000)
-    finally:
-        await client.aclose()
-    assert status.status == "COMPLETED"
-    assert len(fake_runpod.requests_for("runsync")) == 1

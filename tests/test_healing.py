@@ -268,7 +268,7 @@ async def test_a_full_disk_while_the_images_are_stored_only_delays_the_job(
     fake_runpod.script(Outcome(status="HANG", noise=True))
     await healing.jobs.start(delivery)
     job_id = await _submit(healing, _job(healing))
-    runpod_id = (await wait_for_state(healing, job_id, "submitted")).runpod_id
+    runpod_id = (await wait_for_state(healing, job_id, "submitted")).backend_id
     # SQLite's own "database or disk is full". The limit is the connection's, so it is set on the
     # bot's connection: from a second one it would bind only that one.
     pages = (await healing.db.fetchone("PRAGMA page_count"))[0]
@@ -296,7 +296,7 @@ async def test_runpod_unreachable_for_a_moment_ends_every_job_and_frees_every_sl
     fake_runpod.script(Outcome(status="HANG"))
     await healing.jobs.start(delivery)
     at_runpod = await _submit(healing, _job(healing, user=1))
-    runpod_id = (await wait_for_state(healing, at_runpod, "submitted")).runpod_id
+    runpod_id = (await wait_for_state(healing, at_runpod, "submitted")).backend_id
     await fake_runpod.go_offline()
     polls = healing.runpod.stats.calls.get("status", 0)
     sent_meanwhile = await _submit(healing, _job(healing, user=2))
@@ -363,7 +363,7 @@ async def test_a_completed_answer_with_an_unusable_image_url_fails_the_job_once_
     fake_runpod.script(Outcome(status="HANG"))
     await healing.jobs.start(delivery)
     job_id = await _submit(healing, _job(healing))
-    runpod_id = (await wait_for_state(healing, job_id, "submitted")).runpod_id
+    runpod_id = (await wait_for_state(healing, job_id, "submitted")).backend_id
     garbage = {
         "id": runpod_id,
         "status": "COMPLETED",
@@ -403,7 +403,7 @@ async def test_a_wall_clock_step_of_200s_during_a_running_job_does_not_time_it_o
     clock = WallClock()
     jobs = JobManager(
         services.db,
-        services.runpod,
+        services.jobs.backends,
         accounting=services.quotas,
         timing=FAST,
         durations=services.jobs.durations,
@@ -416,7 +416,7 @@ async def test_a_wall_clock_step_of_200s_during_a_running_job_does_not_time_it_o
     try:
         job = await jobs.accept(_job(services))
         await jobs.attach_message(job.id, 100, 500)
-        runpod_id = (await wait_for_state(services, job.id, "running")).runpod_id
+        runpod_id = (await wait_for_state(services, job.id, "running")).backend_id
         clock.offset += 200.0
         polls = fake_runpod.jobs[runpod_id].status_reads
         await until(lambda: fake_runpod.jobs[runpod_id].status_reads >= polls + 3)
@@ -435,7 +435,7 @@ async def _restart_with_stored_submit_time(
     fake_runpod.script(Outcome(status="HANG"))
     await first.jobs.start(RecordingDelivery())
     job_id = await _submit(first, _job(first))
-    runpod_id = (await wait_for_state(first, job_id, "submitted")).runpod_id
+    runpod_id = (await wait_for_state(first, job_id, "submitted")).backend_id
     await first.jobs.stop()
     async with first.db.transaction() as tx:
         await tx.execute("UPDATE jobs SET submitted_at = ? WHERE id = ?", (submitted_at, job_id))
@@ -492,7 +492,7 @@ async def test_one_member_in_four_servers_holds_one_job_at_runpod_and_queues_fou
     assert len(fake_runpod.jobs) == 2, "one job of member 7, one of member 8"
 
     for job_id in mine:
-        runpod_id = (await wait_for_state(healing, job_id, "submitted")).runpod_id
+        runpod_id = (await wait_for_state(healing, job_id, "submitted")).backend_id
         at_runpod = await healing.db.fetchall(
             "SELECT id FROM jobs WHERE user_id = 7 AND state IN ('submitting', 'submitted', 'running')"
         )
@@ -513,7 +513,7 @@ async def test_the_reconciler_adopts_a_queued_job_memory_lost(
     fake_runpod.script(Outcome(status="HANG"))
     await healing.jobs.start(delivery)
     first = await _submit(healing, _job(healing, user=1))
-    runpod_id = (await wait_for_state(healing, first, "submitted")).runpod_id
+    runpod_id = (await wait_for_state(healing, first, "submitted")).backend_id
     lost = await _submit(healing, _job(healing, user=2))
     healing.jobs._queue.remove(lost)  # what an escaped exception used to leave behind
     fake_runpod.finish(runpod_id, Outcome())

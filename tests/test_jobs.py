@@ -34,6 +34,7 @@ from tests.conftest import (
 from tests.fakes import HANG_GUARD
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
+from tests.told_modes import MODES, mode_settings
 
 
 def _job(
@@ -58,7 +59,7 @@ async def test_a_job_runs_and_is_delivered_exactly_once(
     await delivery.wait(job_id)
     done = await wait_for_state(services, job_id, "done")
     assert len(delivery.delivered[job_id]) == 1
-    assert done.runpod_id and done.execution_ms is not None and done.delivered_at
+    assert done.backend_id and done.execution_ms is not None and done.delivered_at
     history = [to for _, to, _ in await services.jobs.events(job_id)]
     assert history[:3] == ["accepted", "queued", "submitting"]
     assert history[-2:] == ["delivering", "done"]
@@ -116,7 +117,7 @@ async def test_member_cancel_while_queued_at_runpod(
     cancelled = await services.jobs.cancel(job_id, by_user=1)
     assert cancelled.state is JobState.CANCELLED
     assert len(fake_runpod.requests_for("cancel")) == 1
-    assert fake_runpod.jobs[cancelled.runpod_id].status == "CANCELLED"
+    assert fake_runpod.jobs[cancelled.backend_id].status == "CANCELLED"
 
 
 async def test_only_the_owner_or_a_moderator_may_cancel(
@@ -139,7 +140,7 @@ async def test_status_404_means_expired(
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
     job = await wait_for_state(services, job_id, "submitted")
-    del fake_runpod.jobs[job.runpod_id]
+    del fake_runpod.jobs[job.backend_id]
     expired = await wait_for_state(services, job_id, "expired")
     assert "30 minutes" in expired.failure
     await delivery.wait(job_id)
@@ -227,7 +228,7 @@ async def test_restart_resumes_jobs_in_every_state(
     fake_runpod.default_outcome = Outcome(status="HANG")
     await first.jobs.start(RecordingDelivery())
     at_runpod = await _submit(first, _job(first))
-    runpod_id = (await wait_for_state(first, at_runpod, "submitted")).runpod_id
+    runpod_id = (await wait_for_state(first, at_runpod, "submitted")).backend_id
     await first.jobs.stop()
     never_attached = (await first.jobs.accept(_job(first, user=2))).id
     queued = (await first.jobs.accept(_job(first, user=3))).id
@@ -283,9 +284,9 @@ async def test_a_job_cancelled_at_runpod_is_reported_and_refunded(
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
     job = await wait_for_state(services, job_id, "submitted")
-    fake_runpod.jobs[job.runpod_id].cancelled = True  # someone cancelled it in the RunPod console
-    fake_runpod.finish(job.runpod_id, Outcome(status="HANG"))
-    fake_runpod.jobs[job.runpod_id].final_status = "CANCELLED"
+    fake_runpod.jobs[job.backend_id].cancelled = True  # someone cancelled it in the RunPod console
+    fake_runpod.finish(job.backend_id, Outcome(status="HANG"))
+    fake_runpod.jobs[job.backend_id].final_status = "CANCELLED"
     ended = await wait_for_state(services, job_id, "cancelled")
     assert "cancelled at RunPod" in ended.failure
     await delivery.wait(job_id)
@@ -304,13 +305,13 @@ async def test_progress_output_and_unknown_statuses_do_not_end_a_job(
     first = await _submit(services, _job(services, user=1))
     second = await _submit(services, _job(services, user=2))
     await watcher.until(lambda u: u.kind == "running" and u.job.id == first)
-    throttled = (await wait_for_state(services, second, "submitted", "running")).runpod_id
+    throttled = (await wait_for_state(services, second, "submitted", "running")).backend_id
     async with asyncio.timeout(HANG_GUARD):
         while fake_runpod.jobs[throttled].status_reads < 2:
             await asyncio.sleep(0.005)
     assert not (await services.jobs.get(second)).terminal, "THROTTLED twice did not end it"
     for job_id in (first, second):
-        fake_runpod.finish((await services.jobs.get(job_id)).runpod_id)
+        fake_runpod.finish((await services.jobs.get(job_id)).backend_id)
         await delivery.wait(job_id)
         assert (await services.jobs.get(job_id)).state is JobState.DONE
 
@@ -358,15 +359,24 @@ async def test_a_warm_endpoint_shows_the_queue_not_a_cold_start(
     assert waiting and not any(u.cold or u.no_workers for u in waiting)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "fault", [fr.http(429, retry_after=0.01), fr.http(502), fr.reset(), fr.delay(5)]
 )
 async def test_status_faults_are_ridden_out(
-    fake_runpod: FakeRunPod, delivery: RecordingDelivery, open_services: OpenServices, fault
+    tmp_path: Path,
+    fake_runpod: FakeRunPod,
+    delivery: RecordingDelivery,
+    open_services: OpenServices,
+    fault,
+    mode: str,
 ) -> None:
     client = make_client(fake_runpod, http=httpx.AsyncClient(timeout=httpx.Timeout(0.1)))
-    services = await open_services(runpod=client)
+    settings = make_settings(tmp_path, fake_runpod, **mode_settings(mode))
+    services = await open_services(settings, runpod=client)
     fake_runpod.inject("status", *[fault] * 6)
+    fake_runpod.inject("status-sync", *[fault] * 6)
+    fake_runpod.inject_webhook("drop")
     await services.jobs.start(delivery)
     job_id = await _submit(services, _job(services))
     await delivery.wait(job_id)

@@ -13,6 +13,7 @@ from bot.images import ImageFile
 from bot.metadata import comfyui_prompt, png_with_generation_data, with_generation_data
 from bot.prompt import ContentPolicy, parse
 from bot.workflows import load_library
+from tests.comfy_schema import validate
 from tests.conftest import imagine_result, reply_to
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
@@ -100,3 +101,35 @@ async def test_a_result_converted_to_webp_still_offers_its_workflow_under_detail
     [workflow_file] = callback.files
     submitted = fake_runpod.requests_for("run")[0].json["input"]["workflow"]
     assert json.loads(workflow_file.data) == submitted
+
+
+def test_each_image_of_a_batch_carries_the_data_that_remakes_it_alone() -> None:
+    library = load_library()
+    request = parse(
+        "a pony --count 3 --ar 16:9 --hires 1.2", library=library, policy=ContentPolicy(), seed=77
+    )
+    template = library.get(request.template)
+    workflow = template.render(request.values(), request.loras)
+    images = [ImageFile(f"{i}.png", "image/png", _png()) for i in range(3)]
+    marked = with_generation_data(images, request, workflow)
+    for index, image in enumerate(marked):
+        with Image.open(io.BytesIO(image.data)) as png:
+            parameters, prompt = png.text["parameters"], json.loads(png.text["prompt"])
+        # ComfyUI seeds the whole batch once; the image is that seed at its place in the batch.
+        assert "Seed: 77, Size: 1616x920, Batch size: 3" in parameters
+        assert f"Batch pos: {index}" in parameters
+        assert validate(prompt) == []
+        [picker] = [n for n in prompt.values() if n["class_type"] == "LatentFromBatch"]
+        assert picker["inputs"]["batch_index"] == index and picker["inputs"]["length"] == 1
+        sampler = prompt["3"]["inputs"]["latent_image"]
+        assert prompt[sampler[0]]["class_type"] == "LatentFromBatch"
+
+
+def test_a_single_image_keeps_the_workflow_as_sent() -> None:
+    library = load_library()
+    request = parse("a pony", library=library, policy=ContentPolicy(), seed=5)
+    workflow = library.get(request.template).render(request.values(), request.loras)
+    [image] = with_generation_data([ImageFile("a.png", "image/png", _png())], request, workflow)
+    with Image.open(io.BytesIO(image.data)) as png:
+        assert json.loads(png.text["prompt"]) == workflow
+        assert "Batch" not in png.text["parameters"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import bot.prompt
+import bot.prompt.values
 from bot.prompt import (
     MAX_SEED,
     ContentPolicy,
@@ -294,10 +294,7 @@ REFUSED: list[tuple[str, str, dict, dict, dict, tuple[str, ...]]] = [
     ("typo", "a pony --sed 4", {}, {}, {}, ("`--sed` is not a flag I know", "Did you mean `--seed`?")),
     ("typo of an alias", "a pony --aspct 16:9", {}, {}, {}, ("Did you mean `--ar`?",)),
     ("A1111 negative", "a pony --negative text", {}, {}, {}, ("`--negative`", "Did you mean `--no`?")),
-    ("Midjourney style raw", "a pony --style raw", {}, {}, {}, ("Did you mean `--raw`?",)),
     ("width", "a pony --width 800", {}, {}, {}, ("Did you mean `--size`?",)),
-    ("Midjourney-only flag", "a pony --chaos 20", {}, {}, {},
-     ("`--chaos` is a Midjourney flag", "drop it")),
     ("unknown flag lists the flags", "a pony --zzz", {}, {}, {},
      ("`--zzz` is not a flag I know", "Flags: --ar, --size, --seed")),
     ("repeated flag", "a pony --seed 1 --seed 2", {}, {}, {}, ("`--seed` appears twice", "keep one")),
@@ -466,7 +463,7 @@ def test_refused(
 
 
 def test_seed_minus_one_asks_for_a_random_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bot.prompt, "random_seed", lambda: 1234)
+    monkeypatch.setattr(bot.prompt.values, "random_seed", lambda: 1234)
     assert run("a pony --seed -1").seed == 1234
     assert run("a pony", {"seed": -1}).seed == 1234
     assert run("a pony --seed 5").seed == 5
@@ -619,17 +616,25 @@ def test_reroll_obeys_todays_limits() -> None:
         revise(original, library=LIBRARY, policy=ContentPolicy(max_steps=30), seed=1)
 
 
-def test_as_text_parses_back_to_the_same_words_and_loras() -> None:
-    original = run("a pony <lora:style:0.7> --raw --no text")
-    text = as_text(original)
-    assert text == "a pony <lora:style.safetensors:0.7> --raw"
-    back = run(text, {"negative": original.negative})
-    assert (back.prompt, back.loras, back.raw, back.negative) == (
-        original.prompt,
-        original.loras,
-        True,
-        "text",
+def test_as_text_parses_back_to_the_same_request() -> None:
+    original = run(
+        "a pony <lora:style:0.7> --raw --no text --ar 16:9 --steps 28 --cfg 5 "
+        "--sampler DPM++ 2M Karras --count 2 --hires 1.2 --style watercolor"
     )
+    text = as_text(original)
+    assert text.startswith("a pony <lora:style.safetensors:0.7> --raw --style watercolor ")
+    back = run(text, {"negative": original.negative})
+    assert back == original
+
+
+def test_as_text_of_an_image_job_lets_the_image_set_the_size() -> None:
+    for original in (
+        run("a pony --denoise 0.4", image=LANDSCAPE),
+        run("a pony --workflow pony-v6-xl-upscale --hires 1.3", image=LANDSCAPE),
+    ):
+        text = as_text(original)
+        assert "--size" not in text and f"--workflow {original.template}" in text
+        assert run(text, image=LANDSCAPE) == original
 
 
 # --- model families: each template's own prompt rules, the server's policy over all of them ---

@@ -82,7 +82,7 @@ async def test_every_job_outcome_settles_its_hold_exactly_once(
     for job_id, state in ((done, "done"), (failed, "failed"), (timed_out, "timed_out")):
         await wait_for_state(services, job_id, state)
     await services.jobs.cancel(cancel_me, by_user=1)
-    del fake_runpod.jobs[(await services.jobs.get(expire_me)).runpod_id]
+    del fake_runpod.jobs[(await services.jobs.get(expire_me)).backend_id]
     await wait_for_state(services, expire_me, "expired")
     balance = await services.quotas.balance(GUILD, 1)
     assert (balance.used, balance.held) == (2, 1), "the delivered job and the one still running"

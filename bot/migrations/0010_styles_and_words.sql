@@ -15,6 +15,8 @@ CREATE TABLE guild_settings_new (
     max_steps           INTEGER,
     max_count           INTEGER,
     max_pixels          INTEGER,
+    gallery_channel_id  INTEGER,
+    ping_after          INTEGER,
     blocked_words       TEXT,           -- JSON list of words, besides the operator's
     disabled_workflows  TEXT,           -- JSON list of workflow names members cannot use here
     updated_at          REAL NOT NULL
@@ -22,13 +24,13 @@ CREATE TABLE guild_settings_new (
 
 INSERT INTO guild_settings_new (
     guild_id, moderator_role_id, nsfw_policy, allowed_channels, default_workflow, default_steps,
-    default_cfg, max_steps, max_count, max_pixels, updated_at
+    default_cfg, max_steps, max_count, max_pixels, gallery_channel_id, ping_after, updated_at
 )
 SELECT
     guild_id, moderator_role_id,
     CASE nsfw_policy WHEN 'refuse' THEN 'age_restricted_only' ELSE nsfw_policy END,
     allowed_channels, default_workflow, default_steps, default_cfg, max_steps, max_count,
-    max_pixels, updated_at
+    max_pixels, gallery_channel_id, ping_after, updated_at
 FROM guild_settings;
 
 DROP TABLE guild_settings;

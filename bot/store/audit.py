@@ -62,15 +62,17 @@ class SqliteAuditStore:
             sql += " AND target_id = ?"
             params.append(target_id)
         rows = await self.db.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [
-            AuditEntry(
-                at=r["at"],
-                moderator_id=r["moderator_id"],
-                action=r["action"],
-                target_id=r["target_id"],
-                reason=r["reason"],
-                facts=json.loads(r["facts"]) if r["facts"] is not None else {},
-                legacy_detail=r["detail"],
-            )
-            for r in rows
-        ]
+        return [entry_from_row(r) for r in rows]
+
+
+def entry_from_row(r: Any) -> AuditEntry:
+    """A row of `audit_log`, of either engine, as the entry it records."""
+    return AuditEntry(
+        at=r["at"],
+        moderator_id=r["moderator_id"],
+        action=r["action"],
+        target_id=r["target_id"],
+        reason=r["reason"],
+        facts=json.loads(r["facts"]) if r["facts"] is not None else {},
+        legacy_detail=r["detail"],
+    )

@@ -8,6 +8,7 @@ from typing import Protocol
 class Transaction(Protocol):
     """An open write transaction of the engine a store belongs to.
 
-    The domain opens it (`Database.transaction()` or `Database.write()`) so that a rule, the rows
-    it writes and its audit row commit together; only a store of the same engine reads inside it.
+    The domain opens it (`transaction()` or `write()` of `bot.db.Database` or
+    `bot.postgres.PostgresDatabase`: the same calls) so that a rule, the rows it writes and its
+    audit row commit together; only a store of the same engine reads inside it.
     """

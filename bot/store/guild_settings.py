@@ -23,6 +23,8 @@ SETTING_NAMES = (
     "max_pixels",
     "blocked_words",
     "disabled_workflows",
+    "ping_after",
+    "gallery_channel_id",
 )
 # Settings whose value is a tuple (of channel ids, words, workflow names).
 _LISTS = ("allowed_channels", "blocked_words", "disabled_workflows")
@@ -52,13 +54,7 @@ class SqliteGuildSettingsRows:
     ) -> dict[str, Any] | None:
         source = tx or self.db
         row = await source.fetchone("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        if row is None:
-            return None
-        values = {name: row[name] for name in SETTING_NAMES}
-        for name in _LISTS:
-            if values[name] is not None:
-                values[name] = tuple(json.loads(values[name]))
-        return values
+        return None if row is None else settings_from_row(row)
 
     async def write(
         self, tx: SqliteTransaction, guild_id: int, values: Mapping[str, Any], *, at: float
@@ -76,11 +72,21 @@ class SqliteGuildSettingsRows:
             "ON CONFLICT (guild_id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in names)
             + ", updated_at = excluded.updated_at",
-            (guild_id, *(_column(name, values[name]) for name in names), at),
+            (guild_id, *(stored_value(name, values[name]) for name in names), at),
         )
 
 
-def _column(name: str, value: Any) -> Any:
+def settings_from_row(row: Any) -> dict[str, Any]:
+    """A row of `guild_settings`, of either engine, as values by setting name."""
+    values = {name: row[name] for name in SETTING_NAMES}
+    for name in _LISTS:
+        if values[name] is not None:
+            values[name] = tuple(json.loads(values[name]))
+    return values
+
+
+def stored_value(name: str, value: Any) -> Any:
+    """A setting's value as its column holds it (the tuples as JSON lists)."""
     if name in _LISTS and value is not None:
         return json.dumps(list(value), ensure_ascii=False)
     return value

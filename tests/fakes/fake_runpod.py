@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from PIL import Image
 
@@ -48,7 +49,10 @@ OUTPUT_FORMATS = frozenset(
         "webp",
     }
 )
-OPS = frozenset({"run", "runsync", "status", "cancel", "retry", "health", "purge-queue"})
+OPS = frozenset(
+    {"run", "runsync", "status", "status-sync", "cancel", "retry", "health", "purge-queue"}
+)
+JOB_OPS = frozenset({"status", "status-sync", "cancel", "retry"})
 FAULT_OPS = OPS | {"s3", "other"}
 DEFAULT_WORKERS = {
     "idle": 1,
@@ -62,6 +66,14 @@ DEFAULT_WORKERS = {
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
 DEFAULT_TTL_MS = 86_400_000
 DEFAULT_RUNSYNC_WAIT_MS = 90_000
+# `/status-sync?wait=MS`: RunPod holds the request 1 to 90 seconds.
+STATUS_SYNC_MIN_WAIT_MS = 1_000
+STATUS_SYNC_MAX_WAIT_MS = 90_000
+# RunPod's webhook: one call when the job ends, then up to 2 more, 10 s apart, until one gets 200.
+WEBHOOK_RETRIES = 2
+WEBHOOK_RETRY_DELAY = 10.0
+WEBHOOK_TIMEOUT = 10.0
+WEBHOOK_FAULTS = frozenset({"drop", "never", "duplicate"})
 RUNSYNC_RETENTION = 60.0
 RUN_BODY_LIMIT = 10 * 1024 * 1024
 RUNSYNC_BODY_LIMIT = 20 * 1024 * 1024
@@ -219,6 +231,18 @@ def chunked() -> Fault:
     return Fault("chunked")
 
 
+@dataclass(frozen=True)
+class WebhookCall:
+    """One webhook delivery attempt; `answer` is the receiver's HTTP status, None if none came."""
+
+    job_id: str
+    url: str
+    attempt: int
+    body: Any
+    answer: int | None
+    at: float
+
+
 @dataclass
 class FakeJob:
     """One submitted job; times are time.monotonic() values, math.inf meaning never."""
@@ -241,6 +265,7 @@ class FakeJob:
     batch_size: int = 1
     # What a real worker's run_job returned (tests/fakes/real_worker.py); answered as is.
     reported: dict[str, Any] | None = None
+    webhook: str | None = None
 
     @property
     def execution_timeout(self) -> float:
@@ -572,6 +597,18 @@ class FakeRunPod:
         self._site: web.TCPSite | None = None
         # Set by tests/fakes/real_worker.py: hands each job to a real handler instead of a timer.
         self.job_runner: Callable[[FakeJob], None] | None = None
+        # Endpoint id -> the HTTP status `/status-sync` answers there instead (404 or 405).
+        self.status_sync_off: dict[str, int] = {}
+        # Tests shrink `/status-sync`'s holds: it waits wait_ms/1000 * this many seconds.
+        self.status_sync_time_scale = 1.0
+        self.webhook_calls: list[WebhookCall] = []
+        self.webhook_retry_delay = WEBHOOK_RETRY_DELAY
+        self._webhook_faults: deque[str] = deque()
+        self._webhook_signal = _Signal()
+        self._webhook_tasks: set[asyncio.Task[None]] = set()
+        self._webhook_session: aiohttp.ClientSession | None = None
+        # Most client connections open at once, as seen when a request arrived.
+        self.peak_connections = 0
 
     async def start(self) -> None:
         """Start listening; `port` becomes the real port if 0 was asked for."""
@@ -603,6 +640,12 @@ class FakeRunPod:
         await self._site.start()
 
     async def close(self) -> None:
+        for task in list(self._webhook_tasks):
+            task.cancel()
+        await asyncio.gather(*self._webhook_tasks, return_exceptions=True)
+        if self._webhook_session is not None:
+            session, self._webhook_session = self._webhook_session, None
+            await session.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -635,6 +678,36 @@ class FakeRunPod:
         if op not in FAULT_OPS:
             raise ValueError(f"unknown op {op!r}; expected one of {sorted(FAULT_OPS)}")
         self._faults.setdefault(op, deque()).extend(faults)
+
+    def switch_off_status_sync(self, endpoint_id: str | None = None, answer: int = 404) -> None:
+        """`/status-sync` on that endpoint (default: ours) answers `answer`, as if it did not exist."""
+        if answer not in (404, 405):
+            raise ValueError("a missing route answers 404 or 405")
+        self.status_sync_off[endpoint_id or self.endpoint_id] = answer
+
+    def inject_webhook(self, *faults: str) -> None:
+        """The next webhook deliveries misbehave, one fault each, in order.
+
+        One fault per attempt: "drop" loses it (it counts as failed and is retried); "never"
+        ends the job's deliveries there; "duplicate" delivers the same call twice.
+        """
+        for fault in faults:
+            if fault not in WEBHOOK_FAULTS:
+                raise ValueError(
+                    f"unknown webhook fault {fault!r}; one of {sorted(WEBHOOK_FAULTS)}"
+                )
+        self._webhook_faults.extend(faults)
+
+    async def wait_for_webhook_calls(self, count: int, timeout: float = HANG_GUARD) -> None:
+        """Return once `count` webhook attempts were made; TimeoutError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while len(self.webhook_calls) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"waited {timeout}s for {count} webhook calls, saw {len(self.webhook_calls)}"
+                )
+            await self._webhook_signal.wait(remaining)
 
     def finish(self, job_id: str, outcome: Outcome | None = None) -> None:
         """Force a job to its (new) outcome's terminal state now."""
@@ -680,7 +753,11 @@ class FakeRunPod:
             }
             for job in self.jobs.values()
         }
-        return {"jobs": jobs, "requests": dict(self._op_counts)}
+        return {
+            "jobs": jobs,
+            "requests": dict(self._op_counts),
+            "peak_connections": self.peak_connections,
+        }
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._site is None:  # offline: a kept-alive connection is cut, not answered
@@ -689,6 +766,9 @@ class FakeRunPod:
         if request.path.startswith("/_fake/"):
             return web.json_response(self.snapshot())
         arrived = time.monotonic()
+        if self._runner is not None and self._runner.server is not None:
+            open_now = len(self._runner.server.connections)
+            self.peak_connections = max(self.peak_connections, open_now)
         body = await request.read()
         op = op_for_path(request.path)
         payload = _json_body(body)
@@ -743,11 +823,16 @@ class FakeRunPod:
         if op == "other" or parts[1] != self.endpoint_id:
             raise _Reject(404, "Not Found")
         job_id = parts[3] if len(parts) == 4 else None
-        if (op in ("status", "cancel", "retry")) != (job_id is not None) or len(parts) > 4:
+        if (op in JOB_OPS) != (job_id is not None) or len(parts) > 4:
             raise _Reject(404, "Not Found")
+        if op == "status-sync" and parts[1] in self.status_sync_off:
+            raise _Reject(self.status_sync_off[parts[1]], "Not Found")
         _check_method(op, request.method)
         if op == "runsync":
             return web.json_response(await self._op_runsync(request, body, payload))
+        if op == "status-sync":
+            assert job_id is not None
+            return web.json_response(await self._op_status_sync(request, job_id))
         return web.json_response(self._sync_op(op, job_id, body, payload))
 
     def _sync_op(self, op: str, job_id: str | None, body: bytes, payload: Any) -> dict[str, Any]:
@@ -773,6 +858,11 @@ class FakeRunPod:
         policy = payload.get("policy", {})
         if not isinstance(policy, dict):
             raise _Reject(400, "'policy' must be an object")
+        webhook = payload.get("webhook")
+        if webhook is not None and not (
+            isinstance(webhook, str) and webhook.startswith(("http://", "https://"))
+        ):
+            raise _Reject(400, "'webhook' must be an http(s) URL")
         now = time.monotonic()
         job_input = payload["input"]
         width, height, batch = plan_images(job_input)
@@ -786,11 +876,56 @@ class FakeRunPod:
             width=width,
             height=height,
             batch_size=batch,
+            webhook=webhook,
         )
         self._schedule(job, now)
         self.jobs[job.id] = job
         self._job_signal.fire()
+        if webhook is not None:
+            task = asyncio.create_task(self._call_webhook(job, webhook))
+            self._webhook_tasks.add(task)
+            task.add_done_callback(self._webhook_tasks.discard)
         return job
+
+    async def _call_webhook(self, job: FakeJob, url: str) -> None:
+        """When the job ends, POST its `/status` JSON to `url`; retry until one answer is 200."""
+        now = time.monotonic()
+        while not job.is_terminal(now):
+            if self.jobs.get(job.id) is not job:
+                return  # purged from the queue: it never ends
+            await self._job_signal.wait(job.completed_at - now)
+            now = time.monotonic()
+        body = self._status_body(job, now)
+        for attempt in range(1 + WEBHOOK_RETRIES):
+            if attempt:
+                await asyncio.sleep(self.webhook_retry_delay)
+            fault = self._webhook_faults.popleft() if self._webhook_faults else None
+            if fault == "never":
+                return
+            answer = None if fault == "drop" else await self._post_webhook(url, body)
+            self._record_webhook(job, url, attempt, body, answer)
+            if fault == "duplicate" and answer == 200:
+                self._record_webhook(job, url, attempt, body, await self._post_webhook(url, body))
+            if answer == 200:
+                return
+
+    async def _post_webhook(self, url: str, body: Any) -> int | None:
+        if self._webhook_session is None:
+            self._webhook_session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT)
+            )
+        try:
+            async with self._webhook_session.post(url, json=body) as response:
+                await response.read()
+                return response.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    def _record_webhook(
+        self, job: FakeJob, url: str, attempt: int, body: Any, answer: int | None
+    ) -> None:
+        self.webhook_calls.append(WebhookCall(job.id, url, attempt, body, answer, time.monotonic()))
+        self._webhook_signal.fire()
 
     def _next_outcome(self) -> Outcome:
         return self._script.popleft() if self._script else self.default_outcome
@@ -833,6 +968,20 @@ class FakeRunPod:
 
     def _op_status(self, job_id: str) -> dict[str, Any]:
         now = time.monotonic()
+        job = self._live_job(job_id, now)
+        job.status_reads += 1
+        return self._status_body(job, now)
+
+    async def _op_status_sync(self, request: web.Request, job_id: str) -> dict[str, Any]:
+        """`/status` held until the job is terminal or the wait (1-90 s) runs out."""
+        wait_ms = _as_int(request.query.get("wait")) or STATUS_SYNC_MAX_WAIT_MS
+        wait_ms = min(max(wait_ms, STATUS_SYNC_MIN_WAIT_MS), STATUS_SYNC_MAX_WAIT_MS)
+        now = time.monotonic()
+        job = self._live_job(job_id, now)
+        deadline = now + wait_ms / 1000 * self.status_sync_time_scale
+        while not job.is_terminal(now) and now < deadline and self.jobs.get(job_id) is job:
+            await self._job_signal.wait(min(job.completed_at, deadline) - now)
+            now = time.monotonic()
         job = self._live_job(job_id, now)
         job.status_reads += 1
         return self._status_body(job, now)
@@ -1111,6 +1260,7 @@ _METHODS = {
     "run": ("POST",),
     "runsync": ("POST",),
     "status": ("GET", "POST"),
+    "status-sync": ("GET",),
     "cancel": ("POST",),
     "retry": ("POST",),
     "purge-queue": ("POST",),
@@ -1148,6 +1298,9 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-record", action="store_true", help="keep no request bodies or input images"
     )
+    parser.add_argument(
+        "--no-status-sync", action="store_true", help="/status-sync answers 404, as if absent"
+    )
     return parser.parse_args(None if argv is None else list(argv))
 
 
@@ -1165,6 +1318,8 @@ async def _serve(args: argparse.Namespace) -> None:
         record_bodies=not args.no_record,
     )
     fake.default_outcome = Outcome(output_format=args.output_format, noise=args.noise)
+    if args.no_status_sync:
+        fake.switch_off_status_sync()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

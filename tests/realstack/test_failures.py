@@ -60,8 +60,8 @@ async def _ended(services: Services, job: Job, delivery: RecordingDelivery) -> J
 
 def _report(worker: RealWorker, job: Job) -> dict[str, Any]:
     """The job's status body as the emulator serves it, printed beside the member's sentence."""
-    assert job.runpod_id is not None
-    fake_job = worker.fake.jobs[job.runpod_id]
+    assert job.backend_id is not None
+    fake_job = worker.fake.jobs[job.backend_id]
     body = {"status": fake_job.final_status, **(fake_job.reported or {})}
     print(f"\nworker: {json.dumps(body)}\nmember: {job.failure}\nlog/job row: {job.error}")
     return body
@@ -162,16 +162,16 @@ async def test_a_cancel_ends_the_job_but_comfyui_finishes_the_prompt(
     await _wait_until_running(comfy)
     await services.jobs.cancel(job.id, by_user=1)
     cancelled = await _ended(services, job, delivery)
-    assert cancelled.runpod_id is not None
+    assert cancelled.backend_id is not None
 
     async with httpx.AsyncClient() as client:
         queue = (await client.get(f"{comfy.stack.comfy_url}/queue")).json()
     assert cancelled.state.value == "cancelled"
     assert queue["queue_running"], "the synchronous handler does not interrupt ComfyUI"
     async with asyncio.timeout(JOB_TIMEOUT):
-        while cancelled.runpod_id not in real_worker.results:
+        while cancelled.backend_id not in real_worker.results:
             await asyncio.sleep(0.1)
-    finished = real_worker.results[cancelled.runpod_id]
+    finished = real_worker.results[cancelled.backend_id]
     print(f"\nafter /cancel the handler still returned: {json.dumps(finished)[:300]}")
     assert "images" in finished["output"]
-    assert real_worker.fake.jobs[cancelled.runpod_id].final_status == "CANCELLED"
+    assert real_worker.fake.jobs[cancelled.backend_id].final_status == "CANCELLED"

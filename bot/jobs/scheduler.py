@@ -1,0 +1,235 @@
+"""The scheduler: the fair local queue, the slots at the backend, dispatch, positions, submission."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot import failures, polling
+from bot.backend import (
+    BackendAuthError,
+    BackendError,
+    BackendNotFound,
+    BackendRejected,
+    BackendUnavailable,
+)
+from bot.db import is_transient
+from bot.estimates import expected_wait
+from bot.jobs.core import JobCore
+from bot.jobs.model import Job, JobState, JobUpdate, UpdateKind
+from bot.supervisor import Loop
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Hands waiting jobs to the backend in member rotation, within the in-flight caps."""
+
+    def __init__(self, core: JobCore) -> None:
+        self.core = core
+        self._last_positions: dict[int, int] = {}
+
+    def enqueue(self, job: Job, *, not_before: float | None = None) -> None:
+        self.core.queue.add(job.id, job.user_id, job, not_before=not_before)
+        self.core.wake_dispatch.set()
+        self.core.positions_dirty.set()
+
+    def position(self, job_id: int) -> int | None:
+        """1-based place in the local queue, or None if the job is not waiting here."""
+        return self.core.queue.positions().get(job_id)
+
+    async def dispatch_loop(self, loop: Loop) -> None:
+        core = self.core
+        while True:
+            loop.beat()
+            now = time.monotonic()
+            ready_at = core.queue.next_ready_at(now)
+            timeout = None if ready_at is None else ready_at - now
+            await loop.idle(core.wake_dispatch, timeout)
+            core.wake_dispatch.clear()
+            while (taken := core.queue.take_next(time.monotonic())) is not None:
+                job = taken[1]
+                core.positions_dirty.set()
+                core.own(job.id, core.spawn_finishing(self.submit(job), f"submit-{job.id}"))
+
+    async def position_loop(self, loop: Loop) -> None:
+        """Tell waiting jobs where they stand, at most once per `position_interval`."""
+        core = self.core
+        while True:
+            loop.beat()
+            await loop.idle(core.positions_dirty)
+            core.positions_dirty.clear()
+            positions = core.queue.positions()
+            starts = self.expected_starts(positions)
+            for job_id, place in positions.items():
+                job = core.queue.waiting(job_id)
+                if job is not None and self._last_positions.get(job_id) != place:
+                    core.emit(
+                        JobUpdate(job, UpdateKind.QUEUED, position=place, starts_at=starts[job_id])
+                    )
+            self._last_positions = positions
+            await loop.sleep(core.timing.position_interval)
+
+    def expected_starts(self, positions: dict[int, int]) -> dict[int, float]:
+        """When each waiting job should get a slot (wall clock), in the order they will get one.
+
+        From the expected time left of the jobs holding slots and the expected time of each job
+        ahead; members' own caps are left out, so it is an estimate, and said to be one.
+        """
+        core = self.core
+        now = time.monotonic()
+        in_flight_left = []
+        for job_id in core.queue.holders():
+            tracked = core.poller.tracked.get(job_id)
+            if tracked is None:
+                continue  # being sent or delivered: its slot frees any moment
+            expected = core.estimate(tracked.job).seconds
+            ran = now - tracked.started if tracked.started is not None else 0.0
+            in_flight_left.append(expected - ran)
+        wall = core.clock()
+        starts: dict[int, float] = {}
+        ahead: list[float] = []
+        for job_id in sorted(positions, key=positions.__getitem__):
+            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, ahead)
+            job = core.queue.waiting(job_id)
+            if job is not None:
+                ahead.append(core.estimate(job).seconds)
+        return starts
+
+    async def submit(self, job: Job) -> None:
+        core = self.core
+        try:
+            submitting = await core.transition(
+                job.id,
+                {JobState.QUEUED},
+                JobState.SUBMITTING,
+                guard=functools.partial(core.leases.claim, job),
+            )
+        except Exception as exc:
+            core.release_slot(job.id)
+            if not is_transient(exc):
+                raise  # it stays queued in the database: the reconciler adopts it again
+            log.warning("job %d: the database refused to start it (%s); it waits", job.id, exc)
+            self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
+            return
+        if submitting is None:
+            core.release_slot(job.id)
+            if core.leases.refused(job.id):  # other processes fill the caps: it waits its turn
+                self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
+            return
+        try:
+            await self._send(submitting)
+        except Exception as exc:
+            # Whether the backend got it is unknown, so it is not sent again (see "submitting").
+            log.exception("job %d: submitting it crashed", job.id)
+            await core.save_or_defer(
+                job.id,
+                functools.partial(
+                    core.fail,
+                    submitting,
+                    failures.SUBMIT_UNCERTAIN,
+                    raw=f"{type(exc).__name__}: {exc}",
+                ),
+            )
+        finally:
+            # A job the backend has keeps its slot, and so does one whose next step is not saved.
+            if not core.poller.follows(job.id) and job.id not in core.unsaved:
+                core.release_slot(job.id)
+
+    async def _send(self, submitting: Job) -> None:
+        """Submit, then record the backend's id at once; only a provably unsent job is tried again."""
+        core = self.core
+        try:
+            attempt = await core.store.submit_attempts(submitting.id)
+            images = await core.store.inputs(submitting.id)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("job %d: the database refused (%s); it is sent later", submitting.id, exc)
+            await core.save_or_defer(
+                submitting.id,
+                functools.partial(self._requeue, submitting, core.timing.submit_retry_delay, exc),
+            )
+            return
+        step: Callable[[], Awaitable[Any]]
+        try:
+            answer = await core.backend(submitting).submit(
+                submitting.workflow,
+                images,
+                execution_timeout_ms=max(5000, int(core.execution_limit(submitting) * 1000)),
+                ttl_ms=int(polling.time_to_live(core.timing, core.estimate(submitting)) * 1000),
+            )
+        except BackendAuthError as exc:
+            core.poller.report_auth(exc)
+            step = functools.partial(core.fail, submitting, failures.AUTH, raw=str(exc))
+        except BackendNotFound as exc:
+            step = functools.partial(core.fail, submitting, failures.ENDPOINT, raw=str(exc))
+        except BackendRejected as exc:
+            step = functools.partial(core.fail, submitting, failures.REJECTED, raw=str(exc))
+        except BackendUnavailable as exc:
+            step = functools.partial(self._requeue_or_fail, submitting, attempt, exc)
+        except BackendError as exc:
+            step = functools.partial(core.fail, submitting, failures.SUBMIT_UNCERTAIN, raw=str(exc))
+        else:
+            step = functools.partial(self._submitted, submitting, answer.id, time.monotonic())
+        await core.save_or_defer(submitting.id, step)
+
+    async def _submitted(self, submitting: Job, backend_id: str, answered: float) -> None:
+        """Store the backend's id and start following the job; `answered` is when it answered."""
+        core = self.core
+        submitted = await core.transition(
+            submitting.id,
+            {JobState.SUBMITTING},
+            JobState.SUBMITTED,
+            fields={
+                "backend_id": backend_id,
+                "submitted_at": core.clock() - (time.monotonic() - answered),
+            },
+            detail=f"backend id {backend_id}",
+        )
+        if submitted is None:
+            return
+        core.poller.track(submitted, delay=core.timing.first_poll, submitted=answered)
+        if submitted.id in core.cancel_requested:
+            await core.poller.cancel_at_backend(submitted)
+            await core.finish(
+                submitted,
+                JobState.CANCELLED,
+                core.cancel_requested[submitted.id],
+                detail="cancelled while submitting",
+            )
+            return
+        core.emit(JobUpdate(submitted, UpdateKind.WAITING, cold=core.poller.cold(submitted)))
+
+    async def _requeue_or_fail(self, job: Job, attempt: int, exc: BackendError) -> None:
+        """The backend provably never got the job (unreachable, rate limited): try again later."""
+        core = self.core
+        if attempt >= core.timing.max_submit_attempts:
+            await core.fail(job, failures.UNAVAILABLE, raw=str(exc))
+            return
+        if job.id in core.cancel_requested:
+            await core.finish(
+                job,
+                JobState.CANCELLED,
+                core.cancel_requested[job.id],
+                detail="cancelled while submitting",
+            )
+            return
+        await self._requeue(
+            job, core.timing.submit_retry_delay * core.timing.growth ** (attempt - 1), exc
+        )
+
+    async def _requeue(self, job: Job, delay: float, reason: Exception) -> None:
+        """Put a job the backend never got back in the queue, to be sent after `delay`."""
+        requeued = await self.core.transition(
+            job.id,
+            {JobState.SUBMITTING},
+            JobState.QUEUED,
+            detail=f"not accepted, will retry: {reason}",
+        )
+        self.core.release_slot(job.id)
+        if requeued is not None:
+            self.enqueue(requeued, not_before=time.monotonic() + delay)
