@@ -44,6 +44,7 @@ DEFAULTS = ("aspect", "steps", "cfg", "sampler", "count")
 _FLAG = re.compile(r"(?:(?<=\s)|^)(?:-{2,}|[—–]-*)([A-Za-z][A-Za-z0-9_-]*)")
 _STYLE_FLAG = re.compile(r"(?:(?<=\s)|^)(?:-{2,}|[—–]-*)style\s+(\S+)", re.IGNORECASE)
 _LORA_TAG = re.compile(r"<lora:([^>:]*)", re.IGNORECASE)
+_WHOLE_LORA_TAG = re.compile(r"<lora:[^>]*>", re.IGNORECASE)
 # A flag the member typed that already says what a style default would: aliases included.
 _SAME_FLAG = {"aspect": "ar", "size": "ar", "n": "count", "batch": "count", "w": "workflow"}
 # Style defaults given as flags, and the template parameter each needs.
@@ -299,8 +300,11 @@ def apply_style(
 ) -> tuple[str, Options, ContentPolicy]:
     """What the member typed, with the style: the member's own flags and options win."""
     words, flags = split_words(text)
+    # LoRA tags may sit among the words: they stay, outside the style's words.
+    own_tags = _WHOLE_LORA_TAG.findall(words)
+    words = " ".join(_WHOLE_LORA_TAG.sub(" ", words).split())
     styled = words if _wrapped(style, words) else style.prompt.replace(PLACEHOLDER, words)
-    styled = styled.strip(" ,")
+    styled = " ".join([styled.strip(" ,"), *own_tags])
     named = {_lora_file(m.group(1)) for m in _LORA_TAG.finditer(text)}
     tags = [
         f"<lora:{lora.name}:{lora.strength:g}>" for lora in style.loras if lora.name not in named

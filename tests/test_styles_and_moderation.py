@@ -15,7 +15,14 @@ from bot.app import Stablehand
 from bot.config import ConfigError
 from bot.db import Database
 from bot.services import Services
-from tests.conftest import embed_text, imagine_result, make_settings, reply_to, start_bot
+from tests.conftest import (
+    embed_text,
+    imagine_result,
+    make_settings,
+    reply_to,
+    start_bot,
+    wait_for_state,
+)
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
@@ -61,11 +68,17 @@ def _settings(subcommand: str, options: dict, user: dict, **kwargs) -> dict:
     return payloads.slash_command("settings", options, subcommand=subcommand, user=user, **kwargs)
 
 
+def _button(message: dict, label: str) -> str:
+    return next(
+        c["custom_id"]
+        for row in message["components"]
+        for c in row["components"]
+        if c.get("label") == label
+    )
+
+
 def _details(message: dict) -> dict:
-    buttons = {
-        c["label"]: c["custom_id"] for row in message["components"] for c in row["components"]
-    }
-    return payloads.button_click(buttons["Details"], message)
+    return payloads.button_click(_button(message, "Details"), message)
 
 
 async def test_an_operators_style_wraps_the_words_and_shows_in_details(
@@ -90,6 +103,28 @@ async def test_an_operators_style_wraps_the_words_and_shows_in_details(
 
     details = await reply_to(styled_bot, fake_discord, _details(message))
     assert "**Style:** cinematic" in details["content"]
+
+
+async def test_an_edit_of_a_styled_job_keeps_the_style_without_applying_it_twice(
+    styled_bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    fake = fake_discord
+    message = await imagine_result(styled_bot, fake, "a fox", options={"style": "cinematic"})
+    original = (await styled_bot.services.jobs.get(1)).request
+    form = await reply_to(
+        styled_bot, fake, payloads.button_click(_button(message, "Edit"), message)
+    )
+    fields = {
+        c["components"][0]["custom_id"]: c["components"][0].get("value") or ""
+        for c in form["components"]
+    }
+    submit = payloads.modal_submit(form["custom_id"], fields, message=message)
+    fake.deliver(styled_bot, submit)
+    await fake.wait_for_callback(submit)
+    edited = (await wait_for_state(styled_bot.services, 2, "done")).request
+    assert edited.prompt == "cinematic film still of a fox, shallow depth of field"
+    assert edited.negative == original.negative and edited.loras == original.loras
+    assert edited.style == "cinematic" and edited == original
 
 
 async def test_the_members_own_flags_and_options_beat_a_styles_defaults(
