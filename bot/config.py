@@ -139,10 +139,7 @@ _ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def parse_endpoints(text: str) -> Mapping[str, str]:
-    """Further endpoints as `name=endpoint-id,...` (e.g. `flux=abc123,sdxl=def456`), read-only.
-
-    Not a setting yet: it becomes `RUNPOD_ENDPOINTS` when templates name the endpoint they run on.
-    """
+    """Further endpoints as `name=endpoint-id,...` (e.g. `flux=abc123,sdxl=def456`), read-only."""
     endpoints: dict[str, str] = {}
     problems: list[str] = []
     for entry in (part.strip() for part in text.split(",")):
@@ -171,6 +168,36 @@ def parse_endpoints(text: str) -> Mapping[str, str]:
             + "; ".join(problems)
         )
     return MappingProxyType(endpoints)
+
+
+def _per_endpoint(parse: Callable[[str], T]) -> Callable[[str], Mapping[str, T]]:
+    """A parser of `name=value,...` by endpoint name (`default` included), read-only."""
+
+    def parse_all(text: str) -> Mapping[str, T]:
+        values: dict[str, T] = {}
+        problems: list[str] = []
+        for entry in (part.strip() for part in text.split(",")):
+            if not entry:
+                continue
+            name, equals, value = (piece.strip() for piece in entry.partition("="))
+            name = name.lower()
+            if not equals or not _ENDPOINT_NAME.fullmatch(name):
+                problems.append(f"{entry!r} is not endpoint-name=value")
+            elif name in values:
+                problems.append(f"names {name!r} twice")
+            else:
+                try:
+                    values[name] = parse(value)
+                except ValueError as exc:
+                    problems.append(f"{name}={value!r} {_reason(exc)}")
+        if problems:
+            raise ValueError(
+                "must list endpoint-name=value, comma-separated, like flux=2: "
+                + "; ".join(problems)
+            )
+        return MappingProxyType(values)
+
+    return parse_all
 
 
 def _model_file(text: str) -> str:
@@ -342,6 +369,14 @@ class Settings:
         "RunPod API base URL; the bot calls `{RUNPOD_API_BASE}/{RUNPOD_ENDPOINT_ID}/run` etc.",
         _api_base,
     )
+    runpod_endpoints: Mapping[str, str] = setting(
+        RUNPOD,
+        "",
+        "Further endpoints by name, comma-separated: `flux=abc123,sdxl=def456`. A template's "
+        "`endpoint` names the one it runs on; `default` is RUNPOD_ENDPOINT_ID. Bundled "
+        "templates for an endpoint not named here are not offered.",
+        parse_endpoints,
+    )
     worker_output_http_hosts: tuple[str, ...] = setting(
         RUNPOD,
         "",
@@ -438,8 +473,15 @@ class Settings:
     max_jobs_in_flight: int = setting(
         SCHEDULING,
         "4",
-        "Jobs sent to RunPod at once, across all servers; the rest wait here, in fair order.",
+        "Jobs sent to each RunPod endpoint at once, across all servers; the rest wait here, in "
+        "fair order.",
         _positive_int,
+    )
+    endpoint_max_jobs_in_flight: Mapping[str, int] = setting(
+        SCHEDULING,
+        "",
+        "Caps for single endpoints, replacing MAX_JOBS_IN_FLIGHT there: `flux=2,default=6`.",
+        _per_endpoint(_positive_int),
     )
     member_max_in_flight: int = setting(
         SCHEDULING,
@@ -506,6 +548,13 @@ class Settings:
         "your real price).",
         _non_negative_float,
     )
+    endpoint_gpu_prices: Mapping[str, float] = setting(
+        QUOTAS,
+        "",
+        "Dollars per GPU-second for single endpoints, replacing GPU_PRICE_PER_SECOND there (GPU "
+        "types differ): `flux=0.00044`.",
+        _per_endpoint(_non_negative_float),
+    )
     daily_budget_usd: float = setting(
         QUOTAS,
         "0",
@@ -540,6 +589,17 @@ class Settings:
     max_prompt_length: int = setting(
         CONTENT, "1500", "Longest prompt accepted, in characters.", _positive_int
     )
+
+    @property
+    def endpoint_names(self) -> tuple[str, ...]:
+        """The endpoints templates may run on: `default` and those RUNPOD_ENDPOINTS names."""
+        return (DEFAULT_ENDPOINT, *self.runpod_endpoints)
+
+    @property
+    def endpoints(self) -> Mapping[str, str]:
+        """Every endpoint by name: `default` (RUNPOD_ENDPOINT_ID, when set) and RUNPOD_ENDPOINTS."""
+        default = {DEFAULT_ENDPOINT: self.runpod_endpoint_id} if self.runpod_endpoint_id else {}
+        return MappingProxyType({**default, **self.runpod_endpoints})
 
 
 def secrets(settings: Settings) -> list[Secret]:
@@ -637,6 +697,14 @@ def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
             "MEMBER_MAX_QUEUED is smaller than MEMBER_MAX_IN_FLIGHT: "
             "raise MEMBER_MAX_QUEUED to at least the same number."
         )
+    named = {DEFAULT_ENDPOINT, *parsed.get("RUNPOD_ENDPOINTS", {})}
+    for name in ("ENDPOINT_MAX_JOBS_IN_FLIGHT", "ENDPOINT_GPU_PRICES"):
+        unknown = sorted(set(parsed.get(name, {})) - named)
+        if unknown:
+            problems.append(
+                f"{name} names {', '.join(unknown)}, which RUNPOD_ENDPOINTS does not: "
+                f"use {', '.join(sorted(named))}."
+            )
     workflows_dir = parsed.get("WORKFLOWS_DIR")
     if workflows_dir is not None and not workflows_dir.is_dir():
         problems.append(

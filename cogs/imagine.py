@@ -98,12 +98,14 @@ class Imagine(commands.Cog):
         lora: str | None = None,
     ) -> None:
         services = self.bot.services
+        # Deferred publicly: a single job's progress message takes the "thinking..." place.
         policy, preferences = await acknowledge.in_time(
             interaction,
             asyncio.gather(
                 services.policy_for(interaction.guild_id),
                 services.preferences.get(interaction.user.id),
             ),
+            ephemeral=False,
         )
         chosen_style, prompt = await acknowledge.in_time(
             interaction,
@@ -112,7 +114,7 @@ class Imagine(commands.Cog):
         verified = None
         if image is not None:
             # Downloading may take longer than Discord's three seconds: acknowledge first.
-            await acknowledge.defer(interaction)
+            await acknowledge.defer(interaction, ephemeral=False)
             verified = await read_image(image, max_pixels=policy.max_pixels)
         options = Options(
             negative=negative,
