@@ -8,9 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs import acknowledge, outgoing
+from cogs.common import acknowledge, outgoing
+from cogs.common.launch import channel_is_nsfw
 from cogs.imagine import lora_label
-from cogs.launch import channel_is_nsfw
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

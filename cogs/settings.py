@@ -11,9 +11,9 @@ from discord.ext import commands
 from bot.config import AGE_RESTRICTED_ONLY, NSFW_POLICIES, RENAMED_NSFW_POLICIES
 from bot.guild_settings import GuildSettings
 from bot.styles import StyleError, parse_style
-from cogs import acknowledge, outgoing
-from cogs.errors import MemberError
-from cogs.permissions import moderators_only
+from cogs.common import acknowledge, outgoing
+from cogs.common.errors import MemberError
+from cogs.common.permissions import moderators_only
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.audit import AuditEntry
-from cogs.render import bonus_text, credit_text, dollars, relative
+from cogs.common.render import bonus_text, credit_text, dollars, relative
 
 SETTING_LABELS = {
     "moderator_role_id": "the moderator role",

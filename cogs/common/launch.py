@@ -11,9 +11,9 @@ from bot.config import AGE_RESTRICTED_ONLY
 from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job, NewJob
 from bot.quotas import Balance
-from cogs import acknowledge, faces, outgoing, render
-from cogs.errors import MemberError
-from cogs.permissions import member_role_ids
+from cogs.common import acknowledge, faces, outgoing, render
+from cogs.common.errors import MemberError
+from cogs.common.permissions import member_role_ids
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -17,7 +17,7 @@ from bot.guild_settings import SettingsConflict
 from bot.jobs import DatabaseBusy, JobError
 from bot.prompt import PromptError
 from bot.quotas import QuotaError
-from cogs import outgoing, render
+from cogs.common import outgoing, render
 
 log = logging.getLogger(__name__)
 
