@@ -1,4 +1,4 @@
--- PostgreSQL twin of ../0010_member_turns.sql.
+-- PostgreSQL twin of ../0011_member_turns.sql.
 CREATE TABLE member_turns (
     user_id     BIGINT PRIMARY KEY,
     turn        BIGINT NOT NULL
