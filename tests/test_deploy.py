@@ -141,7 +141,7 @@ def test_the_postgresql_profile_runs_a_second_bot_on_the_other_shard_of_the_same
     ]
     assert len(set(volumes)) == 2
     assert services["postgres"]["environment"]["POSTGRES_USER"] in url
-    assert "'.[postgresql]'" in DOCKERFILE, "the image carries the PostgreSQL driver"
+    assert '"./[postgresql]"' in DOCKERFILE, "the image carries the PostgreSQL driver"
 
 
 def test_the_example_env_keeps_the_database_in_the_working_directory_without_docker(
