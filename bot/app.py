@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.imagine",
     "cogs.jobs",
+    "cogs.prefer",
     "cogs.quota",
     "cogs.settings",
     "cogs.stats",
@@ -37,6 +38,8 @@ class Pacing:
     """Discord-side intervals (tests shrink them): how often progress may edit a message."""
 
     message_interval: float = 3.0
+    # How often a running job's bar moves on by itself, between the job manager's updates.
+    progress_tick: float = 5.0
     channel_burst: int = 5
     channel_per_second: float = 0.9
     # A progress edit that hangs longer is given up and tried again later.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.prompt import GenerationRequest
@@ -71,3 +73,17 @@ def _update(table: dict, key: object, value: float) -> None:
     stats.mean += _ALPHA * (value - stats.mean)
     stats.deviation += _ALPHA * (error - stats.deviation)
     stats.samples += 1
+
+
+def expected_wait(slots: int, in_flight_left: Sequence[float], ahead: Sequence[float]) -> float:
+    """Seconds until a job waiting behind `ahead` gets one of `slots` slots.
+
+    `in_flight_left` is the expected time left of each job holding a slot; each job ahead takes
+    the first slot to free up and holds it for its expected time.
+    """
+    free_at = sorted(max(0.0, left) for left in in_flight_left)[:slots]
+    free_at += [0.0] * (max(1, slots) - len(free_at))
+    heapq.heapify(free_at)
+    for seconds in ahead:
+        heapq.heappush(free_at, heapq.heappop(free_at) + max(0.0, seconds))
+    return free_at[0]

@@ -20,6 +20,8 @@ from bot.store.audit import AuditStore
 from bot.store.guild_settings import SETTING_NAMES, GuildSettingsRows
 
 EDITABLE = SETTING_NAMES
+# A result that took at least this long pings its member (a delivery edit notifies nobody).
+DEFAULT_PING_AFTER = 30
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,13 @@ class GuildSettings:
     max_steps: int | None = None
     max_count: int | None = None
     max_pixels: int | None = None
+    ping_after: int | None = None
     gallery_channel_id: int | None = None
+
+    @property
+    def ping_after_seconds(self) -> int:
+        """How long a job must have waited for its result to ping its member."""
+        return DEFAULT_PING_AFTER if self.ping_after is None else self.ping_after
 
     def policy(self, base: ContentPolicy) -> ContentPolicy:
         """The operator's policy with this server's choices; caps can only be narrowed."""

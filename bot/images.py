@@ -86,6 +86,12 @@ class VerifiedImage:
         return f"stablehand-{hashlib.sha256(self.data).hexdigest()[:16]}.{extension}"
 
 
+def input_size(width: int, height: int, *, max_pixels: int) -> tuple[int, int]:
+    """The size an input image of `width`x`height` is given: within `max_pixels`, sides a multiple of 8."""
+    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
+    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
+
+
 def prepare_input_image(data: bytes, *, max_pixels: int, max_bytes: int) -> VerifiedImage:
     """Check that `data` is a whole still image, then fit it within `max_pixels` (sides a multiple of 8)."""
     if len(data) > max_bytes:
@@ -102,11 +108,7 @@ def prepare_input_image(data: bytes, *, max_pixels: int, max_bytes: int) -> Veri
         raise ImageError(f"That image is {exc.size}; the limit is 4096x4096.") from None
     except ImageError:
         raise ImageError("That image is damaged or incomplete; it could not be read.") from None
-    scale = min(1.0, (max_pixels / (picture.width * picture.height)) ** 0.5)
-    size = (
-        max(8, int(picture.width * scale) // 8 * 8),
-        max(8, int(picture.height * scale) // 8 * 8),
-    )
+    size = input_size(picture.width, picture.height, max_pixels=max_pixels)
     if size != picture.size:
         picture = picture.resize(size, Image.Resampling.LANCZOS)
     out = io.BytesIO()

@@ -6,7 +6,7 @@ import logging
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -19,7 +19,16 @@ from bot.guild_settings import GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
 from bot.polling import Timing
-from bot.prompt import MAX_SEED, ContentPolicy, GenerationRequest, ImageInput, Options, parse
+from bot.preferences import Preferences, PreferenceStore
+from bot.prompt import (
+    MAX_SEED,
+    ContentPolicy,
+    GenerationRequest,
+    ImageInput,
+    Options,
+    flags_in,
+    parse,
+)
 from bot.prompt.midjourney import expand
 from bot.quotas import QuotaConfig, QuotaLedger, credit_cost
 from bot.runpod import RequestBudget, RunPodClient
@@ -55,6 +64,7 @@ class Services:
     jobs: JobManager
     quotas: QuotaLedger
     guild_settings: GuildSettingsStore
+    preferences: PreferenceStore
     figures: Figures
     gallery: Gallery
 
@@ -129,6 +139,7 @@ class Services:
             jobs,
             quotas,
             GuildSettingsStore(db),
+            PreferenceStore(db),
             figures,
             Gallery(db),
         )
@@ -156,17 +167,38 @@ class Services:
         filesize_limit: int | None = None,
         seed: int | None = None,
         role_ids: tuple[int, ...] = (),
+        preferences: Preferences | None = None,
     ) -> NewJob:
-        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored."""
-        request = parse(
-            text,
-            library=self.templates,
-            policy=policy or self.policy(),
-            options=options,
-            channel_nsfw=channel_nsfw,
-            image=image_input(image),
-            seed=seed,
-        )
+        """Parse, render and cost a request in memory; raises `PromptError` with nothing stored.
+
+        The member's `preferences` fill in what neither a typed option nor a flag says.
+        """
+        policy = policy or self.policy()
+        options = options or Options()
+
+        def parsed(options: Options, seed: int | None) -> GenerationRequest:
+            return parse(
+                text,
+                library=self.templates,
+                policy=policy,
+                options=options,
+                channel_nsfw=channel_nsfw,
+                image=image_input(image),
+                seed=seed,
+            )
+
+        request = parsed(options, seed)
+        template = self.templates.get(request.template)
+        if preferences is not None and template is not None:
+            preferred, applied = preferences.fill(
+                options,
+                parsed=request,
+                template=template,
+                text_flags=flags_in(text),
+                max_count=policy.max_count,
+            )
+            if applied:
+                request = replace(parsed(preferred, request.seed), from_preferences=applied)
         return self.job_for(
             request,
             image=image,
@@ -190,6 +222,7 @@ class Services:
         image: VerifiedImage | None = None,
         filesize_limit: int | None = None,
         role_ids: tuple[int, ...] = (),
+        preferences: Preferences | None = None,
     ) -> list[NewJob]:
         """Every job `{…}` permutations and `--repeat` make of `text`, each checked, none stored.
 
@@ -209,6 +242,7 @@ class Services:
                 image=image,
                 filesize_limit=filesize_limit,
                 role_ids=role_ids,
+                preferences=preferences,
             )
             jobs.append(first)
             for offset in range(1, repeat):

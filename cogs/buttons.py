@@ -6,17 +6,18 @@ import asyncio
 import io
 import logging
 import re
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot import prompt
-from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
+from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, input_size, prepare_input_image
 from bot.jobs import Job
-from bot.prompt import ImageInput, Options
-from bot.services import image_input
-from cogs import acknowledge, gallery, outgoing, render
+from bot.prompt import ContentPolicy, ImageInput, Options, PromptError
+from bot.services import Services, image_input
+from cogs import acknowledge, cancelling, faces, gallery, outgoing, render
 from cogs.errors import MemberError, handle_interaction_error
 from cogs.launch import launch, read_image, requester
 from cogs.permissions import is_moderator
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 
 VARY_WORKFLOW = "pony-v6-xl-img2img"
 UPSCALE_WORKFLOW = "pony-v6-xl-upscale"
-VARY_DENOISE = 0.55
+# How much of the image each Vary redraws: Midjourney's Subtle and Strong. `vary` is the single
+# Vary of earlier versions, still answered on the messages that carry it.
+VARY_DENOISE = {"subtle": 0.35, "strong": 0.7, "vary": 0.55}
 EDIT_MODAL = re.compile(r"sh:edit:(?P<job>[0-9]+)")
 
 
@@ -39,39 +42,26 @@ async def _job(interaction: discord.Interaction[Stablehand], job_id: int) -> Job
     return job
 
 
-class ResultButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=r"sh:(?P<action>[a-z]+):(?P<job>[0-9]+)(?::(?P<index>[0-9]))?",
-):
-    """One class for every result button; `action` picks what a click does."""
-
-    LABELS: ClassVar[dict[str, tuple[str, str, discord.ButtonStyle]]] = {
-        "reroll": ("Reroll", "🎲", discord.ButtonStyle.secondary),
-        "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),
-        "details": ("Details", "🔎", discord.ButtonStyle.secondary),
-        "delete": ("Delete", "🗑️", discord.ButtonStyle.danger),
-        "vary": ("Vary", "🔀", discord.ButtonStyle.primary),
-        "upscale": ("Upscale", "⬆️", discord.ButtonStyle.primary),
-    }
+class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=faces.CUSTOM_ID):
+    """One class for every button of a job's message; `action` picks what a click does."""
 
     def __init__(
-        self, action: str, job_id: int, index: int | None = None, *, count: int = 1
+        self,
+        action: str,
+        job_id: int,
+        index: int | None = None,
+        *,
+        count: int = 1,
+        cost: int | None = None,
     ) -> None:
-        label, emoji, style = self.LABELS[action]
-        if index is not None and count > 1:
-            label = f"{label[0]}{index + 1}"
-        custom_id = f"sh:{action}:{job_id}" + (f":{index}" if index is not None else "")
-        row = {"vary": 1, "upscale": 2}.get(action, 0)
-        super().__init__(
-            discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id, row=row)
-        )
+        super().__init__(faces.button(action, job_id, index, count=count, cost=cost))
         self.action, self.job_id, self.index = action, job_id, index or 0
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
     ) -> ResultButton:
-        if match["action"] not in cls.LABELS:
+        if match["action"] not in faces.FACES:
             raise MemberError("That button is from another version of this bot.")
         index = int(match["index"]) if match["index"] is not None else None
         return cls(match["action"], int(match["job"]), index)
@@ -90,18 +80,36 @@ class ResultButton(
                 _job(interaction, self.job_id), services.policy_for(interaction.guild_id)
             ),
         )
+        image = None
+        if job.request.image is not None:
+            # An image job is redone from the same source image, downloaded again: defer first.
+            await acknowledge.defer(interaction)
+            image = await _source_image(
+                interaction, job.request.image, policy.max_pixels, gone=REROLL_SOURCE_GONE
+            )
         who = requester(interaction)
         request = prompt.revise(
             job.request,
+            image=image_input(image),
             library=services.templates,
             policy=policy,
             channel_nsfw=who.pop("channel_nsfw"),
             seed=prompt.random_seed(),
         )
-        await launch(interaction, services.job_for(request, **who))
+        await launch(interaction, services.job_for(request, image=image, **who))
+
+    async def _cancel(self, interaction: discord.Interaction[Stablehand]) -> None:
+        text = await acknowledge.in_time(interaction, cancelling.cancel(interaction, self.job_id))
+        await outgoing.answer(interaction, text)
+
+    async def _subtle(self, interaction: discord.Interaction[Stablehand]) -> None:
+        await self._from_image(interaction, VARY_WORKFLOW, denoise=VARY_DENOISE["subtle"])
+
+    async def _strong(self, interaction: discord.Interaction[Stablehand]) -> None:
+        await self._from_image(interaction, VARY_WORKFLOW, denoise=VARY_DENOISE["strong"])
 
     async def _vary(self, interaction: discord.Interaction[Stablehand]) -> None:
-        await self._from_image(interaction, VARY_WORKFLOW, denoise=VARY_DENOISE)
+        await self._from_image(interaction, VARY_WORKFLOW, denoise=VARY_DENOISE["vary"])
 
     async def _upscale(self, interaction: discord.Interaction[Stablehand]) -> None:
         await self._from_image(interaction, UPSCALE_WORKFLOW, denoise=None)
@@ -239,36 +247,114 @@ async def on_edit_submit(interaction: discord.Interaction[Stablehand], job_id: i
         await handle_interaction_error(interaction, error)
 
 
+EDIT_SOURCE_GONE = (
+    "The source image is no longer available from Discord. Clear the Source image box to "
+    "edit without it, or use `/imagine` and attach it again."
+)
+REROLL_SOURCE_GONE = (
+    "The source image is no longer available from Discord, so this cannot be rerolled. "
+    "Use `/imagine` and attach it again."
+)
+
+
 async def _source_image(
-    interaction: discord.Interaction[Stablehand], source: ImageInput, max_pixels: int
+    interaction: discord.Interaction[Stablehand],
+    source: ImageInput,
+    max_pixels: int,
+    *,
+    gone: str = EDIT_SOURCE_GONE,
 ) -> VerifiedImage:
     """The job's source image downloaded again from where the member gave it."""
-    gone = MemberError(
-        "The source image is no longer available from Discord. Clear the Source image box to "
-        "edit without it, or use `/imagine` and attach it again."
-    )
     if source.source_url is None:
-        raise gone
+        raise MemberError(gone)
     try:
         data = await interaction.client.http.get_from_cdn(source.source_url)
         image = prepare_input_image(data, max_pixels=max_pixels, max_bytes=MAX_INPUT_BYTES)
     except (discord.HTTPException, ImageError):
-        raise gone from None
+        raise MemberError(gone) from None
     return replace(image, source_url=source.source_url)
 
 
-def result_view(
-    job: Job, image_count: int, *, can_vary: bool, can_reroll: bool = True
-) -> discord.ui.View:
-    """Reroll, Edit, Details, Delete; Vary / Upscale per image where the workflow allows; Share."""
+@dataclass(frozen=True)
+class Offers:
+    """What a result's buttons would start, priced under the server's policy of the moment."""
+
+    reroll: int | None  # credits, or None where Reroll cannot work
+    vary: int | None
+    upscale: int | None
+    no_upscale: str | None = None  # why Upscale is not offered, for the member
+
+
+def price_offers(services: Services, job: Job, policy: ContentPolicy) -> Offers:
+    """Cost each button's job the way a click would build it, so its label can tell the truth."""
+
+    def cost(workflow: str | None, image: ImageInput | None, denoise: float | None = None) -> int:
+        request = prompt.revise(
+            job.request,
+            image=image,
+            workflow=workflow,
+            library=services.templates,
+            policy=policy,
+            channel_nsfw=True,  # tags and spoilers differ by channel, the cost does not
+            denoise=denoise,
+        )
+        return services.job_for(request, user_id=job.user_id, guild_id=None, channel_id=None).cost
+
+    template = services.templates.get(job.template)
+    source = job.request.image
+    # A job made from an image is redone from that image, downloaded again from Discord.
+    rerolls = template is not None and (
+        not template.needs_image or (source is not None and source.source_url is not None)
+    )
+    reroll = _priced(lambda: cost(None, source)) if rerolls else None
+    varies = (
+        template is not None
+        and template.pony_tags
+        and all(services.templates.get(name) for name in (VARY_WORKFLOW, UPSCALE_WORKFLOW))
+    )
+    if not varies:
+        return Offers(reroll, None, None)
+    # Vary and Upscale start from the result as posted: its size, made fit for an input.
+    width, height = input_size(*job.request.output_size, max_pixels=policy.max_pixels)
+    posted = ImageInput("result.png", width, height)
+    vary = _priced(lambda: cost(VARY_WORKFLOW, posted, VARY_DENOISE["strong"]))
+    try:
+        return Offers(reroll, vary, cost(UPSCALE_WORKFLOW, posted))
+    except PromptError as refusal:
+        # What a click would have been told, said up front instead of a dead-end button.
+        return Offers(reroll, vary, None, f"No Upscale here: {refusal}")
+
+
+NOT_PRICED = Offers(None, None, None)
+
+
+def _priced(cost: Callable[[], int]) -> int | None:
+    """The cost, or None where today's policy refuses that job (the button is left out)."""
+    try:
+        return cost()
+    except PromptError:
+        return None
+
+
+def result_view(job: Job, image_count: int, offers: Offers) -> discord.ui.View:
+    """Reroll, Edit, Details, Delete; Vary (subtle, strong), Upscale and Share per image.
+
+    A button whose job costs more than one credit says so on its label.
+    """
     view = discord.ui.View(timeout=None)
-    for action in ("reroll", "edit", "details", "delete"):
-        if action != "reroll" or can_reroll:
-            view.add_item(ResultButton(action, job.id))
-    if can_vary:
-        for index in range(min(image_count, 5)):
-            view.add_item(ResultButton("vary", job.id, index, count=image_count))
-            view.add_item(ResultButton("upscale", job.id, index, count=image_count))
+    if offers.reroll is not None:
+        view.add_item(ResultButton("reroll", job.id, cost=offers.reroll))
+    for action in ("edit", "details", "delete"):
+        view.add_item(ResultButton(action, job.id))
+    shown = range(min(image_count, 5))
+    for action, cost in (
+        ("subtle", offers.vary),
+        ("strong", offers.vary),
+        ("upscale", offers.upscale),
+    ):
+        if cost is not None:
+            for index in shown:
+                view.add_item(ResultButton(action, job.id, index, count=image_count, cost=cost))
     if job.guild_id is not None:
         for button in gallery.share_buttons(job.id, image_count):
             view.add_item(button)

@@ -6,20 +6,20 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
 
 from bot.images import ImageFile, prepare_uploads
-from bot.jobs import DeliveryError, Job, JobUpdate
+from bot.jobs import DeliveryError, Job, JobUpdate, UpdateKind
 from bot.metadata import with_generation_data
 from bot.ratelimit import TokenBucket
 from bot.supervisor import Loop
-from cogs import outgoing, render
-from cogs.buttons import UPSCALE_WORKFLOW, VARY_WORKFLOW, result_view
+from cogs import outgoing, progress, render
+from cogs.buttons import NOT_PRICED, Offers, price_offers, result_view
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -73,11 +73,16 @@ class ProgressBoard:
         *,
         message_interval: float,
         edit_timeout: float,
+        tick: float,
     ) -> None:
         self._bot = bot
         self._pacer = pacer
         self._interval = message_interval
         self._edit_timeout = edit_timeout
+        self._tick_interval = tick
+        # Running jobs, their last update and when it came: the bar moves between polls too.
+        self._running: dict[int, tuple[JobUpdate, float]] = {}
+        self._last_tick = 0.0
         self._pending: dict[int, _Pending] = {}
         self._last_edit: dict[int, float] = {}
         self._shown: dict[int, str] = {}
@@ -106,13 +111,37 @@ class ProgressBoard:
             return
         if job.id in self._ended or job.channel_id is None or job.message_id is None:
             return  # a late update must not overwrite how the job ended
-        text = render.progress_text(update)
+        if update.kind is UpdateKind.RUNNING:
+            self._running[job.id] = (update, time.monotonic())
+        else:
+            self._running.pop(job.id, None)
+        self._show_later(update)
+
+    def _show_later(self, update: JobUpdate) -> None:
+        job = update.job
+        assert job.channel_id is not None and job.message_id is not None
+        text = self._text(update)
         if self._shown.get(job.id) == text:
             return
         self._pending[job.id] = _Pending(job.channel_id, job.message_id, text)
         self._wake.set()
 
+    def _tick(self) -> None:
+        """Move each running job's bar on by the time since its last update."""
+        now = self._last_tick = time.monotonic()
+        for update, received in list(self._running.values()):
+            elapsed = (update.elapsed or 0.0) + (now - received)
+            self._show_later(replace(update, elapsed=elapsed))
+
+    def _text(self, update: JobUpdate) -> str:
+        """The progress text, with the learned duration of a running job."""
+        estimate = None
+        if update.kind is UpdateKind.RUNNING and self._bot.has_services:
+            estimate = self._bot.services.jobs.durations.expect(update.job.request)
+        return progress.progress_text(update, estimate=estimate)
+
     def forget(self, job_id: int) -> None:
+        self._running.pop(job_id, None)
         self._pending.pop(job_id, None)
         self._last_edit.pop(job_id, None)
         self._shown.pop(job_id, None)
@@ -126,8 +155,11 @@ class ProgressBoard:
     async def _run(self, loop: Loop) -> None:
         while True:
             loop.beat()
-            await loop.idle(self._wake)
+            next_tick = self._last_tick + self._tick_interval - time.monotonic()
+            await loop.idle(self._wake, max(0.0, next_tick) if self._running else None)
             self._wake.clear()
+            if time.monotonic() - self._last_tick >= self._tick_interval:
+                self._tick()
             while self._pending:
                 loop.beat()
                 job_id = self._next_due()
@@ -196,10 +228,18 @@ class Outcome:
 class DiscordDelivery:
     """Edits a job's own message into its outcome with the bot token, or posts a fresh one."""
 
-    def __init__(self, bot: Stablehand, pacer: ChannelPacer, board: ProgressBoard) -> None:
+    def __init__(
+        self,
+        bot: Stablehand,
+        pacer: ChannelPacer,
+        board: ProgressBoard,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._bot = bot
         self._pacer = pacer
         self._board = board
+        self._clock = clock
 
     async def deliver(self, job: Job, images: Sequence[ImageFile]) -> None:
         services = self._bot.services
@@ -207,14 +247,14 @@ class DiscordDelivery:
         embed = render.result_embed(
             job, remaining=balance.remaining, this_period=services.quotas.this_period
         )
-        template = services.templates.get(job.template)
-        can_vary = (
-            template is not None
-            and template.pony_tags
-            and all(services.templates.get(name) for name in (VARY_WORKFLOW, UPSCALE_WORKFLOW))
-        )
-        # A job made from an image can only be redone from that image: Vary does that.
-        can_reroll = template is not None and not template.needs_image
+        policy = await services.policy_for(job.guild_id)
+        try:
+            offers = price_offers(services, job, policy)
+        except Exception:
+            # A bug in pricing must not keep the images from their member: no buttons that start jobs.
+            log.exception("job %d: its buttons could not be priced", job.id)
+            offers = NOT_PRICED
+        preferences = await services.preferences.get(job.user_id)
         limit = job.filesize_limit or DEFAULT_UPLOAD_LIMIT
         # Every PNG carries A1111's parameters and the ComfyUI workflow that made it.
         images = with_generation_data(images, job.request, job.workflow_json)
@@ -222,15 +262,14 @@ class DiscordDelivery:
         for _ in range(UPLOAD_ATTEMPTS):
             upload = prepare_uploads(images, limit=limit)
             outcome = Outcome(
-                render.result_content(job, upload.notes),
+                render.result_content(job, (*upload.notes, *_offer_notes(offers))),
                 embed,
                 upload.files,
                 spoiler=job.request.spoiler,
-                view=result_view(job, len(upload.files), can_vary=can_vary, can_reroll=can_reroll),
+                view=result_view(job, len(upload.files), offers),
             )
             try:
-                await self._show(job, outcome)
-                return
+                in_dm = await self._show(job, outcome, by_dm=preferences.by_dm)
             except UNREACHABLE as exc:
                 raise DeliveryError(
                     f"Discord could not be reached ({type(exc).__name__})"
@@ -244,6 +283,10 @@ class DiscordDelivery:
                     job.id,
                     limit,
                 )
+            else:
+                if preferences.pings and not in_dm:  # a DM notifies by itself
+                    await self._ping_after_wait(job)
+                return
         raise DeliveryError(
             "the images are too large for this server even when shrunk", permanent=True
         )
@@ -256,15 +299,85 @@ class DiscordDelivery:
         except discord.HTTPException as exc:
             raise DeliveryError(f"Discord answered {exc.status}") from None
 
-    async def _show(self, job: Job, outcome: Outcome) -> None:
+    async def _ping_after_wait(self, job: Job) -> None:
+        """A result that took a while gets a reply pinging its member: an edit notifies nobody."""
+        services = self._bot.services
+        if job.guild_id is None:
+            return
+        settings = await services.guild_settings.get(job.guild_id)
+        if self._clock() - job.created_at < settings.ping_after_seconds:
+            return
+        shown = await services.jobs.get(job.id)
+        if shown is None or shown.channel_id is None or shown.message_id is None:
+            return
+        channel = self._bot.get_partial_messageable(shown.channel_id)
+        link = render.job_link(shown)
+        try:
+            await self._pacer.acquire(shown.channel_id)
+            await outgoing.ping(
+                channel,
+                job.user_id,
+                render.ready_text(job, link),
+                reply_to=channel.get_partial_message(shown.message_id),
+            )
+        except (*UNREACHABLE, discord.HTTPException) as exc:
+            # The images are shown; a missed ping is not worth a failed delivery.
+            log.info("job %d: could not ping its member (%s)", job.id, type(exc).__name__)
+
+    async def _show(self, job: Job, outcome: Outcome, *, by_dm: bool = False) -> bool:
+        """Show the outcome; True if it went to the member's DMs."""
         self._board.forget(job.id)
         self._board.delivery_started()
         try:
-            await self._edit_or_post(job, outcome)
+            if by_dm and await self._sent_by_dm(job, outcome):
+                return True
+            return await self._edit_or_post(job, outcome)
         finally:
             self._board.delivery_ended()
 
-    async def _edit_or_post(self, job: Job, outcome: Outcome) -> None:
+    async def _sent_by_dm(self, job: Job, outcome: Outcome) -> bool:
+        """The member asked for results by DM: send them there, and say so where the job was.
+
+        False if their DMs are closed: the result then goes where it would have.
+        """
+        try:
+            user = await self._bot.fetch_user(job.user_id)
+            dm = await user.create_dm()
+            if job.channel_id == dm.id and job.message_id is not None:
+                # Sent there before the bot could record the delivery: show it again in place.
+                await outgoing.edit(
+                    dm.get_partial_message(job.message_id),
+                    content=outcome.content,
+                    embed=outcome.embed,
+                    attachments=outcome.files(job.id),
+                )
+                return True
+            # Buttons stay in the server: a DM holds only the images and their details.
+            message = await outgoing.send(
+                dm, outcome.content, embed=outcome.embed, files=outcome.files(job.id)
+            )
+        except (discord.NotFound, discord.Forbidden):
+            log.info("job %d: the member's DMs are closed; delivering in the channel", job.id)
+            return False
+        await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
+        if job.channel_id is not None and job.message_id is not None:
+            channel = self._bot.get_partial_messageable(job.channel_id)
+            await self._pacer.acquire(job.channel_id)
+            try:
+                await outgoing.edit(
+                    channel.get_partial_message(job.message_id),
+                    content=render.sent_by_dm_text(job),
+                    view=None,
+                )
+            except (*UNREACHABLE, discord.HTTPException) as exc:
+                # The DM is what counts: a channel message gone or out of reach stays as it was.
+                log.info(
+                    "job %d: could not say in the channel that it went by DM (%s)", job.id, exc
+                )
+        return True
+
+    async def _edit_or_post(self, job: Job, outcome: Outcome) -> bool:
+        """Edit the job's message into the outcome, or post it anew; True if that was by DM."""
         if job.channel_id is not None and job.message_id is not None:
             channel = self._bot.get_partial_messageable(job.channel_id)
             await self._pacer.acquire(job.channel_id)
@@ -276,14 +389,14 @@ class DiscordDelivery:
                     attachments=outcome.files(job.id),
                     view=outcome.view,
                 )
-                return
+                return False
             except (discord.NotFound, discord.Forbidden) as exc:
                 log.info(
                     "job %d: cannot edit its message (%s); posting a fresh one", job.id, exc.status
                 )
-        await self._post_fresh(job, outcome)
+        return await self._post_fresh(job, outcome)
 
-    async def _post_fresh(self, job: Job, outcome: Outcome) -> None:
+    async def _post_fresh(self, job: Job, outcome: Outcome) -> bool:
         """Post where the job's message was; if the channel is gone too, DM the member."""
         if job.channel_id is not None:
             channel = self._bot.get_partial_messageable(job.channel_id)
@@ -302,7 +415,7 @@ class DiscordDelivery:
                 )
             else:
                 await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
-                return
+                return False
         try:
             user = await self._bot.fetch_user(job.user_id)
             # Buttons stay in the server: a DM holds only the images and their details.
@@ -314,3 +427,8 @@ class DiscordDelivery:
                 "neither the channel nor the member's DMs accept messages", permanent=True
             ) from None
         await self._bot.services.jobs.relocate(job.id, message.channel.id, message.id)
+        return True
+
+
+def _offer_notes(offers: Offers) -> tuple[str, ...]:
+    return (offers.no_upscale,) if offers.no_upscale else ()

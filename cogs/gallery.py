@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.gallery import Refusal, Source, refusal
 from bot.store.gallery import Share
-from cogs import acknowledge, outgoing, render
+from cogs import acknowledge, faces, outgoing, render
 from cogs.age import age_restricted, age_restricted_by_id
 from cogs.errors import MemberError, handle_interaction_error
 from cogs.permissions import is_moderator
@@ -48,7 +48,7 @@ class ShareButton(
                 emoji="🖼️",
                 style=discord.ButtonStyle.secondary,
                 custom_id=f"gallery:share:{job_id}:{index}",
-                row=3,
+                row=faces.SHARE_ROW if count > 1 else faces.SINGLE_IMAGE_ROW,
             )
         )
         self.job_id, self.index = job_id, index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import discord
@@ -37,6 +38,7 @@ class Imagine(commands.Cog):
             self.pacer,
             message_interval=pacing.message_interval,
             edit_timeout=pacing.edit_timeout,
+            tick=pacing.progress_tick,
         )
         self.delivery = DiscordDelivery(bot, self.pacer, self.board)
         self.batches = PendingBatches()
@@ -91,7 +93,13 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         services = self.bot.services
-        policy = await acknowledge.in_time(interaction, services.policy_for(interaction.guild_id))
+        policy, preferences = await acknowledge.in_time(
+            interaction,
+            asyncio.gather(
+                services.policy_for(interaction.guild_id),
+                services.preferences.get(interaction.user.id),
+            ),
+        )
         verified = None
         if image is not None:
             # Downloading may take longer than Discord's three seconds: acknowledge first.
@@ -108,7 +116,12 @@ class Imagine(commands.Cog):
             workflow=workflow,
         )
         jobs = services.prepare_batch(
-            prompt, options=options, policy=policy, image=verified, **requester(interaction)
+            prompt,
+            options=options,
+            policy=policy,
+            image=verified,
+            preferences=preferences,
+            **requester(interaction),
         )
         if len(jobs) == 1:
             await launch(interaction, jobs[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import TYPE_CHECKING
 
 import discord
@@ -9,11 +11,128 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.jobs import Job, JobState
-from cogs import acknowledge, outgoing, render
-from cogs.permissions import is_moderator
+from cogs import acknowledge, cancelling, outgoing, render
+from cogs.errors import MemberError, handle_interaction_error
+from cogs.permissions import NOT_MODERATOR, NotModerator, is_moderator
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
+
+
+PAGE_SIZE = 5
+WHOSE = {"mine": "Your jobs", "all": "Everyone's jobs"}
+# How long /jobs waits for a result message to read its thumbnail from.
+THUMBNAIL_TIMEOUT = 2.0
+
+
+async def _page(
+    interaction: discord.Interaction[Stablehand], whose: str, page: int
+) -> tuple[list[Job], bool]:
+    """One page of jobs, newest first, and whether older ones follow; moderators see everyone's."""
+    if whose == "all" and not await is_moderator(interaction):
+        raise NotModerator(NOT_MODERATOR)
+    user_id = None if whose == "all" else interaction.user.id
+    manager = interaction.client.services.jobs
+    jobs = await manager.recent(
+        interaction.guild_id, user_id, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+    )
+    return jobs[:PAGE_SIZE], len(jobs) > PAGE_SIZE
+
+
+async def _thumbnail(bot: Stablehand, job: Job) -> str | None:
+    """The first image of a delivered job, read from its message; spoilered results show none."""
+    if job.state is not JobState.DONE or job.request.spoiler or job.message_id is None:
+        return None
+    assert job.channel_id is not None
+    channel = bot.get_partial_messageable(job.channel_id)
+    try:
+        async with asyncio.timeout(THUMBNAIL_TIMEOUT):
+            message = await channel.fetch_message(job.message_id)
+    except (discord.HTTPException, TimeoutError):
+        return None  # deleted, or Discord is slow: the list is still worth showing
+    images = [a.url for a in message.attachments if a.width]
+    return images[0] if images else None
+
+
+def _job_embed(
+    job: Job, position: int | None, thumbnail: str | None, *, whose: str
+) -> discord.Embed:
+    state = render.state_words(job.state, position)
+    who = f"<@{job.user_id}> · " if whose == "all" else ""
+    embed = discord.Embed(
+        title=render.choice_label(f"{render.state_icon(job.state)} #{job.id} · {state}", 256),
+        url=render.job_link(job),
+        description=f"{render.quote_prompt(job.request.prompt, 200)}\n{who}{render.relative(job.created_at)}",
+    )
+    if thumbnail:
+        embed.set_thumbnail(url=thumbnail)
+    return embed
+
+
+async def jobs_message(
+    interaction: discord.Interaction[Stablehand], whose: str, page: int
+) -> tuple[list[discord.Embed], discord.ui.View]:
+    """A heading, one embed per job (with its first image) and the page buttons of /jobs."""
+    jobs, more = await _page(interaction, whose, page)
+    manager = interaction.client.services.jobs
+    thumbnails = await asyncio.gather(*(_thumbnail(interaction.client, job) for job in jobs))
+    if not jobs:
+        about = (
+            "No jobs on this page."
+            if page > 1
+            else "You have not made any images here yet."
+            if whose == "mine"
+            else "Nobody has made images here yet."
+        )
+    else:
+        about = f"Page {page}, newest first."
+        if any(not job.terminal for job in jobs):
+            about += " Stop one with /cancel."
+    embeds = [discord.Embed(title=WHOSE[whose], description=about)]
+    embeds += [
+        _job_embed(job, manager.position(job.id), thumbnail, whose=whose)
+        for job, thumbnail in zip(jobs, thumbnails, strict=True)
+    ]
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobsPage(whose, page - 1, label="◀ Newer", disabled=page <= 1))
+    view.add_item(JobsPage(whose, page + 1, label="Older ▶", disabled=not more))
+    view.stop()  # the dynamic item answers every click, also after a restart
+    return embeds, view
+
+
+class JobsPage(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"shjobs:(?P<whose>mine|all):(?P<page>[0-9]+)",
+):
+    """A page button of /jobs: it names the list and the page, so it works after a restart too."""
+
+    def __init__(
+        self, whose: str, page: int, *, label: str = "Page", disabled: bool = False
+    ) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"shjobs:{whose}:{max(page, 1)}",
+                disabled=disabled,
+            )
+        )
+        self.whose, self.page = whose, max(page, 1)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+    ) -> JobsPage:
+        return cls(match["whose"], int(match["page"]))
+
+    async def callback(self, interaction: discord.Interaction[Stablehand]) -> None:
+        try:
+            embeds, view = await acknowledge.in_time(
+                interaction, jobs_message(interaction, self.whose, self.page)
+            )
+            await outgoing.update(interaction, embeds=embeds, view=view)
+        except Exception as error:
+            await handle_interaction_error(interaction, error)
 
 
 class Jobs(commands.Cog):
@@ -22,32 +141,37 @@ class Jobs(commands.Cog):
     def __init__(self, bot: Stablehand) -> None:
         self.bot = bot
 
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(JobsPage)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(JobsPage)
+
     @app_commands.command(
-        name="jobs", description="Your recent image jobs, with links to their messages."
+        name="jobs", description="Recent image jobs with their first image, a page at a time."
+    )
+    @app_commands.describe(
+        whose="Yours, or everyone's on this server (moderators)", page="Which page (1 is newest)"
+    )
+    @app_commands.choices(
+        whose=[
+            app_commands.Choice(name="mine", value="mine"),
+            app_commands.Choice(name="everyone's (moderators)", value="all"),
+        ]
     )
     @app_commands.guild_only()
-    async def jobs(self, interaction: discord.Interaction[Stablehand]) -> None:
-        manager = self.bot.services.jobs
-        recent = await acknowledge.in_time(
-            interaction, manager.recent(interaction.guild_id, interaction.user.id, limit=10)
+    async def jobs(
+        self,
+        interaction: discord.Interaction[Stablehand],
+        whose: str = "mine",
+        page: app_commands.Range[int, 1, 1000] = 1,
+    ) -> None:
+        if whose not in WHOSE:
+            raise MemberError("Pick `mine` or `everyone's` from the list.")
+        embeds, view = await acknowledge.in_time(
+            interaction, jobs_message(interaction, whose, page)
         )
-        lines = []
-        for job in recent:
-            link = render.job_link(job)
-            place = manager.position(job.id)
-            state = f"queued, position {place}" if place else job.state.value.replace("_", " ")
-            prompt = render.quote_prompt(job.request.prompt, 40)
-            shown = f"[{prompt}]({link})" if link else prompt
-            lines.append(
-                f"{render.state_icon(job.state)} `#{job.id}` {shown} · {state} · {render.relative(job.created_at)}"
-            )
-        embed = discord.Embed(
-            title="Your jobs",
-            description="\n".join(lines) or "You have not made any images here yet.",
-        )
-        if any(not job.terminal for job in recent):
-            embed.set_footer(text="Stop one with /cancel.")
-        await outgoing.answer(interaction, embed=embed)
+        await outgoing.answer(interaction, embeds=embeds, view=view)
 
     @app_commands.command(
         name="cancel", description="Stop a job that has not finished; its credits come back."
@@ -55,49 +179,22 @@ class Jobs(commands.Cog):
     @app_commands.describe(job="The job to stop (moderators may stop anyone's)")
     @app_commands.guild_only()
     async def cancel(self, interaction: discord.Interaction[Stablehand], job: int) -> None:
-        cancelled = await acknowledge.in_time(interaction, self._cancel(interaction, job))
-        if cancelled is None:
-            await outgoing.answer(interaction, f"There is no job #{job} on this server.")
-            return
-        refund = (
-            f" {render.credit_text(cancelled.cost).capitalize()} refunded."
-            if cancelled.cost
-            else ""
-        )
-        whose = (
-            ""
-            if cancelled.user_id == interaction.user.id
-            else f" (started by <@{cancelled.user_id}>)"
-        )
-        text = (
-            f"Stopping job #{job}{whose}; its message will say so."
-            if cancelled.state is JobState.SUBMITTING
-            else f"Cancelled job #{job}{whose}.{refund}"
-        )
+        text = await acknowledge.in_time(interaction, cancelling.cancel(interaction, job))
         await outgoing.answer(interaction, text)
-
-    async def _cancel(
-        self, interaction: discord.Interaction[Stablehand], job_id: int
-    ) -> Job | None:
-        """Cancel the job if it is on this server; None if it is not."""
-        moderator = await is_moderator(interaction)
-        manager = self.bot.services.jobs
-        found = await manager.get(job_id)
-        if found is None or found.guild_id != interaction.guild_id:
-            return None
-        return await manager.cancel(job_id, by_user=interaction.user.id, moderator=moderator)
 
     @cancel.autocomplete("job")
     async def cancel_choices(
         self, interaction: discord.Interaction[Stablehand], current: str
     ) -> list[app_commands.Choice[int]]:
         everyone = await is_moderator(interaction)
-        active = await self.bot.services.jobs.active(
+        manager = self.bot.services.jobs
+        active = await manager.active(
             interaction.guild_id, None if everyone else interaction.user.id
         )
         choices = []
         for job in reversed(active):
-            label = f"#{job.id} {job.state.value} — {' '.join(job.request.prompt.split())}"
+            state = render.state_words(job.state, manager.position(job.id))
+            label = f"#{job.id} {state} — {' '.join(job.request.prompt.split())}"
             if current.strip().lstrip("#") in label:
                 choices.append(app_commands.Choice(name=render.choice_label(label), value=job.id))
         return choices[:25]

@@ -10,7 +10,7 @@ import discord
 from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job, NewJob
 from bot.quotas import Balance
-from cogs import acknowledge, outgoing, render
+from cogs import acknowledge, faces, outgoing, render
 from cogs.errors import MemberError
 from cogs.permissions import member_role_ids
 
@@ -54,12 +54,18 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
             job, render.cost_line(job, balance.remaining, services.quotas.this_period)
         )
         if interaction.response.is_done():
-            message = await outgoing.send(bot.get_partial_messageable(interaction.channel_id), text)
+            message = await outgoing.send(
+                bot.get_partial_messageable(interaction.channel_id),
+                text,
+                view=faces.progress_view(job.id),
+            )
             channel_id, message_id = message.channel.id, message.id
             link = render.message_link(interaction.guild_id, channel_id, message_id)
             await outgoing.edit_response(interaction, f"Started job #{job.id}: {link}")
         else:
-            callback = await outgoing.respond(interaction, text, ephemeral=False)
+            callback = await outgoing.respond(
+                interaction, text, view=faces.progress_view(job.id), ephemeral=False
+            )
             channel_id, message_id = interaction.channel_id, callback.message_id
     except BaseException:
         await services.jobs.abandon(job.id, NOT_SHOWN)

@@ -124,6 +124,7 @@ async def respond(
     content: str | None = None,
     *,
     embed: discord.Embed | None = MISSING,
+    embeds: Sequence[discord.Embed] = MISSING,
     file: discord.File = MISSING,
     view: discord.ui.View = MISSING,
     ephemeral: bool = True,
@@ -131,7 +132,7 @@ async def respond(
     """The interaction's first answer (private unless said otherwise)."""
     return await interaction.response.send_message(
         fit_content(content),
-        embed=fit_embed(embed),
+        **_embeds(embed, embeds),
         file=file,
         view=view,
         ephemeral=ephemeral,
@@ -144,20 +145,60 @@ async def answer(
     content: str | None = None,
     *,
     embed: discord.Embed | None = MISSING,
+    embeds: Sequence[discord.Embed] = MISSING,
     file: discord.File = MISSING,
+    view: discord.ui.View = MISSING,
     ephemeral: bool = True,
 ) -> None:
     """Answer whether or not the interaction was already acknowledged (deferred or answered)."""
     if interaction.response.is_done():
         await interaction.followup.send(
             fit_content(content),
-            embed=fit_embed(embed),
+            **_embeds(embed, embeds),
             file=file,
+            view=view,
             ephemeral=ephemeral,
             allowed_mentions=NO_MENTIONS,
         )
     else:
-        await respond(interaction, content, embed=embed, file=file, ephemeral=ephemeral)
+        await respond(
+            interaction,
+            content,
+            embed=embed,
+            embeds=embeds,
+            file=file,
+            view=view,
+            ephemeral=ephemeral,
+        )
+
+
+async def update(
+    interaction: discord.Interaction,
+    content: str | None = None,
+    *,
+    embeds: Sequence[discord.Embed] = MISSING,
+    view: discord.ui.View | None = None,
+) -> None:
+    """A button's answer that replaces the message it is on (its buttons removed unless given).
+
+    If the click was deferred meanwhile, the answer comes as a new private message instead.
+    """
+    if interaction.response.is_done():
+        await answer(interaction, content, embeds=embeds, view=view or MISSING)
+        return
+    await interaction.response.edit_message(
+        content=fit_content(content),
+        embeds=MISSING if embeds is MISSING else [fit_embed(e) for e in embeds],
+        view=view,
+        allowed_mentions=NO_MENTIONS,
+    )
+
+
+def _embeds(embed: discord.Embed | None, embeds: Sequence[discord.Embed]) -> dict[str, Any]:
+    """discord.py takes `embed` or `embeds`, never both."""
+    if embeds is not MISSING:
+        return {"embeds": [fit_embed(e) for e in embeds]}
+    return {"embed": fit_embed(embed)}
 
 
 async def edit_response(
@@ -166,13 +207,6 @@ async def edit_response(
     """Replace the text (and, given one, the buttons) of the interaction's own answer."""
     await interaction.edit_original_response(
         content=fit_content(content), view=view, allowed_mentions=NO_MENTIONS
-    )
-
-
-async def update(interaction: discord.Interaction, content: str) -> None:
-    """A button's answer that replaces the message it is on, its buttons removed."""
-    await interaction.response.edit_message(
-        content=fit_content(content), view=None, allowed_mentions=NO_MENTIONS
     )
 
 
@@ -210,3 +244,18 @@ async def edit(
         view=view,
         allowed_mentions=NO_MENTIONS,
     )
+
+
+async def ping(
+    target: discord.abc.Messageable,
+    user_id: int,
+    content: str,
+    *,
+    reply_to: discord.PartialMessage | None = None,
+) -> discord.Message:
+    """A message that notifies one member and nobody else (no roles, no everyone, no reply ping)."""
+    only_them = discord.AllowedMentions(
+        everyone=False, roles=False, users=[discord.Object(user_id)], replied_user=False
+    )
+    reference = reply_to.to_reference(fail_if_not_exists=False) if reply_to else None
+    return await target.send(fit_content(content), allowed_mentions=only_them, reference=reference)

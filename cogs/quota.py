@@ -83,7 +83,7 @@ def balance_lines(balance: Balance, period_word: str, this_period: str) -> list[
 def job_line(job: Job) -> str:
     icon = render.state_icon(job.state)
     where = f" · [message]({job_link(job)})" if job_link(job) else ""
-    return f"{icon} `#{job.id}` {job.state.value}{where} · {relative(job.created_at)}"
+    return f"{icon} `#{job.id}` {render.state_words(job.state)}{where} · {relative(job.created_at)}"
 
 
 class Quota(commands.Cog):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import discord
 
-from bot.jobs import Job, JobState, JobUpdate, UpdateKind
+from bot.jobs import Job, JobState
 from bot.quotas import Blocked, BudgetReached, BudgetScope, QuotaError, QuotaExceeded
 from bot.samplers import display_name
 
@@ -71,6 +71,28 @@ ENDED_TITLES = {
 }
 
 
+# What each state is called wherever a member reads it: the same words as the progress message.
+STATE_WORDS = {
+    JobState.ACCEPTED: "Starting",
+    JobState.QUEUED: "Queued",
+    JobState.SUBMITTING: "Sending to the GPU",
+    JobState.SUBMITTED: "Waiting for a GPU",
+    JobState.RUNNING: "Generating",
+    JobState.DELIVERING: "Uploading",
+    JobState.DONE: "Done",
+    JobState.FAILED: "Failed",
+    JobState.CANCELLED: "Cancelled",
+    JobState.TIMED_OUT: "Timed out",
+    JobState.EXPIRED: "Expired",
+}
+
+
+def state_words(state: JobState, position: int | None = None) -> str:
+    """`Waiting for a GPU`, `Queued, position 2`: a job's state as the member reads it."""
+    words = STATE_WORDS[state]
+    return f"{words}, position {position}" if position and state is JobState.QUEUED else words
+
+
 def state_icon(state: JobState) -> str:
     return STATE_ICONS.get(state, "⏳")
 
@@ -90,27 +112,6 @@ def header(job: Job) -> str:
     return f"<@{job.user_id}> · job #{job.id}\n> {quote_prompt(job.request.prompt)}"
 
 
-def progress_line(update: JobUpdate) -> str:
-    """One line saying where a job stands."""
-    if update.kind is UpdateKind.QUEUED:
-        place = f"position {update.position}" if update.position else "waiting for a free slot"
-        return f"⏳ **Queued** — {place}"
-    if update.kind is UpdateKind.WAITING:
-        if update.no_workers:
-            return (
-                "⚠️ **No GPU worker has started.** The endpoint may have no workers available; "
-                "an operator should check its max workers on RunPod."
-            )
-        if update.cold:
-            return "🧊 **Waiting for a GPU worker to start** (a cold start usually takes 10–60 s)"
-        return "⏳ **Waiting for a GPU** — in RunPod's queue"
-    if update.kind is UpdateKind.RUNNING:
-        return f"🎨 **Generating** — {int(update.elapsed or 0)} s"
-    if update.kind is UpdateKind.DELIVERING:
-        return "📤 **Uploading**"
-    return ""
-
-
 def cost_line(job: Job, remaining: int | None, this_period: str) -> str:
     """What the job costs and what is left, shown before it runs."""
     if not job.cost:
@@ -124,14 +125,21 @@ def accepted_text(job: Job, cost: str = "") -> str:
     return "\n".join(line for line in (header(job), "⏳ **Queued**", cost, *notes) if line)
 
 
-def progress_text(update: JobUpdate) -> str:
-    return f"{header(update.job)}\n{progress_line(update)}"
-
-
 def result_content(job: Job, notes: tuple[str, ...] = ()) -> str:
     notes = (*job.request.notes, *notes)
     lines = [f"<@{job.user_id}> · job #{job.id}", *(f"ℹ️ {note}" for note in notes)]
     return "\n".join(lines)
+
+
+def ready_text(job: Job, link: str | None) -> str:
+    """The short reply that tells a member their images have landed."""
+    where = f": {link}" if link else "."
+    return f"<@{job.user_id}> your images for job #{job.id} are ready{where}"
+
+
+def sent_by_dm_text(job: Job) -> str:
+    """What a job's channel message says once its images went to the member's DMs."""
+    return f"{header(job)}\n📬 **Sent by DM**, as <@{job.user_id}> prefers."
 
 
 def result_embed(job: Job, *, remaining: int | None, this_period: str) -> discord.Embed:
@@ -195,8 +203,10 @@ def details_text(job: Job) -> str:
         ("GPU time", f"{job.execution_ms / 1000:.1f} s" if job.execution_ms is not None else "—"),
         ("Waited for a GPU", f"{job.delay_ms / 1000:.1f} s" if job.delay_ms is not None else "—"),
         ("Credits", str(job.cost)),
-        ("State", job.state.value),
+        ("State", state_words(job.state)),
     ]
+    if request.from_preferences:
+        rows.append(("From preferences", ", ".join(request.from_preferences)))
     if request.denoise is not None:
         rows.insert(8, ("Denoise", f"{request.denoise:g}"))
     if request.hires_scale:

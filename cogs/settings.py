@@ -57,6 +57,7 @@ def describe(settings: GuildSettings, *, bot: Stablehand) -> discord.Embed:
         f"**Default CFG:** {policy.default_cfg if policy.default_cfg is not None else 'the workflow default'}",
         f"**Caps:** {policy.max_steps} steps, {policy.max_count} images, {policy.max_pixels / 1e6:.2f} MP per image",
         f"**Moderator role:** {role}",
+        f"**Ping when a result took:** {settings.ping_after_seconds} s or more",
         f"**Gallery:** {f'<#{settings.gallery_channel_id}>' if settings.gallery_channel_id else 'none'}",
     ]
     return discord.Embed(title="Server settings", description="\n".join(lines))
@@ -269,6 +270,24 @@ class Settings(commands.Cog):
             else "Only Manage Server can manage quotas now."
         )
         await self._update(interaction, said, moderator_role_id=role.id if role else None)
+
+    @settings.command(
+        name="ping",
+        description="After how long a finished job pings its member (leave out to reset).",
+    )
+    @app_commands.describe(seconds="a result that took at least this long pings its member")
+    @managers_only()
+    async def ping(
+        self,
+        interaction: discord.Interaction,
+        seconds: app_commands.Range[int, 0, 86_400] | None = None,
+    ) -> None:
+        said = (
+            f"Results that take {seconds} s or more now ping their member."
+            if seconds is not None
+            else "Ping delay reset to the bot's."
+        )
+        await self._update(interaction, said, ping_after=seconds)
 
     @settings.command(
         name="gallery", description="The channel results can be shared to (leave out for none)."

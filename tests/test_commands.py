@@ -96,8 +96,11 @@ async def test_jobs_lists_a_members_jobs_with_links(
     data = await reply_to(bot, fake, payloads.slash_command("jobs"))
     text = embed_text(data)
     assert data["flags"] & EPHEMERAL
-    assert "`#2` [second pony](https://discord.com/channels/" in text and "submitted" in text
-    assert "`#1` [first pony]" in text and "done" in text and "Stop one with /cancel" in text
+    heading, second, first = data["embeds"]
+    assert heading["title"] == "Your jobs" and "Stop one with /cancel." in heading["description"]
+    assert second["title"].endswith("#2 · Waiting for a GPU") and "second pony" in text
+    assert second["url"].startswith("https://discord.com/channels/")
+    assert first["title"].endswith("#1 · Done")
 
 
 async def test_cancel_returns_the_credits_and_says_so_in_the_jobs_message(
@@ -108,9 +111,8 @@ async def test_cancel_returns_the_credits_and_says_so_in_the_jobs_message(
     await reply_to(bot, fake, payloads.slash_command("imagine", {"prompt": "a pony"}))
     await wait_for_state(bot.services, 1, "submitted")
     choices = await reply_to(bot, fake, payloads.autocomplete("cancel", {"job": ""}, focused="job"))
-    assert [c["value"] for c in choices["choices"]] == [1] and "a pony" in choices["choices"][0][
-        "name"
-    ]
+    [choice] = choices["choices"]
+    assert choice["value"] == 1 and choice["name"] == "#1 Waiting for a GPU — a pony"
     data = await reply_to(bot, fake, payloads.slash_command("cancel", {"job": 1}))
     assert data["content"] == "Cancelled job #1. 1 credit refunded."
     assert (await bot.services.quotas.balance(GUILD, payloads.MEMBER_ID)).used == 0

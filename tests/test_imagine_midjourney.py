@@ -155,7 +155,7 @@ async def test_edit_of_an_image_job_keeps_its_source_image_unless_removed(
     bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
 ) -> None:
     message = await imagine_result(bot, fake_discord, "a pony --seed 1")
-    vary = payloads.button_click(_buttons(message)["Vary"], message)
+    vary = payloads.button_click(_buttons(message)["Vary (strong)"], message)
     fake_discord.deliver(bot, vary)
     await fake_discord.wait_for_callback(vary)
     varied_job = await wait_for_state(bot.services, 2, "done")

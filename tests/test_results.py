@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ from PIL import Image
 from bot.app import Stablehand
 from bot.jobs import JobState
 from tests.conftest import imagine_result, make_settings, reply_to, start_bot, wait_for_state
-from tests.fakes import payloads
+from tests.fakes import HANG_GUARD, payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
 
@@ -66,13 +67,15 @@ async def test_the_result_shows_every_parameter_and_carries_generation_data(
         "pony-v6-xl",
     )
     assert fields["GPU time"].endswith(" s") and fields["Credits"] == "1 credit · 24 left today"
+    # 30 steps at 1.5x the size: the upscale costs 2.25 x 30/25 = 2.7, rounded to 3 credits.
     assert set(_buttons(message)) == {
         "Reroll",
         "Edit",
         "Details",
         "Delete",
-        "Vary",
-        "Upscale",
+        "Vary (subtle)",
+        "Vary (strong)",
+        "Upscale · 3 credits",
         "Share",
     }
     [attachment] = fake_discord.messages[int(message["id"])].attachments
@@ -103,7 +106,7 @@ async def test_vary_and_upscale_start_from_the_posted_image(
 ) -> None:
     message = await imagine_result(bot, fake_discord, "a pony --ar 16:9")
     buttons = _buttons(message)
-    for label, scaler in (("Vary", "ImageScale"), ("Upscale", "ImageScaleBy")):
+    for label, scaler in (("Vary (strong)", "ImageScale"), ("Upscale · 2 credits", "ImageScaleBy")):
         expected_runs = len(fake_runpod.requests_for("run")) + 1
         click = payloads.button_click(buttons[label], message)
         fake_discord.deliver(bot, click)
@@ -187,16 +190,60 @@ async def test_delete_is_for_the_requester_or_a_moderator(
     assert (await bot.services.jobs.get(1)).state is JobState.DONE
 
 
-async def test_a_result_made_from_an_image_offers_no_reroll(
+async def test_a_result_made_from_an_image_rerolls_from_the_same_source_image(
     bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
 ) -> None:
     message = await imagine_result(bot, fake_discord, "a pony")
-    click = payloads.button_click(_buttons(message)["Vary"], message)
+    click = payloads.button_click(_buttons(message)["Vary (subtle)"], message)
     fake_discord.deliver(bot, click)
     await fake_discord.wait_for_callback(click)
-    job = await wait_for_state(bot.services, 2, "done")
-    varied = fake_discord.message_payload(job.message_id)
-    assert set(_buttons(varied)) == {"Edit", "Details", "Delete", "Vary", "Upscale", "Share"}
+    varied_job = await wait_for_state(bot.services, 2, "done")
+    varied = fake_discord.message_payload(varied_job.message_id)
+    assert set(_buttons(varied)) == {
+        "Reroll",
+        "Edit",
+        "Details",
+        "Delete",
+        "Vary (subtle)",
+        "Vary (strong)",
+        "Upscale · 2 credits",
+        "Share",
+    }
+
+    reroll = payloads.button_click(_buttons(varied)["Reroll"], varied, user=BOB)
+    fake_discord.deliver(bot, reroll)
+    await fake_discord.wait_for_callback(reroll)
+    async with asyncio.timeout(HANG_GUARD):
+        while not (bobs := await bot.services.jobs.recent(payloads.GUILD_ID, BOB_ID, 1)):
+            await asyncio.sleep(0.005)
+    rerolled = (await wait_for_state(bot.services, bobs[0].id, "done")).request
+    source = varied_job.request
+    assert (rerolled.template, rerolled.denoise) == (source.template, source.denoise)
+    assert rerolled.image.name == source.image.name and rerolled.seed != source.seed
+    job_input = fake_runpod.requests_for("run")[-1].json["input"]
+    assert [image["name"] for image in job_input["images"]] == [source.image.name]
+
+
+async def test_a_reroll_whose_source_image_is_gone_says_so_and_charges_nothing(
+    bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod
+) -> None:
+    message = await imagine_result(bot, fake_discord, "a pony")
+    click = payloads.button_click(_buttons(message)["Vary (subtle)"], message)
+    fake_discord.deliver(bot, click)
+    await fake_discord.wait_for_callback(click)
+    varied_job = await wait_for_state(bot.services, 2, "done")
+    varied = fake_discord.message_payload(varied_job.message_id)
+    fake_discord.delete_message(int(message["id"]))  # the source image goes with its message
+    fake_discord.inject("GET", r"/attachments/.*", 404)
+
+    reroll = payloads.button_click(_buttons(varied)["Reroll"], varied, user=BOB)
+    fake_discord.deliver(bot, reroll)
+    answer = await fake_discord.wait_for(
+        lambda r: r.path.startswith("/webhooks/") and reroll["token"] in r.path
+    )
+    assert "no longer available from Discord, so this cannot be rerolled" in answer.json["content"]
+    assert (await bot.services.quotas.balance(payloads.GUILD_ID, BOB_ID)).used == 0
+    assert len(await bot.services.jobs.recent(payloads.GUILD_ID, BOB_ID, 10)) == 0
 
 
 async def test_buttons_obey_the_servers_channel_list_too(

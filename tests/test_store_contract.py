@@ -352,6 +352,20 @@ async def test_unfinished_active_recent_and_ended_jobs_are_found_by_member_and_s
     assert [j.id for j in undelivered] == [here.id, direct.id, other.id]
 
 
+async def test_a_servers_recent_jobs_come_newest_first_for_one_member_or_everyone(
+    engine: Engine,
+) -> None:
+    first = await _add(engine, _new_job(1, GUILD))
+    second = await _add(engine, _new_job(2, GUILD))
+    third = await _add(engine, _new_job(1, GUILD))
+    await _add(engine, _new_job(1, OTHER))
+    jobs = engine.stores.jobs
+    assert [j.id for j in await jobs.recent(GUILD, None, 10)] == [third.id, second.id, first.id]
+    assert [j.id for j in await jobs.recent(GUILD, None, 2, 1)] == [second.id, first.id]
+    assert [j.id for j in await jobs.recent(GUILD, 1, 10)] == [third.id, first.id]
+    assert [j.id for j in await jobs.recent(GUILD, 1, 1, 1)] == [first.id]
+
+
 async def test_submissions_are_counted_and_run_times_read_oldest_first(engine: Engine) -> None:
     first = await _add(engine, _new_job(1, GUILD))
     second = await _add(engine, _new_job(2, GUILD))
@@ -364,3 +378,35 @@ async def test_submissions_are_counted_and_run_times_read_oldest_first(engine: E
     assert await engine.stores.jobs.submit_attempts(first.id) == 2
     assert [ms for _, ms in await engine.stores.jobs.durations(10)] == [1500, 900]
     assert [ms for _, ms in await engine.stores.jobs.durations(1)] == [900]
+
+
+async def test_preferences_change_only_what_is_named_and_clear_back_to_none(
+    engine: Engine,
+) -> None:
+    rows = engine.stores.preferences
+    assert await rows.read(1) is None
+    async with engine.db.transaction() as tx:
+        await rows.write(tx, 1, {"aspect": "16:9", "count": 2, "ping": False}, at=10.0)
+    async with engine.db.transaction() as tx:
+        await rows.write(tx, 1, {"dm": True}, at=11.0)
+    stored = await rows.read(1)
+    assert stored == {
+        "aspect": "16:9",
+        "negative": None,
+        "count": 2,
+        "style": None,
+        "ping": False,
+        "dm": True,
+    }
+    async with engine.db.transaction() as tx:
+        await rows.clear(tx, 1, ["aspect", "ping"])
+    assert await rows.read(1) == {**stored, "aspect": None, "ping": None}
+    assert await rows.read(2) is None
+
+
+async def test_an_unknown_preference_is_refused_and_nothing_is_written(engine: Engine) -> None:
+    rows = engine.stores.preferences
+    with pytest.raises(ValueError, match="not a preference: colour"):
+        async with engine.db.transaction() as tx:
+            await rows.write(tx, 1, {"aspect": "1:1", "colour": "red"}, at=1.0)
+    assert await rows.read(1) is None

@@ -204,8 +204,11 @@ class JobManager:
     async def events(self, job_id: int) -> list[job_store.Event]:
         return await self._core.store.events(job_id)
 
-    async def recent(self, guild_id: int | None, user_id: int, limit: int = 10) -> list[Job]:
-        return await self._core.store.recent(guild_id, user_id, limit)
+    async def recent(
+        self, guild_id: int | None, user_id: int | None, limit: int = 10, offset: int = 0
+    ) -> list[Job]:
+        """A server's jobs, newest first: one member's, or everyone's (`user_id` None)."""
+        return await self._core.store.recent(guild_id, user_id, limit, offset)
 
     async def active(self, guild_id: int | None, user_id: int | None = None) -> list[Job]:
         return await self._core.store.active(guild_id, user_id)

@@ -180,6 +180,8 @@ class JobUpdate:
     cold: bool = False
     no_workers: bool = False
     elapsed: float | None = None
+    # When a queued job should get a slot (wall clock): an estimate from expected run times.
+    starts_at: float | None = None
 
     def __post_init__(self) -> None:
         # A kind given as its word ("queued") is the enum member, and a misspelt one is refused.

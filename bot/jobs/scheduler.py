@@ -17,6 +17,7 @@ from bot.backend import (
     BackendUnavailable,
 )
 from bot.db import is_transient
+from bot.estimates import expected_wait
 from bot.jobs.core import JobCore
 from bot.jobs.model import Job, JobState, JobUpdate, UpdateKind
 from bot.supervisor import Loop
@@ -62,12 +63,41 @@ class Scheduler:
             await loop.idle(core.positions_dirty)
             core.positions_dirty.clear()
             positions = core.queue.positions()
+            starts = self.expected_starts(positions)
             for job_id, place in positions.items():
                 job = core.queue.waiting(job_id)
                 if job is not None and self._last_positions.get(job_id) != place:
-                    core.emit(JobUpdate(job, UpdateKind.QUEUED, position=place))
+                    core.emit(
+                        JobUpdate(job, UpdateKind.QUEUED, position=place, starts_at=starts[job_id])
+                    )
             self._last_positions = positions
             await loop.sleep(core.timing.position_interval)
+
+    def expected_starts(self, positions: dict[int, int]) -> dict[int, float]:
+        """When each waiting job should get a slot (wall clock), in the order they will get one.
+
+        From the expected time left of the jobs holding slots and the expected time of each job
+        ahead; members' own caps are left out, so it is an estimate, and said to be one.
+        """
+        core = self.core
+        now = time.monotonic()
+        in_flight_left = []
+        for job_id in core.queue.holders():
+            tracked = core.poller.tracked.get(job_id)
+            if tracked is None:
+                continue  # being sent or delivered: its slot frees any moment
+            expected = core.estimate(tracked.job).seconds
+            ran = now - tracked.started if tracked.started is not None else 0.0
+            in_flight_left.append(expected - ran)
+        wall = core.clock()
+        starts: dict[int, float] = {}
+        ahead: list[float] = []
+        for job_id in sorted(positions, key=positions.__getitem__):
+            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, ahead)
+            job = core.queue.waiting(job_id)
+            if job is not None:
+                ahead.append(core.estimate(job).seconds)
+        return starts
 
     async def submit(self, job: Job) -> None:
         core = self.core

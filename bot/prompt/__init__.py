@@ -5,7 +5,7 @@ workflow, compose puts them together; request holds the values they all share.
 """
 
 from bot.prompt.compose import as_text, parse, revise
-from bot.prompt.flags import FLAG_NAMES, MAX_LORA_STRENGTH, MAX_LORAS
+from bot.prompt.flags import FLAG_NAMES, MAX_LORA_STRENGTH, MAX_LORAS, flags_in
 from bot.prompt.request import (
     MAX_SEED,
     RANDOM_SEED,
@@ -55,6 +55,7 @@ __all__ = [
     "PromptError",
     "as_text",
     "aspect_to_size",
+    "flags_in",
     "nearest_bucket",
     "parse",
     "parse_size",

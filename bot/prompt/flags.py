@@ -134,6 +134,14 @@ def split_flags(text: str) -> Draft:
     return draft
 
 
+def flags_in(text: str) -> frozenset[str]:
+    """The flags `text` sets, by their canonical names; none if it does not parse (`parse` says why)."""
+    try:
+        return frozenset(split_flags(normalise(text)).flags)
+    except PromptError:
+        return frozenset()
+
+
 def clean_value(value: str) -> str:
     """A flag's value without the quotes and trailing commas members put around it."""
     return value.strip(_VALUE_WRAPPERS)

@@ -118,6 +118,8 @@ class GenerationRequest:
     style: str | None = None
     # What the member should know about how their text was read (ignored flags, overrides).
     notes: tuple[str, ...] = ()
+    # Which values came from the member's /prefer (`aspect`, `count`, ...), for Details.
+    from_preferences: tuple[str, ...] = ()
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -153,6 +155,7 @@ class GenerationRequest:
         data = json.loads(text)
         data["loras"] = tuple(Lora(**lora) for lora in data.get("loras", ()))
         data["notes"] = tuple(data.get("notes", ()))
+        data["from_preferences"] = tuple(data.get("from_preferences", ()))
         if data.get("image") is not None:
             data["image"] = ImageInput(**data["image"])
         return cls(**data)

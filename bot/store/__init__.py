@@ -6,6 +6,7 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
+    preferences.py     member_preferences     <- bot/preferences.py
     gallery.py         gallery_shares         <- bot/gallery.py
     stats.py           quota_holds, quota_budgets, jobs, job_events (reads only, for charts)
                                           <- bot/stats.py
@@ -31,6 +32,7 @@ from bot.store.gallery import GalleryStore, SqliteGalleryStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.jobs import JobStore, SqliteJobStore
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
+from bot.store.preferences import PreferenceRows, SqlitePreferenceRows
 from bot.store.stats import SqliteStatsStore, StatsStore
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class Stores:
     ledger: LedgerStore
     guild_settings: GuildSettingsRows
     audit: AuditStore
+    preferences: PreferenceRows
     stats: StatsStore
     gallery: GalleryStore
     # None on PostgreSQL until its job store is built (issue 16): the bot runs on SQLite only.
@@ -55,6 +58,7 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
             ledger=SqliteLedgerStore(db),
             guild_settings=SqliteGuildSettingsRows(db),
             audit=SqliteAuditStore(db),
+            preferences=SqlitePreferenceRows(db),
             stats=SqliteStatsStore(db),
             gallery=SqliteGalleryStore(db),
             jobs=SqliteJobStore(db),
@@ -64,12 +68,14 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
     from bot.store.postgresql.gallery import PostgresGalleryStore
     from bot.store.postgresql.guild_settings import PostgresGuildSettingsRows
     from bot.store.postgresql.ledger import PostgresLedgerStore
+    from bot.store.postgresql.preferences import PostgresPreferenceRows
     from bot.store.postgresql.stats import PostgresStatsStore
 
     return Stores(
         ledger=PostgresLedgerStore(db),
         guild_settings=PostgresGuildSettingsRows(db),
         audit=PostgresAuditStore(db),
+        preferences=PostgresPreferenceRows(db),
         stats=PostgresStatsStore(db),
         gallery=PostgresGalleryStore(db),
         jobs=None,

@@ -21,6 +21,7 @@ SETTING_NAMES = (
     "max_steps",
     "max_count",
     "max_pixels",
+    "ping_after",
     "gallery_channel_id",
 )
 

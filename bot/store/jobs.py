@@ -86,7 +86,11 @@ class JobStore(Protocol):
 
     async def events(self, job_id: int) -> list[Event]: ...
 
-    async def recent(self, guild_id: int | None, user_id: int, limit: int) -> list[Job]: ...
+    async def recent(
+        self, guild_id: int | None, user_id: int | None, limit: int, offset: int = 0
+    ) -> list[Job]:
+        """A server's jobs, newest first, skipping `offset`; one member's, or everyone's (None)."""
+        ...
 
     async def active(self, guild_id: int | None, user_id: int | None) -> list[Job]: ...
 
@@ -235,10 +239,13 @@ class SqliteJobStore:
         )
         return [(r["from_state"], r["to_state"], r["detail"]) for r in rows]
 
-    async def recent(self, guild_id: int | None, user_id: int, limit: int) -> list[Job]:
+    async def recent(
+        self, guild_id: int | None, user_id: int | None, limit: int, offset: int = 0
+    ) -> list[Job]:
         rows = await self.db.fetchall(
-            "SELECT * FROM jobs WHERE guild_id IS ? AND user_id = ? ORDER BY id DESC LIMIT ?",
-            (guild_id, user_id, limit),
+            "SELECT * FROM jobs WHERE guild_id IS ? AND (? IS NULL OR user_id = ?)"
+            " ORDER BY id DESC LIMIT ? OFFSET ?",
+            (guild_id, user_id, user_id, limit, offset),
         )
         return [_job(r) for r in rows]
 
