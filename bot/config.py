@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
-
-from dotenv import dotenv_values
 
 from bot.settings_fields import (
     CONTENT,
@@ -21,6 +17,7 @@ from bot.settings_fields import (
     required_setting,
     setting,
 )
+from bot.settings_load import ConfigError, parse_environment, read_environment
 from bot.settings_values import (
     DEFAULT_ENDPOINT,
     MAX_LONG_POLLS,
@@ -67,20 +64,6 @@ __all__ = [
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
 DEFAULT_NEGATIVE = "score_1, score_2, score_3"
 NSFW_POLICIES = ("safe_tags", "refuse", "spoiler", "off")
-
-
-class ConfigError(Exception):
-    """All the settings problems found, each naming the variable and the fix."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = ["Stablehand cannot start: fix these settings (in the environment or .env):"]
-        lines += [f"  - {problem}" for problem in self.problems]
-        lines.append("See .env.example for every setting with its default.")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -289,17 +272,6 @@ SYNC_REQUIRES = ("DISCORD_TOKEN",)
 GENERATE_REQUIRES = ("RUNPOD_API_KEY", "RUNPOD_ENDPOINT_ID")
 
 
-def read_environment(
-    environ: Mapping[str, str] | None = None, dotenv_path: Path | str | None = ".env"
-) -> dict[str, str]:
-    """Merge `.env` under the real environment: the environment wins."""
-    values: dict[str, str] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
-        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
-    return values
-
-
 def load_settings(
     require: Iterable[str] = (),
     *,
@@ -307,50 +279,5 @@ def load_settings(
     dotenv_path: Path | str | None = ".env",
 ) -> Settings:
     """Parse every setting; raise one `ConfigError` listing all problems."""
-    raw = read_environment(environ, dotenv_path)
-    problems: list[str] = []
-    parsed: dict[str, Any] = {}
-    for entry in SETTINGS:
-        text = raw.get(entry.name, "").strip()
-        if not text:
-            if entry.name in require:
-                problems.append(f"{entry.name} is not set: {entry.missing_help}.")
-            if entry.default is None:
-                parsed[entry.name] = None
-                continue
-            text = entry.default
-        try:
-            value = entry.parse(text)
-        except ValueError as exc:
-            shown = "(hidden)" if entry.secret else repr(text)
-            problems.append(f"{entry.name}={shown} {_reason(exc)}.")
-            continue
-        parsed[entry.name] = Secret(value) if entry.secret else value
-    problems += _cross_checks(parsed)
-    if problems:
-        raise ConfigError(problems)
+    parsed = parse_environment(SETTINGS, read_environment(environ, dotenv_path), require)
     return Settings(**{entry.name.lower(): parsed[entry.name] for entry in SETTINGS})
-
-
-def _reason(exc: ValueError) -> str:
-    text = str(exc)
-    if text.startswith("invalid literal") or text.startswith("could not convert"):
-        return "is not a number"
-    return text
-
-
-def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
-    problems = []
-    if {"MEMBER_MAX_IN_FLIGHT", "MEMBER_MAX_QUEUED"} <= parsed.keys() and (
-        parsed["MEMBER_MAX_QUEUED"] < parsed["MEMBER_MAX_IN_FLIGHT"]
-    ):
-        problems.append(
-            "MEMBER_MAX_QUEUED is smaller than MEMBER_MAX_IN_FLIGHT: "
-            "raise MEMBER_MAX_QUEUED to at least the same number."
-        )
-    workflows_dir = parsed.get("WORKFLOWS_DIR")
-    if workflows_dir is not None and not workflows_dir.is_dir():
-        problems.append(
-            f"WORKFLOWS_DIR={str(workflows_dir)!r} is not a directory: create it or unset it."
-        )
-    return problems

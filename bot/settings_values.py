@@ -216,3 +216,10 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 def _optional_path(text: str) -> Path | None:
     return Path(text).expanduser() if text.strip() else None
+
+
+def _reason(exc: ValueError) -> str:
+    text = str(exc)
+    if text.startswith("invalid literal") or text.startswith("could not convert"):
+        return "is not a number"
+    return text
