@@ -24,6 +24,7 @@ from bot.config import (
     ConfigError,
     Settings,
     load_settings,
+    secrets,
 )
 from bot.generate import EXIT_INTERRUPTED, generate
 from bot.prompt import ContentPolicy, Options, PromptError, parse
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(GENERATE_REQUIRES)
             # The terminal shows the job's progress; the log only what went wrong (unless debugging).
             level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
-            logs.configure(level, [settings.runpod_api_key])
+            logs.configure(level, secrets(settings))
             try:
                 return asyncio.run(
                     generate(
@@ -165,7 +166,7 @@ def _seconds(text: str) -> float:
 
 
 def _run(settings: Settings) -> int:
-    logs.configure(settings.log_level, [settings.discord_token, settings.runpod_api_key])
+    logs.configure(settings.log_level, secrets(settings))
     try:
         asyncio.run(_serve(settings))
     except discord.LoginFailure:
@@ -204,7 +205,7 @@ async def _serve(settings: Settings) -> None:
 
 
 async def _sync(settings: Settings, guild_id: int | None) -> int:
-    logs.configure(settings.log_level, [settings.discord_token])
+    logs.configure(settings.log_level, secrets(settings))
     assert settings.discord_token is not None
     bot = Stablehand(settings, open_services=False)
     async with bot:

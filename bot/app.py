@@ -116,6 +116,7 @@ class Stablehand(commands.Bot):
 
     def _beat(self) -> heartbeat.Beat:
         at = time.time()
+        leases = self.services.jobs.leases
         return heartbeat.Beat(
             at=at,
             interval=float(self.settings.heartbeat_interval),
@@ -127,6 +128,8 @@ class Stablehand(commands.Bot):
             slots_in_use=self.services.jobs.slots_in_use,
             stuck_after=self.supervisor.supervision.stuck_after,
             loops=tuple(heartbeat.LoopBeat.of(s, at) for s in self.supervisor.statuses()),
+            leases_held=leases.held if leases.shared else None,
+            last_claim=leases.last_claim,
         )
 
     async def on_ready(self) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import discord
 
 from bot import __version__
-from bot.config import RUN_REQUIRES, ConfigError, Settings, load_settings
+from bot.config import RUN_REQUIRES, ConfigError, Secret, Settings, load_settings
+from bot.database_url import shown
 from bot.db import Database
+from bot.engine import open_postgresql
 from bot.runpod import (
     RunPodAuthError,
     RunPodClient,
@@ -85,6 +88,9 @@ async def run_checks(
 
 
 async def _check_database(settings: Settings) -> CheckResult:
+    """The engine, its version and the schema version the bot's state is at."""
+    if settings.database_url is not None:
+        return await _check_postgresql(settings.database_url)
     try:
         db = await Database.open(settings.database_path)
     except Exception as exc:
@@ -98,7 +104,26 @@ async def _check_database(settings: Settings) -> CheckResult:
         version = await db.schema_version()
     finally:
         await db.close()
-    return CheckResult("database", True, f"{settings.database_path} (schema version {version})")
+    return CheckResult(
+        "database",
+        True,
+        f"SQLite {sqlite3.sqlite_version} at {settings.database_path} (schema version {version})",
+    )
+
+
+async def _check_postgresql(url: Secret) -> CheckResult:
+    try:
+        db = await open_postgresql(url)
+    except ConfigError as exc:
+        detail, _, fix = exc.problems[0].rpartition(": ")
+        return CheckResult("database", False, detail, fix)
+    try:
+        server, version = await db.server_version(), await db.schema_version()
+    finally:
+        await db.close()
+    return CheckResult(
+        "database", True, f"PostgreSQL {server} at {shown(url)} (schema version {version})"
+    )
 
 
 async def _check_workflows(settings: Settings) -> CheckResult:

@@ -25,6 +25,7 @@ from bot.settings_values import (
     _api_base,
     _choice,
     _credential,
+    _database_url,
     _endpoint_id,
     _hosts,
     _hour,
@@ -59,6 +60,7 @@ __all__ = [
     "load_settings",
     "parse_endpoints",
     "read_environment",
+    "secrets",
 ]
 
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
@@ -108,6 +110,15 @@ class Settings:
         "[Upgrading and backing up](#upgrading-and-backing-up)); under Docker, compose.yaml "
         "keeps it on the /data volume.",
         Path,
+    )
+    database_url: Secret | None = setting(
+        RUNPOD,
+        "",
+        "PostgreSQL instead of SQLite, for several bot processes on one database: "
+        "`postgresql://user:password@host:5432/database` (needs `pip install '.[postgresql]'`; "
+        "`python -m bot migrate-db` copies the SQLite file over). Empty: `DATABASE_PATH`.",
+        _database_url,
+        secret=True,
     )
     webhook_public_url: str | None = setting(
         RUNPOD,
@@ -262,6 +273,15 @@ class Settings:
     max_prompt_length: int = setting(
         CONTENT, "1500", "Longest prompt accepted, in characters.", _positive_int
     )
+
+
+def secrets(settings: Settings) -> list[Secret]:
+    """Every secret the settings hold, the database password included: what logs must mask."""
+    from bot.database_url import secrets as database_secrets
+
+    held = [getattr(settings, s.name.lower()) for s in SETTINGS if s.secret]
+    found = [s for s in held if isinstance(s, Secret)] + database_secrets(settings.database_url)
+    return list(dict.fromkeys(found))
 
 
 SETTINGS: tuple[Setting, ...] = tuple(declared_setting(attribute) for attribute in fields(Settings))

@@ -52,6 +52,10 @@ class Beat:
     slots_in_use: int = 0  # RunPod slots the job manager counts as taken
     stuck_after: float = Supervision.stuck_after
     loops: tuple[LoopBeat, ...] = ()
+    # On a database several processes share: jobs leased to this process, and when it last claimed
+    # one (sent a queued job, or took one over from a process that stopped). Absent on SQLite.
+    leases_held: int | None = None
+    last_claim: float | None = None
 
 
 def heartbeat_path(database_path: Path) -> Path:
@@ -127,8 +131,15 @@ def check(
         return False, "the bot runs but is not connected to Discord"
     return True, (
         f"alive: {beat.active_jobs} active jobs, {beat.tasks} tasks, {beat.rss_mb:.0f} MB, "
-        f"{len(beat.loops)} loops beating"
+        f"{len(beat.loops)} loops beating{_leases(beat)}"
     )
+
+
+def _leases(beat: Beat) -> str:
+    if beat.leases_held is None:
+        return ""
+    claim = "never" if beat.last_claim is None else f"{beat.at - beat.last_claim:.0f} s ago"
+    return f"; {beat.leases_held} job leases held, last claim {claim}"
 
 
 async def beat_forever(

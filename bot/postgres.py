@@ -46,6 +46,10 @@ class AdvisoryLock(IntEnum):
 
     MIGRATIONS = 0x5354_4142_4C45_0001  # one process applies migrations at a time
     LEDGER = 0x5354_4142_4C45_0002  # one credit decision at a time, as BEGIN IMMEDIATE gives SQLite
+    ADMISSION = 0x5354_4142_4C45_0003  # one job accepted at a time: a member's count stays exact
+    CLAIM = (
+        0x5354_4142_4C45_0004  # one job sent at a time: the in-flight caps hold across processes
+    )
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
-import sqlite3
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from bot.config import ConfigError, Settings
 from bot.db import Database
+from bot.engine import open_database
 from bot.estimates import DurationModel
 from bot.gallery import Gallery
 from bot.guild_settings import GuildSettingsStore
@@ -37,6 +37,9 @@ from bot.stats import Figures
 from bot.store import stores_for
 from bot.workflows import TemplateLibrary, load_library
 
+if TYPE_CHECKING:
+    from bot.postgres import PostgresDatabase
+
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +61,7 @@ class Services:
     """The database, the RunPod client, the templates and the job manager, wired together."""
 
     settings: Settings
-    db: Database
+    db: Database | PostgresDatabase
     runpod: RunPodClient
     templates: TemplateLibrary
     jobs: JobManager
@@ -87,22 +90,7 @@ class Services:
                     f"use one of {', '.join(templates.names())}."
                 ]
             )
-        path = Path(database_path or settings.database_path)
-        folder = path.parent.resolve()
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ConfigError(
-                [
-                    f"DATABASE_PATH={str(path)!r} cannot be opened: its directory must exist and be writable."
-                ]
-            )
-        try:
-            db = await Database.open(path)
-        except sqlite3.Error as exc:
-            raise ConfigError(
-                [
-                    f"DATABASE_PATH={str(path)!r} cannot be opened ({exc}): its directory must exist and be writable."
-                ]
-            ) from None
+        db = await open_database(settings, database_path)
         runpod = runpod or runpod_client(settings)
         durations = DurationModel()
         quotas = QuotaLedger(db, QuotaConfig.from_settings(settings), durations)

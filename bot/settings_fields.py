@@ -38,9 +38,19 @@ QUOTAS = "Quotas and budgets (dollar figures are estimates: set your real price)
 CONTENT = "Content policy and limits (server defaults; moderators can narrow them)"
 
 
-def setting(section: str, default: str, description: str, parse: Callable[[str], T] = str) -> T:
-    """Declare one setting as a `Settings` field; its name is the field's name in capitals."""
-    declared = Setting("", default, description, parse, section)
+def setting(
+    section: str,
+    default: str,
+    description: str,
+    parse: Callable[[str], T] = str,
+    *,
+    secret: bool = False,
+) -> Any:
+    """Declare one setting as a `Settings` field; its name is the field's name in capitals.
+
+    A secret one is read as a `Secret` (None when empty) and never quoted in an error.
+    """
+    declared = Setting("", default, description, parse, section, secret)
     return field(metadata={SETTING_KEY: declared})
 
 

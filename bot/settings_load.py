@@ -59,7 +59,7 @@ def parse_environment(
             shown = "(hidden)" if entry.secret else repr(text)
             problems.append(f"{entry.name}={shown} {_reason(exc)}.")
             continue
-        parsed[entry.name] = Secret(value) if entry.secret else value
+        parsed[entry.name] = Secret(value) if entry.secret and value is not None else value
     problems += _cross_checks(parsed)
     if problems:
         raise ConfigError(problems)

@@ -181,6 +181,13 @@ def _is_host(text: str) -> bool:
     return True
 
 
+def _database_url(text: str) -> str | None:
+    # Imported here: bot.database_url builds on Secret, which it takes from bot.config.
+    from bot.database_url import parse_database_url
+
+    return parse_database_url(text)
+
+
 # Long-polls hold connections of the pool of 50: keep some for runs, reads and downloads.
 MAX_LONG_POLLS = 40
 

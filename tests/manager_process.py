@@ -1,7 +1,8 @@
 """A job manager in a process of its own, for crash tests: kill it, start another, compare.
 
     python -m tests.manager_process --db PATH --api-base URL --endpoint ID --key KEY
-        [--submit N] [--outcomes FILE] [--exit-when-done]
+        [--submit N] [--outcomes FILE] [--exit-when-done] [--setting NAME=VALUE]
+        [--timing FIELD=SECONDS]
 
 Deliveries are appended to `--outcomes` (one line per delivery or notice, flushed and synced),
 so a test can count how often each job reached its member across processes.
@@ -54,6 +55,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--submit", type=int, default=0)
     parser.add_argument("--exit-when-done", action="store_true")
     parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE, repeatable")
+    parser.add_argument(
+        "--timing", action="append", default=[], help="a Timing field=seconds, repeatable"
+    )
     args = parser.parse_args(argv)
 
     settings = load_settings(
@@ -72,7 +76,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
         api_key=Secret(args.key),
         retry=RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05),
     )
-    services = await Services.open(settings, timing=FAST, runpod=client)
+    timing = dataclasses.replace(
+        FAST, **{name: float(value) for name, value in (t.split("=", 1) for t in args.timing)}
+    )
+    services = await Services.open(settings, timing=timing, runpod=client)
     services.jobs.limits = dataclasses.replace(Limits(), max_in_flight=100, member_max_queued=100)
     for user in range(args.submit):
         new = services.prepare(

@@ -5,9 +5,11 @@ An engine joins by adding its name to `ENGINES` and a branch to `engine`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -270,8 +272,6 @@ def _new_job(user_id: int, guild_id: int | None, **overrides: object) -> NewJob:
 
 
 async def _add(engine: Engine, new: NewJob, at: float = 1000.0) -> Job:
-    if engine.stores.jobs is None:
-        pytest.skip("PostgreSQL has no job store yet (issue 16)")
     async with engine.db.transaction() as tx:
         return await engine.stores.jobs.add(tx, new, at=at)
 
@@ -378,6 +378,25 @@ async def test_submissions_are_counted_and_run_times_read_oldest_first(engine: E
     assert await engine.stores.jobs.submit_attempts(first.id) == 2
     assert [ms for _, ms in await engine.stores.jobs.durations(10)] == [1500, 900]
     assert [ms for _, ms in await engine.stores.jobs.durations(1)] == [900]
+
+
+async def test_a_member_racing_to_queue_more_jobs_than_allowed_gets_only_the_limit(
+    engine: Engine,
+) -> None:
+    limit = 3
+
+    async def accept(n: int) -> Job | None:
+        async def body(tx: Any) -> Job | None:
+            if await engine.stores.jobs.unfinished_count(tx, 1) >= limit:
+                return None
+            return await engine.stores.jobs.add(tx, _new_job(1, GUILD), at=float(n))
+
+        return await engine.db.write(body)
+
+    accepted = [job for job in await asyncio.gather(*(accept(n) for n in range(10))) if job]
+    assert len(accepted) == limit
+    async with engine.db.transaction() as tx:
+        assert await engine.stores.jobs.unfinished_count(tx, 1) == limit
 
 
 async def test_preferences_change_only_what_is_named_and_clear_back_to_none(

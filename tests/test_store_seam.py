@@ -17,11 +17,14 @@ from bot.store import audit as audit_store
 from bot.store import gallery as gallery_store
 from bot.store import guild_settings as settings_store
 from bot.store import jobs as jobs_store
+from bot.store import leases as leases_store
 from bot.store import ledger as ledger_store
 from bot.store import stats as stats_store
 from bot.store.postgresql import audit as pg_audit_store
 from bot.store.postgresql import gallery as pg_gallery_store
 from bot.store.postgresql import guild_settings as pg_settings_store
+from bot.store.postgresql import jobs as pg_jobs_store
+from bot.store.postgresql import leases as pg_leases_store
 from bot.store.postgresql import ledger as pg_ledger_store
 from bot.store.postgresql import stats as pg_stats_store
 from cogs import audit_lines
@@ -76,6 +79,9 @@ def test_sql_is_written_only_in_the_store() -> None:
         (stats_store.StatsStore, pg_stats_store.PostgresStatsStore),
         (gallery_store.GalleryStore, pg_gallery_store.PostgresGalleryStore),
         (jobs_store.JobStore, jobs_store.SqliteJobStore),
+        (jobs_store.JobStore, pg_jobs_store.PostgresJobStore),
+        (leases_store.LeaseStore, leases_store.SoleProcessLeases),
+        (leases_store.LeaseStore, pg_leases_store.PostgresLeaseStore),
     ],
     ids=[
         "ledger",
@@ -89,6 +95,9 @@ def test_sql_is_written_only_in_the_store() -> None:
         "pg-stats",
         "pg-gallery",
         "jobs",
+        "pg-jobs",
+        "leases",
+        "pg-leases",
     ],
 )
 def test_each_store_takes_exactly_its_interfaces_calls(interface: type, store: type) -> None:

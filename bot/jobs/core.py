@@ -32,6 +32,7 @@ from bot.polling import Timing
 
 if TYPE_CHECKING:
     from bot.jobs.delivery import Delivery
+    from bot.jobs.leases import Leases
     from bot.jobs.poller import Poller
     from bot.jobs.scheduler import Scheduler
     from bot.jobs.told import Told
@@ -48,6 +49,7 @@ class JobCore:
     poller: Poller
     told: Told
     delivery: Delivery
+    leases: Leases
 
     def __init__(
         self,
@@ -107,12 +109,16 @@ class JobCore:
         detail: str | None = None,
         settle: Settlement | None = None,
         after: Callable[[Transaction], Awaitable[None]] | None = None,
+        guard: Callable[[Transaction], Awaitable[bool]] | None = None,
     ) -> Job | None:
-        """Compare-and-set the state (plus `fields`) and append the event; None if it lost the race."""
+        """Compare-and-set the state (plus `fields`) and append the event; None if it lost the race
+        (or `guard`, asked first in the same transaction, said no)."""
         now = self.clock()
         allowed = frozenset(from_states)
 
         async def change(tx: Transaction) -> tuple[JobState, Job] | None:
+            if guard is not None and not await guard(tx):
+                return None
             changed = await self.store.change_state(
                 tx, job_id, allowed, to_state, fields=fields or {}, at=now, detail=detail
             )

@@ -18,6 +18,7 @@ from bot.db import Database, Transaction
 from bot.estimates import DurationModel
 from bot.jobs.core import JobCore, busy_is_member_facing
 from bot.jobs.delivery import Delivery
+from bot.jobs.leases import Leases, process_name
 from bot.jobs.model import (
     AT_BACKEND,
     DEFAULT_ENDPOINT,
@@ -62,13 +63,13 @@ class JobManager:
         durations: DurationModel | None = None,
         clock: Callable[[], float] = time.time,
         store: job_store.JobStore | None = None,
+        process: str | None = None,
         long_polls: int = 0,
         webhooks: WebhookReceiver[BackendJob] | None = None,
     ) -> None:
         backends = backend if isinstance(backend, Mapping) else {DEFAULT_ENDPOINT: backend}
-        store = store or engines.stores_for(db).jobs
-        if store is None:
-            raise RuntimeError("this database engine has no job store yet; run the bot on SQLite")
+        stores = engines.stores_for(db)
+        store = store or stores.jobs
         self._core = core = JobCore(
             db,
             store,
@@ -83,6 +84,7 @@ class JobManager:
         self.poller = core.poller = Poller(core)
         self.told = core.told = Told(self.poller, long_polls=long_polls, webhooks=webhooks)
         self.delivery = core.delivery = Delivery(core)
+        self.leases = core.leases = Leases(core, stores.leases, process or process_name())
         self.recovery = Recovery(core)
         self._loops: list[Loop] = []
 
@@ -133,6 +135,7 @@ class JobManager:
                     "finish or `/cancel` one."
                 )
             job = await core.store.add(tx, new, at=now)
+            await core.leases.take(tx, job.id)
             await core.accounting.reserve(tx, job.id, new)
             return job
 
@@ -275,6 +278,8 @@ class JobManager:
             supervisor.start("jobs-health", self.poller.health_loop),
             supervisor.start("jobs-reconcile", self.recovery.reconcile_loop),
         ]
+        if self.leases.shared:
+            self._loops.append(supervisor.start("jobs-leases", self.leases.renew_loop))
         core.wake_dispatch.set()
         self.poller.wake()
 

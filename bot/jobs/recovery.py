@@ -81,6 +81,8 @@ class Recovery:
     async def _adopt(self, job: Job, *, at_start: bool) -> bool:
         """Take back a job memory does not know; True if anything was done with it."""
         core = self.core
+        if not await core.leases.take_over(job):
+            return False  # another living process carries it
         if job.state is JobState.ACCEPTED:
             now = time.monotonic()
             seen = self._accepted_seen.setdefault(job.id, now)

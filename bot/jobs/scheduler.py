@@ -102,7 +102,12 @@ class Scheduler:
     async def submit(self, job: Job) -> None:
         core = self.core
         try:
-            submitting = await core.transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
+            submitting = await core.transition(
+                job.id,
+                {JobState.QUEUED},
+                JobState.SUBMITTING,
+                guard=functools.partial(core.leases.claim, job),
+            )
         except Exception as exc:
             core.release_slot(job.id)
             if not is_transient(exc):
@@ -112,6 +117,8 @@ class Scheduler:
             return
         if submitting is None:
             core.release_slot(job.id)
+            if core.leases.refused(job.id):  # other processes fill the caps: it waits its turn
+                self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
             return
         try:
             await self._send(submitting)

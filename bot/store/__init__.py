@@ -11,6 +11,7 @@ The domain modules keep the rules and call a store to read and write what they d
     stats.py           quota_holds, quota_budgets, jobs, job_events (reads only, for charts)
                                           <- bot/stats.py
     jobs.py            jobs, job_events, job_inputs, job_outputs  <- bot/jobs/
+    leases.py          job_leases (PostgreSQL; SQLite is one process)  <- bot/jobs/leases.py
 
 Each module declares its interface as a Protocol in the core's words (ids, amounts, timestamps,
 enums; no SQL, no rows) and its SQLite implementation beside it. Writes take the transaction the
@@ -31,6 +32,7 @@ from bot.store.audit import AuditStore, SqliteAuditStore
 from bot.store.gallery import GalleryStore, SqliteGalleryStore
 from bot.store.guild_settings import GuildSettingsRows, SqliteGuildSettingsRows
 from bot.store.jobs import JobStore, SqliteJobStore
+from bot.store.leases import LeaseStore, SoleProcessLeases
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
 from bot.store.preferences import PreferenceRows, SqlitePreferenceRows
 from bot.store.stats import SqliteStatsStore, StatsStore
@@ -47,8 +49,8 @@ class Stores:
     preferences: PreferenceRows
     stats: StatsStore
     gallery: GalleryStore
-    # None on PostgreSQL until its job store is built (issue 16): the bot runs on SQLite only.
-    jobs: JobStore | None
+    jobs: JobStore
+    leases: LeaseStore
 
 
 def stores_for(db: Database | PostgresDatabase) -> Stores:
@@ -62,11 +64,14 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
             stats=SqliteStatsStore(db),
             gallery=SqliteGalleryStore(db),
             jobs=SqliteJobStore(db),
+            leases=SoleProcessLeases(),
         )
     # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
     from bot.store.postgresql.audit import PostgresAuditStore
     from bot.store.postgresql.gallery import PostgresGalleryStore
     from bot.store.postgresql.guild_settings import PostgresGuildSettingsRows
+    from bot.store.postgresql.jobs import PostgresJobStore
+    from bot.store.postgresql.leases import PostgresLeaseStore
     from bot.store.postgresql.ledger import PostgresLedgerStore
     from bot.store.postgresql.preferences import PostgresPreferenceRows
     from bot.store.postgresql.stats import PostgresStatsStore
@@ -78,5 +83,6 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
         preferences=PostgresPreferenceRows(db),
         stats=PostgresStatsStore(db),
         gallery=PostgresGalleryStore(db),
-        jobs=None,
+        jobs=PostgresJobStore(db),
+        leases=PostgresLeaseStore(db),
     )

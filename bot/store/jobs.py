@@ -35,6 +35,11 @@ CHANGEABLE = frozenset(
     }
 )
 Event = tuple[str | None, str, str | None]  # from state, to state, detail
+# The columns an accepted job is stored with, in the order of `new_job_row`.
+NEW_JOB_COLUMNS = (
+    "guild_id, channel_id, user_id, state, template, request, workflow,"
+    " cost, filesize_limit, created_at, updated_at, role_ids, endpoint"
+)
 
 
 class JobStore(Protocol):
@@ -119,30 +124,14 @@ class SqliteJobStore:
 
     async def unfinished_count(self, tx: SqliteTransaction, user_id: int) -> int:
         row = await tx.fetchone(
-            f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {_UNFINISHED}", (user_id,)
+            f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND {UNFINISHED}", (user_id,)
         )
         return int(row[0])
 
     async def add(self, tx: SqliteTransaction, new: NewJob, *, at: float) -> Job:
         job_id = await tx.insert(
-            "INSERT INTO jobs (guild_id, channel_id, user_id, state, template, request, workflow,"
-            " cost, filesize_limit, created_at, updated_at, role_ids, endpoint)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                new.guild_id,
-                new.channel_id,
-                new.user_id,
-                JobState.ACCEPTED,
-                new.request.template,
-                new.request.to_json(),
-                json.dumps(new.workflow, separators=(",", ":"), ensure_ascii=False),
-                new.cost,
-                new.filesize_limit,
-                at,
-                at,
-                json.dumps(list(new.role_ids)),
-                new.endpoint,
-            ),
+            f"INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES ({_placeholders(NEW_JOB_COLUMNS.split(','))})",
+            new_job_row(new, at),
         )
         await tx.executemany(
             "INSERT INTO job_inputs (job_id, name, data) VALUES (?, ?, ?)",
@@ -225,12 +214,12 @@ class SqliteJobStore:
                 f"AND state IN ({_placeholders(TERMINAL)})",
                 (*chunk, *TERMINAL),
             )
-            ended += [_job(row) for row in rows]
+            ended += [job_from_row(row) for row in rows]
         return ended
 
     async def get(self, job_id: int) -> Job | None:
         row = await self.db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     async def events(self, job_id: int) -> list[Event]:
         rows = await self.db.fetchall(
@@ -247,7 +236,7 @@ class SqliteJobStore:
             " ORDER BY id DESC LIMIT ? OFFSET ?",
             (guild_id, user_id, user_id, limit, offset),
         )
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def active(self, guild_id: int | None, user_id: int | None) -> list[Job]:
         sql = (
@@ -258,7 +247,7 @@ class SqliteJobStore:
             sql += " AND user_id = ?"
             params.append(user_id)
         rows = await self.db.fetchall(sql + " ORDER BY id", params)
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def unfinished(self, *, undelivered: bool) -> list[Job]:
         rows = await self.db.fetchall(
@@ -267,7 +256,7 @@ class SqliteJobStore:
             + " ORDER BY id",
             tuple(TERMINAL),
         )
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def submit_attempts(self, job_id: int) -> int:
         row = await self.db.fetchone(
@@ -299,7 +288,27 @@ class SqliteJobStore:
         ]
 
 
-def _job(row: Any) -> Job:
+def new_job_row(new: NewJob, at: float) -> tuple[Any, ...]:
+    """The values of an accepted job's row, in the order of `add`'s columns on every engine."""
+    return (
+        new.guild_id,
+        new.channel_id,
+        new.user_id,
+        JobState.ACCEPTED.value,
+        new.request.template,
+        new.request.to_json(),
+        json.dumps(new.workflow, separators=(",", ":"), ensure_ascii=False),
+        new.cost,
+        new.filesize_limit,
+        at,
+        at,
+        json.dumps(list(new.role_ids)),
+        new.endpoint,
+    )
+
+
+def job_from_row(row: Any) -> Job:
+    """A job from its row, whichever engine read it."""
     return Job(
         id=row["id"],
         user_id=row["user_id"],
@@ -328,7 +337,7 @@ def _job(row: Any) -> Job:
 
 
 async def _get(tx: SqliteTransaction, job_id: int) -> Job:
-    return _job(await tx.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+    return job_from_row(await tx.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,)))
 
 
 async def _add_event(
@@ -350,8 +359,8 @@ def _placeholders(values: Iterable[Any]) -> str:
 
 
 _ACTIVE_STATES = tuple(s.value for s in JobState if s not in TERMINAL)
-# Word for word the condition of the partial index `jobs_active`, so SQLite uses that index.
-_UNFINISHED = "state NOT IN ({})".format(
+# Word for word the condition of the partial index `jobs_active`, so either engine uses that index.
+UNFINISHED = "state NOT IN ({})".format(
     ", ".join(
         f"'{s.value}'"
         for s in (

@@ -1,0 +1,194 @@
+"""Two bot processes on one PostgreSQL: the in-flight caps hold across both; a job is followed by
+one of them, and when that one stops renewing its leases the other takes it over and finishes it
+exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.jobs import JobManager, JobState, Limits
+from bot.services import Services
+from tests.conftest import (
+    FAST,
+    HANG_GUARD,
+    OpenServices,
+    RecordingDelivery,
+    make_settings,
+    wait_for_state,
+)
+from tests.fakes.fake_runpod import FakeRunPod, Outcome
+
+LEASED = dataclasses.replace(FAST, lease_ttl=30.0)
+
+
+class SharedClock:
+    """The wall clock both processes read, moved forward by the test to run a lease out."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@pytest_asyncio.fixture
+async def two_processes(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices, postgres_dsn: str
+) -> AsyncIterator[tuple[Services, Services]]:
+    settings = make_settings(tmp_path, fake_runpod, DATABASE_URL=postgres_dsn)
+    yield await open_services(settings), await open_services(settings)
+
+
+def _manager(
+    services: Services, clock: SharedClock, name: str, limits: Limits | None = None
+) -> JobManager:
+    return JobManager(
+        services.db,
+        services.jobs.backends,
+        accounting=services.quotas,
+        timing=LEASED,
+        limits=limits,
+        durations=services.jobs.durations,
+        clock=clock,
+        process=name,
+    )
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(HANG_GUARD):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    ("limits", "second_member"),
+    [
+        (Limits(max_in_flight=1, member_max_in_flight=1, member_max_queued=4), 2),
+        (Limits(max_in_flight=4, member_max_in_flight=1, member_max_queued=4), 1),
+    ],
+    ids=["global-cap", "member-cap"],
+)
+async def test_the_in_flight_caps_count_every_process_s_jobs(
+    two_processes: tuple[Services, Services],
+    fake_runpod: FakeRunPod,
+    limits: Limits,
+    second_member: int,
+) -> None:
+    first_services, second_services = two_processes
+    clock = SharedClock()
+    first = _manager(first_services, clock, "a", limits)
+    second = _manager(second_services, clock, "b", limits)
+    second_told = RecordingDelivery()
+    fake_runpod.script(Outcome(status="HANG"), Outcome())
+    await first.start(RecordingDelivery())
+    await second.start(second_told)
+    try:
+        running = await first.accept(
+            first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
+        )
+        await first.attach_message(running.id, 5, 500)
+        backend_id = (await wait_for_state(first_services, running.id, "submitted")).backend_id
+        assert backend_id is not None
+
+        waiting = await second.accept(
+            second_services.prepare("a fox", user_id=second_member, guild_id=100, channel_id=5)
+        )
+        await second.attach_message(waiting.id, 5, 501)
+        await until(lambda: second.leases.refusals >= 2)
+        assert (await second.get(waiting.id)).state is JobState.QUEUED
+        assert len(fake_runpod.requests_for("run")) == 1, "the cap is full in the other process"
+
+        fake_runpod.finish(backend_id, Outcome())
+        await wait_for_state(first_services, running.id, "done")
+        await second_told.wait(waiting.id)
+        assert (await wait_for_state(second_services, waiting.id, "done")).state is JobState.DONE
+        assert len(fake_runpod.requests_for("run")) == 2
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_job_is_taken_over_only_once_its_process_stops_renewing_and_ends_once(
+    two_processes: tuple[Services, Services], fake_runpod: FakeRunPod
+) -> None:
+    first_services, second_services = two_processes
+    clock = SharedClock()
+    first, second = _manager(first_services, clock, "a"), _manager(second_services, clock, "b")
+    first_told, second_told = RecordingDelivery(), RecordingDelivery()
+    fake_runpod.script(Outcome(status="HANG"))
+    await first.start(first_told)
+    await second.start(second_told)
+    try:
+        new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
+        job = await first.accept(new)
+        await first.attach_message(job.id, 5, 500)
+        backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
+        assert backend_id is not None
+
+        await second._reconcile()
+        assert job.id not in second._tracked, "a living process's job is left alone"
+        clock.offset += 20
+        await first.leases.renew()
+        clock.offset += 20
+        await second._reconcile()
+        assert job.id not in second._tracked, "renewed: still the first process's"
+        assert first.leases.held == 1 and second.leases.last_claim is None
+
+        await first.stop()  # it dies: no more renewals; its lease stays until it runs out
+        clock.offset += 31
+        await second._reconcile()
+        assert job.id in second._tracked and second.leases.last_claim is not None
+
+        fake_runpod.finish(backend_id, Outcome())
+        await second_told.wait(job.id)
+        done = await wait_for_state(second_services, job.id, "done")
+        assert done.state is JobState.DONE and first_told.delivered == {}
+        assert len(second_told.delivered[job.id]) == 1
+        assert len(fake_runpod.requests_for("run")) == 1, "never sent twice"
+        trail = [to for _, to, _ in await second.events(job.id)]
+        assert trail.count("done") == 1
+        holds = await second_services.db.fetchall(
+            "SELECT state FROM quota_holds WHERE job_id = $1", (job.id,)
+        )
+        assert [h["state"] for h in holds] == ["captured"]
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_process_that_stalled_past_its_lease_lets_the_job_go_when_it_wakes(
+    two_processes: tuple[Services, Services], fake_runpod: FakeRunPod
+) -> None:
+    first_services, second_services = two_processes
+    clock = SharedClock()
+    first, second = _manager(first_services, clock, "a"), _manager(second_services, clock, "b")
+    second_told = RecordingDelivery()
+    fake_runpod.script(Outcome(status="HANG"))
+    await first.start(RecordingDelivery())
+    await second.start(second_told)
+    try:
+        new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
+        job = await first.accept(new)
+        await first.attach_message(job.id, 5, 500)
+        backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
+        assert backend_id is not None
+        clock.offset += 31  # the first process missed every renewal (a long pause, say)
+        await second._reconcile()
+        assert job.id in second._tracked
+
+        await first.leases.renew()
+        assert job.id not in first._tracked and first.leases.held == 0
+        assert first.slots_in_use == 0, "its slot is free for its own jobs"
+        fake_runpod.finish(backend_id, Outcome())
+        await second_told.wait(job.id)
+        assert (await wait_for_state(second_services, job.id, "done")).state is JobState.DONE
+    finally:
+        await first.stop()
+        await second.stop()
