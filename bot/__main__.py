@@ -234,7 +234,7 @@ async def _sync(settings: Settings, guild_id: int | None) -> int:
 
 
 def _print_workflow(settings: Settings, args: argparse.Namespace) -> int:
-    library = load_library(settings.workflows_dir)
+    library = load_library(settings.workflows_dir, endpoints=settings.endpoint_names)
     try:
         request = parse(
             args.prompt,
@@ -255,7 +255,7 @@ def _print_workflow(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_workflows(settings: Settings) -> int:
-    for template in load_library(settings.workflows_dir):
+    for template in load_library(settings.workflows_dir, endpoints=settings.endpoint_names):
         defaults = ", ".join(
             f"{k}=#{v:06x}" if k == "color" else f"{k}={v}" for k, v in template.defaults.items()
         )

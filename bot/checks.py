@@ -9,7 +9,14 @@ from dataclasses import dataclass
 import discord
 
 from bot import __version__
-from bot.config import RUN_REQUIRES, ConfigError, Secret, Settings, load_settings
+from bot.config import (
+    DEFAULT_ENDPOINT,
+    RUN_REQUIRES,
+    ConfigError,
+    Secret,
+    Settings,
+    load_settings,
+)
 from bot.database_url import shown
 from bot.db import Database
 from bot.engine import open_postgresql
@@ -81,7 +88,9 @@ async def run_checks(
             return 1
 
     for check in (_check_database, _check_workflows, _check_runpod, _check_discord):
-        report(await check(settings))
+        found = await check(settings)
+        for result in found if isinstance(found, list) else [found]:
+            report(result)
     failed = sum(not r.ok and not r.skipped for r in results)
     print_line("All checks passed." if not failed else f"{failed} check(s) failed.")
     return 1 if failed else 0
@@ -128,7 +137,7 @@ async def _check_postgresql(url: Secret) -> CheckResult:
 
 async def _check_workflows(settings: Settings) -> CheckResult:
     try:
-        library = load_library(settings.workflows_dir)
+        library = load_library(settings.workflows_dir, endpoints=settings.endpoint_names)
     except TemplateError as exc:
         return CheckResult("workflows", False, str(exc), "fix or remove that file in WORKFLOWS_DIR")
     if library.get(settings.default_workflow) is None:
@@ -141,17 +150,24 @@ async def _check_workflows(settings: Settings) -> CheckResult:
     return CheckResult("workflows", True, f"{len(library)} loaded: {', '.join(library.names())}")
 
 
-def explain_runpod_error(exc: RunPodError, settings: Settings) -> tuple[str, str]:
-    """What went wrong reaching the endpoint, and what the operator should change."""
+def explain_runpod_error(
+    exc: RunPodError, settings: Settings, endpoint: str = DEFAULT_ENDPOINT
+) -> tuple[str, str]:
+    """What went wrong reaching an endpoint, and what the operator should change."""
     if isinstance(exc, RunPodAuthError):
         return (
             "the API key was refused (401)",
             "create a key at https://www.runpod.io/console/user/settings and set RUNPOD_API_KEY",
         )
     if isinstance(exc, RunPodNotFound):
+        where = (
+            "RUNPOD_ENDPOINT_ID"
+            if endpoint == DEFAULT_ENDPOINT
+            else f"RUNPOD_ENDPOINTS ({endpoint}=...)"
+        )
         return (
-            f"endpoint {settings.runpod_endpoint_id} does not exist (404)",
-            "copy the id from your endpoint's page in the RunPod console into RUNPOD_ENDPOINT_ID",
+            f"endpoint {settings.endpoints.get(endpoint)} does not exist (404)",
+            f"copy the id from your endpoint's page in the RunPod console into {where}",
         )
     if isinstance(exc, RunPodTransportError):
         return (
@@ -161,40 +177,49 @@ def explain_runpod_error(exc: RunPodError, settings: Settings) -> tuple[str, str
     return f"health check failed: {exc}", "try again; see status.runpod.io"
 
 
-async def _check_runpod(settings: Settings) -> CheckResult:
+async def _check_runpod(settings: Settings) -> list[CheckResult]:
+    """One line per endpoint: reachable, key accepted, and whether jobs wait with no workers."""
     if settings.runpod_api_key is None or settings.runpod_endpoint_id is None:
-        return CheckResult(
-            "RunPod", False, "needs RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID", skipped=True
-        )
+        return [
+            CheckResult(
+                "RunPod", False, "needs RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID", skipped=True
+            )
+        ]
+    return [await _check_endpoint(settings, name) for name in settings.endpoints]
+
+
+async def _check_endpoint(settings: Settings, endpoint: str) -> CheckResult:
+    assert settings.runpod_api_key is not None
+    name = "RunPod" if endpoint == DEFAULT_ENDPOINT else f"RunPod {endpoint}"
+    endpoint_id = settings.endpoints[endpoint]
     client = RunPodClient(
         api_base=settings.runpod_api_base,
-        endpoint_id=settings.runpod_endpoint_id,
+        endpoint_id=endpoint_id,
         api_key=settings.runpod_api_key,
         timeout=15.0,
     )
-    endpoint = settings.runpod_endpoint_id
     try:
         health = await client.health()
         long_poll = await _long_poll_note(client)
     except RunPodError as exc:
-        detail, fix = explain_runpod_error(exc, settings)
-        return CheckResult("RunPod", False, detail, fix)
+        detail, fix = explain_runpod_error(exc, settings, endpoint)
+        return CheckResult(name, False, detail, fix)
     finally:
         await client.aclose()
     workers = ", ".join(f"{k}={v}" for k, v in sorted(health.workers.items())) or "none"
     queued = health.jobs.get("inQueue", 0)
     detail = (
-        f"endpoint {endpoint} reachable, key accepted; workers: {workers}; jobs in queue: "
+        f"endpoint {endpoint_id} reachable, key accepted; workers: {workers}; jobs in queue: "
         f"{queued}; {long_poll}"
     )
     if health.total_workers == 0 and queued:
         return CheckResult(
-            "RunPod",
+            name,
             False,
             detail,
             "jobs are waiting with no workers: raise the endpoint's max workers in the RunPod console",
         )
-    return CheckResult("RunPod", True, detail)
+    return CheckResult(name, True, detail)
 
 
 async def _long_poll_note(client: RunPodClient) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
 
 from bot.settings_fields import (
     CONTENT,
@@ -36,6 +37,7 @@ from bot.settings_values import (
     _non_negative_float,
     _non_negative_int,
     _optional_path,
+    _per_endpoint,
     _pixels,
     _positive_int,
     _public_url,
@@ -94,6 +96,14 @@ class Settings:
         "https://api.runpod.ai/v2",
         "RunPod API base URL; the bot calls `{RUNPOD_API_BASE}/{RUNPOD_ENDPOINT_ID}/run` etc.",
         _api_base,
+    )
+    runpod_endpoints: Mapping[str, str] = setting(
+        RUNPOD,
+        "",
+        "Further endpoints by name, comma-separated: `flux=abc123,sdxl=def456`. A template's "
+        "`endpoint` names the one it runs on; `default` is RUNPOD_ENDPOINT_ID. Bundled "
+        "templates for an endpoint not named here are not offered.",
+        parse_endpoints,
     )
     worker_output_http_hosts: tuple[str, ...] = setting(
         RUNPOD,
@@ -176,8 +186,15 @@ class Settings:
     max_jobs_in_flight: int = setting(
         SCHEDULING,
         "4",
-        "Jobs sent to RunPod at once, across all servers; the rest wait here, in fair order.",
+        "Jobs sent to each RunPod endpoint at once, across all servers; the rest wait here, in "
+        "fair order.",
         _positive_int,
+    )
+    endpoint_max_jobs_in_flight: Mapping[str, int] = setting(
+        SCHEDULING,
+        "",
+        "Caps for single endpoints, replacing MAX_JOBS_IN_FLIGHT there: `flux=2,default=6`.",
+        _per_endpoint(_positive_int),
     )
     member_max_in_flight: int = setting(
         SCHEDULING,
@@ -244,6 +261,13 @@ class Settings:
         "your real price).",
         _non_negative_float,
     )
+    endpoint_gpu_prices: Mapping[str, float] = setting(
+        QUOTAS,
+        "",
+        "Dollars per GPU-second for single endpoints, replacing GPU_PRICE_PER_SECOND there (GPU "
+        "types differ): `flux=0.00044`.",
+        _per_endpoint(_non_negative_float),
+    )
     daily_budget_usd: float = setting(
         QUOTAS,
         "0",
@@ -273,6 +297,17 @@ class Settings:
     max_prompt_length: int = setting(
         CONTENT, "1500", "Longest prompt accepted, in characters.", _positive_int
     )
+
+    @property
+    def endpoint_names(self) -> tuple[str, ...]:
+        """The endpoints templates may run on: `default` and those RUNPOD_ENDPOINTS names."""
+        return (DEFAULT_ENDPOINT, *self.runpod_endpoints)
+
+    @property
+    def endpoints(self) -> Mapping[str, str]:
+        """Every endpoint by name: `default` (RUNPOD_ENDPOINT_ID, when set) and RUNPOD_ENDPOINTS."""
+        default = {DEFAULT_ENDPOINT: self.runpod_endpoint_id} if self.runpod_endpoint_id else {}
+        return MappingProxyType({**default, **self.runpod_endpoints})
 
 
 def secrets(settings: Settings) -> list[Secret]:

@@ -6,6 +6,7 @@ import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.config import DEFAULT_ENDPOINT
 from bot.prompt import GenerationRequest
 
 # The seed doc's figure: a 1024x1024, 25-step image takes about 15 s on an RTX 4090.
@@ -37,27 +38,31 @@ class _Stats:
 
 
 class DurationModel:
-    """Running means per (template, size, steps, count), with a per-template fallback rate."""
+    """Running means per (endpoint, template, size, steps, count), with a per-template fallback
+    rate: endpoints run different GPUs, so each learns its own times."""
 
     def __init__(self) -> None:
         self._exact: dict[tuple, _Stats] = {}
-        self._rate: dict[str, _Stats] = {}
+        self._rate: dict[tuple[str, str], _Stats] = {}
 
     @staticmethod
-    def _key(request: GenerationRequest) -> tuple:
-        return (request.template, *request.output_size, request.steps, request.count)
+    def _key(request: GenerationRequest, endpoint: str) -> tuple:
+        return (endpoint, request.template, *request.output_size, request.steps, request.count)
 
-    def observe(self, request: GenerationRequest, execution_ms: int) -> None:
+    def observe(
+        self, request: GenerationRequest, execution_ms: int, endpoint: str = DEFAULT_ENDPOINT
+    ) -> None:
         seconds = max(0.0, execution_ms / 1000)
-        _update(self._exact, self._key(request), seconds)
-        _update(self._rate, request.template, seconds / max(work_units(request), 1e-6))
+        _update(self._exact, self._key(request, endpoint), seconds)
+        rate = seconds / max(work_units(request), 1e-6)
+        _update(self._rate, (endpoint, request.template), rate)
 
-    def expect(self, request: GenerationRequest) -> Estimate:
-        exact = self._exact.get(self._key(request))
+    def expect(self, request: GenerationRequest, endpoint: str = DEFAULT_ENDPOINT) -> Estimate:
+        exact = self._exact.get(self._key(request, endpoint))
         if exact is not None:
             return Estimate(exact.mean, exact.deviation, learned=True)
         units = max(work_units(request), 1e-6)
-        rate = self._rate.get(request.template)
+        rate = self._rate.get((endpoint, request.template))
         if rate is not None:
             return Estimate(rate.mean * units, rate.deviation * units, learned=True)
         seconds = SECONDS_PER_WORK_UNIT * units

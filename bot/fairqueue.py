@@ -1,10 +1,10 @@
-"""Jobs waiting for a slot at RunPod, handed out round-robin across members."""
+"""Jobs waiting for a slot at the backend, handed out round-robin across members."""
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 Member = int  # a Discord user id: one person has one set of caps across every server
@@ -13,10 +13,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Caps:
-    """How many jobs may be out at once: overall and per member."""
+    """How many jobs may be out at once: overall, per member, and per group (an endpoint)."""
 
     total: int
     per_member: int
+    # A group not named here is bounded by `total` alone.
+    per_group: Mapping[Hashable, int] = field(default_factory=dict)
 
 
 class FairQueue(Generic[T]):
@@ -34,6 +36,8 @@ class FairQueue(Generic[T]):
         self._not_before: dict[Hashable, float] = {}
         self._out: dict[Hashable, Member] = {}
         self._busy: Counter[Member] = Counter()
+        self._group: dict[Hashable, Hashable] = {}  # the group of each item waiting or out
+        self._group_busy: Counter[Hashable] = Counter()
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._items
@@ -55,12 +59,19 @@ class FairQueue(Generic[T]):
         return set(self._items)
 
     def add(
-        self, key: Hashable, member: Member, item: T, *, not_before: float | None = None
+        self,
+        key: Hashable,
+        member: Member,
+        item: T,
+        *,
+        not_before: float | None = None,
+        group: Hashable = None,
     ) -> None:
         """Queue `item` behind the member's other items; `not_before` delays it (monotonic time)."""
         if key in self._items:
             return
         self._items[key] = (member, item)
+        self._group[key] = group
         self._queues.setdefault(member, deque()).append(key)
         if not_before is not None:
             self._not_before[key] = not_before
@@ -73,6 +84,8 @@ class FairQueue(Generic[T]):
         self._not_before.pop(key, None)
         if found is None:
             return
+        if key not in self._out:
+            self._group.pop(key, None)
         member = found[0]
         queue = self._queues[member]
         queue.remove(key)
@@ -89,20 +102,26 @@ class FairQueue(Generic[T]):
             if self._busy[member] >= self.caps.per_member:
                 continue
             queue = self._queues[member]
-            key = next((k for k in queue if self._not_before.get(k, 0.0) <= now), None)
+            key = next(
+                (k for k in queue if self._not_before.get(k, 0.0) <= now and self._group_free(k)),
+                None,
+            )
             if key is None:
                 continue
             item = self._items[key][1]
+            group = self._group[key]
             self.remove(key)
-            self.hold(key, member)
+            self.hold(key, member, group)
             return key, item
         return None
 
-    def hold(self, key: Hashable, member: Member) -> None:
-        """Count `key` against the slots (a job resumed at RunPod after a restart)."""
+    def hold(self, key: Hashable, member: Member, group: Hashable = None) -> None:
+        """Count `key` against the slots (a job resumed at the backend after a restart)."""
         if key not in self._out:
             self._out[key] = member
             self._busy[member] += 1
+            self._group[key] = group
+            self._group_busy[group] += 1
 
     def release(self, key: Hashable) -> bool:
         """Free the slot `key` held; True if it held one."""
@@ -112,6 +131,10 @@ class FairQueue(Generic[T]):
         self._busy[member] -= 1
         if not self._busy[member]:
             del self._busy[member]
+        group = self._group.pop(key, None)
+        self._group_busy[group] -= 1
+        if not self._group_busy[group]:
+            del self._group_busy[group]
         return True
 
     def next_ready_at(self, now: float) -> float | None:
@@ -136,6 +159,10 @@ class FairQueue(Generic[T]):
     def waiting(self, key: Hashable) -> T | None:
         found = self._items.get(key)
         return found[1] if found else None
+
+    def _group_free(self, key: Hashable) -> bool:
+        group = self._group[key]
+        return self._group_busy[group] < self.caps.per_group.get(group, self.caps.total)
 
     def _drop_member(self, member: Member) -> None:
         del self._queues[member]

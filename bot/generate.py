@@ -153,9 +153,9 @@ async def _generate(
         return EXIT_FAILED
     # Said once, before anything is queued: not as a job retrying its way to a timeout.
     try:
-        await services.runpod.health()
+        await services.clients[new_job.endpoint].health()
     except RunPodError as exc:
-        detail, fix = explain_runpod_error(exc, services.settings)
+        detail, fix = explain_runpod_error(exc, services.settings, new_job.endpoint)
         print(f"RunPod: {detail}. To fix: {fix}.", file=sys.stderr)
         return EXIT_CONFIG if isinstance(exc, RunPodAuthError | RunPodNotFound) else EXIT_FAILED
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot import audit
-from bot.config import Settings
+from bot.config import DEFAULT_ENDPOINT, Settings
 from bot.db import Database, Transaction
 from bot.estimates import DurationModel, work_units
 from bot.jobs import Job, NewJob
@@ -71,6 +71,12 @@ class QuotaConfig:
     reset_hour: int = 0
     price_per_second: float = 0.00031
     daily_budget_usd: float = 0.0
+    # Endpoints run different GPUs: a price here replaces `price_per_second` on that endpoint.
+    endpoint_prices: Mapping[str, float] = field(default_factory=dict)
+
+    def price_on(self, endpoint: str) -> float:
+        """Dollars per GPU-second on `endpoint`."""
+        return self.endpoint_prices.get(endpoint, self.price_per_second)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QuotaConfig:
@@ -80,6 +86,7 @@ class QuotaConfig:
             reset_hour=settings.quota_reset_hour,
             price_per_second=settings.gpu_price_per_second,
             daily_budget_usd=settings.daily_budget_usd,
+            endpoint_prices=dict(settings.endpoint_gpu_prices),
         )
 
 
@@ -204,8 +211,9 @@ class QuotaLedger:
                 reopens_at=day_end,
             )
 
-    def estimate_usd(self, request: GenerationRequest) -> float:
-        return self.durations.expect(request).seconds * self.config.price_per_second
+    def estimate_usd(self, request: GenerationRequest, endpoint: str = DEFAULT_ENDPOINT) -> float:
+        seconds = self.durations.expect(request, endpoint).seconds
+        return seconds * self.config.price_on(endpoint)
 
     # ----- moving credits (the job manager's Accounting) ------------------------------------------
 
@@ -219,7 +227,7 @@ class QuotaLedger:
             raise QuotaExceeded(
                 cost=new.cost, remaining=balance.remaining, resets_at=balance.resets_at
             )
-        usd = self.estimate_usd(new.request)
+        usd = self.estimate_usd(new.request, new.endpoint)
         await self._check_budgets(tx, new.guild_id, usd, now)
         from_allowance = min(new.cost, max(0, balance.limit - balance.used))
         await self._store.hold(
@@ -255,7 +263,8 @@ class QuotaLedger:
         if job.execution_ms is not None:
             # Checked on entry too; clamped here so no stored value can refill the budget.
             seconds = min(max(job.execution_ms, 0), MAX_EXECUTION_MS) / 1000
-        usd = seconds * self.config.price_per_second if seconds is not None else None
+        price = self.config.price_on(job.endpoint)
+        usd = seconds * price if seconds is not None else None
         await self._store.capture(tx, job.id, at=self._clock(), gpu_seconds=seconds, usd=usd)
 
     async def refund(self, tx: Transaction, job: Job) -> None:

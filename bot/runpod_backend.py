@@ -21,6 +21,7 @@ from bot.backend import (
     OutputUnusable,
     SubmitUncertain,
 )
+from bot.config import DEFAULT_ENDPOINT
 from bot.images import ImageFile
 from bot.runpod import (
     JobStatus,
@@ -52,15 +53,20 @@ class RunPodBackend:
     """A RunPod Serverless endpoint running worker-comfyui, seen through the `GpuBackend` seam."""
 
     def __init__(
-        self, client: RunPodClient, *, webhooks: WebhookReceiver[BackendJob] | None = None
+        self,
+        client: RunPodClient,
+        *,
+        endpoint: str = DEFAULT_ENDPOINT,
+        webhooks: WebhookReceiver[BackendJob] | None = None,
     ) -> None:
         self.client = client
+        self.endpoint = endpoint  # its name among the bot's endpoints, for the log
         # With a receiver, each job's /run carries a webhook URL of its own.
         self.webhooks = webhooks
         self._webhook_keys: dict[str, str] = {}
 
     def __repr__(self) -> str:
-        return f"RunPodBackend({self.client!r})"
+        return f"RunPodBackend({self.endpoint}, {self.client!r})"
 
     async def submit(
         self,
@@ -82,7 +88,14 @@ class RunPodBackend:
         except RunPodAuthError as exc:
             raise BackendAuthError(str(exc)) from exc
         except RunPodNotFound as exc:
-            log.error("RunPod answered 404 to /run: RUNPOD_ENDPOINT_ID is wrong")
+            setting = (
+                "RUNPOD_ENDPOINT_ID"
+                if self.endpoint == DEFAULT_ENDPOINT
+                else f"RUNPOD_ENDPOINTS ({self.endpoint}=...)"
+            )
+            log.error(
+                "RunPod answered 404 to /run on endpoint %s: %s is wrong", self.endpoint, setting
+            )
             raise BackendNotFound(str(exc)) from exc
         except RunPodRejected as exc:
             raise BackendRejected(str(exc)) from exc

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 
-from bot.config import ConfigError, Settings
+from bot.config import DEFAULT_ENDPOINT, ConfigError, Settings
 from bot.db import Database
 from bot.engine import open_database
 from bot.estimates import DurationModel
@@ -43,12 +44,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def runpod_client(settings: Settings, *, http: httpx.AsyncClient | None = None) -> RunPodClient:
-    """The RunPod client the settings describe; `http` replaces its connection pool."""
-    assert settings.runpod_api_key is not None and settings.runpod_endpoint_id is not None
+def runpod_client(
+    settings: Settings, *, endpoint: str = DEFAULT_ENDPOINT, http: httpx.AsyncClient | None = None
+) -> RunPodClient:
+    """The RunPod client of one endpoint the settings name; `http` replaces its connection pool.
+
+    Each endpoint has its own request budget: RunPod's rate limits are per endpoint.
+    """
+    assert settings.runpod_api_key is not None and endpoint in settings.endpoints
     return RunPodClient(
         api_base=settings.runpod_api_base,
-        endpoint_id=settings.runpod_endpoint_id,
+        endpoint_id=settings.endpoints[endpoint],
         api_key=settings.runpod_api_key,
         http=http,
         budget=RequestBudget(settings.runpod_requests_per_second),
@@ -70,6 +76,8 @@ class Services:
     preferences: PreferenceStore
     figures: Figures
     gallery: Gallery
+    # Every endpoint's client by name, `runpod` (the default endpoint's) included.
+    clients: Mapping[str, RunPodClient] = field(default_factory=dict)
 
     @classmethod
     async def open(
@@ -82,7 +90,7 @@ class Services:
         charge: bool = True,
     ) -> Services:
         """Open everything; `charge=False` runs jobs without touching anyone's credits."""
-        templates = load_library(settings.workflows_dir)
+        templates = load_library(settings.workflows_dir, endpoints=settings.endpoint_names)
         if templates.get(settings.default_workflow) is None:
             raise ConfigError(
                 [
@@ -92,6 +100,9 @@ class Services:
             )
         db = await open_database(settings, database_path)
         runpod = runpod or runpod_client(settings)
+        clients = {DEFAULT_ENDPOINT: runpod} | {
+            name: runpod_client(settings, endpoint=name) for name in settings.runpod_endpoints
+        }
         durations = DurationModel()
         quotas = QuotaLedger(db, QuotaConfig.from_settings(settings), durations)
         timing = timing or Timing(
@@ -102,6 +113,7 @@ class Services:
             max_in_flight=settings.max_jobs_in_flight,
             member_max_in_flight=settings.member_max_in_flight,
             member_max_queued=settings.member_max_queued,
+            endpoint_max_in_flight=settings.endpoint_max_jobs_in_flight,
         )
         webhooks = (
             webhook_receiver(settings.webhook_public_url, settings.webhook_listen)
@@ -110,7 +122,10 @@ class Services:
         )
         jobs = JobManager(
             db,
-            RunPodBackend(runpod, webhooks=webhooks),
+            {
+                name: RunPodBackend(client, endpoint=name, webhooks=webhooks)
+                for name, client in clients.items()
+            },
             accounting=quotas if charge else FreeAccounting(),
             timing=timing,
             limits=limits,
@@ -130,6 +145,7 @@ class Services:
             PreferenceStore(db),
             figures,
             Gallery(db),
+            clients,
         )
 
     def policy(self) -> ContentPolicy:
@@ -263,6 +279,7 @@ class Services:
         template = self.templates.get(request.template)
         assert template is not None
         return NewJob(
+            endpoint=template.endpoint,
             user_id=user_id,
             guild_id=guild_id,
             channel_id=channel_id,
@@ -277,7 +294,8 @@ class Services:
     async def close(self) -> None:
         """Stop the jobs, then close the HTTP client and the database; safe to call twice."""
         await self.jobs.stop()
-        await self.runpod.aclose()
+        for client in self.clients.values() or (self.runpod,):
+            await client.aclose()
         await self.db.close()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from bot.settings_fields import Setting
-from bot.settings_values import Secret, _reason
+from bot.settings_values import DEFAULT_ENDPOINT, Secret, _reason
 
 
 class ConfigError(Exception):
@@ -75,6 +75,14 @@ def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
             "MEMBER_MAX_QUEUED is smaller than MEMBER_MAX_IN_FLIGHT: "
             "raise MEMBER_MAX_QUEUED to at least the same number."
         )
+    named = {DEFAULT_ENDPOINT, *parsed.get("RUNPOD_ENDPOINTS", {})}
+    for name in ("ENDPOINT_MAX_JOBS_IN_FLIGHT", "ENDPOINT_GPU_PRICES"):
+        unknown = sorted(set(parsed.get(name, {})) - named)
+        if unknown:
+            problems.append(
+                f"{name} names {', '.join(unknown)}, which RUNPOD_ENDPOINTS does not: "
+                f"use {', '.join(sorted(named))}."
+            )
     workflows_dir = parsed.get("WORKFLOWS_DIR")
     if workflows_dir is not None and not workflows_dir.is_dir():
         problems.append(

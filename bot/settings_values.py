@@ -7,8 +7,11 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import TypeVar
 
 from bot.model_files import ModelNameError, model_file_name
+
+T = TypeVar("T")
 
 
 class Secret:
@@ -102,10 +105,7 @@ _ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def parse_endpoints(text: str) -> Mapping[str, str]:
-    """Further endpoints as `name=endpoint-id,...` (e.g. `flux=abc123,sdxl=def456`), read-only.
-
-    Not a setting yet: it becomes `RUNPOD_ENDPOINTS` when templates name the endpoint they run on.
-    """
+    """Further endpoints as `name=endpoint-id,...` (e.g. `flux=abc123,sdxl=def456`), read-only."""
     endpoints: dict[str, str] = {}
     problems: list[str] = []
     for entry in (part.strip() for part in text.split(",")):
@@ -134,6 +134,36 @@ def parse_endpoints(text: str) -> Mapping[str, str]:
             + "; ".join(problems)
         )
     return MappingProxyType(endpoints)
+
+
+def _per_endpoint(parse: Callable[[str], T]) -> Callable[[str], Mapping[str, T]]:
+    """A parser of `name=value,...` by endpoint name (`default` included), read-only."""
+
+    def parse_all(text: str) -> Mapping[str, T]:
+        values: dict[str, T] = {}
+        problems: list[str] = []
+        for entry in (part.strip() for part in text.split(",")):
+            if not entry:
+                continue
+            name, equals, value = (piece.strip() for piece in entry.partition("="))
+            name = name.lower()
+            if not equals or not _ENDPOINT_NAME.fullmatch(name):
+                problems.append(f"{entry!r} is not endpoint-name=value")
+            elif name in values:
+                problems.append(f"names {name!r} twice")
+            else:
+                try:
+                    values[name] = parse(value)
+                except ValueError as exc:
+                    problems.append(f"{name}={value!r} {_reason(exc)}")
+        if problems:
+            raise ValueError(
+                "must list endpoint-name=value, comma-separated, like flux=2: "
+                + "; ".join(problems)
+            )
+        return MappingProxyType(values)
+
+    return parse_all
 
 
 def _model_file(text: str) -> str:

@@ -163,7 +163,8 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=faces.CUS
         workflow = discord.File(
             io.BytesIO(job.workflow_json.encode()), filename=f"job{job.id}-workflow.json"
         )
-        await outgoing.answer(interaction, render.details_text(job), file=workflow)
+        model = render.model_of(job, interaction.client.services.templates)
+        await outgoing.answer(interaction, render.details_text(job, model), file=workflow)
 
 
 KEEP_IMAGE = "keep"

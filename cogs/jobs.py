@@ -55,14 +55,14 @@ async def _thumbnail(bot: Stablehand, job: Job) -> str | None:
 
 
 def _job_embed(
-    job: Job, position: int | None, thumbnail: str | None, *, whose: str
+    job: Job, position: int | None, thumbnail: str | None, *, whose: str, model: str
 ) -> discord.Embed:
     state = render.state_words(job.state, position)
     who = f"<@{job.user_id}> · " if whose == "all" else ""
     embed = discord.Embed(
         title=render.choice_label(f"{render.state_icon(job.state)} #{job.id} · {state}", 256),
         url=render.job_link(job),
-        description=f"{render.quote_prompt(job.request.prompt, 200)}\n{who}{render.relative(job.created_at)}",
+        description=f"{render.quote_prompt(job.request.prompt, 200)}\n{model} · {who}{render.relative(job.created_at)}",
     )
     if thumbnail:
         embed.set_thumbnail(url=thumbnail)
@@ -90,7 +90,13 @@ async def jobs_message(
             about += " Stop one with /cancel."
     embeds = [discord.Embed(title=WHOSE[whose], description=about)]
     embeds += [
-        _job_embed(job, manager.position(job.id), thumbnail, whose=whose)
+        _job_embed(
+            job,
+            manager.position(job.id),
+            thumbnail,
+            whose=whose,
+            model=render.model_of(job, interaction.client.services.templates),
+        )
         for job, thumbnail in zip(jobs, thumbnails, strict=True)
     ]
     view = discord.ui.View(timeout=None)

@@ -10,6 +10,7 @@ import discord
 from bot.jobs import Job, JobState
 from bot.quotas import Blocked, BudgetReached, BudgetScope, QuotaError, QuotaExceeded
 from bot.samplers import display_name
+from bot.workflows import TemplateLibrary
 
 NO_MENTIONS = discord.AllowedMentions.none()
 PROMPT_PREVIEW = 300
@@ -183,10 +184,17 @@ def ended_text(job: Job) -> str:
     return f"{header(job)}\n{icon} **{title}** — {reason}{refund}"
 
 
-def details_text(job: Job) -> str:
+def model_of(job: Job, library: TemplateLibrary) -> str:
+    """The model a job runs on, as its template names it (the template's name once it is gone)."""
+    template = library.get(job.template)
+    return template.model.label if template is not None else job.template
+
+
+def details_text(job: Job, model: str) -> str:
     """Every parameter of a job, for the Details button (the workflow goes along as a file)."""
     request = job.request
     rows = [
+        ("Model", model),
         ("Prompt", quote_prompt(request.prompt, 800)),
         ("Negative", quote_prompt(request.negative, 400) if request.negative else "—"),
         ("Sent to the model", quote_prompt(request.positive_text, 400)),
@@ -208,9 +216,9 @@ def details_text(job: Job) -> str:
     if request.from_preferences:
         rows.append(("From preferences", ", ".join(request.from_preferences)))
     if request.denoise is not None:
-        rows.insert(8, ("Denoise", f"{request.denoise:g}"))
+        rows.insert(9, ("Denoise", f"{request.denoise:g}"))
     if request.hires_scale:
-        rows.insert(8, ("Hires scale", f"{request.hires_scale:g}"))
+        rows.insert(9, ("Hires scale", f"{request.hires_scale:g}"))
     return f"**Job #{job.id}**\n" + "\n".join(f"**{name}:** {value}" for name, value in rows)
 
 

@@ -89,7 +89,7 @@ class Stats(commands.Cog):
         view = queue_view(
             jobs,
             {job.id: manager.position(job.id) for job in jobs},
-            lambda job: manager.durations.expect(job.request).seconds,
+            lambda job: manager.durations.expect(job.request, job.endpoint).seconds,
             slots=manager.limits.max_in_flight,
             now=time.time(),
         )

@@ -84,6 +84,27 @@ async def test_jobs_waiting_with_no_workers_is_a_failure(
     assert any("max workers" in line for line in lines)
 
 
+async def test_each_endpoint_gets_its_own_line_and_only_the_one_without_workers_fails(
+    tmp_path: Path, fake_runpod: FakeRunPod, fake_discord: FakeDiscord
+) -> None:
+    flux = FakeRunPod(api_key=fake_runpod.api_key, endpoint_id="flux-endpoint")
+    fake_runpod.also_serve(flux)
+    flux.workers = {}
+    flux.script(Outcome(status="HANG"))
+    await make_client(flux).run({"workflow": {}})
+    env = _environ(
+        tmp_path, fake_runpod, fake_discord, RUNPOD_ENDPOINTS="flux=flux-endpoint,sdxl=gone"
+    )
+    lines: list[str] = []
+    assert await run_checks(env, print_line=lines.append) == 1
+    text = "\n".join(lines)
+    assert "[ok  ] RunPod: endpoint test-endpoint reachable" in text
+    assert "[FAIL] RunPod flux: endpoint flux-endpoint reachable" in text
+    assert "jobs in queue: 1" in text and "max workers" in text
+    assert "[FAIL] RunPod sdxl: endpoint gone does not exist (404)" in text
+    assert "into RUNPOD_ENDPOINTS (sdxl=...)" in text
+
+
 def test_with_no_settings_skipped_checks_are_not_counted_as_failures(tmp_path: Path) -> None:
     result = run_cli("check", cwd=tmp_path)
     assert "[skip] RunPod: needs RUNPOD_API_KEY and RUNPOD_ENDPOINT_ID" in result.stdout

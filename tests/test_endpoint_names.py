@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bot.config import DEFAULT_ENDPOINT, parse_endpoints
+from bot.config import DEFAULT_ENDPOINT, ConfigError, parse_endpoints
+from tests.conftest import make_settings
 
 
 def test_names_map_to_endpoint_ids_in_the_order_given() -> None:
@@ -43,3 +46,39 @@ def test_the_result_cannot_be_changed_by_whoever_reads_it() -> None:
     endpoints = parse_endpoints("flux=abc123")
     with pytest.raises(TypeError):
         endpoints["sdxl"] = "def456"  # type: ignore[index]
+
+
+def test_runpod_endpoints_is_a_setting_beside_the_default_endpoint(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        RUNPOD_ENDPOINT_ID="main1",
+        RUNPOD_ENDPOINTS="flux=abc123,sdxl=def456",
+        ENDPOINT_MAX_JOBS_IN_FLIGHT="flux=2",
+        ENDPOINT_GPU_PRICES="flux=0.00044,default=0.0003",
+    )
+    assert dict(settings.endpoints) == {"default": "main1", "flux": "abc123", "sdxl": "def456"}
+    assert settings.endpoint_names == ("default", "flux", "sdxl")
+    assert dict(settings.endpoint_max_jobs_in_flight) == {"flux": 2}
+    assert dict(settings.endpoint_gpu_prices) == {"flux": 0.00044, "default": 0.0003}
+
+
+def test_a_cap_or_price_for_an_endpoint_not_configured_is_refused_with_the_names_to_use(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(
+            tmp_path,
+            RUNPOD_ENDPOINTS="flux=abc123",
+            ENDPOINT_MAX_JOBS_IN_FLIGHT="sdxl=2",
+            ENDPOINT_GPU_PRICES="flux=cheap",
+        )
+    problems = caught.value.problems
+    assert (
+        "ENDPOINT_MAX_JOBS_IN_FLIGHT names sdxl, which RUNPOD_ENDPOINTS does not: "
+        "use default, flux." in problems
+    )
+    assert any(
+        p.startswith("ENDPOINT_GPU_PRICES='flux=cheap' must list endpoint-name=value")
+        and "flux='cheap' is not a number" in p
+        for p in problems
+    ), problems

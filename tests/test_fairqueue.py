@@ -66,3 +66,28 @@ def test_held_slots_after_a_restart_count_against_the_caps() -> None:
     assert queue.take_next(0.0) is None
     assert queue.release("resumed") and not queue.release("resumed")
     assert queue.take_next(0.0)[1] == "b0"
+
+
+def test_an_endpoint_at_its_cap_holds_back_only_its_own_jobs() -> None:
+    queue: FairQueue[str] = FairQueue(Caps(total=4, per_member=4, per_group={"flux": 1}))
+    queue.add("f0", A, "f0", group="flux")
+    queue.add("f1", A, "f1", group="flux")
+    queue.add("p0", A, "p0", group="default")
+    queue.add("p1", B, "p1", group="default")
+    taken = [queue.take_next(0.0) for _ in range(4)]
+    assert [t[1] for t in taken if t is not None] == ["f0", "p1", "p0"]
+    assert queue.positions() == {"f1": 1}, "the second Flux job waits for Flux's one slot"
+    queue.release("p0")
+    assert queue.take_next(0.0) is None, "a free default slot does not take a Flux job"
+    queue.release("f0")
+    assert queue.take_next(0.0) == ("f1", "f1")
+
+
+def test_a_job_held_after_a_restart_counts_against_its_endpoint() -> None:
+    queue: FairQueue[str] = FairQueue(Caps(total=4, per_member=4, per_group={"flux": 1}))
+    queue.hold("resumed", A, "flux")
+    queue.add("f1", B, "f1", group="flux")
+    queue.add("p1", B, "p1", group="default")
+    assert queue.take_next(0.0) == ("p1", "p1")
+    assert queue.take_next(0.0) is None
+    assert queue.release("resumed") and queue.take_next(0.0) == ("f1", "f1")

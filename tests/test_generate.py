@@ -223,3 +223,21 @@ async def test_progress_repeats_nothing_that_did_not_change(
         "  queued (position 1)",
         "  generating (2 s)",
     ]
+
+
+async def test_a_workflow_of_a_further_endpoint_runs_there_and_a_wrong_id_is_named_first(
+    tmp_path: Path, fake_runpod: FakeRunPod, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flux = FakeRunPod(api_key=fake_runpod.api_key, endpoint_id="flux-endpoint")
+    fake_runpod.also_serve(flux)
+    settings = make_settings(tmp_path, fake_runpod, RUNPOD_ENDPOINTS="flux=flux-endpoint")
+    code = await generate(
+        settings, "a red fox", workflow="flux1-dev-fp8", out=tmp_path / "out", timing=FAST
+    )
+    assert code == 0
+    assert len(flux.jobs) == 1 and fake_runpod.jobs == {}
+    wrong = make_settings(tmp_path, fake_runpod, RUNPOD_ENDPOINTS="flux=nowhere")
+    code = await generate(wrong, "a red fox", workflow="flux1-dev-fp8", out=tmp_path / "out")
+    assert code == 2
+    assert "endpoint nowhere does not exist (404)" in capsys.readouterr().err
+    assert len(flux.jobs) == 1, "nothing more was sent"

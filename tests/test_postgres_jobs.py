@@ -125,10 +125,10 @@ async def test_the_lease_of_a_job_ended_and_told_is_let_go_on_renewal(
     assert await leases.held("a") == 2
 
 
-async def _stored_job(db: PostgresDatabase) -> Job:
+async def _stored_job(db: PostgresDatabase, endpoint: str = "default") -> Job:
     store = PostgresJobStore(db)
     async with db.transaction() as tx:
-        job = await store.add(tx, _new_job(1, 100), at=1.0)
+        job = await store.add(tx, _new_job(1, 100, endpoint=endpoint), at=1.0)
         changed = await store.change_state(
             tx, job.id, {JobState.ACCEPTED}, JobState.QUEUED, fields={}, at=2.0, detail=None
         )
@@ -148,7 +148,7 @@ async def test_processes_claiming_at_once_send_no_more_than_the_cap(
             await tx.fetchone("SELECT COUNT(*) FROM jobs WHERE state = 'submitting'")
             await all_inside.wait()
             if not await PostgresLeaseStore(db).claim(
-                tx, job.id, job.user_id, total=2, per_member=RACERS
+                tx, job.id, job.user_id, endpoint=job.endpoint, total=2, per_member=RACERS
             ):
                 return False
             await PostgresJobStore(db).change_state(
@@ -160,3 +160,23 @@ async def test_processes_claiming_at_once_send_no_more_than_the_cap(
         *(race(db, job) for db, job in zip(processes, queued, strict=True))
     )
     assert claimed.count(True) == 2
+
+
+async def test_a_full_endpoint_does_not_hold_back_another_endpoints_claim(
+    processes: list[PostgresDatabase],
+) -> None:
+    """Each endpoint has its own cap across processes: Flux's jobs in flight leave Pony's free."""
+    first, second = processes[:2]
+    flux = await _stored_job(first, "flux")
+    async with first.transaction() as tx:
+        await PostgresJobStore(first).change_state(
+            tx, flux.id, {JobState.QUEUED}, JobState.SUBMITTED, fields={}, at=3, detail=None
+        )
+    waiting_flux = await _stored_job(first, "flux")
+    pony = await _stored_job(first)
+    leases = PostgresLeaseStore(second)
+    async with second.transaction() as tx:
+        assert not await leases.claim(
+            tx, waiting_flux.id, 2, endpoint="flux", total=1, per_member=9
+        ), "Flux's one slot is taken"
+        assert await leases.claim(tx, pony.id, 2, endpoint="default", total=1, per_member=9)

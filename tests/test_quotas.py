@@ -308,8 +308,14 @@ async def test_every_moderator_action_is_audited(services: Services) -> None:
 
 def test_quota_config_comes_from_settings(tmp_path: Path) -> None:
     settings = make_settings(
-        tmp_path, DAILY_CREDITS="7", QUOTA_PERIOD="weekly", GPU_PRICE_PER_SECOND="0.001"
+        tmp_path,
+        DAILY_CREDITS="7",
+        QUOTA_PERIOD="weekly",
+        GPU_PRICE_PER_SECOND="0.001",
+        RUNPOD_ENDPOINTS="flux=abc123",
+        ENDPOINT_GPU_PRICES="flux=0.002",
     )
     config = QuotaConfig.from_settings(settings)
-    assert dataclasses.astuple(config) == (7, "weekly", 0, 0.001, 0.0)
+    assert dataclasses.astuple(config) == (7, "weekly", 0, 0.001, 0.0, {"flux": 0.002})
+    assert (config.price_on("flux"), config.price_on("default")) == (0.002, 0.001)
     assert JobState.DONE  # the ledger settles on the job manager's outcomes

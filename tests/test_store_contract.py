@@ -376,8 +376,8 @@ async def test_submissions_are_counted_and_run_times_read_oldest_first(engine: E
     await _move(engine, first, JobState.QUEUED, to=JobState.SUBMITTING, execution_ms=1500)
     await _move(engine, second, JobState.QUEUED, to=JobState.SUBMITTING, execution_ms=900)
     assert await engine.stores.jobs.submit_attempts(first.id) == 2
-    assert [ms for _, ms in await engine.stores.jobs.durations(10)] == [1500, 900]
-    assert [ms for _, ms in await engine.stores.jobs.durations(1)] == [900]
+    assert [ms for _, _, ms in await engine.stores.jobs.durations(10)] == [1500, 900]
+    assert [ms for _, _, ms in await engine.stores.jobs.durations(1)] == [900]
 
 
 async def test_a_member_racing_to_queue_more_jobs_than_allowed_gets_only_the_limit(

@@ -93,7 +93,11 @@ class JobCore:
     @limits.setter
     def limits(self, limits: Limits) -> None:
         self._limits = limits
-        self.queue.caps = Caps(limits.max_in_flight, limits.member_max_in_flight)
+        # Each endpoint has its own slots, so one with no workers holds back only its own jobs.
+        per_endpoint = {name: limits.in_flight_on(name) for name in self.backends}
+        self.queue.caps = Caps(
+            sum(per_endpoint.values()), limits.member_max_in_flight, per_group=per_endpoint
+        )
         self.wake_dispatch.set()
 
     def backend(self, job: Job) -> GpuBackend:
@@ -212,7 +216,7 @@ class JobCore:
             return None
 
     def estimate(self, job: Job) -> Estimate:
-        return self.durations.expect(job.request)
+        return self.durations.expect(job.request, job.endpoint)
 
     def execution_limit(self, job: Job) -> float:
         return polling.execution_limit(self.timing, self.estimate(job))

@@ -86,7 +86,7 @@ class Delivery:
         core.poller.untrack(job.id)
         core.release_slot(job.id)
         if answer.execution_ms is not None:
-            core.durations.observe(job.request, answer.execution_ms)
+            core.durations.observe(job.request, answer.execution_ms, job.endpoint)
         core.emit(JobUpdate(delivering, UpdateKind.DELIVERING))
         core.own(job.id, core.spawn_finishing(self.deliver(delivering), f"deliver-{job.id}"))
 

@@ -67,7 +67,8 @@ class Leases:
             tx,
             job.id,
             job.user_id,
-            total=limits.max_in_flight,
+            endpoint=job.endpoint,
+            total=limits.in_flight_on(job.endpoint),
             per_member=limits.member_max_in_flight,
         )
         if claimed:

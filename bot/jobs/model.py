@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -190,12 +190,16 @@ class JobUpdate:
 
 @dataclass(frozen=True)
 class Limits:
-    """How many jobs may be in flight at the backend, overall and per member."""
+    """How many jobs may be in flight at the backend, per endpoint and per member."""
 
-    max_in_flight: int = 4
+    max_in_flight: int = 4  # on each endpoint, unless `endpoint_max_in_flight` names it
     member_max_in_flight: int = 1
     member_max_queued: int = 4
     poll_concurrency: int = 32
+    endpoint_max_in_flight: Mapping[str, int] = field(default_factory=dict)
+
+    def in_flight_on(self, endpoint: str) -> int:
+        return self.endpoint_max_in_flight.get(endpoint, self.max_in_flight)
 
 
 class Deliverer(Protocol):

@@ -12,6 +12,7 @@ from bot.jobs.model import AT_BACKEND, Job, JobState, Settlement
 from bot.supervisor import Loop
 
 log = logging.getLogger(__name__)
+NEEDS_ITS_ENDPOINT = frozenset({JobState.ACCEPTED, JobState.QUEUED, *AT_BACKEND})
 
 
 class Recovery:
@@ -23,8 +24,8 @@ class Recovery:
         self._accepted_seen: dict[int, float] = {}
 
     async def load_history(self) -> None:
-        for request, execution_ms in await self.core.store.durations(500):
-            self.core.durations.observe(request, execution_ms)
+        for request, endpoint, execution_ms in await self.core.store.durations(500):
+            self.core.durations.observe(request, execution_ms, endpoint)
 
     async def reconcile_loop(self, loop: Loop) -> None:
         """Heal whatever a fault left behind, every `reconcile_interval`."""
@@ -83,6 +84,11 @@ class Recovery:
         core = self.core
         if not await core.leases.take_over(job):
             return False  # another living process carries it
+        if job.endpoint not in core.backends and job.state in NEEDS_ITS_ENDPOINT:
+            # The operator took its endpoint out of the settings: nothing can run or follow it.
+            raw = f"its endpoint {job.endpoint!r} is no longer configured"
+            await core.fail(job, failures.ENDPOINT, raw=raw)
+            return True
         if job.state is JobState.ACCEPTED:
             now = time.monotonic()
             seen = self._accepted_seen.setdefault(job.id, now)
@@ -111,7 +117,7 @@ class Recovery:
             else:
                 await core.fail(job, failures.SUBMIT_UNCERTAIN, raw="its submitting task was lost")
         elif job.state in AT_BACKEND:
-            core.queue.hold(job.id, job.user_id)
+            core.queue.hold(job.id, job.user_id, job.endpoint)
             submitted, started = self._stored_clocks(job)
             core.poller.track(job, delay=0.0, submitted=submitted, started=started)
         elif job.state is JobState.DELIVERING:

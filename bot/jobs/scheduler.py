@@ -33,7 +33,7 @@ class Scheduler:
         self._last_positions: dict[int, int] = {}
 
     def enqueue(self, job: Job, *, not_before: float | None = None) -> None:
-        self.core.queue.add(job.id, job.user_id, job, not_before=not_before)
+        self.core.queue.add(job.id, job.user_id, job, not_before=not_before, group=job.endpoint)
         self.core.wake_dispatch.set()
         self.core.positions_dirty.set()
 

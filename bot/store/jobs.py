@@ -111,8 +111,8 @@ class JobStore(Protocol):
 
     async def outputs(self, job_id: int) -> list[ImageFile]: ...
 
-    async def durations(self, limit: int) -> list[tuple[GenerationRequest, int]]:
-        """The newest jobs' requests with how long they ran (ms), oldest first."""
+    async def durations(self, limit: int) -> list[tuple[GenerationRequest, str, int]]:
+        """The newest jobs' requests, endpoints and how long they ran (ms), oldest first."""
         ...
 
 
@@ -277,14 +277,15 @@ class SqliteJobStore:
         )
         return [ImageFile(r["filename"], r["mime"], r["data"]) for r in rows]
 
-    async def durations(self, limit: int) -> list[tuple[GenerationRequest, int]]:
+    async def durations(self, limit: int) -> list[tuple[GenerationRequest, str, int]]:
         rows = await self.db.fetchall(
-            "SELECT request, execution_ms FROM jobs WHERE execution_ms IS NOT NULL "
+            "SELECT request, endpoint, execution_ms FROM jobs WHERE execution_ms IS NOT NULL "
             "ORDER BY id DESC LIMIT ?",
             (limit,),
         )
         return [
-            (GenerationRequest.from_json(r["request"]), r["execution_ms"]) for r in reversed(rows)
+            (GenerationRequest.from_json(r["request"]), r["endpoint"], r["execution_ms"])
+            for r in reversed(rows)
         ]
 
 

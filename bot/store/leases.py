@@ -35,10 +35,18 @@ class LeaseStore(Protocol):
         ...
 
     async def claim(
-        self, tx: Transaction, job_id: int, user_id: int, *, total: int, per_member: int
+        self,
+        tx: Transaction,
+        job_id: int,
+        user_id: int,
+        *,
+        endpoint: str,
+        total: int,
+        per_member: int,
     ) -> bool:
-        """Whether the queued job may go to the backend now: fewer than `total` jobs in flight in
-        every process together, fewer than `per_member` of its member's; one claim at a time."""
+        """Whether the queued job may go to the backend now: fewer than `total` jobs in flight on
+        its endpoint in every process together, fewer than `per_member` of its member's (on
+        every endpoint); one claim at a time."""
         ...
 
 
@@ -59,7 +67,14 @@ class SoleProcessLeases:
         return 0
 
     async def claim(
-        self, tx: Transaction, job_id: int, user_id: int, *, total: int, per_member: int
+        self,
+        tx: Transaction,
+        job_id: int,
+        user_id: int,
+        *,
+        endpoint: str,
+        total: int,
+        per_member: int,
     ) -> bool:
         # The one process's fair queue already counts every job in flight.
         return True

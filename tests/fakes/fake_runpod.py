@@ -597,6 +597,8 @@ class FakeRunPod:
         self._site: web.TCPSite | None = None
         # Set by tests/fakes/real_worker.py: hands each job to a real handler instead of a timer.
         self.job_runner: Callable[[FakeJob], None] | None = None
+        # Further endpoints answered on this server (`also_serve`), by endpoint id.
+        self._also: dict[str, FakeRunPod] = {}
         # Endpoint id -> the HTTP status `/status-sync` answers there instead (404 or 405).
         self.status_sync_off: dict[str, int] = {}
         # Tests shrink `/status-sync`'s holds: it waits wait_ms/1000 * this many seconds.
@@ -665,6 +667,12 @@ class FakeRunPod:
     @property
     def api_base(self) -> str:
         return f"{self.base_url}/v2"
+
+    def also_serve(self, other: FakeRunPod) -> None:
+        """Answer for `other`'s endpoint id too (its own jobs, workers and script), as RunPod
+        serves every endpoint of an account under one API base. Requests are recorded here."""
+        other.port = self.port
+        self._also[other.endpoint_id] = other
 
     def requests_for(self, op: str) -> list[RecordedRequest]:
         return [request for request in self.requests if request.op == op]
@@ -820,6 +828,8 @@ class FakeRunPod:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             raise _Reject(401, "Unauthorized")
         parts = request.path.strip("/").split("/")
+        if op != "other" and parts[1] in self._also:
+            return await self._also[parts[1]]._dispatch(request, op, body, payload)
         if op == "other" or parts[1] != self.endpoint_id:
             raise _Reject(404, "Not Found")
         job_id = parts[3] if len(parts) == 4 else None

@@ -185,14 +185,15 @@ class PostgresJobStore:
         )
         return [ImageFile(r["filename"], r["mime"], r["data"]) for r in rows]
 
-    async def durations(self, limit: int) -> list[tuple[GenerationRequest, int]]:
+    async def durations(self, limit: int) -> list[tuple[GenerationRequest, str, int]]:
         rows = await self.db.fetchall(
-            "SELECT request, execution_ms FROM jobs WHERE execution_ms IS NOT NULL"
+            "SELECT request, endpoint, execution_ms FROM jobs WHERE execution_ms IS NOT NULL"
             " ORDER BY id DESC LIMIT $1",
             (limit,),
         )
         return [
-            (GenerationRequest.from_json(r["request"]), r["execution_ms"]) for r in reversed(rows)
+            (GenerationRequest.from_json(r["request"]), r["endpoint"], r["execution_ms"])
+            for r in reversed(rows)
         ]
 
 

@@ -46,13 +46,21 @@ class PostgresLeaseStore:
         return [r["job_id"] for r in kept]
 
     async def claim(
-        self, tx: PostgresTransaction, job_id: int, user_id: int, *, total: int, per_member: int
+        self,
+        tx: PostgresTransaction,
+        job_id: int,
+        user_id: int,
+        *,
+        endpoint: str,
+        total: int,
+        per_member: int,
     ) -> bool:
         await tx.lock(AdvisoryLock.CLAIM)
         row = await tx.fetchone(
-            "SELECT COUNT(*) AS total, COUNT(*) FILTER (WHERE user_id = $1) AS mine FROM jobs"
+            "SELECT COUNT(*) FILTER (WHERE endpoint = $3) AS total,"
+            " COUNT(*) FILTER (WHERE user_id = $1) AS mine FROM jobs"
             " WHERE state = ANY($2::text[])",
-            (user_id, _IN_FLIGHT),
+            (user_id, _IN_FLIGHT, endpoint),
         )
         assert row is not None
         if row["total"] >= total or row["mine"] >= per_member:
