@@ -45,6 +45,8 @@ class Pacing:
     # A progress edit that hangs longer is given up and tried again later.
     edit_timeout: float = 30.0
     ack_deadline: float = 2.0  # database work still running by then is deferred (3 s limit)
+    # With more commands than this waiting for their first answer, a new one is deferred at once.
+    ack_crowd: int = 4
 
 
 class Stablehand(commands.Bot):

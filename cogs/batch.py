@@ -170,8 +170,4 @@ async def offer(interaction: discord.Interaction[Stablehand], jobs: Sequence[New
     key = _batches(interaction).add(interaction.user.id, jobs)
     text = confirmation_text(jobs, balance.remaining if any(j.cost for j in jobs) else None)
     view = confirmation_view(key, jobs)
-    if interaction.response.is_done():
-        # Deferred while an attached image downloaded: the answer is that deferred message.
-        await outgoing.edit_response(interaction, text, view=view)
-    else:
-        await outgoing.respond(interaction, text, ephemeral=True, view=view)
+    await outgoing.answer(interaction, text, view=view)

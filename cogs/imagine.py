@@ -93,17 +93,19 @@ class Imagine(commands.Cog):
         image: discord.Attachment | None = None,
     ) -> None:
         services = self.bot.services
+        # Deferred publicly: a single job's progress message takes the "thinking..." place.
         policy, preferences = await acknowledge.in_time(
             interaction,
             asyncio.gather(
                 services.policy_for(interaction.guild_id),
                 services.preferences.get(interaction.user.id),
             ),
+            ephemeral=False,
         )
         verified = None
         if image is not None:
             # Downloading may take longer than Discord's three seconds: acknowledge first.
-            await acknowledge.defer(interaction)
+            await acknowledge.defer(interaction, ephemeral=False)
             verified = await read_image(image, max_pixels=policy.max_pixels)
         options = Options(
             negative=negative,

@@ -45,15 +45,23 @@ async def read_image(attachment: discord.Attachment, *, max_pixels: int) -> Veri
 
 
 async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) -> Job:
-    """Charge and store the job, then show it: the reply itself, or (after a defer) a new post."""
+    """Charge and store the job, then show it as the interaction's public answer (after a public
+    deferral, in its place); only an interaction answered otherwise gets a new post."""
     bot = interaction.client
     services = bot.services
-    job, balance = await acknowledge.in_time(interaction, _accept(interaction, new_job))
+    job, balance = await acknowledge.in_time(
+        interaction, _accept(interaction, new_job), ephemeral=False
+    )
     try:
         text = render.accepted_text(
             job, render.cost_line(job, balance.remaining, services.quotas.this_period)
         )
-        if interaction.response.is_done():
+        if outgoing.holds_public_placeholder(interaction):
+            shown = await outgoing.fill_public_placeholder(
+                interaction, text, view=faces.progress_view(job.id)
+            )
+            channel_id, message_id = interaction.channel_id, shown.id
+        elif interaction.response.is_done():
             message = await outgoing.send(
                 bot.get_partial_messageable(interaction.channel_id),
                 text,

@@ -15,6 +15,9 @@ from discord.utils import MISSING
 
 from cogs.render import NO_MENTIONS
 
+# Marks (in `Interaction.extras`) a public deferral whose "thinking..." nothing has replaced yet.
+PUBLIC_PLACEHOLDER = "stablehand.public_placeholder"
+
 # https://discord.com/developers/docs/resources/message#create-message and .../embed-limits
 CONTENT_LIMIT = 2000
 TITLE_LIMIT = 256
@@ -151,6 +154,12 @@ async def answer(
     ephemeral: bool = True,
 ) -> None:
     """Answer whether or not the interaction was already acknowledged (deferred or answered)."""
+    if holds_public_placeholder(interaction):
+        if ephemeral:
+            # Discord keeps a deferral's visibility for the first followup: withdraw the public
+            # "thinking..." so that this answer is a new message only the member sees.
+            await interaction.delete_original_response()
+        del interaction.extras[PUBLIC_PLACEHOLDER]
     if interaction.response.is_done():
         await interaction.followup.send(
             fit_content(content),
@@ -199,6 +208,30 @@ def _embeds(embed: discord.Embed | None, embeds: Sequence[discord.Embed]) -> dic
     if embeds is not MISSING:
         return {"embeds": [fit_embed(e) for e in embeds]}
     return {"embed": fit_embed(embed)}
+
+
+async def defer(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    """Acknowledge with "thinking..."; a public one is kept for the answer to take its place."""
+    await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+    if not ephemeral:
+        interaction.extras[PUBLIC_PLACEHOLDER] = True
+
+
+def holds_public_placeholder(interaction: discord.Interaction) -> bool:
+    """The interaction was deferred publicly and nothing has taken the "thinking..." place yet."""
+    return bool(interaction.extras.get(PUBLIC_PLACEHOLDER))
+
+
+async def fill_public_placeholder(
+    interaction: discord.Interaction, content: str, *, view: discord.ui.View = MISSING
+) -> discord.InteractionMessage:
+    """Turn the public "thinking..." into this message: the interaction's own answer, in place."""
+    message = await interaction.edit_original_response(
+        content=fit_content(content), view=view, allowed_mentions=NO_MENTIONS
+    )
+    # Only once it shows: should the edit fail, a private answer must still withdraw it first.
+    interaction.extras.pop(PUBLIC_PLACEHOLDER, None)
+    return message
 
 
 async def edit_response(

@@ -240,6 +240,7 @@ def delivery() -> RecordingDelivery:
 # ----- the real bot against the fake Discord and the fake RunPod ------------------------------
 
 FAST_PACING = Pacing(message_interval=0.01, channel_burst=5, channel_per_second=200.0)
+DEFERRED_CHANNEL_MESSAGE = 5  # an interaction callback's "<bot> is thinking..."
 
 
 @pytest_asyncio.fixture
@@ -277,6 +278,21 @@ async def reply_to(bot: Stablehand, fake: FakeDiscord, payload: dict) -> dict:
     callback = await fake.wait_for_callback(payload)
     assert callback.status == 200, callback
     return callback.json.get("data", {})
+
+
+async def answer_to(fake: FakeDiscord, payload: dict) -> dict:
+    """What the member reads: the callback's `data`, or after a "thinking..." deferral the
+    followup that came in its place."""
+    callback = await fake.wait_for_callback(payload)
+    assert callback.status == 200, callback
+    if callback.json["type"] != DEFERRED_CHANNEL_MESSAGE:
+        return callback.json.get("data", {})
+    followup = await fake.wait_for(
+        lambda r: (
+            r.method == "POST" and r.path.startswith("/webhooks/") and payload["token"] in r.path
+        )
+    )
+    return followup.json
 
 
 def embed_text(data: dict) -> str:

@@ -180,10 +180,12 @@ async def test_an_image_option_is_acknowledged_before_it_is_downloaded(
     job_input = fake_runpod.requests_for("run")[0].json["input"]
     assert job_input["images"][0]["name"].startswith("stablehand-")
     assert {n["class_type"] for n in job_input["workflow"].values()} >= {"LoadImage", "VAEEncode"}
-    started = await fake_discord.wait_for(
-        lambda r: r.method == "PATCH" and "Started job #1" in str(r.json)
+    shown = await fake_discord.wait_for(
+        lambda r: r.method == "PATCH" and r.path.endswith(f"/{payload['token']}/messages/@original")
     )
-    assert started.status == 200
+    assert shown.status == 200 and "job #1" in shown.json["content"]
+    job = await wait_for_state(bot.services, 1, "queued", "submitted", "running", "done")
+    assert job.message_id == fake_discord.interactions[payload["token"]].response_message_id
 
 
 async def test_a_broken_attachment_is_refused_and_nothing_is_charged(
@@ -239,6 +241,8 @@ async def test_a_hundred_jobs_in_one_channel_never_hit_discords_edit_limit(
                     await asyncio.sleep(0.05)
             assert fake.edit_rate_429s == 0
             assert sum(1 for r in fake.requests if r.status == 429) == 0
+            # Deferred or not, each job shows in its command's own answer: no channel posts.
+            assert fake.requests_to("POST", r"/channels/\d+/messages") == []
         finally:
             await bot.close()
             fake.uninstall()

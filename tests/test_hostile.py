@@ -52,9 +52,15 @@ async def _answer(bot: Stablehand, fake: FakeDiscord, payload: dict) -> dict:
     if callback.json["type"] != 5:
         return callback.json["data"]
     followup = await fake.wait_for(
-        lambda r: r.path.startswith("/webhooks/") and payload["token"] in r.path, timeout=15
+        lambda r: (
+            r.method == "POST" and r.path.startswith("/webhooks/") and payload["token"] in r.path
+        ),
+        timeout=15,
     )
-    return {**followup.json, "flags": EPHEMERAL}
+    # The followup replaced a private "thinking...", or came after a public one was withdrawn.
+    record = fake.interactions[payload["token"]]
+    told = fake.messages[(record.followup_ids or [record.response_message_id])[-1]]
+    return {**followup.json, "flags": told.flags}
 
 
 def _problem_with_refusal(data: dict) -> str | None:

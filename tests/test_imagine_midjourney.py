@@ -216,10 +216,11 @@ async def test_permutations_with_an_attached_image_are_offered_after_the_downloa
     fake_discord.deliver(bot, payload)
     callback = await fake_discord.wait_for_callback(payload)
     assert callback.json["type"] == 5, "deferred before downloading"
-    await fake_discord.wait_for(lambda r: r.method == "PATCH" and "**2 jobs**" in str(r.json))
-    offer = fake_discord.message_payload(
-        fake_discord.interactions[payload["token"]].response_message_id
-    )
+    await fake_discord.wait_for(lambda r: r.method == "POST" and "**2 jobs**" in str(r.json))
+    # The public "thinking..." gave way to an offer only the member sees.
+    (offer_id,) = fake_discord.interactions[payload["token"]].followup_ids
+    assert fake_discord.messages[offer_id].ephemeral
+    offer = fake_discord.message_payload(offer_id)
     start = payloads.button_click(_buttons(offer)["Start 2 jobs"], offer)
     fake_discord.deliver(bot, start)
     await fake_discord.wait_for_callback(start)

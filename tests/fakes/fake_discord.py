@@ -1123,8 +1123,14 @@ class FakeDiscord:
             raise DiscordError(404, 10015, "Unknown Webhook")
         body = request[_JSON] or {}
         original = self.messages.get(record.response_message_id or 0)
-        if record.ack_type == 5 and original is not None and original.loading:
-            # The first followup after a "thinking" defer replaces the placeholder.
+        if (
+            record.ack_type == 5
+            and original is not None
+            and original.loading
+            and not original.deleted
+        ):
+            # The first followup after a "thinking" defer replaces the placeholder, keeping its
+            # visibility; once the placeholder is deleted, a followup is a new message.
             self._edit_message(original, body, request[_FILES])
             message = original
         else:
