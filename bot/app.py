@@ -14,11 +14,11 @@ from discord.ext import commands
 
 from bot import heartbeat
 from bot.config import Settings
-from bot.jobs import Deliverer
 from bot.polling import Timing
 from bot.services import Services
 from bot.supervisor import Loop, Supervisor
-from cogs.errors import handle_interaction_error
+from cogs.common.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
+from cogs.common.errors import handle_interaction_error
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ class Stablehand(commands.Bot):
         self._open_services = open_services
         self._timing = timing
         self._services: Services | None = None
-        self.deliverer: Deliverer | None = None
+        # Built by `setup_hook`: how jobs reach Discord, and the board that edits their progress.
+        self.deliverer: DiscordDelivery | None = None
+        self.progress_board: ProgressBoard | None = None
         self._heartbeat: Loop | None = None
 
     @property
@@ -94,8 +96,22 @@ class Stablehand(commands.Bot):
         return self._services
 
     async def setup_hook(self) -> None:
+        """The one place the bot is wired: services, delivery to Discord, errors, extensions."""
         if self._open_services:
             self._services = await Services.open(self.settings, timing=self._timing)
+        pacing = self.pacing
+        pacer = ChannelPacer(burst=pacing.channel_burst, per_second=pacing.channel_per_second)
+        self.progress_board = ProgressBoard(
+            self,
+            pacer,
+            message_interval=pacing.message_interval,
+            edit_timeout=pacing.edit_timeout,
+            tick=pacing.progress_tick,
+        )
+        self.deliverer = DiscordDelivery(self, pacer, self.progress_board)
+        if self.has_services:
+            self.services.jobs.subscribe(self.progress_board.update)
+            self.progress_board.start()
         self.tree.on_error = handle_interaction_error
         for extension in EXTENSIONS:
             await self.load_extension(extension)
@@ -145,7 +161,7 @@ class Stablehand(commands.Bot):
     async def start_jobs(self) -> None:
         """Resume unfinished jobs and start scheduling: only when the bot really runs."""
         if self.deliverer is None:
-            raise RuntimeError("no cog registered a deliverer")
+            raise RuntimeError("setup_hook has not run: log in first")
         await self.services.jobs.start(self.deliverer, supervisor=self.supervisor)
 
     async def close(self) -> None:
@@ -161,4 +177,6 @@ class Stablehand(commands.Bot):
             # Deliveries still finishing during the shutdown grace need the services.
             await services.close()
             self._services = None
+        if self.progress_board is not None:
+            await self.progress_board.stop()
         await super().close()

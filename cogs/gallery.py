@@ -17,10 +17,10 @@ from discord.ext import commands
 
 from bot.gallery import Refusal, Source, refusal
 from bot.store.gallery import Share
-from cogs import acknowledge, faces, outgoing, render
-from cogs.age import age_restricted, age_restricted_by_id
-from cogs.errors import MemberError, handle_interaction_error
-from cogs.permissions import is_moderator
+from cogs.common import acknowledge, faces, outgoing, render
+from cogs.common.age import age_restricted, age_restricted_by_id
+from cogs.common.errors import MemberError, handle_interaction_error
+from cogs.common.permissions import is_moderator
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -12,11 +12,10 @@ from discord.ext import commands
 from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
 from bot.workflows import Template
-from cogs import acknowledge, render
-from cogs.batch import BatchButton, PendingBatches, offer
-from cogs.buttons import EDIT_MODAL, ResultButton, on_edit_submit
-from cogs.delivery import ChannelPacer, DiscordDelivery, ProgressBoard
-from cogs.launch import launch, read_image, requester
+from cogs.common import acknowledge, render
+from cogs.common.batch import BatchButton, PendingBatches, offer
+from cogs.common.buttons import EDIT_MODAL, ResultButton, on_edit_submit
+from cogs.common.launch import launch, read_image, requester
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -27,32 +26,17 @@ MAX_OPTION_SEED = 2**53 - 1
 
 
 class Imagine(commands.Cog):
-    """Image requests, their progress and their delivery."""
+    """Image requests: /imagine, its batches, its result buttons and the Edit form."""
 
     def __init__(self, bot: Stablehand) -> None:
         self.bot = bot
-        pacing = bot.pacing
-        self.pacer = ChannelPacer(burst=pacing.channel_burst, per_second=pacing.channel_per_second)
-        self.board = ProgressBoard(
-            bot,
-            self.pacer,
-            message_interval=pacing.message_interval,
-            edit_timeout=pacing.edit_timeout,
-            tick=pacing.progress_tick,
-        )
-        self.delivery = DiscordDelivery(bot, self.pacer, self.board)
         self.batches = PendingBatches()
 
     async def cog_load(self) -> None:
-        self.bot.deliverer = self.delivery
         self.bot.add_dynamic_items(ResultButton, BatchButton)
-        if self.bot.has_services:
-            self.bot.services.jobs.subscribe(self.board.update)
-            self.board.start()
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(ResultButton, BatchButton)
-        await self.board.stop()
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Stablehand]) -> None:

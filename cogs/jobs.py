@@ -11,9 +11,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.jobs import Job, JobState
-from cogs import acknowledge, cancelling, outgoing, render
-from cogs.errors import MemberError, handle_interaction_error
-from cogs.permissions import NOT_MODERATOR, NotModerator, is_moderator
+from cogs.common import acknowledge, cancelling, outgoing, render
+from cogs.common.errors import MemberError, handle_interaction_error
+from cogs.common.permissions import NOT_MODERATOR, NotModerator, is_moderator
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.preferences import Preferences
 from bot.store.preferences import PREFERENCE_NAMES
-from cogs import acknowledge, outgoing, render
+from cogs.common import acknowledge, outgoing, render
 from cogs.imagine import ASPECTS
 
 if TYPE_CHECKING:

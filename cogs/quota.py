@@ -16,10 +16,10 @@ from bot import charts as drawing
 from bot.jobs import Job
 from bot.quotas import Balance, BudgetStatus, LimitScope, LimitSource
 from bot.stats import SpendFigures, UsageFigures
-from cogs import acknowledge, audit_lines, charts, outgoing, render
-from cogs.errors import MemberError
-from cogs.permissions import member_role_ids, moderators_only
-from cogs.render import credit_text, job_link, relative
+from cogs.common import acknowledge, audit_lines, charts, outgoing, render
+from cogs.common.errors import MemberError
+from cogs.common.permissions import member_role_ids, moderators_only
+from cogs.common.render import credit_text, job_link, relative
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -10,8 +10,8 @@ from discord.ext import commands
 
 from bot.config import NSFW_POLICIES
 from bot.guild_settings import GuildSettings
-from cogs import acknowledge, outgoing
-from cogs.errors import MemberError
+from cogs.common import acknowledge, outgoing
+from cogs.common.errors import MemberError
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -13,9 +13,9 @@ from discord.ext import commands
 from bot import charts as drawing
 from bot.queue_view import QueueEntry, QueueView, Stage, prompt_may_show, queue_view
 from bot.stats import ServerFigures
-from cogs import acknowledge, charts, outgoing, render
-from cogs.age import age_restricted, age_restricted_by_id
-from cogs.permissions import moderators_only
+from cogs.common import acknowledge, charts, outgoing, render
+from cogs.common.age import age_restricted, age_restricted_by_id
+from cogs.common.permissions import moderators_only
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

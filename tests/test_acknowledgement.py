@@ -127,7 +127,9 @@ async def test_an_answer_too_late_for_discord_refunds_the_job_and_logs_no_traceb
     await fake_discord.wait_for(lambda r: payload["token"] in r.path and r.status == 404)
     expired = [r for r in caplog.records if "interaction expired" in r.getMessage()]
     assert expired and expired[0].levelname == "WARNING"
-    assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name == "cogs.errors"]
+    assert not [
+        r for r in caplog.records if r.levelname == "ERROR" and r.name == "cogs.common.errors"
+    ]
 
 
 async def test_discord_unreachable_as_the_bot_answers_refunds_and_logs_no_traceback(

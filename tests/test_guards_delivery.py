@@ -65,7 +65,7 @@ async def test_after_a_413_the_refused_file_size_is_halved_and_the_result_arrive
 async def test_a_late_progress_update_never_overwrites_how_the_job_ended(
     bot: Stablehand, fake_discord: FakeDiscord, fake_runpod: FakeRunPod, outcome: Outcome, end: str
 ) -> None:
-    board = bot.get_cog("Imagine").board
+    board = bot.progress_board
     fake_runpod.script(outcome)
     first = await _started(bot, fake_discord, "a pony")
     ended = await wait_for_state(bot.services, 1, end)

@@ -20,7 +20,7 @@ from bot.prompt import PromptError
 from bot.runpod import OutputError, RetryPolicy, decode_output
 from bot.services import Services
 from bot.workflows import TemplateError, parse_template
-from cogs.audit_lines import said
+from cogs.common.audit_lines import said
 from tests.conftest import (
     OpenServices,
     RecordingDelivery,

@@ -13,7 +13,7 @@ import pytest_asyncio
 from PIL import Image
 
 from bot.app import Stablehand
-from cogs.errors import UNEXPECTED
+from cogs.common.errors import UNEXPECTED
 from tests.comfy_schema import validate
 from tests.conftest import FAST, FAST_PACING, make_settings
 from tests.fakes import payloads

@@ -15,7 +15,7 @@ import pytest
 from discord.utils import MISSING
 
 from bot.app import Stablehand
-from cogs import outgoing
+from cogs.common import outgoing
 from tests.conftest import (
     ROOT,
     embed_text,
@@ -204,9 +204,9 @@ SENDING = {"send", "send_message", "edit", "edit_original_response", "followup"}
 
 
 def test_every_message_leaves_through_the_fitting_edge() -> None:
-    """A send, reply or edit written anywhere but `cogs/outgoing.py` would skip the fitting."""
+    """A send, reply or edit written anywhere but `cogs/common/outgoing.py` would skip the fitting."""
     found = []
-    for path in sorted([*(ROOT / "cogs").glob("*.py"), *(ROOT / "bot").glob("*.py")]):
+    for path in sorted([*(ROOT / "cogs").rglob("*.py"), *(ROOT / "bot").rglob("*.py")]):
         tree = ast.parse(path.read_text())
         if path.name == "outgoing.py" or not _imports_discord(tree):
             continue  # only modules that use discord.py can send to Discord

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.app import Stablehand
 from bot.estimates import Estimate, expected_wait
-from cogs import progress
+from cogs.common import progress
 from tests.conftest import (
     FAST,
     FAST_PACING,

@@ -22,7 +22,7 @@ from bot.quotas import (
     period_start,
 )
 from bot.services import Services
-from cogs.render import refusal_text
+from cogs.common.render import refusal_text
 from tests.conftest import OpenServices, RecordingDelivery, make_settings, wait_for_state
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome

@@ -9,7 +9,7 @@ import pytest
 
 from bot.ratelimit import TokenBucket
 from bot.runpod import RequestBudget
-from cogs.delivery import ChannelPacer
+from cogs.common.delivery import ChannelPacer
 
 
 class FakeTime:

@@ -12,7 +12,7 @@ from bot import audit
 from bot.app import Stablehand
 from bot.db import Database
 from bot.guild_settings import GuildSettings, GuildSettingsStore
-from cogs import audit_lines
+from cogs.common import audit_lines
 from tests.conftest import answer_to
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord

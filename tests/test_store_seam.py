@@ -27,7 +27,7 @@ from bot.store.postgresql import jobs as pg_jobs_store
 from bot.store.postgresql import leases as pg_leases_store
 from bot.store.postgresql import ledger as pg_ledger_store
 from bot.store.postgresql import stats as pg_stats_store
-from cogs import audit_lines
+from cogs.common import audit_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "bot"

@@ -263,7 +263,7 @@ async def test_progress_keeps_flowing_after_discord_was_unreachable(
     fake_runpod: FakeRunPod,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="cogs.delivery")
+    caplog.set_level(logging.INFO, logger="cogs.common.delivery")
     fake_runpod.script(Outcome(status="STUCK", queue_delay=3600))  # waits, then runs for ever
     payload = payloads.slash_command("imagine", {"prompt": "a pony"})
     await reply_to(bot, fake_discord, payload)

@@ -1,7 +1,7 @@
 """Mutation testing of the core with mutmut, outside CI; prints the score and every survivor.
 
     python tools/mutation.py                                   # every mutant of the core (hours)
-    python tools/mutation.py --sample 300 --seed 17 bot/jobs/*.py cogs/delivery.py   # a fixed sample
+    python tools/mutation.py --sample 300 --seed 17 bot/jobs/*.py cogs/common/delivery.py   # a fixed sample
 
 What is mutated and which tests run is configured under [tool.mutmut] in pyproject.toml.
 Survivors are reviewed in tests/mutation-survivors.md.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import discord
 
-from cogs import outgoing
+from cogs.common import outgoing
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -16,7 +16,7 @@ from bot.db import is_transient
 from bot.jobs import DatabaseBusy, JobError
 from bot.prompt import PromptError
 from bot.quotas import QuotaError
-from cogs import outgoing, render
+from cogs.common import outgoing, render
 
 log = logging.getLogger(__name__)
 

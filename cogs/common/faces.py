@@ -1,6 +1,6 @@
 """How the buttons of a job's message look, and the custom_id that names their job and image.
 
-Apart from what they do (`cogs/buttons.py`), so the progress message can carry its Cancel
+Apart from what they do (`cogs/common/buttons.py`), so the progress message can carry its Cancel
 without importing the code that starts jobs.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import discord
 
-from cogs import render
+from cogs.common import render
 
 CUSTOM_ID = r"sh:(?P<action>[a-z]+):(?P<job>[0-9]+)(?::(?P<index>[0-9]))?"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bot.estimates import Estimate
 from bot.jobs import JobUpdate, UpdateKind
-from cogs import render
+from cogs.common import render
 
 BAR_CELLS = 10
 # Until the worker has answered with the images, nothing is finished, whatever the clock says.

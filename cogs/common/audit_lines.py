@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.audit import AuditEntry
-from cogs.render import credit_text, relative
+from cogs.common.render import credit_text, relative
 
 SETTING_LABELS = {
     "moderator_role_id": "the moderator role",

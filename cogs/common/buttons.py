@@ -17,10 +17,11 @@ from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, input_size, p
 from bot.jobs import Job
 from bot.prompt import ContentPolicy, ImageInput, Options, PromptError
 from bot.services import Services, image_input
-from cogs import acknowledge, cancelling, faces, gallery, outgoing, render
-from cogs.errors import MemberError, handle_interaction_error
-from cogs.launch import launch, read_image, requester
-from cogs.permissions import is_moderator
+from cogs import gallery
+from cogs.common import acknowledge, cancelling, faces, outgoing, render
+from cogs.common.errors import MemberError, handle_interaction_error
+from cogs.common.launch import launch, read_image, requester
+from cogs.common.permissions import is_moderator
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -10,9 +10,9 @@ import discord
 from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job, NewJob
 from bot.quotas import Balance
-from cogs import acknowledge, faces, outgoing, render
-from cogs.errors import MemberError
-from cogs.permissions import member_role_ids
+from cogs.common import acknowledge, faces, outgoing, render
+from cogs.common.errors import MemberError
+from cogs.common.permissions import member_role_ids
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

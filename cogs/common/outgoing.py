@@ -13,7 +13,7 @@ from typing import Any
 import discord
 from discord.utils import MISSING
 
-from cogs.render import NO_MENTIONS
+from cogs.common.render import NO_MENTIONS
 
 # Marks (in `Interaction.extras`) a public deferral whose "thinking..." nothing has replaced yet.
 PUBLIC_PLACEHOLDER = "stablehand.public_placeholder"

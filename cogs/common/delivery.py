@@ -18,8 +18,8 @@ from bot.jobs import DeliveryError, Job, JobUpdate, UpdateKind
 from bot.metadata import with_generation_data
 from bot.ratelimit import TokenBucket
 from bot.supervisor import Loop
-from cogs import outgoing, progress, render
-from cogs.buttons import NOT_PRICED, Offers, price_offers, result_view
+from cogs.common import outgoing, progress, render
+from cogs.common.buttons import NOT_PRICED, Offers, price_offers, result_view
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.jobs import Job, JobError, NewJob
-from cogs import acknowledge, outgoing, render
-from cogs.errors import MemberError, handle_interaction_error, member_message
-from cogs.launch import launch
+from cogs.common import acknowledge, outgoing, render
+from cogs.common.errors import MemberError, handle_interaction_error, member_message
+from cogs.common.launch import launch
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

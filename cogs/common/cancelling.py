@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.jobs import JobState
-from cogs import render
-from cogs.permissions import is_moderator
+from cogs.common import render
+from cogs.common.permissions import is_moderator
 
 if TYPE_CHECKING:
     from bot.app import Stablehand

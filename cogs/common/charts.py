@@ -15,7 +15,7 @@ from discord import app_commands
 
 from bot import charts
 from bot.stats import OUTCOMES, ServerFigures, SpendFigures, UsageFigures
-from cogs import outgoing
+from cogs.common import outgoing
 
 THEME_CHOICES = [
     app_commands.Choice(name="dark (Discord's dark theme)", value="dark"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import discord
 
-from cogs.launch import channel_is_nsfw
+from cogs.common.launch import channel_is_nsfw
 
 
 async def age_restricted(client: discord.Client, channel: object) -> bool | None:
