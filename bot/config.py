@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,8 +21,11 @@ from bot.settings_fields import (
 )
 from bot.settings_load import ConfigError, parse_environment, read_environment
 from bot.settings_values import (
+    AGE_RESTRICTED_ONLY,
     DEFAULT_ENDPOINT,
     MAX_LONG_POLLS,
+    NSFW_POLICIES,
+    RENAMED_NSFW_POLICIES,
     Secret,
     _api_base,
     _choice,
@@ -36,6 +40,7 @@ from bot.settings_values import (
     _model_file,
     _non_negative_float,
     _non_negative_int,
+    _nsfw_policy,
     _optional_path,
     _per_endpoint,
     _pixels,
@@ -46,12 +51,14 @@ from bot.settings_values import (
 )
 
 __all__ = [
+    "AGE_RESTRICTED_ONLY",
     "DEFAULT_ENDPOINT",
     "DEFAULT_NEGATIVE",
     "DEFAULT_QUALITY_TAGS",
     "GENERATE_REQUIRES",
     "MAX_LONG_POLLS",
     "NSFW_POLICIES",
+    "RENAMED_NSFW_POLICIES",
     "RUN_REQUIRES",
     "SETTINGS",
     "SYNC_REQUIRES",
@@ -67,7 +74,8 @@ __all__ = [
 
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
 DEFAULT_NEGATIVE = "score_1, score_2, score_3"
-NSFW_POLICIES = ("safe_tags", "refuse", "spoiler", "off")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,21 @@ class Settings:
         "(see [Your own workflows](#your-own-workflows)).",
         _optional_path,
     )
+    styles_dir: Path | None = setting(
+        MODEL,
+        "",
+        "Directory of style presets (`*.json`, one style per file, named by the file) offered "
+        "in every server (see [Styles](#styles)).",
+        _optional_path,
+    )
+    loras_file: Path | None = setting(
+        MODEL,
+        "",
+        "JSON list of the LoRAs on the endpoint (name, trigger words, default weight, NSFW) for "
+        "`/loras` and the `lora` option; when set, a LoRA not on it is refused (see "
+        "[LoRAs](#loras)).",
+        _optional_path,
+    )
     max_jobs_in_flight: int = setting(
         SCHEDULING,
         "4",
@@ -277,12 +300,17 @@ class Settings:
     nsfw_policy: str = setting(
         CONTENT,
         "safe_tags",
-        "Outside age-restricted channels: `safe_tags`, `refuse`, `spoiler` or `off` "
-        "(see [For members](#for-members)).",
-        _choice(*NSFW_POLICIES),
+        "Outside age-restricted channels: `safe_tags` (add safe tags), `age_restricted_only` "
+        "(make no images there; formerly `refuse`), `spoiler` (safe tags and spoilered images) "
+        "or `off` (see [For members](#for-members)).",
+        _nsfw_policy,
     )
     blocked_words: tuple[str, ...] = setting(
-        CONTENT, "", "Comma-separated words that refuse a prompt.", _words
+        CONTENT,
+        "",
+        "Comma-separated words that refuse a prompt, in every server (moderators add their "
+        "own with `/settings words`).",
+        _words,
     )
     max_steps: int = setting(
         CONTENT, "50", "Most sampling steps a member may ask for.", _positive_int
@@ -334,5 +362,19 @@ def load_settings(
     dotenv_path: Path | str | None = ".env",
 ) -> Settings:
     """Parse every setting; raise one `ConfigError` listing all problems."""
-    parsed = parse_environment(SETTINGS, read_environment(environ, dotenv_path), require)
+    raw = read_environment(environ, dotenv_path)
+    parsed = parse_environment(SETTINGS, raw, require)
+    _warn_renamed(raw)
     return Settings(**{entry.name.lower(): parsed[entry.name] for entry in SETTINGS})
+
+
+def _warn_renamed(raw: Mapping[str, str]) -> None:
+    old = raw.get("NSFW_POLICY", "").strip().lower()
+    if old in RENAMED_NSFW_POLICIES:
+        log.warning(
+            "NSFW_POLICY=%s is deprecated: it is now called %s (same behaviour); "
+            "set NSFW_POLICY=%s",
+            old,
+            RENAMED_NSFW_POLICIES[old],
+            RENAMED_NSFW_POLICIES[old],
+        )

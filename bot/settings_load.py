@@ -88,4 +88,14 @@ def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"WORKFLOWS_DIR={str(workflows_dir)!r} is not a directory: create it or unset it."
         )
+    styles_dir = parsed.get("STYLES_DIR")
+    if styles_dir is not None and not styles_dir.is_dir():
+        problems.append(
+            f"STYLES_DIR={str(styles_dir)!r} is not a directory: create it or unset it."
+        )
+    loras_file = parsed.get("LORAS_FILE")
+    if loras_file is not None and not loras_file.is_file():
+        problems.append(
+            f"LORAS_FILE={str(loras_file)!r} is not a file: write the list there or unset it."
+        )
     return problems

@@ -11,6 +11,12 @@ from typing import TypeVar
 
 from bot.model_files import ModelNameError, model_file_name
 
+# Outside age-restricted channels: add safe tags; make nothing at all; safe tags and spoilered
+# images; nothing added.
+AGE_RESTRICTED_ONLY = "age_restricted_only"
+NSFW_POLICIES = ("safe_tags", AGE_RESTRICTED_ONLY, "spoiler", "off")
+# Earlier names of NSFW modes, still read (with a deprecation line in the log).
+RENAMED_NSFW_POLICIES = MappingProxyType({"refuse": AGE_RESTRICTED_ONLY})
 T = TypeVar("T")
 
 
@@ -79,6 +85,11 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _nsfw_policy(text: str) -> str:
+    value = text.strip().lower()
+    return _choice(*NSFW_POLICIES)(RENAMED_NSFW_POLICIES.get(value, value))
 
 
 def _log_level(text: str) -> str:
