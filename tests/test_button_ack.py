@@ -1,7 +1,8 @@
 """Deferring a result button costs nothing a member can see either: a deferred Reroll, Vary,
 Upscale or Edit shows its new job in its own answer (the public "thinking..." edited into the
 progress message, no channel post, no "Started job" link), a refusal after such a deferral reaches
-only the member, and an answer that cannot be shown withdraws and refunds the job.
+only the member, and an answer that cannot be shown withdraws and refunds the job. A batch's
+Start shows each of its jobs in a public followup of its own, not a channel post.
 
 All through the fake Discord and the real job manager on the fake RunPod; `ack_crowd=0` makes
 every click a crowd, so it is deferred before its work starts.
@@ -129,3 +130,69 @@ async def test_a_deferred_button_whose_answer_cannot_be_shown_is_withdrawn_refun
     assert told.ephemeral and "Something went wrong" in told.content
     assert seen_by_others(fake_discord) == [fake_discord.messages[int(result["id"])]]
     assert channel_posts(fake_discord) == []
+
+
+async def _batch_offer(bot: Stablehand, fake: FakeDiscord) -> dict:
+    """The private confirmation of a two-job /imagine, as its Start click carries it."""
+    payload = payloads.slash_command("imagine", {"prompt": "a {red, blue} pony"})
+    fake.deliver(bot, payload)
+    await fake.wait_for_callback(payload)
+    return fake.message_payload(fake.interactions[payload["token"]].response_message_id)
+
+
+def _start_click(offer: dict) -> dict:
+    [start] = [
+        c["custom_id"]
+        for row in offer["components"]
+        for c in row["components"]
+        if c["label"] == "Start 2 jobs"
+    ]
+    return payloads.button_click(start, offer)
+
+
+async def test_a_started_batch_shows_each_job_in_a_public_followup_not_a_channel_post(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    offer = await _batch_offer(bot, fake_discord)
+    click = _start_click(offer)
+    fake_discord.deliver(bot, click)
+    await fake_discord.wait_for_callback(click)
+
+    jobs = [await wait_for_state(bot.services, job_id, "done") for job_id in (1, 2)]
+    followups = fake_discord.interactions[click["token"]].followup_ids
+    assert sorted(job.message_id for job in jobs) == sorted(followups)
+    for message_id in followups:
+        shown = fake_discord.messages[message_id]
+        assert not shown.ephemeral and [f.filename for f in shown.attachments]
+    assert seen_by_others(fake_discord) == [fake_discord.messages[i] for i in followups]
+    assert channel_posts(fake_discord) == []
+    assert not [m for m in fake_discord.messages.values() if "Started job" in m.content]
+    summary = fake_discord.messages[int(offer["id"])]
+    assert summary.ephemeral and summary.content.startswith("Started 2 of 2 jobs:")
+    assert_nothing_expired(fake_discord, click)
+
+
+async def test_a_batch_job_whose_followup_cannot_be_shown_is_withdrawn_refunded_and_told(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    offer = await _batch_offer(bot, fake_discord)
+    fake_discord.inject("POST", r"/webhooks/\d+/[^/]+$", 400)
+    click = _start_click(offer)
+    fake_discord.deliver(bot, click)
+    await fake_discord.wait_for_callback(click)
+
+    withdrawn = await wait_for_state(bot.services, 1, "cancelled")
+    assert withdrawn.error == "its progress message could not be posted"
+    hold = await bot.services.db.fetchone("SELECT state FROM quota_holds WHERE job_id = 1")
+    assert hold["state"] == "refunded"
+    told = await fake_discord.wait_for(
+        lambda r: (
+            r.method == "POST"
+            and r.path.startswith("/webhooks/")
+            and click["token"] in r.path
+            and r.status == 200
+        )
+    )
+    assert told.json["flags"] & 64 and "Something went wrong" in told.json["content"]
+    assert (await bot.services.db.fetchone("SELECT COUNT(*) FROM jobs"))[0] == 1, "no second job"
+    assert seen_by_others(fake_discord) == []
