@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from discord import app_commands
 
-from bot.app import Stablehand
+from bot.app import EXTENSIONS, Stablehand
 from bot.config import ConfigError
 from bot.jobs import JobState
 from bot.services import Services
@@ -133,3 +133,16 @@ def test_an_unreachable_discord_is_one_line_not_a_traceback(tmp_path: Path) -> N
     assert result.returncode == 1
     assert "cannot reach Discord" in result.stderr and "Check the network" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cogs_holds_the_extensions_the_bot_loads_and_common_holds_what_they_share() -> None:
+    """A contributor can tell an extension from a shared helper by where it lives."""
+    root = ROOT / "cogs"
+
+    def has_setup(path: Path) -> bool:
+        return "\nasync def setup(" in path.read_text("utf-8")
+
+    extensions = {f"cogs.{p.stem}" for p in root.glob("*.py") if p.stem != "__init__"}
+    assert extensions == set(EXTENSIONS)
+    assert all(has_setup(root / f"{name.removeprefix('cogs.')}.py") for name in EXTENSIONS)
+    assert [p.name for p in (root / "common").glob("*.py") if has_setup(p)] == []
