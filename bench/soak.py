@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import signal
 import sqlite3
 import tempfile
@@ -35,11 +36,14 @@ from typing import Any, TextIO
 from bench.harness import print_result, print_table
 from bot import heartbeat
 from bot.jobs import IN_FLIGHT, TERMINAL
+from cogs.common.faces import CUSTOM_ID
 from tests.fakes import fake_runpod as fr
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
 from tests.fakes.sandbox import Sandbox
+
+BUTTON_ACTION = re.compile(CUSTOM_ID)
 
 CHANNELS = [payloads.CHANNEL_ID + n for n in range(0, 4)]
 MEMBERS = [payloads.member(payloads.user(5_000_000 + n, f"member{n}")) for n in range(16)]
@@ -154,20 +158,23 @@ class Soak:
             return
         message = self.rng.choice(results)
         payload = self.box.discord.message_payload(message.id)
-        buttons = {
-            c.get("label"): c["custom_id"]
-            for row in payload["components"]
-            for c in row["components"]
-        }
-        label = self.rng.choices(
-            ["Reroll", "Vary", "Upscale", "Details", "Edit", "Delete"], [5, 3, 2, 2, 2, 1]
+        # By the action in the custom id: labels carry costs and image numbers ("U1 · 3 credits").
+        buttons: dict[str, str] = {}
+        for row in payload["components"]:
+            for component in row["components"]:
+                action = BUTTON_ACTION.match(component.get("custom_id", ""))
+                if action:
+                    buttons.setdefault(action["action"], component["custom_id"])
+        action = self.rng.choices(
+            ["reroll", "subtle", "strong", "upscale", "details", "edit", "delete", "cancel"],
+            [5, 2, 2, 2, 2, 2, 1, 1],
         )[0]
-        if label not in buttons:
+        if action not in buttons:
             return
-        self.tally.actions[label.lower()] += 1
-        click = payloads.button_click(buttons[label], payload, user=who)
+        self.tally.actions[action] += 1
+        click = payloads.button_click(buttons[action], payload, user=who)
         await self._send(click)
-        if label == "Edit":
+        if action == "edit":
             callback = next(
                 r
                 for r in self.box.discord.requests
