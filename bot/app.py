@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "cogs.imagine",
     "cogs.jobs",
+    "cogs.loras",
     "cogs.prefer",
     "cogs.quota",
     "cogs.settings",

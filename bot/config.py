@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -17,8 +18,15 @@ from bot.model_files import ModelNameError, model_file_name
 
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
 DEFAULT_NEGATIVE = "score_1, score_2, score_3"
-NSFW_POLICIES = ("safe_tags", "refuse", "spoiler", "off")
+# Outside age-restricted channels: add safe tags; make nothing at all; safe tags and spoilered
+# images; nothing added.
+AGE_RESTRICTED_ONLY = "age_restricted_only"
+NSFW_POLICIES = ("safe_tags", AGE_RESTRICTED_ONLY, "spoiler", "off")
+# Earlier names of NSFW modes, still read (with a deprecation line in the log).
+RENAMED_NSFW_POLICIES = MappingProxyType({"refuse": AGE_RESTRICTED_ONLY})
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Secret:
@@ -100,6 +108,11 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _nsfw_policy(text: str) -> str:
+    value = text.strip().lower()
+    return _choice(*NSFW_POLICIES)(RENAMED_NSFW_POLICIES.get(value, value))
 
 
 def _log_level(text: str) -> str:
@@ -442,6 +455,21 @@ class Settings:
         "(see [Your own workflows](#your-own-workflows)).",
         _optional_path,
     )
+    styles_dir: Path | None = setting(
+        MODEL,
+        "",
+        "Directory of style presets (`*.json`, one style per file, named by the file) offered "
+        "in every server (see [Styles](#styles)).",
+        _optional_path,
+    )
+    loras_file: Path | None = setting(
+        MODEL,
+        "",
+        "JSON list of the LoRAs on the endpoint (name, trigger words, default weight, NSFW) for "
+        "`/loras` and the `lora` option; when set, a LoRA not on it is refused (see "
+        "[LoRAs](#loras)).",
+        _optional_path,
+    )
     max_jobs_in_flight: int = setting(
         SCHEDULING,
         "4",
@@ -536,12 +564,17 @@ class Settings:
     nsfw_policy: str = setting(
         CONTENT,
         "safe_tags",
-        "Outside age-restricted channels: `safe_tags`, `refuse`, `spoiler` or `off` "
-        "(see [For members](#for-members)).",
-        _choice(*NSFW_POLICIES),
+        "Outside age-restricted channels: `safe_tags` (add safe tags), `age_restricted_only` "
+        "(make no images there; formerly `refuse`), `spoiler` (safe tags and spoilered images) "
+        "or `off` (see [For members](#for-members)).",
+        _nsfw_policy,
     )
     blocked_words: tuple[str, ...] = setting(
-        CONTENT, "", "Comma-separated words that refuse a prompt.", _words
+        CONTENT,
+        "",
+        "Comma-separated words that refuse a prompt, in every server (moderators add their "
+        "own with `/settings words`).",
+        _words,
     )
     max_steps: int = setting(
         CONTENT, "50", "Most sampling steps a member may ask for.", _positive_int
@@ -632,6 +665,7 @@ def load_settings(
     problems += _cross_checks(parsed)
     if problems:
         raise ConfigError(problems)
+    _warn_renamed(raw)
     return Settings(**{setting.name.lower(): parsed[setting.name] for setting in SETTINGS})
 
 
@@ -640,6 +674,18 @@ def _reason(exc: ValueError) -> str:
     if text.startswith("invalid literal") or text.startswith("could not convert"):
         return "is not a number"
     return text
+
+
+def _warn_renamed(raw: Mapping[str, str]) -> None:
+    old = raw.get("NSFW_POLICY", "").strip().lower()
+    if old in RENAMED_NSFW_POLICIES:
+        log.warning(
+            "NSFW_POLICY=%s is deprecated: it is now called %s (same behaviour); "
+            "set NSFW_POLICY=%s",
+            old,
+            RENAMED_NSFW_POLICIES[old],
+            RENAMED_NSFW_POLICIES[old],
+        )
 
 
 def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
@@ -663,5 +709,15 @@ def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
     if workflows_dir is not None and not workflows_dir.is_dir():
         problems.append(
             f"WORKFLOWS_DIR={str(workflows_dir)!r} is not a directory: create it or unset it."
+        )
+    styles_dir = parsed.get("STYLES_DIR")
+    if styles_dir is not None and not styles_dir.is_dir():
+        problems.append(
+            f"STYLES_DIR={str(styles_dir)!r} is not a directory: create it or unset it."
+        )
+    loras_file = parsed.get("LORAS_FILE")
+    if loras_file is not None and not loras_file.is_file():
+        problems.append(
+            f"LORAS_FILE={str(loras_file)!r} is not a file: write the list there or unset it."
         )
     return problems

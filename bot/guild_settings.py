@@ -1,4 +1,5 @@
-"""Per-server policy set by moderators: channels, NSFW mode, defaults, caps, moderator role.
+"""Per-server policy set by moderators: channels, NSFW mode, defaults, caps, moderator role,
+blocked words and workflows turned off.
 
 All SQL is in `bot/store/guild_settings.py`; each change's audit entry records the setting's value
 before and after (`settings.<name>`), and the cogs word it.
@@ -38,6 +39,8 @@ class GuildSettings:
     max_steps: int | None = None
     max_count: int | None = None
     max_pixels: int | None = None
+    blocked_words: tuple[str, ...] | None = None
+    disabled_workflows: tuple[str, ...] | None = None
     ping_after: int | None = None
     gallery_channel_id: int | None = None
 
@@ -47,7 +50,8 @@ class GuildSettings:
         return DEFAULT_PING_AFTER if self.ping_after is None else self.ping_after
 
     def policy(self, base: ContentPolicy) -> ContentPolicy:
-        """The operator's policy with this server's choices; caps can only be narrowed."""
+        """The operator's policy with this server's choices; caps can only be narrowed, and the
+        server's blocked words are added to the operator's."""
 
         def narrowed(mine: int | None, operator: int) -> int:
             return operator if mine is None else min(mine, operator)
@@ -63,7 +67,14 @@ class GuildSettings:
             max_steps=narrowed(self.max_steps, base.max_steps),
             max_count=narrowed(self.max_count, base.max_count),
             max_pixels=narrowed(self.max_pixels, base.max_pixels),
+            blocked_words=(
+                *base.blocked_words,
+                *(w for w in self.blocked_words or () if w not in base.blocked_words),
+            ),
         )
+
+    def allows_workflow(self, name: str) -> bool:
+        return name not in (self.disabled_workflows or ())
 
     def allows_channel(self, channel_id: int | None) -> bool:
         return self.allowed_channels is None or channel_id in self.allowed_channels
@@ -78,6 +89,12 @@ class Change:
 
 
 Decide = Callable[[GuildSettings], Mapping[str, Any]]
+# Whether a server's settings, all together, still let a job run: None, or the conflict named.
+Check = Callable[[GuildSettings], str | None]
+
+
+class SettingsConflict(ValueError):
+    """A change that, with the server's other settings, would make every job fail."""
 
 
 class GuildSettingsStore:
@@ -94,9 +111,11 @@ class GuildSettingsStore:
         clock: Callable[[], float] = time.time,
         rows: GuildSettingsRows | None = None,
         audit_store: AuditStore | None = None,
+        check: Check | None = None,
     ) -> None:
         self.db = db
         self._clock = clock
+        self._check = check
         engine = stores_for(db)
         self._rows = rows or engine.guild_settings
         self._audit_store = audit_store or engine.audit
@@ -134,8 +153,36 @@ class GuildSettingsStore:
 
         return await self.change(guild_id, moderator_id, removed)
 
+    async def add_word(self, guild_id: int, moderator_id: int, word: str) -> Change:
+        def added(current: GuildSettings) -> dict[str, Any]:
+            words = current.blocked_words or ()
+            return {} if word in words else {"blocked_words": (*words, word)}
+
+        return await self.change(guild_id, moderator_id, added)
+
+    async def remove_word(self, guild_id: int, moderator_id: int, word: str) -> Change:
+        def removed(current: GuildSettings) -> dict[str, Any]:
+            words = current.blocked_words or ()
+            if word not in words:
+                return {}
+            return {"blocked_words": tuple(w for w in words if w != word) or None}
+
+        return await self.change(guild_id, moderator_id, removed)
+
+    async def set_workflow(
+        self, guild_id: int, moderator_id: int, workflow: str, *, enabled: bool
+    ) -> Change:
+        def toggled(current: GuildSettings) -> dict[str, Any]:
+            off = current.disabled_workflows or ()
+            if enabled:
+                return {"disabled_workflows": tuple(w for w in off if w != workflow) or None}
+            return {} if workflow in off else {"disabled_workflows": (*off, workflow)}
+
+        return await self.change(guild_id, moderator_id, toggled)
+
     async def change(self, guild_id: int, moderator_id: int, decide: Decide) -> Change:
-        """Apply `decide(stored settings)` in one transaction; an exception from it writes nothing."""
+        """Apply `decide(stored settings)` in one transaction; an exception from it writes nothing,
+        nor does a change the check finds in conflict (`SettingsConflict`)."""
         now = self._clock()
         async with self._cache_lock:
             async with self.db.transaction() as tx:
@@ -147,6 +194,11 @@ class GuildSettingsStore:
                     raise ValueError(f"not a server setting: {', '.join(sorted(unknown))}")
                 after = replace(before, **changes)
                 changed = [name for name in changes if getattr(before, name) != changes[name]]
+                if changed and self._check is not None:
+                    conflict = self._check(after)
+                    # Settings stored in conflict before this check existed may still be changed.
+                    if conflict is not None and self._check(before) is None:
+                        raise SettingsConflict(conflict)
                 await self._rows.write(tx, guild_id, {n: changes[n] for n in changed}, at=now)
                 for name in changed:
                     await audit.record(

@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from bot import conflicts
 from bot.config import DEFAULT_ENDPOINT, ConfigError, Settings
 from bot.db import Database
 from bot.engine import open_database
 from bot.estimates import DurationModel
 from bot.gallery import Gallery
-from bot.guild_settings import GuildSettingsStore
+from bot.guild_settings import GuildSettings, GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
+from bot.loras import LoraCatalogue, LoraListError, load_loras
+from bot.model_files import ModelNameError, model_file_name
 from bot.polling import Timing
 from bot.preferences import Preferences, PreferenceStore
 from bot.prompt import (
@@ -27,6 +30,7 @@ from bot.prompt import (
     GenerationRequest,
     ImageInput,
     Options,
+    PromptError,
     flags_in,
     parse,
 )
@@ -36,7 +40,16 @@ from bot.runpod import RequestBudget, RunPodClient
 from bot.runpod_backend import RunPodBackend, webhook_receiver
 from bot.stats import Figures
 from bot.store import stores_for
-from bot.workflows import TemplateLibrary, load_library
+from bot.styles import (
+    Style,
+    StyleBook,
+    StyleError,
+    apply_style,
+    load_styles,
+    style_flag,
+    with_words,
+)
+from bot.workflows import Lora, TemplateLibrary, load_library
 
 if TYPE_CHECKING:
     from bot.postgres import PostgresDatabase
@@ -76,6 +89,9 @@ class Services:
     preferences: PreferenceStore
     figures: Figures
     gallery: Gallery
+    styles: StyleBook
+    # The operator's list of the endpoint's LoRAs; None when LORAS_FILE is not set.
+    loras: LoraCatalogue | None
     # Every endpoint's client by name, `runpod` (the default endpoint's) included.
     clients: Mapping[str, RunPodClient] = field(default_factory=dict)
 
@@ -98,6 +114,14 @@ class Services:
                     f"use one of {', '.join(templates.names())}."
                 ]
             )
+        try:
+            shipped_styles = load_styles(settings.styles_dir, templates)
+        except StyleError as exc:
+            raise ConfigError([f"STYLES_DIR={str(settings.styles_dir)!r}: {exc}."]) from None
+        try:
+            loras = load_loras(settings.loras_file)
+        except LoraListError as exc:
+            raise ConfigError([f"LORAS_FILE={str(settings.loras_file)!r}: {exc}."]) from None
         db = await open_database(settings, database_path)
         runpod = runpod or runpod_client(settings)
         clients = {DEFAULT_ENDPOINT: runpod} | {
@@ -134,6 +158,11 @@ class Services:
             webhooks=webhooks,
         )
         figures = Figures(stores_for(db).stats, quotas, clock=time.time)
+        operator = ContentPolicy.from_settings(settings)
+
+        def contradiction(server: GuildSettings) -> str | None:
+            return conflicts.conflict(server, operator, templates)
+
         return cls(
             settings,
             db,
@@ -141,10 +170,12 @@ class Services:
             templates,
             jobs,
             quotas,
-            GuildSettingsStore(db),
+            GuildSettingsStore(db, check=contradiction),
             PreferenceStore(db),
             figures,
             Gallery(db),
+            StyleBook(db, shipped_styles, templates),
+            loras,
             clients,
         )
 
@@ -155,7 +186,27 @@ class Services:
     async def policy_for(self, guild_id: int | None) -> ContentPolicy:
         if guild_id is None:
             return self.policy()
-        return (await self.guild_settings.get(guild_id)).policy(self.policy())
+        server = await self.guild_settings.get(guild_id)
+        return conflicts.server_policy(server, self.policy(), self.templates)
+
+    async def style_for(
+        self, guild_id: int | None, text: str, typed: str | None, preferred: str | None = None
+    ) -> tuple[Style | None, str]:
+        """The style a request asks for (typed option, then `--style`, then the member's
+        preference) and the prompt without its `--style`; raises `PromptError` for an unknown
+        style named in the request. A preferred style removed since is left out."""
+        flagged = style_flag(text)
+        if flagged is not None:
+            name, rest = flagged
+            # Midjourney's `--style raw` is not a style here, unless a server made one of that name.
+            if name != "raw" or await self.styles.exists(guild_id, name):
+                text = rest
+                typed = typed or name
+        if typed:
+            return await self.styles.find(guild_id, typed), text
+        if preferred and await self.styles.exists(guild_id, preferred):
+            return await self.styles.find(guild_id, preferred), text
+        return None, text
 
     def prepare(
         self,
@@ -172,13 +223,25 @@ class Services:
         seed: int | None = None,
         role_ids: tuple[int, ...] = (),
         preferences: Preferences | None = None,
+        style: Style | None = None,
+        lora: str | None = None,
     ) -> NewJob:
         """Parse, render and cost a request in memory; raises `PromptError` with nothing stored.
 
-        The member's `preferences` fill in what neither a typed option nor a flag says.
+        The member's `preferences` fill in what neither a typed option nor a flag says; a
+        `style` (resolved by `style_for`) wraps the words and fills what the member left unsaid;
+        `lora` adds a LoRA from the operator's list with its trigger words.
         """
         policy = policy or self.policy()
         options = options or Options()
+        if lora:
+            text = with_words(text, self.lora_words(lora))
+        if style is not None:
+            text, options, policy = apply_style(style, text, options, policy, self.templates)
+            options = replace(options, style=style.name)
+        if preferences is not None:
+            # `style_for` chose the style (the preferred one included): it is applied above.
+            preferences = replace(preferences, style=None)
 
         def parsed(options: Options, seed: int | None) -> GenerationRequest:
             return parse(
@@ -203,6 +266,9 @@ class Services:
             )
             if applied:
                 request = replace(parsed(preferred, request.seed), from_preferences=applied)
+        if self.loras is not None:
+            nsfw_allowed = channel_nsfw or policy.nsfw_policy == "off"
+            self.loras.check(request.loras, nsfw_allowed=nsfw_allowed)
         return self.job_for(
             request,
             image=image,
@@ -227,6 +293,8 @@ class Services:
         filesize_limit: int | None = None,
         role_ids: tuple[int, ...] = (),
         preferences: Preferences | None = None,
+        style: Style | None = None,
+        lora: str | None = None,
     ) -> list[NewJob]:
         """Every job `{…}` permutations and `--repeat` make of `text`, each checked, none stored.
 
@@ -247,6 +315,8 @@ class Services:
                 filesize_limit=filesize_limit,
                 role_ids=role_ids,
                 preferences=preferences,
+                style=style,
+                lora=lora,
             )
             jobs.append(first)
             for offset in range(1, repeat):
@@ -275,7 +345,10 @@ class Services:
         filesize_limit: int | None = None,
         role_ids: tuple[int, ...] = (),
     ) -> NewJob:
-        """A parsed request rendered into its workflow and costed."""
+        """A parsed request rendered into its workflow and costed; a LoRA the operator's list
+        does not have is refused here, before anything is stored, sent or charged."""
+        if self.loras is not None:
+            self.loras.check(request.loras, nsfw_allowed=True)
         template = self.templates.get(request.template)
         assert template is not None
         return NewJob(
@@ -290,6 +363,19 @@ class Services:
             input_images=((image.name, image.data),) if image is not None and request.image else (),
             role_ids=role_ids,
         )
+
+    def lora_words(self, name: str) -> str:
+        """The `<lora:…>` tag (and trigger words) the `lora` option adds to a prompt."""
+        try:
+            file_name = model_file_name(name)
+        except ModelNameError as exc:
+            raise PromptError(f"`{name[:60]}` is not a LoRA name: {exc}.") from None
+        if self.loras is None:
+            return f"<lora:{file_name}:1>"
+        self.loras.check([Lora(file_name)], nsfw_allowed=True)
+        known = self.loras.find(file_name)
+        assert known is not None
+        return known.tag()
 
     async def close(self) -> None:
         """Stop the jobs, then close the HTTP client and the database; safe to call twice."""

@@ -9,13 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.loras import LoraInfo
 from bot.prompt import Options
 from bot.samplers import A1111_SAMPLERS, SAMPLERS
 from bot.workflows import Template
 from cogs.common import acknowledge, render
 from cogs.common.batch import BatchButton, PendingBatches, offer
 from cogs.common.buttons import EDIT_MODAL, ResultButton, on_edit_submit
-from cogs.common.launch import launch, read_image, requester
+from cogs.common.launch import channel_is_nsfw, launch, read_image, requester
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -59,6 +60,8 @@ class Imagine(commands.Cog):
         sampler="ComfyUI or A1111 sampler name, e.g. DPM++ 2M Karras",
         workflow="Which workflow to run",
         image="Start from this image (img2img)",
+        style="A style preset: words, negative, LoRAs and defaults around your prompt",
+        lora="Add a LoRA from the endpoint's list, with its trigger words",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
     @app_commands.guild_only()
@@ -75,6 +78,8 @@ class Imagine(commands.Cog):
         sampler: str | None = None,
         workflow: str | None = None,
         image: discord.Attachment | None = None,
+        style: str | None = None,
+        lora: str | None = None,
     ) -> None:
         services = self.bot.services
         # Deferred publicly: a single job's progress message takes the "thinking..." place.
@@ -85,6 +90,10 @@ class Imagine(commands.Cog):
                 services.preferences.get(interaction.user.id),
             ),
             ephemeral=False,
+        )
+        chosen_style, prompt = await acknowledge.in_time(
+            interaction,
+            services.style_for(interaction.guild_id, prompt, style, preferred=preferences.style),
         )
         verified = None
         if image is not None:
@@ -106,6 +115,8 @@ class Imagine(commands.Cog):
             options=options,
             policy=policy,
             image=verified,
+            style=chosen_style,
+            lora=lora,
             preferences=preferences,
             **requester(interaction),
         )
@@ -129,13 +140,52 @@ class Imagine(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         library = self.bot.services.templates
         wanted = current.strip().lower()
+        server = await self.bot.services.guild_settings.get(interaction.guild_id)
         choices = []
         for name in library.names():
             template = library.get(name)
-            if template is not None and (wanted in name or wanted in template.model.label.lower()):
+            if template is None or not server.allows_workflow(name):
+                continue
+            if wanted in name or wanted in template.model.label.lower():
                 label = workflow_label(template)
                 choices.append(app_commands.Choice(name=render.choice_label(label), value=name))
         return choices[:25]
+
+    @imagine.autocomplete("style")
+    async def style_choices(
+        self, interaction: discord.Interaction[Stablehand], current: str
+    ) -> list[app_commands.Choice[str]]:
+        wanted = current.strip().lower()
+        styles = await self.bot.services.styles.all(interaction.guild_id)
+        return [
+            app_commands.Choice(name=render.choice_label(f"{s.name} — {s.summary()}"), value=s.name)
+            for s in styles
+            if wanted in s.name or wanted in s.description.lower()
+        ][:25]
+
+    @imagine.autocomplete("lora")
+    async def lora_choices(
+        self, interaction: discord.Interaction[Stablehand], current: str
+    ) -> list[app_commands.Choice[str]]:
+        catalogue = self.bot.services.loras
+        if catalogue is None:
+            return []
+        policy = await self.bot.services.policy_for(interaction.guild_id)
+        nsfw_allowed = channel_is_nsfw(interaction.channel) or policy.nsfw_policy == "off"
+        wanted = current.strip().lower()
+        return [
+            app_commands.Choice(name=render.choice_label(lora_label(info)), value=info.short_name)
+            for info in catalogue.offered(nsfw_allowed=nsfw_allowed)
+            if wanted in info.name.lower() or any(wanted in t.lower() for t in info.triggers)
+        ][:25]
+
+
+def lora_label(info: LoraInfo) -> str:
+    """`name — triggers (weight)`, as /loras and the autocomplete show a LoRA."""
+    triggers = ", ".join(info.triggers) or "no trigger words"
+    nsfw = " · NSFW" if info.nsfw else ""
+    about = f" — {info.description}" if info.description else ""
+    return f"{info.short_name} — {triggers} (weight {info.weight:g}){nsfw}{about}"
 
 
 def workflow_label(template: Template) -> str:

@@ -19,7 +19,7 @@ from bot.stats import SpendFigures, UsageFigures
 from cogs.common import acknowledge, audit_lines, charts, outgoing, render
 from cogs.common.errors import MemberError
 from cogs.common.permissions import member_role_ids, moderators_only
-from cogs.common.render import credit_text, job_link, relative
+from cogs.common.render import bonus_text, credit_text, dollars, job_link, relative
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -217,25 +217,25 @@ class Quota(commands.Cog):
 
     @quota.command(name="grant", description="Give a member bonus credits, with a reason.")
     @app_commands.describe(
-        user="the member", amount="bonus credits to add", reason="why (shown in the audit trail)"
+        user="the member", credits="bonus credits to add", reason="why (shown in the audit trail)"
     )
     @moderators_only()
     async def grant(
         self,
         interaction: discord.Interaction,
         user: discord.Member,
-        amount: app_commands.Range[int, 1, 10_000],
+        credits: app_commands.Range[int, 1, 10_000],
         reason: app_commands.Range[str, 1, 200],
     ) -> None:
         await acknowledge.in_time(
             interaction,
             self.bot.services.quotas.grant(
-                interaction.guild_id, interaction.user.id, user.id, amount, reason
+                interaction.guild_id, interaction.user.id, user.id, credits, reason
             ),
         )
         await self._reply(
             interaction,
-            f"Gave {user.mention} {credit_text(amount)} of bonus ({discord.utils.escape_markdown(reason)}).",
+            f"Gave {user.mention} {bonus_text(credits)} ({discord.utils.escape_markdown(reason)}).",
         )
 
     @quota.command(
@@ -373,8 +373,9 @@ class Quota(commands.Cog):
             self.bot.services.quotas.set_budget(interaction.guild_id, interaction.user.id, amount),
         )
         text = (
-            f"This server's daily GPU budget is now ${amount:.2f}, counted from estimated GPU time. "
-            "When it is used up, new images wait until the next day."
+            f"This server's daily GPU budget is now {dollars(amount)}, counted from estimated GPU "
+            "time. When it is used up, new images are refused until it reopens at the next daily "
+            "reset."
             if amount > 0
             else "This server no longer has a daily GPU budget."
         )
@@ -475,13 +476,8 @@ async def member_names(interaction: discord.Interaction, user_ids: list[int]) ->
     return dict(zip(user_ids, await asyncio.gather(*(name(u) for u in user_ids)), strict=True))
 
 
-def dollars(amount: float) -> str:
-    """Cents for real money, four places for the fractions of a cent one image costs."""
-    return f"${amount:.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4f}"
-
-
 def _budget_line(spent: float, budget: float | None) -> str:
-    return f"{dollars(spent)} of ${budget:.2f}" if budget else f"{dollars(spent)} (no budget)"
+    return f"{dollars(spent)} of {dollars(budget)}" if budget else f"{dollars(spent)} (no budget)"
 
 
 async def setup(bot: Stablehand) -> None:

@@ -8,10 +8,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.config import NSFW_POLICIES
+from bot.config import AGE_RESTRICTED_ONLY, NSFW_POLICIES, RENAMED_NSFW_POLICIES
 from bot.guild_settings import GuildSettings
+from bot.styles import StyleError, parse_style
 from cogs.common import acknowledge, outgoing
 from cogs.common.errors import MemberError
+from cogs.common.permissions import moderators_only
 
 if TYPE_CHECKING:
     from bot.app import Stablehand
@@ -19,12 +21,15 @@ if TYPE_CHECKING:
 NSFW_CHOICES = {
     "safe_tags": "Add safe tags outside age-restricted channels",
     "spoiler": "Safe tags and spoilered images outside age-restricted channels",
-    "refuse": "Only make images in age-restricted channels",
+    AGE_RESTRICTED_ONLY: "Only make images in age-restricted channels",
     "off": "No tags, no spoilers",
 }
 # /settings shows the whole channel list up to this many; longer lists are summarised.
 SHOWN_CHANNELS = 50
 NOT_MANAGER = "Only members with the Manage Server permission can change this server's settings."
+# A server's own blocked words: how many, and how long each may be.
+MAX_BLOCKED_WORDS = 200
+MAX_WORD_LENGTH = 50
 
 
 def managers_only():
@@ -59,6 +64,10 @@ def describe(settings: GuildSettings, *, bot: Stablehand) -> discord.Embed:
         f"**Moderator role:** {role}",
         f"**Ping when a result took:** {settings.ping_after_seconds} s or more",
         f"**Gallery:** {f'<#{settings.gallery_channel_id}>' if settings.gallery_channel_id else 'none'}",
+        f"**Blocked words of this server:** {len(settings.blocked_words or ())} "
+        "(`/settings words list`)",
+        "**Workflows turned off:** "
+        + (", ".join(f"`{w}`" for w in settings.disabled_workflows or ()) or "none"),
     ]
     return discord.Embed(title="Server settings", description="\n".join(lines))
 
@@ -139,6 +148,7 @@ class Settings(commands.Cog):
     @app_commands.describe(policy="what to do outside age-restricted channels")
     @managers_only()
     async def nsfw(self, interaction: discord.Interaction, policy: str) -> None:
+        policy = RENAMED_NSFW_POLICIES.get(policy, policy)
         if policy not in NSFW_POLICIES:
             raise MemberError(f"Choose one of: {', '.join(NSFW_POLICIES)}.")
         await self._update(
@@ -210,6 +220,211 @@ class Settings(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         names = [n for n in self.bot.services.templates.names() if current.lower() in n]
         return [app_commands.Choice(name=n, value=n) for n in names[:25]]
+
+    @settings.command(
+        name="words", description="This server's blocked words: add, remove or list them."
+    )
+    @app_commands.choices(
+        action=[app_commands.Choice(name=n, value=n) for n in ("add", "remove", "list")]
+    )
+    @app_commands.describe(
+        action="add or remove a word, or list them",
+        word="a word or phrase prompts may not contain (not needed to list)",
+    )
+    @moderators_only()
+    async def words(
+        self, interaction: discord.Interaction, action: str, word: str | None = None
+    ) -> None:
+        store = self.bot.services.guild_settings
+        if action == "list":
+            current = await acknowledge.in_time(interaction, store.get(interaction.guild_id))
+            words = current.blocked_words or ()
+            shown = outgoing.summarise([f"`{w}`" for w in words], most=MAX_BLOCKED_WORDS)
+            operator = len(self.bot.services.policy().blocked_words)
+            also = f" The bot's own list has {operator} more." if operator else ""
+            said = (
+                f"This server blocks: {shown}.{also}"
+                if words
+                else f"This server blocks no words of its own.{also}"
+            )
+            await outgoing.answer(interaction, said)
+            return
+        cleaned = " ".join((word or "").lower().split())
+        if not cleaned:
+            raise MemberError(f"Name the word to {action}.")
+        if len(cleaned) > MAX_WORD_LENGTH or "`" in cleaned:
+            raise MemberError(
+                f"A blocked word is at most {MAX_WORD_LENGTH} characters, without backticks."
+            )
+        if action == "add":
+            current = await acknowledge.in_time(interaction, store.get(interaction.guild_id))
+            if len(current.blocked_words or ()) >= MAX_BLOCKED_WORDS:
+                raise MemberError(
+                    f"This server already blocks {MAX_BLOCKED_WORDS} words; remove one first."
+                )
+            change = await acknowledge.in_time(
+                interaction, store.add_word(interaction.guild_id, interaction.user.id, cleaned)
+            )
+            said = (
+                f"Prompts containing `{cleaned}` are now refused here."
+                if change.before != change.after
+                else f"`{cleaned}` was already blocked here."
+            )
+        else:
+            change = await acknowledge.in_time(
+                interaction, store.remove_word(interaction.guild_id, interaction.user.id, cleaned)
+            )
+            said = (
+                f"`{cleaned}` is no longer blocked here."
+                if change.before != change.after
+                else f"`{cleaned}` was not on this server's list."
+            )
+            if cleaned in self.bot.services.policy().blocked_words:
+                said += " The bot's own list still blocks it."
+        await outgoing.answer(interaction, said)
+
+    @settings.command(
+        name="workflows", description="Turn a workflow off (or back on) for this server."
+    )
+    @app_commands.choices(
+        action=[app_commands.Choice(name=n, value=n) for n in ("turn off", "turn on")]
+    )
+    @app_commands.describe(action="turn the workflow off or on", workflow="the workflow")
+    @moderators_only()
+    async def workflows(self, interaction: discord.Interaction, action: str, workflow: str) -> None:
+        services = self.bot.services
+        template = services.templates.get(workflow)
+        if template is None:
+            names = [f"`{name}`" for name in services.templates.names()]
+            raise MemberError(
+                f"There is no workflow `{workflow[:40]}`. Workflows: {outgoing.summarise(names)}."
+            )
+        enabled = action == "turn on"
+        change = await acknowledge.in_time(
+            interaction,
+            services.guild_settings.set_workflow(
+                interaction.guild_id, interaction.user.id, template.name, enabled=enabled
+            ),
+        )
+        said = (
+            f"Members can use `{template.name}` again."
+            if enabled
+            else f"`{template.name}` is turned off here: it is hidden from /imagine and refused when named."
+        )
+        await self._show(interaction, said, change.after)
+
+    @workflows.autocomplete("workflow")
+    async def any_workflow_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = [t.name for t in self.bot.services.templates if current.lower() in t.name]
+        return [app_commands.Choice(name=n, value=n) for n in names[:25]]
+
+    styles = app_commands.Group(
+        name="styles", description="This server's own styles.", parent=settings
+    )
+
+    @styles.command(name="add", description="Add a style members can pick with style: or --style.")
+    @app_commands.describe(
+        name="lowercase name, e.g. watercolor",
+        prompt="the words around the member's, with {prompt} where theirs go",
+        negative="words added to the negative prompt",
+        workflow="the workflow it runs (a member's own choice still wins)",
+        loras="LoRAs, e.g. detail:0.8, film_grain:0.5",
+        aspect="default shape, e.g. 16:9",
+        steps="default sampling steps",
+        cfg="default CFG",
+        sampler="default sampler, e.g. DPM++ 2M Karras",
+        description="one line saying what it looks like",
+    )
+    @moderators_only()
+    async def style_add(
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 32],
+        prompt: app_commands.Range[str, 1, 500] = "{prompt}",
+        negative: app_commands.Range[str, 1, 500] | None = None,
+        workflow: str | None = None,
+        loras: app_commands.Range[str, 1, 200] | None = None,
+        aspect: str | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        cfg: app_commands.Range[float, 1.0, 30.0] | None = None,
+        sampler: str | None = None,
+        description: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:
+        services = self.bot.services
+        defaults = {"aspect": aspect, "steps": steps, "cfg": cfg, "sampler": sampler}
+        definition = {
+            "prompt": prompt,
+            "negative": negative or "",
+            "workflow": workflow,
+            "loras": [part.strip() for part in (loras or "").split(",") if part.strip()],
+            "defaults": {k: v for k, v in defaults.items() if v is not None},
+            "description": description or "",
+        }
+        try:
+            style = parse_style(
+                name, {k: v for k, v in definition.items() if v is not None}, services.templates
+            )
+            await acknowledge.in_time(
+                interaction, services.styles.add(interaction.guild_id, interaction.user.id, style)
+            )
+        except StyleError as exc:
+            raise MemberError(f"That style cannot be added: {exc}.") from None
+        await outgoing.answer(
+            interaction,
+            f"Added the style `{style.name}`: {style.summary()}. Members can use it with "
+            f"`style:{style.name}` or `--style {style.name}`.",
+        )
+
+    @styles.command(name="remove", description="Remove one of this server's styles.")
+    @app_commands.describe(name="the style")
+    @moderators_only()
+    async def style_remove(self, interaction: discord.Interaction, name: str) -> None:
+        services = self.bot.services
+        wanted = name.strip().lower()
+        if wanted in services.styles.shipped:
+            raise MemberError(
+                f"`{wanted[:32]}` is one of the bot's own styles; only the operator can remove it."
+            )
+        removed = await acknowledge.in_time(
+            interaction, services.styles.remove(interaction.guild_id, interaction.user.id, wanted)
+        )
+        said = (
+            f"Removed the style `{wanted}`."
+            if removed
+            else f"This server has no style `{wanted[:32]}`."
+        )
+        await outgoing.answer(interaction, said)
+
+    @styles.command(name="list", description="Every style members can use here.")
+    @moderators_only()
+    async def style_list(self, interaction: discord.Interaction) -> None:
+        styles = await acknowledge.in_time(
+            interaction, self.bot.services.styles.all(interaction.guild_id)
+        )
+        lines = [
+            f"`{s.name}` ({'the bot' if s.shipped else 'this server'}) — {s.summary()}"
+            for s in styles
+        ]
+        description = outgoing.lines_within(lines, outgoing.DESCRIPTION_LIMIT) or "No styles yet."
+        await outgoing.answer(
+            interaction, embed=discord.Embed(title="Styles", description=description)
+        )
+
+    @style_remove.autocomplete("name")
+    async def own_style_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        styles = await self.bot.services.styles.all(interaction.guild_id)
+        names = [s.name for s in styles if not s.shipped and current.lower() in s.name]
+        return [app_commands.Choice(name=n, value=n) for n in names[:25]]
+
+    @style_add.autocomplete("workflow")
+    async def style_workflow_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await self.workflow_choices(interaction, current)
 
     @settings.command(
         name="caps", description="Limits members cannot go past (leave all out to reset)."

@@ -225,7 +225,7 @@ async def test_cancel_during_a_lock_is_deferred_says_busy_and_the_job_runs_on(
 
 CHANGES = [
     ("quota", "set", {"user": ALICE, "limit": 3}),
-    ("quota", "grant", {"user": ALICE, "amount": 5, "reason": "contest"}),
+    ("quota", "grant", {"user": ALICE, "credits": 5, "reason": "contest"}),
     ("quota", "reset", {"user": ALICE}),
     ("quota", "block", {"user": ALICE, "reason": "spam"}),
     ("quota", "unblock", {"user": ALICE}),
@@ -233,7 +233,7 @@ CHANGES = [
     ("quota", "role", {"role": payloads.role(501, "vip"), "limit": 40}),
     ("quota", "budget", {"amount": 2.5}),
     ("settings", "channels", {"action": "add", "channel": ART}),
-    ("settings", "nsfw", {"policy": "refuse"}),
+    ("settings", "nsfw", {"policy": "age_restricted_only"}),
     ("settings", "defaults", {"steps": 12}),
     ("settings", "caps", {"max_steps": 40}),
     ("settings", "moderators", {"role": payloads.role(502, "mods")}),
@@ -311,7 +311,10 @@ async def _stuck_behind_a_write(bot: Stablehand, fake: FakeDiscord, other: Other
     await bot.services.db.set_busy_timeout(600_000)
     await other.take_write_lock()
     grant = payloads.slash_command(
-        "quota", {"user": ALICE, "amount": 5, "reason": "contest"}, subcommand="grant", user=MANAGER
+        "quota",
+        {"user": ALICE, "credits": 5, "reason": "contest"},
+        subcommand="grant",
+        user=MANAGER,
     )
     fake.deliver(bot, grant)
     assert (await fake.wait_for_callback(grant)).json["type"] == DEFERRED

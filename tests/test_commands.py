@@ -197,7 +197,9 @@ async def test_settings_are_for_managers_and_shape_imagine(
     await reply_to(
         bot,
         fake,
-        payloads.slash_command("settings", {"policy": "refuse"}, subcommand="nsfw", user=MANAGER),
+        payloads.slash_command(
+            "settings", {"policy": "age_restricted_only"}, subcommand="nsfw", user=MANAGER
+        ),
     )
     refusal = await reply_to(bot, fake, payloads.slash_command("imagine", {"prompt": "a pony"}))
     assert "age-restricted" in refusal["content"]
@@ -221,7 +223,7 @@ async def test_settings_are_for_managers_and_shape_imagine(
         "set the channels /imagine works in to <#3000000000000000001>",
         "set the steps cap to 20",
         "set the default steps to 12",
-        "set the NSFW policy to refuse",
+        "set the NSFW policy to age_restricted_only",
         f"set the moderator role to <@&{payloads.MODERATOR_ROLE_ID}>",
     ):
         assert change in log, change

@@ -99,7 +99,7 @@ async def test_a_huge_audit_trail_shows_the_newest_entries_and_counts_the_rest(
     [embed] = log["embeds"]
     lines = embed["description"].split("\n")
     assert "set the channels /imagine works in to <#" in lines[0]
-    assert "gave <@" in lines[1] and "14 credits of bonus" in lines[1]
+    assert "gave <@" in lines[1] and "14 bonus credits" in lines[1]
     assert lines[-1].startswith("… and ") and lines[-1].endswith(" more")
 
 

@@ -25,7 +25,7 @@ def _quota(subcommand: str, options: dict | None = None, *, moderator: bool = Tr
 MODERATOR_COMMANDS = [
     ("show", {"user": ALICE}),
     ("set", {"user": ALICE, "limit": 3}),
-    ("grant", {"user": ALICE, "amount": 5, "reason": "contest"}),
+    ("grant", {"user": ALICE, "credits": 5, "reason": "contest"}),
     ("reset", {"user": ALICE}),
     ("block", {"user": ALICE, "reason": "spam"}),
     ("unblock", {"user": ALICE}),
@@ -68,6 +68,21 @@ async def test_the_configured_moderator_role_is_enough(
     assert "daily GPU budget is now $1.00" in data["content"]
 
 
+async def test_a_budget_below_a_cent_is_shown_with_its_digits_and_one_bonus_credit_is_singular(
+    bot: Stablehand, fake_discord: FakeDiscord
+) -> None:
+    budget = await reply_to(bot, fake_discord, _quota("budget", {"amount": 0.0001}))
+    assert "daily GPU budget is now $0.0001," in budget["content"]
+    top = embed_text(await reply_to(bot, fake_discord, _quota("top")))
+    assert "$0.00 of $0.0001" in top
+    log = embed_text(await reply_to(bot, fake_discord, _quota("log")))
+    assert "set the daily budget to $0.0001" in log
+    grant = await reply_to(
+        bot, fake_discord, _quota("grant", {"user": ALICE, "credits": 1, "reason": "typo"})
+    )
+    assert grant["content"] == f"Gave <@{ALICE_ID}> 1 bonus credit (typo)."
+
+
 async def test_each_moderator_command_changes_what_it_says_and_is_audited(
     bot: Stablehand, fake_discord: FakeDiscord
 ) -> None:
@@ -78,7 +93,7 @@ async def test_each_moderator_command_changes_what_it_says_and_is_audited(
         assert data["flags"] & EPHEMERAL, subcommand
         said[subcommand] = embed_text(data)
     assert f"<@{ALICE_ID}> now has 3 credits per day" in said["set"]
-    assert said["grant"] == f"Gave <@{ALICE_ID}> 5 credits of bonus (contest)."
+    assert said["grant"] == f"Gave <@{ALICE_ID}> 5 bonus credits (contest)."
     assert "full again" in said["reset"]
     assert (
         "Blocked" in said["block"] and "spam" in said["block"] and "/quota unblock" in said["block"]
@@ -86,7 +101,8 @@ async def test_each_moderator_command_changes_what_it_says_and_is_audited(
     assert said["unblock"] == f"Unblocked <@{ALICE_ID}>."
     assert "server default is now 9 credits per day" in said["default"]
     assert "<@&501> now get 40 credits per day" in said["role"]
-    assert "$2.50" in said["budget"]
+    assert "$2.50" in said["budget"] and "new images are refused" in said["budget"]
+    assert "next day" not in said["budget"].replace("next daily reset", "")
     assert "Nobody has spent anything yet" in said["top"] and "$0.00 of $2.50" in said["top"]
     for action in (
         "limit.member",
@@ -198,7 +214,7 @@ async def test_the_audit_trail_says_each_moderator_action_in_the_same_words(
         f"unblocked <@{ALICE_ID}>",
         f"blocked <@{ALICE_ID}> — spam",
         f"reset <@{ALICE_ID}>'s allowance",
-        f"gave <@{ALICE_ID}> 5 credits of bonus — contest",
+        f"gave <@{ALICE_ID}> 5 bonus credits — contest",
         f"set <@{ALICE_ID}>'s own limit to 3 credits per day",
         "removed <#7> from the channels /imagine works in",
         "set the channels /imagine works in to <#7>, <#8>",

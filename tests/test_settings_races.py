@@ -47,13 +47,13 @@ async def test_nsfw_and_caps_changed_at_once_both_stay(
     await _all_at_once(
         bot,
         fake_discord,
-        _settings("nsfw", {"policy": "refuse"}, ALICE),
+        _settings("nsfw", {"policy": "age_restricted_only"}, ALICE),
         _settings("caps", {"max_steps": 20}, BOB),
     )
     for settings in (await store.get(GUILD), await GuildSettingsStore(bot.services.db).get(GUILD)):
-        assert (settings.nsfw_policy, settings.max_steps) == ("refuse", 20)
+        assert (settings.nsfw_policy, settings.max_steps) == ("age_restricted_only", 20)
     log = [audit_lines.said(e) for e in await audit.entries(bot.services.db, GUILD)]
-    assert sorted(log) == ["set the NSFW policy to refuse", "set the steps cap to 20"]
+    assert sorted(log) == ["set the NSFW policy to age_restricted_only", "set the steps cap to 20"]
 
 
 async def test_channels_added_at_once_are_all_allowed(

@@ -161,13 +161,15 @@ async def test_server_settings_write_only_the_values_named(engine: Engine) -> No
     rows = engine.stores.guild_settings
     assert await rows.read(GUILD) is None
     async with engine.db.transaction() as tx:
-        await rows.write(tx, GUILD, {"nsfw_policy": "refuse", "allowed_channels": (7, 8)}, at=1)
+        await rows.write(
+            tx, GUILD, {"nsfw_policy": "age_restricted_only", "allowed_channels": (7, 8)}, at=1
+        )
         await rows.write(tx, GUILD, {"max_steps": 30}, at=2)
         await rows.write(tx, OTHER, {"allowed_channels": ()}, at=2)
     stored = await rows.read(GUILD)
     assert stored is not None
     assert (stored["nsfw_policy"], stored["allowed_channels"], stored["max_steps"]) == (
-        "refuse",
+        "age_restricted_only",
         (7, 8),
         30,
     )
@@ -429,3 +431,36 @@ async def test_an_unknown_preference_is_refused_and_nothing_is_written(engine: E
         async with engine.db.transaction() as tx:
             await rows.write(tx, 1, {"aspect": "1:1", "colour": "red"}, at=1.0)
     assert await rows.read(1) is None
+
+
+async def test_a_servers_styles_are_added_once_listed_by_name_and_removed(engine: Engine) -> None:
+    rows = engine.stores.styles
+    definition = {"prompt": "watercolor of {prompt}", "loras": [{"name": "a", "weight": 0.5}]}
+    async with engine.db.transaction() as tx:
+        assert await rows.add(tx, GUILD, "watercolor", definition, by=1, at=1.0)
+        assert await rows.add(tx, GUILD, "noir", {"prompt": "noir {prompt}"}, by=1, at=2.0)
+        assert not await rows.add(tx, GUILD, "noir", {"prompt": "other {prompt}"}, by=2, at=3.0)
+        assert list(await rows.all(GUILD, tx=tx)) == ["noir", "watercolor"]
+    assert await rows.all(GUILD) == {"noir": {"prompt": "noir {prompt}"}, "watercolor": definition}
+    assert await rows.all(OTHER) == {}
+    async with engine.db.transaction() as tx:
+        assert await rows.remove(tx, GUILD, "noir") == {"prompt": "noir {prompt}"}
+        assert await rows.remove(tx, GUILD, "noir") is None
+    assert list(await rows.all(GUILD)) == ["watercolor"]
+
+
+async def test_a_servers_blocked_words_and_workflows_turned_off_read_back_as_lists(
+    engine: Engine,
+) -> None:
+    rows = engine.stores.guild_settings
+    async with engine.db.transaction() as tx:
+        await rows.write(
+            tx,
+            GUILD,
+            {"blocked_words": ("kitten", "café"), "disabled_workflows": ("sdxl",)},
+            at=1,
+        )
+    stored = await rows.read(GUILD)
+    assert stored is not None
+    assert stored["blocked_words"] == ("kitten", "café")
+    assert stored["disabled_workflows"] == ("sdxl",)

@@ -6,6 +6,7 @@ The domain modules keep the rules and call a store to read and write what they d
                        quota_budgets          <- bot/quotas.py
     guild_settings.py  guild_settings         <- bot/guild_settings.py
     audit.py           audit_log              <- bot/audit.py
+    styles.py          guild_styles           <- bot/styles.py
     preferences.py     member_preferences     <- bot/preferences.py
     gallery.py         gallery_shares         <- bot/gallery.py
     stats.py           quota_holds, quota_budgets, jobs, job_events (reads only, for charts)
@@ -36,6 +37,7 @@ from bot.store.leases import LeaseStore, SoleProcessLeases
 from bot.store.ledger import LedgerStore, SqliteLedgerStore
 from bot.store.preferences import PreferenceRows, SqlitePreferenceRows
 from bot.store.stats import SqliteStatsStore, StatsStore
+from bot.store.styles import SqliteStyleRows, StyleRows
 
 if TYPE_CHECKING:
     from bot.postgres import PostgresDatabase
@@ -51,6 +53,7 @@ class Stores:
     gallery: GalleryStore
     jobs: JobStore
     leases: LeaseStore
+    styles: StyleRows
 
 
 def stores_for(db: Database | PostgresDatabase) -> Stores:
@@ -65,6 +68,7 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
             gallery=SqliteGalleryStore(db),
             jobs=SqliteJobStore(db),
             leases=SoleProcessLeases(),
+            styles=SqliteStyleRows(db),
         )
     # Imported here: only a PostgreSQL database needs asyncpg (the `postgresql` extra).
     from bot.store.postgresql.audit import PostgresAuditStore
@@ -75,6 +79,7 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
     from bot.store.postgresql.ledger import PostgresLedgerStore
     from bot.store.postgresql.preferences import PostgresPreferenceRows
     from bot.store.postgresql.stats import PostgresStatsStore
+    from bot.store.postgresql.styles import PostgresStyleRows
 
     return Stores(
         ledger=PostgresLedgerStore(db),
@@ -85,4 +90,5 @@ def stores_for(db: Database | PostgresDatabase) -> Stores:
         gallery=PostgresGalleryStore(db),
         jobs=PostgresJobStore(db),
         leases=PostgresLeaseStore(db),
+        styles=PostgresStyleRows(db),
     )

@@ -10,7 +10,7 @@ from bot.db import Database
 from bot.db import Transaction as SqliteTransaction
 from bot.store.base import Transaction
 
-# Every setting a server can store; `allowed_channels` is a tuple of channel ids.
+# Every setting a server can store; the tuples are stored as JSON lists.
 SETTING_NAMES = (
     "moderator_role_id",
     "nsfw_policy",
@@ -21,9 +21,13 @@ SETTING_NAMES = (
     "max_steps",
     "max_count",
     "max_pixels",
+    "blocked_words",
+    "disabled_workflows",
     "ping_after",
     "gallery_channel_id",
 )
+# Settings whose value is a tuple (of channel ids, words, workflow names).
+_LISTS = ("allowed_channels", "blocked_words", "disabled_workflows")
 
 
 class GuildSettingsRows(Protocol):
@@ -75,13 +79,14 @@ class SqliteGuildSettingsRows:
 def settings_from_row(row: Any) -> dict[str, Any]:
     """A row of `guild_settings`, of either engine, as values by setting name."""
     values = {name: row[name] for name in SETTING_NAMES}
-    if values["allowed_channels"] is not None:
-        values["allowed_channels"] = tuple(json.loads(values["allowed_channels"]))
+    for name in _LISTS:
+        if values[name] is not None:
+            values[name] = tuple(json.loads(values[name]))
     return values
 
 
 def stored_value(name: str, value: Any) -> Any:
-    """A setting's value as its column holds it (channel ids as a JSON list)."""
-    if name == "allowed_channels" and value is not None:
-        return json.dumps(list(value))
+    """A setting's value as its column holds it (the tuples as JSON lists)."""
+    if name in _LISTS and value is not None:
+        return json.dumps(list(value), ensure_ascii=False)
     return value

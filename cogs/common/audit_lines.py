@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot.audit import AuditEntry
-from cogs.common.render import credit_text, relative
+from cogs.common.render import bonus_text, credit_text, dollars, relative
 
 SETTING_LABELS = {
     "moderator_role_id": "the moderator role",
@@ -21,6 +21,8 @@ SETTING_LABELS = {
     "max_steps": "the steps cap",
     "max_count": "the images-per-job cap",
     "max_pixels": "the pixels-per-image cap",
+    "blocked_words": "the server's blocked words",
+    "disabled_workflows": "the workflows turned off",
     "gallery_channel_id": "the gallery channel",
 }
 
@@ -56,14 +58,16 @@ def _blocked(target: int | None, facts: Mapping[str, Any]) -> str:
 def _budget(target: int | None, facts: Mapping[str, Any]) -> str:
     if facts.get("daily_usd") is None:
         return "removed the daily budget"
-    return f"set the daily budget to ${facts['daily_usd']:.2f}"
+    return f"set the daily budget to {dollars(facts['daily_usd'])}"
 
 
 _SENTENCES: dict[str, Callable[[int | None, Mapping[str, Any]], str]] = {
     "limit.member": _limit("<@{target}>'s own limit"),
     "limit.role": _limit("the <@&{target}> tier"),
     "limit.default": _limit("the server default"),
-    "grant": lambda target, facts: f"gave <@{target}> {credit_text(facts['credits'])} of bonus",
+    "grant": lambda target, facts: f"gave <@{target}> {bonus_text(facts['credits'])}",
+    "style.add": lambda target, facts: f"added the style `{facts['name']}`",
+    "style.remove": lambda target, facts: f"removed the style `{facts['name']}`",
     "reset": lambda target, facts: f"reset <@{target}>'s allowance",
     "block": _blocked,
     "unblock": lambda target, facts: f"unblocked <@{target}>",
@@ -79,7 +83,7 @@ def _setting(name: str, before: Any, after: Any) -> str:
     what = SETTING_LABELS.get(name, name)
     if after is None:
         return f"reset {what} to the bot's default"
-    if name == "allowed_channels" and before is not None:
+    if name in ("allowed_channels", "blocked_words", "disabled_workflows") and before is not None:
         added = [c for c in after if c not in before]
         removed = [c for c in before if c not in after]
         if added and not removed:
@@ -94,6 +98,8 @@ def _shown(name: str, value: Any) -> str:
         return ", ".join(f"<#{c}>" for c in value) or "none"
     if name == "moderator_role_id":
         return f"<@&{value}>"
+    if name in ("blocked_words", "disabled_workflows"):
+        return ", ".join(f"`{item}`" for item in value) or "none"
     if name == "gallery_channel_id":
         return f"<#{value}>"
     if name == "max_pixels":

@@ -243,11 +243,13 @@ async def on_edit_submit(interaction: discord.Interaction[Stablehand], job_id: i
             # Downloading may take longer than Discord's three seconds: acknowledge first.
             await acknowledge.defer(interaction, ephemeral=False)
             image = await _source_image(interaction, job.request.image, policy.max_pixels)
+        style, text = await services.style_for(interaction.guild_id, values.get("prompt", ""), None)
         new_job = services.prepare(
-            values.get("prompt", ""),
+            text,
             options=Options(negative=values.get("negative") or None),
             policy=policy,
             image=image,
+            style=style,
             **requester(interaction),
         )
         await launch(interaction, new_job)

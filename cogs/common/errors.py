@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 
 from bot.db import is_transient
+from bot.guild_settings import SettingsConflict
 from bot.jobs import DatabaseBusy, JobError
 from bot.prompt import PromptError
 from bot.quotas import QuotaError
@@ -35,7 +36,7 @@ def member_message(error: BaseException) -> str:
         return f"I could not use `{discord.utils.escape_markdown(str(error.value))[:50]}` for that option; pick it from the list Discord offers."
     if isinstance(error, QuotaError):
         return render.refusal_text(error)
-    if isinstance(error, PromptError | JobError | MemberError):
+    if isinstance(error, PromptError | JobError | MemberError | SettingsConflict):
         return str(error)
     if is_transient(error):
         return str(DatabaseBusy())
@@ -66,7 +67,8 @@ def discord_unreachable(error: BaseException) -> bool:
 def is_expected(error: BaseException) -> bool:
     original = getattr(error, "original", error)
     return is_transient(original) or isinstance(
-        original, PromptError | JobError | MemberError | app_commands.CheckFailure
+        original,
+        PromptError | JobError | MemberError | SettingsConflict | app_commands.CheckFailure,
     )
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.config import AGE_RESTRICTED_ONLY
 from bot.images import MAX_INPUT_BYTES, ImageError, VerifiedImage, prepare_input_image
 from bot.jobs import Job, NewJob
 from bot.quotas import Balance
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from bot.app import Stablehand
 
 NOT_SHOWN = "its progress message could not be posted"
+AGE_RESTRICTED_ONLY_REFUSAL = (
+    "On this server images can only be made in age-restricted channels. Try again in one of those."
+)
 
 
 def channel_is_nsfw(channel: object) -> bool:
@@ -90,6 +94,9 @@ async def _accept(
             [f"<#{c}>" for c in settings.allowed_channels or ()], empty="no channel yet"
         )
         raise MemberError(f"On this server images can be made in {channels}.")
+    nsfw_mode = settings.policy(services.policy()).nsfw_policy
+    if nsfw_mode == AGE_RESTRICTED_ONLY and not channel_is_nsfw(interaction.channel):
+        raise MemberError(AGE_RESTRICTED_ONLY_REFUSAL)
     job = await services.jobs.accept(new_job)
     try:
         return job, await services.quotas.balance(job.guild_id, job.user_id, job.role_ids)

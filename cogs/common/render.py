@@ -22,6 +22,19 @@ def credit_text(n: int) -> str:
     return f"{n} credit" if n == 1 else f"{n} credits"
 
 
+def bonus_text(n: int) -> str:
+    """`1 bonus credit`, `5 bonus credits`."""
+    return f"{n} bonus credit{'' if n == 1 else 's'}"
+
+
+def dollars(amount: float) -> str:
+    """Cents for real money; down to a hundredth of a cent for what one image costs, so a small
+    figure never shows as `$0.00`."""
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    return f"${amount:.4f}".rstrip("0") if abs(amount) >= 0.0001 else "less than $0.0001"
+
+
 def relative(at: float) -> str:
     """A Discord timestamp that each member sees in their own time zone ("in 3 hours")."""
     return f"<t:{int(at)}:R>"
@@ -40,7 +53,7 @@ def refusal_text(error: QuotaError) -> str:
         )
     if isinstance(error, BudgetReached):
         if error.scope is BudgetScope.SERVER:
-            return f"This server's GPU budget for today (${error.budget_usd:.2f}) is used up. It reopens {relative(error.reopens_at)}."
+            return f"This server's GPU budget for today ({dollars(error.budget_usd)}) is used up. It reopens {relative(error.reopens_at)}."
         return (
             "The bot's GPU budget for today is used up, so no new images can start. "
             f"It reopens {relative(error.reopens_at)}."
@@ -200,6 +213,7 @@ def details_text(job: Job, model: str) -> str:
         ("Sent to the model", quote_prompt(request.positive_text, 400)),
         ("Negative sent", quote_prompt(request.negative_text, 300)),
         ("Workflow", request.template),
+        ("Style", request.style or "—"),
         ("Seed", f"`{request.seed}`"),
         ("Size", "{}×{}".format(*request.output_size)),
         ("Images", str(request.count)),
