@@ -160,7 +160,8 @@ ACCEPTED: list[tuple[str, str, dict, dict, dict, dict[str, Any]]] = [
      {"positive_text": f"{QUALITY}, rating_safe, a pony", "spoiler": True}),
     ("spoiler not in an age-restricted channel", "a pony", {}, {"nsfw_policy": "spoiler"},
      {"nsfw": True}, {"positive_text": f"{QUALITY}, a pony", "spoiler": False}),
-    ("refuse policy in an age-restricted channel", "a pony", {}, {"nsfw_policy": "refuse"},
+    ("age-restricted-only policy in an age-restricted channel", "a pony", {},
+     {"nsfw_policy": "age_restricted_only"},
      {"nsfw": True}, {"positive_text": f"{QUALITY}, a pony"}),
     ("tags a member already wrote are not repeated",
      "score_9, score_8_up, score_7_up, rating_safe, a pony --no score_1", {}, {}, {}, {
@@ -424,8 +425,6 @@ REFUSED: list[tuple[str, str, dict, dict, dict, tuple[str, ...]]] = [
      ("`blood bath`",)),
     ("blocked word in full-width letters", "a ｇｏｒｅ scene", {}, {"blocked_words": ("gore",)}, {},
      ("`gore`",)),
-    ("refuse outside age-restricted channels", "a pony", {}, {"nsfw_policy": "refuse"}, {},
-     ("only be made in age-restricted channels",)),
     # --- images -------------------------------------------------------------------------------
     ("workflow that needs an image", "a pony --workflow pony-v6-xl-img2img", {}, {}, {},
      ("starts from an image", "attach one with the `image` option")),
@@ -721,8 +720,6 @@ FAMILY_REFUSED: list[tuple[str, str, dict, dict, tuple[str, ...]]] = [
     ("flux: --hires", "a pony --hires", FLUX, {}, ("has no hires pass",)),
     ("flux: cfg out of range, with Flux's own advice", "a pony --cfg 40", FLUX, {},
      ("`--cfg 40` is outside 1 to 30", "FLUX.1 works best at 2–5", "`--cfg 3.5`")),
-    ("flux: refused where the server refuses", "a pony", FLUX, {"nsfw_policy": "refuse"},
-     ("only be made in age-restricted channels",)),
     ("flux: blocked words", "a gore pony", FLUX, {"blocked_words": ("gore",)},
      ("does not allow `gore`",)),
     ("sdxl: cfg out of range, with SDXL's own advice", "a pony --cfg 0.5", SDXL, {},

@@ -44,11 +44,6 @@ def parse(
     template = choose_template(draft, options, library, policy, image)
     if not draft.prompt and template.accepts("prompt"):
         raise PromptError("Describe what you want to see, e.g. `a pony astronaut on the moon`.")
-    if policy.nsfw_policy == "refuse" and not channel_nsfw:
-        raise PromptError(
-            "On this server images can only be made in age-restricted channels. "
-            "Try again in one of those."
-        )
     check_applies(draft, options, template, library, has_image=image is not None)
 
     width, height = choose_size(draft, options, template, image)
