@@ -127,13 +127,14 @@ async def test_a_job_is_taken_over_only_once_its_process_stops_renewing_and_ends
     first_told, second_told = RecordingDelivery(), RecordingDelivery()
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(first_told)
-    await second.start(second_told)
     try:
         new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
         job = await first.accept(new)
         await first.attach_message(job.id, 5, 500)
         backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
         assert backend_id is not None
+        # Started once the first has sent it: a queued job goes to whichever process claims it.
+        await second.start(second_told)
 
         await second._reconcile()
         assert job.id not in second._tracked, "a living process's job is left alone"
@@ -175,13 +176,13 @@ async def test_a_process_that_stalled_past_its_lease_lets_the_job_go_when_it_wak
     second_told = RecordingDelivery()
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(RecordingDelivery())
-    await second.start(second_told)
     try:
         new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
         job = await first.accept(new)
         await first.attach_message(job.id, 5, 500)
         backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
         assert backend_id is not None
+        await second.start(second_told)  # once the first has sent it (any process may claim it)
         clock.offset += 31  # the first process missed every renewal (a long pause, say)
         await second._reconcile()
         assert job.id in second._tracked
