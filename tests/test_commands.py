@@ -211,11 +211,14 @@ async def test_settings_are_for_managers_and_shape_imagine(
     assert (job.request.steps, job.request.cfg) == (12, 6.0)
 
     role = payloads.role(payloads.MODERATOR_ROLE_ID, "mods")
-    await reply_to(
+    named = await reply_to(
         bot,
         fake,
         payloads.slash_command("settings", {"role": role}, subcommand="moderators", user=MANAGER),
     )
+    # Discord hides Manage Server commands from the role until the server allows it for them.
+    assert "Server Settings → Integrations →" in named["content"]
+    assert all(c in named["content"] for c in ("`/quota`", "`/stats`", "`/settings`"))
     log = embed_text(
         await reply_to(bot, fake, payloads.slash_command("quota", subcommand="log", user=MANAGER))
     )
