@@ -94,6 +94,7 @@ class Imagine(commands.Cog):
         chosen_style, prompt = await acknowledge.in_time(
             interaction,
             services.style_for(interaction.guild_id, prompt, style, preferred=preferences.style),
+            ephemeral=False,
         )
         verified = None
         if image is not None:

@@ -340,7 +340,10 @@ async def test_a_result_button_behind_a_write_waiting_out_a_lock_is_deferred_the
     if button == "details":
         assert [f.filename for f in answer.files] == ["job1-workflow.json"]
     else:
-        assert "Started job #2" in answer.json["content"]
-        await wait_for_state(bot.services, 2, "done")
+        assert "job #2" in answer.json["content"]
+        rerolled = await wait_for_state(bot.services, 2, "done")
+        shown = fake_discord.interactions[payload["token"]].response_message_id
+        assert rerolled.message_id == shown, "the deferred answer became the new job's message"
+        assert not fake_discord.messages[shown].ephemeral
     assert "Gave" in await deferred_then_told(fake_discord, grant)
     assert_nothing_expired(fake_discord, payload)

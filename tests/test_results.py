@@ -106,17 +106,27 @@ async def test_vary_and_upscale_start_from_the_posted_image(
 ) -> None:
     message = await imagine_result(bot, fake_discord, "a pony --ar 16:9")
     buttons = _buttons(message)
+    clicks = []
     for label, scaler in (("Vary (strong)", "ImageScale"), ("Upscale · 2 credits", "ImageScaleBy")):
         expected_runs = len(fake_runpod.requests_for("run")) + 1
         click = payloads.button_click(buttons[label], message)
+        clicks.append(click)
         fake_discord.deliver(bot, click)
         callback = await fake_discord.wait_for_callback(click)
-        assert callback.json["type"] == 5 and callback.json["data"]["flags"] & EPHEMERAL, (
-            "deferred before downloading"
+        assert callback.json["type"] == 5, "deferred before downloading"
+        assert not callback.json.get("data", {}).get("flags", 0) & EPHEMERAL, (
+            "a public thinking... that becomes the new job's message"
         )
         await fake_runpod.wait_for_requests("run", expected_runs)
         workflow = fake_runpod.requests_for("run")[-1].json["input"]["workflow"]
         assert scaler in {node["class_type"] for node in workflow.values()}, label
+    for job_id, click in zip((2, 3), clicks, strict=True):
+        job = await wait_for_state(bot.services, job_id, "done")
+        answer = fake_discord.interactions[click["token"]].response_message_id
+        assert job.message_id == answer != int(message["id"])
+        assert not fake_discord.messages[answer].ephemeral
+        assert fake_discord.messages[answer].attachments, "the result went into that answer"
+    assert fake_discord.requests_to("POST", r"/channels/\d+/messages") == [], "no channel post"
     runs = [r.json["input"] for r in fake_runpod.requests_for("run")[1:]]
     assert len(runs) == 2
     for job_input in runs:
@@ -239,9 +249,12 @@ async def test_a_reroll_whose_source_image_is_gone_says_so_and_charges_nothing(
     reroll = payloads.button_click(_buttons(varied)["Reroll"], varied, user=BOB)
     fake_discord.deliver(bot, reroll)
     answer = await fake_discord.wait_for(
-        lambda r: r.path.startswith("/webhooks/") and reroll["token"] in r.path
+        lambda r: (
+            r.method == "POST" and r.path.startswith("/webhooks/") and reroll["token"] in r.path
+        )
     )
     assert "no longer available from Discord, so this cannot be rerolled" in answer.json["content"]
+    assert answer.json["flags"] & EPHEMERAL, "the refusal reaches only the member"
     assert (await bot.services.quotas.balance(payloads.GUILD_ID, BOB_ID)).used == 0
     assert len(await bot.services.jobs.recent(payloads.GUILD_ID, BOB_ID, 10)) == 0
 

@@ -73,6 +73,8 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=faces.CUS
         except Exception as error:
             await handle_interaction_error(interaction, error)
 
+    # A click that starts a job is deferred publicly: a new "thinking..." message (not the clicked
+    # one) that `launch` turns into the job's progress message. Refusals still go privately.
     async def _reroll(self, interaction: discord.Interaction[Stablehand]) -> None:
         services = interaction.client.services
         job, policy = await acknowledge.in_time(
@@ -80,11 +82,12 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=faces.CUS
             asyncio.gather(
                 _job(interaction, self.job_id), services.policy_for(interaction.guild_id)
             ),
+            ephemeral=False,
         )
         image = None
         if job.request.image is not None:
             # An image job is redone from the same source image, downloaded again: defer first.
-            await acknowledge.defer(interaction)
+            await acknowledge.defer(interaction, ephemeral=False)
             image = await _source_image(
                 interaction, job.request.image, policy.max_pixels, gone=REROLL_SOURCE_GONE
             )
@@ -119,13 +122,15 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=faces.CUS
         self, interaction: discord.Interaction[Stablehand], workflow: str, *, denoise: float | None
     ) -> None:
         """Vary and Upscale start from the image as posted, read back from this very message."""
-        job = await acknowledge.in_time(interaction, _job(interaction, self.job_id))
+        job = await acknowledge.in_time(
+            interaction, _job(interaction, self.job_id), ephemeral=False
+        )
         attachments = [
             a for a in (interaction.message.attachments if interaction.message else []) if a.width
         ]
         if self.index >= len(attachments):
             raise MemberError("That image is no longer attached to this message.")
-        await acknowledge.defer(interaction)
+        await acknowledge.defer(interaction, ephemeral=False)
         services = interaction.client.services
         policy = await services.policy_for(interaction.guild_id)
         image = await read_image(attachments[self.index], max_pixels=policy.max_pixels)
@@ -230,12 +235,13 @@ async def on_edit_submit(interaction: discord.Interaction[Stablehand], job_id: i
         job, policy = await acknowledge.in_time(
             interaction,
             asyncio.gather(_job(interaction, job_id), services.policy_for(interaction.guild_id)),
+            ephemeral=False,
         )
         values = submitted_values(interaction.data or {})
         image = None
         if job.request.image is not None and values.get("image", "").strip():
             # Downloading may take longer than Discord's three seconds: acknowledge first.
-            await acknowledge.defer(interaction)
+            await acknowledge.defer(interaction, ephemeral=False)
             image = await _source_image(interaction, job.request.image, policy.max_pixels)
         style, text = await services.style_for(interaction.guild_id, values.get("prompt", ""), None)
         new_job = services.prepare(

@@ -50,9 +50,8 @@ async def read_image(attachment: discord.Attachment, *, max_pixels: int) -> Veri
 
 async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) -> Job:
     """Charge and store the job, then show it as the interaction's public answer (after a public
-    deferral, in its place); only an interaction answered otherwise gets a new post."""
-    bot = interaction.client
-    services = bot.services
+    deferral, in its place); an interaction answered already gets a public followup."""
+    services = interaction.client.services
     job, balance = await acknowledge.in_time(
         interaction, _accept(interaction, new_job), ephemeral=False
     )
@@ -66,14 +65,12 @@ async def launch(interaction: discord.Interaction[Stablehand], new_job: NewJob) 
             )
             channel_id, message_id = interaction.channel_id, shown.id
         elif interaction.response.is_done():
-            message = await outgoing.send(
-                bot.get_partial_messageable(interaction.channel_id),
-                text,
-                view=faces.progress_view(job.id),
+            # Answered already, not deferred (a batch's Start updated its confirmation): each of
+            # its jobs is a public followup of its own, on the interaction's webhook, not a post.
+            shown = await outgoing.follow_up_publicly(
+                interaction, text, view=faces.progress_view(job.id)
             )
-            channel_id, message_id = message.channel.id, message.id
-            link = render.message_link(interaction.guild_id, channel_id, message_id)
-            await outgoing.edit_response(interaction, f"Started job #{job.id}: {link}")
+            channel_id, message_id = interaction.channel_id, shown.id
         else:
             callback = await outgoing.respond(
                 interaction, text, view=faces.progress_view(job.id), ephemeral=False

@@ -234,6 +234,16 @@ async def fill_public_placeholder(
     return message
 
 
+async def follow_up_publicly(
+    interaction: discord.Interaction, content: str, *, view: discord.ui.View = MISSING
+) -> discord.WebhookMessage:
+    """A new public message after the interaction's answer (which must not be a deferral: the
+    first followup would take a "thinking..." place and its visibility instead)."""
+    return await interaction.followup.send(
+        fit_content(content), view=view, ephemeral=False, wait=True, allowed_mentions=NO_MENTIONS
+    )
+
+
 async def edit_response(
     interaction: discord.Interaction, content: str, *, view: discord.ui.View = MISSING
 ) -> None:
