@@ -2,344 +2,80 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import Field, dataclass, field, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
 
-from dotenv import dotenv_values
+from bot.settings_fields import (
+    CONTENT,
+    MODEL,
+    QUOTAS,
+    RUNPOD,
+    SCHEDULING,
+    Setting,
+    declared_setting,
+    required_setting,
+    setting,
+)
+from bot.settings_load import ConfigError, parse_environment, read_environment
+from bot.settings_values import (
+    AGE_RESTRICTED_ONLY,
+    DEFAULT_ENDPOINT,
+    MAX_LONG_POLLS,
+    NSFW_POLICIES,
+    RENAMED_NSFW_POLICIES,
+    Secret,
+    _api_base,
+    _choice,
+    _credential,
+    _database_url,
+    _endpoint_id,
+    _hosts,
+    _hour,
+    _listen_address,
+    _log_level,
+    _long_polls,
+    _model_file,
+    _non_negative_float,
+    _non_negative_int,
+    _nsfw_policy,
+    _optional_path,
+    _per_endpoint,
+    _pixels,
+    _positive_int,
+    _public_url,
+    _words,
+    parse_endpoints,
+)
 
-from bot.model_files import ModelNameError, model_file_name
+__all__ = [
+    "AGE_RESTRICTED_ONLY",
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_NEGATIVE",
+    "DEFAULT_QUALITY_TAGS",
+    "GENERATE_REQUIRES",
+    "MAX_LONG_POLLS",
+    "NSFW_POLICIES",
+    "RENAMED_NSFW_POLICIES",
+    "RUN_REQUIRES",
+    "SETTINGS",
+    "SYNC_REQUIRES",
+    "ConfigError",
+    "Secret",
+    "Setting",
+    "Settings",
+    "load_settings",
+    "parse_endpoints",
+    "read_environment",
+    "secrets",
+]
 
 DEFAULT_QUALITY_TAGS = "score_9, score_8_up, score_7_up, score_6_up, score_5_up, score_4_up"
 DEFAULT_NEGATIVE = "score_1, score_2, score_3"
-# Outside age-restricted channels: add safe tags; make nothing at all; safe tags and spoilered
-# images; nothing added.
-AGE_RESTRICTED_ONLY = "age_restricted_only"
-NSFW_POLICIES = ("safe_tags", AGE_RESTRICTED_ONLY, "spoiler", "off")
-# Earlier names of NSFW modes, still read (with a deprecation line in the log).
-RENAMED_NSFW_POLICIES = MappingProxyType({"refuse": AGE_RESTRICTED_ONLY})
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-class Secret:
-    """A string that never shows itself in a repr, str or f-string."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return repr(self)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-
-class ConfigError(Exception):
-    """All the settings problems found, each naming the variable and the fix."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = ["Stablehand cannot start: fix these settings (in the environment or .env):"]
-        lines += [f"  - {problem}" for problem in self.problems]
-        lines.append("See .env.example for every setting with its default.")
-        return "\n".join(lines)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be 1 or more")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise ValueError("must be a number, 0 or more")
-    return value
-
-
-def _hour(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 23:
-        raise ValueError("must be an hour from 0 to 23 (UTC)")
-    return value
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return value
-
-    return parse
-
-
-def _nsfw_policy(text: str) -> str:
-    value = text.strip().lower()
-    return _choice(*NSFW_POLICIES)(RENAMED_NSFW_POLICIES.get(value, value))
-
-
-def _log_level(text: str) -> str:
-    return _choice("debug", "info", "warning", "error")(text).upper()
-
-
-def _api_base(text: str) -> str:
-    value = text.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with https:// (or http:// for a local proxy)")
-    return value
-
-
-def _endpoint_id(text: str) -> str:
-    value = text.strip()
-    if not value or not all(c.isalnum() or c in "-_" for c in value):
-        raise ValueError("must be the endpoint id from the RunPod console (letters and digits)")
-    return value
-
-
-# RUNPOD_ENDPOINT_ID's name among the endpoints; a further endpoint may not take it.
-DEFAULT_ENDPOINT = "default"
-_ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-
-
-def parse_endpoints(text: str) -> Mapping[str, str]:
-    """Further endpoints as `name=endpoint-id,...` (e.g. `flux=abc123,sdxl=def456`), read-only."""
-    endpoints: dict[str, str] = {}
-    problems: list[str] = []
-    for entry in (part.strip() for part in text.split(",")):
-        if not entry:
-            continue
-        name, equals, endpoint_id = (piece.strip() for piece in entry.partition("="))
-        name = name.lower()
-        if not equals:
-            problems.append(f"{entry!r} is not name=endpoint-id")
-        elif not _ENDPOINT_NAME.fullmatch(name):
-            problems.append(
-                f"{name!r} is not a name: use a letter, then letters, digits, - or _ (32 at most)"
-            )
-        elif name == DEFAULT_ENDPOINT:
-            problems.append(f"{name!r} is RUNPOD_ENDPOINT_ID's name: choose another")
-        elif name in endpoints:
-            problems.append(f"names {name!r} twice: give each endpoint its own name")
-        else:
-            try:
-                endpoints[name] = _endpoint_id(endpoint_id)
-            except ValueError as exc:
-                problems.append(f"{name}={endpoint_id!r}: the id {exc}")
-    if problems:
-        raise ValueError(
-            "must list endpoints as name=endpoint-id, comma-separated, like flux=abc123,sdxl=def456: "
-            + "; ".join(problems)
-        )
-    return MappingProxyType(endpoints)
-
-
-def _per_endpoint(parse: Callable[[str], T]) -> Callable[[str], Mapping[str, T]]:
-    """A parser of `name=value,...` by endpoint name (`default` included), read-only."""
-
-    def parse_all(text: str) -> Mapping[str, T]:
-        values: dict[str, T] = {}
-        problems: list[str] = []
-        for entry in (part.strip() for part in text.split(",")):
-            if not entry:
-                continue
-            name, equals, value = (piece.strip() for piece in entry.partition("="))
-            name = name.lower()
-            if not equals or not _ENDPOINT_NAME.fullmatch(name):
-                problems.append(f"{entry!r} is not endpoint-name=value")
-            elif name in values:
-                problems.append(f"names {name!r} twice")
-            else:
-                try:
-                    values[name] = parse(value)
-                except ValueError as exc:
-                    problems.append(f"{name}={value!r} {_reason(exc)}")
-        if problems:
-            raise ValueError(
-                "must list endpoint-name=value, comma-separated, like flux=2: "
-                + "; ".join(problems)
-            )
-        return MappingProxyType(values)
-
-    return parse_all
-
-
-def _model_file(text: str) -> str:
-    try:
-        return model_file_name(text, default_extension=None)
-    except ModelNameError as exc:
-        raise ValueError(
-            f"is not a file name on the volume: {exc} (a subfolder like "
-            "pony/ponyDiffusionV6XL.safetensors is fine)"
-        ) from None
-
-
-def _pixels(text: str) -> int:
-    value = int(text)
-    if value < 512 * 512:
-        raise ValueError("must be at least 262144 (512x512)")
-    return value
-
-
-def _credential(text: str) -> str:
-    value = text.strip()
-    if not value.isascii() or not value.isprintable() or " " in value:
-        raise ValueError("must be copied exactly as shown, with no spaces or accented letters")
-    return value
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(w.strip().lower() for w in text.split(",") if w.strip())
-
-
-def _hosts(text: str) -> tuple[str, ...]:
-    hosts = _words(text)
-    if not all(_is_host(host) for host in hosts):
-        raise ValueError("must list host names like minio or localhost, with no scheme or port")
-    return hosts
-
-
-def _is_host(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return all(
-            part and part.replace("-", "").replace("_", "").isalnum() for part in text.split(".")
-        )
-    return True
-
-
-def _database_url(text: str) -> str | None:
-    # Imported here: bot.database_url builds on this module's Secret.
-    from bot.database_url import parse_database_url
-
-    return parse_database_url(text)
-
-
-# Long-polls hold connections of the pool of 50: keep some for runs, reads and downloads.
-MAX_LONG_POLLS = 40
-
-
-def _long_polls(text: str) -> int:
-    value = _non_negative_int(text)
-    if value > MAX_LONG_POLLS:
-        raise ValueError(
-            f"must be at most {MAX_LONG_POLLS} (the rest of the connections serve runs)"
-        )
-    return value
-
-
-def _public_url(text: str) -> str | None:
-    value = text.strip().rstrip("/")
-    if not value:
-        return None
-    if not value.startswith(("https://", "http://")) or any(c in value for c in "?#@ "):
-        raise ValueError(
-            "must be a URL like https://bot.example.org/hooks (https through a reverse proxy; "
-            "no query, fragment or user name)"
-        )
-    return value
-
-
-def _listen_address(text: str) -> tuple[str, int]:
-    host, colon, port = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("must be host:port, like 127.0.0.1:8080 or 0.0.0.0:8080")
-    return host, int(port)
-
-
-def _optional_path(text: str) -> Path | None:
-    return Path(text).expanduser() if text.strip() else None
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable as declared on `Settings`: default, parser and documentation."""
-
-    name: str
-    default: str | None
-    description: str
-    parse: Callable[[str], Any]
-    section: str
-    secret: bool = False
-    # For a setting with no default: where to find its value when a command needs it.
-    missing_help: str = ""
-
-    @property
-    def required(self) -> bool:
-        return self.default is None
-
-
-_SETTING = "stablehand.setting"
-
-# Headings of `.env.example`, in the order the settings are declared under them.
-REQUIRED = "Required to run the bot"
-RUNPOD = "RunPod and storage"
-MODEL = "Model, prompts and logging"
-SCHEDULING = "Scheduling and deadlines"
-QUOTAS = "Quotas and budgets (dollar figures are estimates: set your real price)"
-CONTENT = "Content policy and limits (server defaults; moderators can narrow them)"
-
-
-def setting(
-    section: str,
-    default: str,
-    description: str,
-    parse: Callable[[str], T] = str,
-    *,
-    secret: bool = False,
-) -> Any:
-    """Declare one setting as a `Settings` field; its name is the field's name in capitals.
-
-    A secret one is read as a `Secret` (None when empty) and never quoted in an error.
-    """
-    declared = Setting("", default, description, parse, section, secret)
-    return field(metadata={_SETTING: declared})
-
-
-def required_setting(
-    description: str, missing_help: str, parse: Callable[[str], T], *, secret: bool = False
-) -> Any:
-    """A setting with no default that some commands need; a secret one is read as a `Secret`."""
-    declared = Setting("", None, description, parse, REQUIRED, secret, missing_help)
-    return field(metadata={_SETTING: declared})
 
 
 @dataclass(frozen=True)
@@ -611,29 +347,12 @@ def secrets(settings: Settings) -> list[Secret]:
     return list(dict.fromkeys(found))
 
 
-def _declared(attribute: Field[Any]) -> Setting:
-    if _SETTING not in attribute.metadata:
-        raise TypeError(f"Settings.{attribute.name} must be declared with setting()")
-    return replace(attribute.metadata[_SETTING], name=attribute.name.upper())
-
-
-SETTINGS: tuple[Setting, ...] = tuple(_declared(attribute) for attribute in fields(Settings))
+SETTINGS: tuple[Setting, ...] = tuple(declared_setting(attribute) for attribute in fields(Settings))
 
 # What each command needs; everything else has a default.
 RUN_REQUIRES = ("DISCORD_TOKEN", "RUNPOD_API_KEY", "RUNPOD_ENDPOINT_ID")
 SYNC_REQUIRES = ("DISCORD_TOKEN",)
 GENERATE_REQUIRES = ("RUNPOD_API_KEY", "RUNPOD_ENDPOINT_ID")
-
-
-def read_environment(
-    environ: Mapping[str, str] | None = None, dotenv_path: Path | str | None = ".env"
-) -> dict[str, str]:
-    """Merge `.env` under the real environment: the environment wins."""
-    values: dict[str, str] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
-        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    values.update(os.environ if environ is None else environ)
-    return values
 
 
 def load_settings(
@@ -644,36 +363,9 @@ def load_settings(
 ) -> Settings:
     """Parse every setting; raise one `ConfigError` listing all problems."""
     raw = read_environment(environ, dotenv_path)
-    problems: list[str] = []
-    parsed: dict[str, Any] = {}
-    for setting in SETTINGS:
-        text = raw.get(setting.name, "").strip()
-        if not text:
-            if setting.name in require:
-                problems.append(f"{setting.name} is not set: {setting.missing_help}.")
-            if setting.default is None:
-                parsed[setting.name] = None
-                continue
-            text = setting.default
-        try:
-            value = setting.parse(text)
-        except ValueError as exc:
-            shown = "(hidden)" if setting.secret else repr(text)
-            problems.append(f"{setting.name}={shown} {_reason(exc)}.")
-            continue
-        parsed[setting.name] = Secret(value) if setting.secret and value is not None else value
-    problems += _cross_checks(parsed)
-    if problems:
-        raise ConfigError(problems)
+    parsed = parse_environment(SETTINGS, raw, require)
     _warn_renamed(raw)
-    return Settings(**{setting.name.lower(): parsed[setting.name] for setting in SETTINGS})
-
-
-def _reason(exc: ValueError) -> str:
-    text = str(exc)
-    if text.startswith("invalid literal") or text.startswith("could not convert"):
-        return "is not a number"
-    return text
+    return Settings(**{entry.name.lower(): parsed[entry.name] for entry in SETTINGS})
 
 
 def _warn_renamed(raw: Mapping[str, str]) -> None:
@@ -686,38 +378,3 @@ def _warn_renamed(raw: Mapping[str, str]) -> None:
             RENAMED_NSFW_POLICIES[old],
             RENAMED_NSFW_POLICIES[old],
         )
-
-
-def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
-    problems = []
-    if {"MEMBER_MAX_IN_FLIGHT", "MEMBER_MAX_QUEUED"} <= parsed.keys() and (
-        parsed["MEMBER_MAX_QUEUED"] < parsed["MEMBER_MAX_IN_FLIGHT"]
-    ):
-        problems.append(
-            "MEMBER_MAX_QUEUED is smaller than MEMBER_MAX_IN_FLIGHT: "
-            "raise MEMBER_MAX_QUEUED to at least the same number."
-        )
-    named = {DEFAULT_ENDPOINT, *parsed.get("RUNPOD_ENDPOINTS", {})}
-    for name in ("ENDPOINT_MAX_JOBS_IN_FLIGHT", "ENDPOINT_GPU_PRICES"):
-        unknown = sorted(set(parsed.get(name, {})) - named)
-        if unknown:
-            problems.append(
-                f"{name} names {', '.join(unknown)}, which RUNPOD_ENDPOINTS does not: "
-                f"use {', '.join(sorted(named))}."
-            )
-    workflows_dir = parsed.get("WORKFLOWS_DIR")
-    if workflows_dir is not None and not workflows_dir.is_dir():
-        problems.append(
-            f"WORKFLOWS_DIR={str(workflows_dir)!r} is not a directory: create it or unset it."
-        )
-    styles_dir = parsed.get("STYLES_DIR")
-    if styles_dir is not None and not styles_dir.is_dir():
-        problems.append(
-            f"STYLES_DIR={str(styles_dir)!r} is not a directory: create it or unset it."
-        )
-    loras_file = parsed.get("LORAS_FILE")
-    if loras_file is not None and not loras_file.is_file():
-        problems.append(
-            f"LORAS_FILE={str(loras_file)!r} is not a file: write the list there or unset it."
-        )
-    return problems

@@ -13,20 +13,46 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from bot import audit
 from bot.config import DEFAULT_ENDPOINT, Settings
 from bot.db import Database, Transaction
 from bot.estimates import DurationModel, work_units
-from bot.jobs import Job, JobError, NewJob
+from bot.jobs import Job, NewJob
 from bot.prompt import GenerationRequest
+from bot.quota_results import (
+    Balance,
+    Blocked,
+    BudgetReached,
+    BudgetScope,
+    BudgetStatus,
+    LimitSource,
+    QuotaError,
+    QuotaExceeded,
+)
 from bot.runpod import MAX_EXECUTION_MS
 from bot.store import stores_for
 from bot.store.audit import AuditStore
 from bot.store.ledger import Block, Hold, LedgerStore, LimitScope, Spender
 from bot.workflows import Template
+
+__all__ = [
+    "DAY",
+    "Balance",
+    "Blocked",
+    "BudgetReached",
+    "BudgetScope",
+    "BudgetStatus",
+    "LimitScope",
+    "LimitSource",
+    "QuotaConfig",
+    "QuotaError",
+    "QuotaExceeded",
+    "QuotaLedger",
+    "credit_cost",
+    "period_start",
+]
 
 DAY = timedelta(days=1)
 
@@ -34,59 +60,6 @@ DAY = timedelta(days=1)
 def credit_cost(request: GenerationRequest, template: Template) -> int:
     """Credits scale with GPU work: a 1024x1024, 25-step image is 1 credit; never less than 1."""
     return max(1, round(work_units(request) * template.cost_multiplier))
-
-
-def _utc(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-class QuotaError(JobError):
-    """A refusal to spend credits, carrying why and when it changes; its text is for logs."""
-
-
-class QuotaExceeded(QuotaError):
-    """Not enough credits left in this period."""
-
-    def __init__(self, *, cost: int, remaining: int, resets_at: float) -> None:
-        super().__init__(f"needs {cost} credits, {remaining} left until {_utc(resets_at)}")
-        self.cost = cost
-        self.remaining = remaining
-        self.resets_at = resets_at
-
-
-class Blocked(QuotaError):
-    """A moderator blocked this member."""
-
-    def __init__(self, block: Block) -> None:
-        until = f" until {_utc(block.expires_at)}" if block.expires_at else ""
-        super().__init__(f"blocked by moderator {block.moderator_id}{until}: {block.reason}")
-        self.block = block
-
-
-class BudgetScope(StrEnum):
-    BOT = "bot"  # the operator's daily budget across every server
-    SERVER = "server"  # one server's own daily budget, set by its moderators
-
-
-class BudgetReached(QuotaError):
-    """The operator's or the server's daily GPU budget is spent."""
-
-    def __init__(
-        self, scope: BudgetScope, *, reopens_at: float, budget_usd: float | None = None
-    ) -> None:
-        super().__init__(f"the {scope} GPU budget is spent until {_utc(reopens_at)}")
-        self.scope = scope
-        self.budget_usd = budget_usd
-        self.reopens_at = reopens_at
-
-
-class LimitSource(StrEnum):
-    """Where a member's allowance comes from, the first that applies."""
-
-    MEMBER = "member"  # a moderator set this member's own limit
-    ROLE = "role"  # the best tier among the member's roles
-    SERVER_DEFAULT = "server_default"
-    BOT_DEFAULT = "bot_default"  # the operator's DAILY_CREDITS
 
 
 @dataclass(frozen=True)
@@ -115,34 +88,6 @@ class QuotaConfig:
             daily_budget_usd=settings.daily_budget_usd,
             endpoint_prices=dict(settings.endpoint_gpu_prices),
         )
-
-
-@dataclass(frozen=True)
-class Balance:
-    """Where a member stands in the current period."""
-
-    limit: int
-    limit_source: LimitSource
-    used: int
-    held: int
-    bonus: int
-    period_start: float
-    resets_at: float
-    block: Block | None
-    limit_role_id: int | None = None  # the role whose tier applies, when the source is a role
-
-    @property
-    def remaining(self) -> int:
-        return max(0, self.limit - self.used) + self.bonus
-
-
-@dataclass(frozen=True)
-class BudgetStatus:
-    guild_spent_usd: float
-    guild_budget_usd: float | None
-    total_spent_usd: float
-    total_budget_usd: float | None
-    reopens_at: float
 
 
 def period_start(now: float, *, period: str, reset_hour: int) -> float:

@@ -20,7 +20,7 @@ from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "bot"
-RUNPOD_BACKEND = {CORE / "runpod.py", CORE / "runpod_backend.py"}
+RUNPOD_BACKEND = {*(CORE / "runpod").glob("*.py"), CORE / "runpod_backend.py"}
 RUNPOD_WORDS = re.compile(
     r"""["'](IN_QUEUE|IN_PROGRESS|COMPLETED|FAILED|CANCELLED|TIMED_OUT)["']|runpod_id"""
 )
