@@ -11,14 +11,16 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from bot.stats import OUTCOMES, ServerFigures, SpendFigures, UsageFigures, Window
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
 # A phone shows an attachment about 360-400 points wide: few, large labels at 150 dpi.
 WIDTH_IN, HEIGHT_IN, DPI = 7.0, 4.8, 150
@@ -51,9 +53,20 @@ THEMES = {theme.name: theme for theme in (DARK, LIGHT)}
 
 
 def _figure(theme: Theme, *, height: float = HEIGHT_IN) -> Figure:
+    # matplotlib is imported on the first chart, not at start: it adds about 40 MB to every
+    # bot process, most of which never draws one.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(WIDTH_IN, height), dpi=DPI, facecolor=theme.background)
     FigureCanvasAgg(figure)
     return figure
+
+
+def _locator(*, nbins: int, integer: bool = False) -> MaxNLocator:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=integer, nbins=nbins)
 
 
 def _style(ax: Axes, theme: Theme, title: str) -> None:
@@ -150,7 +163,7 @@ def usage_chart(figures: UsageFigures, theme: Theme = DARK) -> bytes:
     )
     for start in figures.period_starts[1:] if figures.period == "weekly" else ():
         ax.axvline(figures.window.day_of(start) - 0.5, color=theme.grid, linewidth=1.2)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+    ax.yaxis.set_major_locator(_locator(integer=True, nbins=5))
     ax.set_ylim(0, max(figures.limit, *figures.used_in_period, *_stacked(figures)) * 1.15 or 1)
     ax.set_ylabel("credits", color=theme.muted, fontsize=FONT_SIZE - 2)
     _legend(ax, theme, loc="upper left", bbox_to_anchor=(0, -0.1), ncols=2)
@@ -192,7 +205,7 @@ def spend_chart(
             fontsize=FONT_SIZE - 2,
         )
     ax.set_xlim(0, top * 1.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
+    ax.xaxis.set_major_locator(_locator(integer=True, nbins=5))
     ax.set_xlabel(
         f"credits · total {figures.total_credits} credits, ${figures.total_usd:.2f} estimated",
         color=theme.muted,
@@ -239,7 +252,7 @@ def _outcomes(ax: Axes, figures: ServerFigures, theme: Theme) -> None:
         if any(counts):
             ax.bar(xs, counts, bottom=bottom, color=colours[outcome], width=0.7, label=outcome)
             bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    ax.yaxis.set_major_locator(_locator(integer=True, nbins=4))
     _legend(ax, theme, loc="upper left")
     ax.set_ylim(0, max(max(bottom), 1) * 1.3)
 
@@ -257,7 +270,7 @@ def _spend(ax: Axes, figures: ServerFigures, theme: Theme) -> None:
             label=f"budget ${figures.daily_budget:.2f}",
         )
     ax.yaxis.set_major_formatter(lambda value, _: f"${value:.2f}")
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.yaxis.set_major_locator(_locator(nbins=4))
     ax.set_ylim(0, max(max(figures.usd), figures.daily_budget or 0) * 1.5 or 1)
     seconds = ax.twinx()
     (line,) = seconds.plot(
@@ -266,7 +279,7 @@ def _spend(ax: Axes, figures: ServerFigures, theme: Theme) -> None:
     line.set_label("GPU seconds (right)")
     seconds.set_ylim(0, max(figures.gpu_seconds) * 1.5 or 1)
     seconds.tick_params(colors=theme.warn, labelsize=FONT_SIZE - 2, length=0)
-    seconds.yaxis.set_major_locator(MaxNLocator(nbins=4))
+    seconds.yaxis.set_major_locator(_locator(nbins=4))
     for side in ("top", "right", "left", "bottom"):
         seconds.spines[side].set_visible(False)
     handles, labels = ax.get_legend_handles_labels()
@@ -315,7 +328,7 @@ def _causes(ax: Axes, figures: ServerFigures, theme: Theme) -> None:
     ax.set_yticks(ys)
     ax.set_yticklabels([_short(words, 20) for words, _ in shown])
     ax.tick_params(axis="y", labelcolor=theme.text)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+    ax.xaxis.set_major_locator(_locator(integer=True, nbins=4))
 
 
 def _empty_panel(ax: Axes, theme: Theme, words: str) -> None:

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 REFUSALS = {
     Refusal.NOT_IN_A_SERVER: "Images can only be shared to a server's gallery from that server.",
-    Refusal.NO_GALLERY: "This server has no gallery yet; a moderator can set one with `/settings gallery`.",
+    Refusal.NO_GALLERY: "This server has no gallery yet; a member with Manage Server can set one with `/settings gallery`.",
     Refusal.NOT_YOURS: "Only the member who made this image, or a moderator, can share it.",
-    Refusal.GALLERY_UNKNOWN: "I cannot reach this server's gallery channel; a moderator should check `/settings gallery`.",
+    Refusal.GALLERY_UNKNOWN: "I cannot reach this server's gallery channel; a member with Manage Server should check `/settings gallery`.",
     Refusal.AGE_RESTRICTED: "This image was made in an age-restricted channel and the gallery is not one, so it cannot be shared there.",
 }
 

@@ -400,9 +400,7 @@ class Quota(commands.Cog):
         )
         embed = discord.Embed(
             title=f"Top spenders ({period})",
-            description=outgoing.lines_within(
-                charts.spend_lines(spend, dollars), outgoing.DESCRIPTION_LIMIT
-            )
+            description=outgoing.lines_within(charts.spend_lines(spend), outgoing.DESCRIPTION_LIMIT)
             or "Nobody has spent anything yet.",
         )
         embed.add_field(

@@ -472,17 +472,20 @@ class Settings(commands.Cog):
 
     @settings.command(
         name="moderators",
-        description="The role whose members may manage quotas (leave out to clear).",
+        description="The role whose members may moderate: quotas, stats, words, workflows, styles.",
     )
-    @app_commands.describe(role="members with this role may use /quota")
+    @app_commands.describe(role="members with this role count as moderators")
     @managers_only()
     async def moderators(
         self, interaction: discord.Interaction, role: discord.Role | None = None
     ) -> None:
         said = (
-            f"Members with {role.mention} can now manage quotas."
+            f"Members with {role.mention} are now moderators: they may use `/quota`, `/stats` and "
+            "`/settings words`, `workflows` and `styles`. Discord shows them these commands only "
+            f"once the server allows {role.mention} for `/quota`, `/stats` and `/settings` under "
+            f"Server Settings → Integrations → {self.bot.user.name if self.bot.user else 'the bot'}."
             if role
-            else "Only Manage Server can manage quotas now."
+            else "Only members with Manage Server are moderators now."
         )
         await self._update(interaction, said, moderator_role_id=role.id if role else None)
 

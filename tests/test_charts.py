@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +19,10 @@ from bot.app import Stablehand
 from bot.db import Database
 from bot.estimates import DurationModel
 from bot.quotas import QuotaConfig, QuotaLedger
-from bot.stats import OUTCOMES, Figures
+from bot.stats import OUTCOMES, Figures, ServerFigures, TemplateTimes, Window
 from bot.store import stores_for
-from tests.conftest import FAST_PACING, embed_text, make_settings, start_bot
+from cogs.common import charts as chart_text
+from tests.conftest import FAST_PACING, ROOT, embed_text, make_settings, start_bot
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord, RecordedRequest
 from tests.fakes.fake_runpod import FakeRunPod
@@ -249,3 +252,31 @@ async def test_a_server_with_no_jobs_gets_a_card_saying_so(
     assert "Nobody has spent anything yet." in embed_text(data)
     card = charts.no_data("Spend per member (week)", "Nobody has spent any credits in this time.")
     assert png.data == card
+
+
+def test_stats_text_counts_one_job_singular_and_shows_a_tiny_spend_as_quota_top_does() -> None:
+    one_job = {o: (0, 0) for o in OUTCOMES} | {"done": (0, 1)}
+    figures = ServerFigures(
+        window=Window(NOW - 86_400, 2),
+        outcomes=one_job,
+        gpu_seconds=(0.0, 6.5),
+        usd=(0.0, 0.0019),
+        daily_budget=None,
+        templates=(TemplateTimes("pony-v6-xl", 1, 2.0, 6.5),),
+    )
+    said = embed_text({"embeds": [chart_text.server_embed(figures, 2).to_dict()]})
+    assert "1 jobs" not in said
+    assert "1 job · $0.0019" in said and "(1 job)" in said
+
+
+def test_a_bot_that_draws_no_chart_never_loads_matplotlib() -> None:
+    """matplotlib costs every process about 40 MB; only the first chart should pay for it."""
+    code = (
+        "import sys, bot.app\n"
+        "for name in bot.app.EXTENSIONS: __import__(name)\n"
+        "print('matplotlib' in sys.modules)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip() == "False"

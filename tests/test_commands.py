@@ -211,11 +211,14 @@ async def test_settings_are_for_managers_and_shape_imagine(
     assert (job.request.steps, job.request.cfg) == (12, 6.0)
 
     role = payloads.role(payloads.MODERATOR_ROLE_ID, "mods")
-    await reply_to(
+    named = await reply_to(
         bot,
         fake,
         payloads.slash_command("settings", {"role": role}, subcommand="moderators", user=MANAGER),
     )
+    # Discord hides Manage Server commands from the role until the server allows it for them.
+    assert "Server Settings → Integrations →" in named["content"]
+    assert all(c in named["content"] for c in ("`/quota`", "`/stats`", "`/settings`"))
     log = embed_text(
         await reply_to(bot, fake, payloads.slash_command("quota", subcommand="log", user=MANAGER))
     )
@@ -243,3 +246,24 @@ async def test_an_unexpected_error_is_one_plain_sentence_and_a_log_line(
         == "Something went wrong on my side. It has been logged; please try again in a moment."
     )
     assert "database on fire" in caplog.text and "command=usage" in caplog.text
+
+
+async def test_commands_out_of_date_on_discord_tell_the_member_an_operator_must_sync(
+    bot: Stablehand, fake_discord: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Discord still shows an older /quota grant whose option was `amount` (now `credits`).
+    stale = payloads.slash_command(
+        "quota",
+        {"user": BOB, "amount": 5, "reason": "contest winner"},
+        subcommand="grant",
+        user=MANAGER,
+    )
+    data = await reply_to(bot, fake_discord, stale)
+    assert data["flags"] & EPHEMERAL
+    assert "python -m bot sync" in data["content"]
+    assert "try again" not in data["content"]
+    assert (await bot.services.quotas.balance(GUILD, int(BOB["user"]["id"]))).bonus == 0
+    warned = [r for r in caplog.records if "python -m bot sync" in r.getMessage()]
+    assert warned and all(r.levelname == "WARNING" for r in warned)
+    assert "command=quota grant" in warned[0].getMessage()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

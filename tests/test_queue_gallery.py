@@ -211,6 +211,7 @@ async def test_only_the_author_or_a_moderator_shares_and_no_gallery_is_explained
     share = _share_id(result)
     said = await _click(bot, fake_discord, payloads.button_click(share, result))
     assert "no gallery yet" in said and "/settings gallery" in said
+    assert "Manage Server" in said  # who can set one: /settings gallery is for managers only
     await _with_gallery(bot, fake_discord)
     stranger = payloads.member(payloads.user(4_400, "stranger"))
     said = await _click(bot, fake_discord, payloads.button_click(share, result, user=stranger))

@@ -16,6 +16,7 @@ from discord import app_commands
 from bot import charts
 from bot.stats import OUTCOMES, ServerFigures, SpendFigures, UsageFigures
 from cogs.common import outgoing
+from cogs.common.render import dollars
 
 THEME_CHOICES = [
     app_commands.Choice(name="dark (Discord's dark theme)", value="dark"),
@@ -53,10 +54,14 @@ def usage_lines(figures: UsageFigures) -> list[str]:
     return lines
 
 
-def spend_lines(figures: SpendFigures, dollars: Callable[[float], str]) -> list[str]:
+def _jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
+
+
+def spend_lines(figures: SpendFigures) -> list[str]:
     return [
         f"{n}. <@{m.user_id}> — {m.credits} credit{'s' if m.credits != 1 else ''} · "
-        f"{m.gpu_seconds:.1f} GPU-s · {dollars(m.usd)} · {m.jobs} job{'s' if m.jobs != 1 else ''}"
+        f"{m.gpu_seconds:.1f} GPU-s · {dollars(m.usd)} · {_jobs(m.jobs)}"
         for n, m in enumerate(figures.members, start=1)
     ]
 
@@ -68,28 +73,28 @@ def server_day_lines(figures: ServerFigures) -> list[str]:
             f"{figures.outcomes[o][day]} {o}" for o in OUTCOMES if figures.outcomes[o][day]
         )
         lines.append(
-            f"`{charts.day_label(start)}` {counts or 'no jobs'} · ${figures.usd[day]:.2f} · "
+            f"`{charts.day_label(start)}` {counts or 'no jobs'} · {dollars(figures.usd[day])} · "
             f"{figures.gpu_seconds[day]:.0f} GPU-s"
         )
     return lines
 
 
 def server_embed(figures: ServerFigures, days: int) -> discord.Embed:
-    budget = f"${figures.daily_budget:.2f} per day" if figures.daily_budget else "none set"
+    budget = f"{dollars(figures.daily_budget)} per day" if figures.daily_budget else "none set"
     embed = discord.Embed(
         title=f"Server activity, last {days} days",
         description=outgoing.lines_within(server_day_lines(figures), outgoing.DESCRIPTION_LIMIT),
     )
     embed.add_field(
         name="Totals",
-        value=f"{figures.jobs} jobs · ${sum(figures.usd):.2f} · "
+        value=f"{_jobs(figures.jobs)} · {dollars(sum(figures.usd))} · "
         f"{sum(figures.gpu_seconds):.0f} GPU-s · budget {budget}",
         inline=False,
     )
     embed.add_field(
         name="Median wait (queue + cold start) / run, per workflow",
         value=_joined(
-            f"{t.template}: {t.median_wait:.1f} s / {t.median_run:.1f} s ({t.jobs} jobs)"
+            f"{t.template}: {t.median_wait:.1f} s / {t.median_run:.1f} s ({_jobs(t.jobs)})"
             for t in figures.templates
         )
         or "no finished jobs",

@@ -22,6 +22,11 @@ from cogs.common import outgoing, render
 log = logging.getLogger(__name__)
 
 UNEXPECTED = "Something went wrong on my side. It has been logged; please try again in a moment."
+# Discord still offers the commands of an older version: only the operator can fix that.
+COMMANDS_OUT_OF_DATE = (
+    "My commands changed and Discord still shows the old ones, so retrying will not help. "
+    "An operator needs to run `python -m bot sync`."
+)
 
 
 class MemberError(app_commands.AppCommandError):
@@ -32,6 +37,8 @@ def member_message(error: BaseException) -> str:
     """The sentence a member reads for any error; unknown errors get a generic one."""
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
+    if isinstance(error, app_commands.CommandSignatureMismatch):
+        return COMMANDS_OUT_OF_DATE
     if isinstance(error, app_commands.TransformerError):
         return f"I could not use `{discord.utils.escape_markdown(str(error.value))[:50]}` for that option; pick it from the list Discord offers."
     if isinstance(error, QuotaError):
@@ -94,7 +101,9 @@ async def handle_interaction_error(interaction: discord.Interaction, error: Base
         # A slow machine or an outage, not a bug; whatever the command started was undone.
         log.warning("interaction expired before the bot could answer (%s)", context)
         return
-    if is_expected(error):
+    if isinstance(error, app_commands.CommandSignatureMismatch):
+        log.warning("Discord's commands are out of date; run `python -m bot sync` (%s)", context)
+    elif is_expected(error):
         log.info("refused (%s): %s", context, getattr(error, "original", error))
     else:
         log.error("unexpected error (%s)", context, exc_info=getattr(error, "original", error))

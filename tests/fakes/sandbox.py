@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -252,8 +253,26 @@ async def sandbox(
                     await box.process.wait()
 
 
-def _finished(box: Sandbox) -> bool:
-    return any(m.attachments or "Failed" in m.content for m in box.discord.messages.values())
+def _finished(box: Sandbox, jobs: int = 1) -> bool:
+    """Whether `jobs` messages show images or a failure."""
+    ended = [m for m in box.discord.messages.values() if m.attachments or "Failed" in m.content]
+    return len(ended) >= jobs
+
+
+BATCH_START = "sh:batch:run:"
+
+
+async def press_start(box: Sandbox) -> int:
+    """Press Start on a batch's confirmation, as the member would; how many jobs it holds (1 if none)."""
+    for message in box.discord.messages.values():
+        for row in box.discord.message_payload(message.id).get("components", ()):
+            for button in row["components"]:
+                if button.get("custom_id", "").startswith(BATCH_START):
+                    box.show("\n(the sandbox presses Start for you)")
+                    await box.click(message.id, button["label"])
+                    counted = re.search(r"\d+", button.get("label", ""))
+                    return int(counted[0]) if counted else 1
+    return 1
 
 
 async def walkthrough(box: Sandbox) -> None:
@@ -286,7 +305,7 @@ async def walkthrough(box: Sandbox) -> None:
     await box.command("quota", {"user": payloads.member()}, subcommand="show", user=moderator)
     await box.command(
         "quota",
-        {"user": payloads.member(), "amount": 5, "reason": "contest winner"},
+        {"user": payloads.member(), "credits": 5, "reason": "contest winner"},
         subcommand="grant",
         user=moderator,
     )
@@ -327,7 +346,8 @@ async def main(argv: list[str] | None = None) -> int:
             await walkthrough(box)
         else:
             await box.imagine(args.prompt)
-            await box.watch_until(lambda: _finished(box))
+            started = await press_start(box)
+            await box.watch_until(lambda: _finished(box, jobs=started))
         box.print_changes()
         return 0 if await box.stop_bot() == 0 else 1
 
