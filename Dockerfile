@@ -24,7 +24,7 @@ WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 COPY cogs ./cogs
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir "./[postgresql]"
 
 USER 10001
 VOLUME ["/data"]

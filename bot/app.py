@@ -50,7 +50,7 @@ class Pacing:
     ack_crowd: int = 4
 
 
-class Stablehand(commands.Bot):
+class Stablehand(commands.AutoShardedBot):
     """Stablehand's bot. `setup_hook` wires everything; `start` also resumes unfinished jobs."""
 
     def __init__(
@@ -73,6 +73,9 @@ class Stablehand(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             # Jobs keep their own message ids; a cache of sent messages would only grow.
             max_messages=None,
+            # Unset: one shard, as an unsharded client; set: the shards this process serves.
+            shard_count=settings.discord_shard_count or 1,
+            shard_ids=list(settings.discord_shard_ids) if settings.discord_shard_ids else None,
         )
         self.settings = settings
         self.pacing = pacing or Pacing()

@@ -42,10 +42,12 @@ from bot.settings_values import (
     _non_negative_int,
     _nsfw_policy,
     _optional_path,
+    _optional_positive_int,
     _per_endpoint,
     _pixels,
     _positive_int,
     _public_url,
+    _shard_ids,
     _words,
     parse_endpoints,
 )
@@ -137,6 +139,20 @@ class Settings:
         "`python -m bot migrate-db` copies the SQLite file over). Empty: `DATABASE_PATH`.",
         _database_url,
         secret=True,
+    )
+    discord_shard_count: int | None = setting(
+        RUNPOD,
+        "",
+        "Discord shards of the whole bot, when several processes split them (each process sets "
+        "the same count). Empty: one shard, in this process.",
+        _optional_positive_int,
+    )
+    discord_shard_ids: tuple[int, ...] | None = setting(
+        RUNPOD,
+        "",
+        "The shards this process connects, from 0 to `DISCORD_SHARD_COUNT` − 1: `0,1`. Empty: "
+        "every shard. Any process delivers any job, whatever shard its channel is on.",
+        _shard_ids,
     )
     webhook_public_url: str | None = setting(
         RUNPOD,

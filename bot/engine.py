@@ -17,11 +17,12 @@ if TYPE_CHECKING:
 
 
 async def open_database(
-    settings: Settings, database_path: Path | None = None
+    settings: Settings, database_path: Path | None = None, *, process: str | None = None
 ) -> Database | PostgresDatabase:
-    """PostgreSQL if `DATABASE_URL` is set and no SQLite file is asked for, else that file."""
+    """PostgreSQL if `DATABASE_URL` is set and no SQLite file is asked for, else that file;
+    `process` names this bot process on PostgreSQL's connections."""
     if database_path is None and settings.database_url is not None:
-        return await open_postgresql(settings.database_url)
+        return await open_postgresql(settings.database_url, process=process)
     return await open_sqlite(Path(database_path or settings.database_path))
 
 
@@ -43,7 +44,7 @@ async def open_sqlite(path: Path) -> Database:
         ) from None
 
 
-async def open_postgresql(url: Secret) -> PostgresDatabase:
+async def open_postgresql(url: Secret, *, process: str | None = None) -> PostgresDatabase:
     try:
         import asyncpg
 
@@ -53,7 +54,7 @@ async def open_postgresql(url: Secret) -> PostgresDatabase:
             ["DATABASE_URL needs the PostgreSQL driver: pip install '.[postgresql]'"]
         ) from None
     try:
-        return await PostgresDatabase.open(url.reveal())
+        return await PostgresDatabase.open(url.reveal(), process=process)
     except (
         OSError,
         TimeoutError,

@@ -137,6 +137,10 @@ class FairQueue(Generic[T]):
             del self._group_busy[group]
         return True
 
+    def delayed(self, now: float) -> set[Hashable]:
+        """The keys of waiting items not yet due at `now`."""
+        return {key for key, at in self._not_before.items() if at > now}
+
     def next_ready_at(self, now: float) -> float | None:
         """When the earliest item still delayed after `now` becomes ready, if any is.
 

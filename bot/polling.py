@@ -35,6 +35,8 @@ class Timing:
     reconcile_interval: float = 60.0
     # How long a job stays leased to a process that stops renewing (PostgreSQL, several processes).
     lease_ttl: float = 60.0
+    # How often a process looks for jobs other processes queued in the shared table (PostgreSQL).
+    claim_interval: float = 1.0
     # How long a job may sit accepted without its progress message before it runs without one.
     accept_grace: float = 300.0
     # Unexpected errors in a row while following one job before it is failed instead of re-polled.

@@ -100,6 +100,10 @@ class PostgresTransaction:
             self._locks.add(key)
 
 
+# The `application_name` of a bot process's connections: this, then the process's name.
+PROCESS_PREFIX = "stablehand process "
+
+
 class PostgresDatabase:
     """A pool of asyncpg connections; each transaction has one to itself."""
 
@@ -115,8 +119,16 @@ class PostgresDatabase:
         *,
         min_connections: int = 1,
         max_connections: int = 10,
+        process: str | None = None,
     ) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(dsn, min_size=min_connections, max_size=max_connections)
+        # Each connection carries its bot process's name, so the live processes can be counted.
+        name = f"{PROCESS_PREFIX}{process}"[:63] if process else "stablehand"
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_connections,
+            max_size=max_connections,
+            server_settings={"application_name": name},
+        )
         try:
             db = cls(pool)
             await db.migrate(postgresql_migrations() if migrations is None else migrations)

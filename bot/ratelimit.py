@@ -28,12 +28,21 @@ class TokenBucket:
             raise ValueError("a token bucket needs per_second > 0 and burst >= 1")
         self.per_second = per_second
         self.burst = burst
+        self._whole = (per_second, burst)
         self._clock = clock
         self._sleep = sleep
         self._tokens = float(burst)
         self._updated = clock()
         # Waiters queue on the lock, so they are served in the order they came.
         self._lock = asyncio.Lock()
+
+    def share(self, parts: int) -> None:
+        """Keep one of `parts` equal shares of the rate and burst given (several processes split
+        one budget); tokens already held stay, capped at the new burst."""
+        per_second, burst = self._whole
+        self.per_second = per_second / max(1, parts)
+        self.burst = max(1, burst // max(1, parts))
+        self._tokens = min(self._tokens, float(self.burst))
 
     def ready(self) -> bool:
         """Whether `acquire` would return at once."""

@@ -20,6 +20,7 @@ from bot.gallery import Gallery
 from bot.guild_settings import GuildSettings, GuildSettingsStore
 from bot.images import VerifiedImage
 from bot.jobs import FreeAccounting, JobManager, Limits, NewJob
+from bot.jobs.leases import process_name
 from bot.loras import LoraCatalogue, LoraListError, load_loras
 from bot.model_files import ModelNameError, model_file_name
 from bot.polling import Timing
@@ -122,7 +123,8 @@ class Services:
             loras = load_loras(settings.loras_file)
         except LoraListError as exc:
             raise ConfigError([f"LORAS_FILE={str(settings.loras_file)!r}: {exc}."]) from None
-        db = await open_database(settings, database_path)
+        process = process_name()
+        db = await open_database(settings, database_path, process=process)
         runpod = runpod or runpod_client(settings)
         clients = {DEFAULT_ENDPOINT: runpod} | {
             name: runpod_client(settings, endpoint=name) for name in settings.runpod_endpoints
@@ -156,6 +158,8 @@ class Services:
             durations=durations,
             long_polls=settings.runpod_long_polls,
             webhooks=webhooks,
+            process=process,
+            budgets=[client.budget for client in clients.values() if client.budget is not None],
         )
         figures = Figures(stores_for(db).stats, quotas, clock=time.time)
         operator = ContentPolicy.from_settings(settings)

@@ -75,6 +75,14 @@ def _cross_checks(parsed: Mapping[str, Any]) -> list[str]:
             "MEMBER_MAX_QUEUED is smaller than MEMBER_MAX_IN_FLIGHT: "
             "raise MEMBER_MAX_QUEUED to at least the same number."
         )
+    shard_ids, shard_count = parsed.get("DISCORD_SHARD_IDS"), parsed.get("DISCORD_SHARD_COUNT")
+    if shard_ids is not None and shard_count is None:
+        problems.append("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT: set the bot's shard count.")
+    elif shard_ids is not None and shard_count is not None and max(shard_ids) >= shard_count:
+        problems.append(
+            f"DISCORD_SHARD_IDS names shard {max(shard_ids)}, but DISCORD_SHARD_COUNT={shard_count} "
+            f"numbers them 0 to {shard_count - 1}."
+        )
     named = {DEFAULT_ENDPOINT, *parsed.get("RUNPOD_ENDPOINTS", {})}
     for name in ("ENDPOINT_MAX_JOBS_IN_FLIGHT", "ENDPOINT_GPU_PRICES"):
         unknown = sorted(set(parsed.get(name, {})) - named)

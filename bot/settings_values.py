@@ -63,6 +63,19 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _optional_positive_int(text: str) -> int | None:
+    return _positive_int(text) if text else None
+
+
+def _shard_ids(text: str) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    ids = tuple(_non_negative_int(part.strip()) for part in text.split(","))
+    if len(set(ids)) != len(ids):
+        raise ValueError("names a shard twice")
+    return ids
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):

@@ -63,6 +63,7 @@ FAST = Timing(
     delivery_retry_delay=0.01,
     delivery_max_backoff=0.05,
     position_interval=0.01,
+    claim_interval=0.02,
     no_worker_notice=0.05,
     shutdown_grace=2.0,
 )

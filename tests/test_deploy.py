@@ -75,13 +75,13 @@ def _interpolated(value: str, project_env: dict[str, str | None]) -> str:
     )
 
 
-def _container_env(dotenv: Path) -> dict[str, str]:
-    """The stablehand service's environment with `dotenv` as the operator's .env.
+def _container_env(dotenv: Path, name: str = "stablehand") -> dict[str, str]:
+    """A service's environment with `dotenv` as the operator's .env.
 
     Compose's precedence, lowest first: the image's ENV, then `env_file`, then `environment`
     (https://docs.docker.com/compose/how-tos/environment-variables/envvars-precedence/).
     """
-    service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["stablehand"]
+    service = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"][name]
     project_env = dotenv_values(dotenv)
     env = _image_env()
     env_files = service.get("env_file", [])
@@ -114,6 +114,34 @@ def test_the_example_env_puts_the_database_on_the_volume_the_container_user_owns
     user = re.search(r"^USER (\d+)$", DOCKERFILE, re.MULTILINE)
     owner = re.search(rf"useradd .*--uid {user[1]} (\w+)", DOCKERFILE)
     assert owner and f"chown {owner[1]}:{owner[1]} {database.parent}" in DOCKERFILE
+
+
+def test_the_postgresql_profile_runs_a_second_bot_on_the_other_shard_of_the_same_database(
+    tmp_path: Path,
+) -> None:
+    """With .env set as compose.yaml's header says, the two bots share the database and the shard
+    count, each serves its own shard, and each writes its heartbeat on its own volume."""
+    dotenv = tmp_path / ".env"
+    url = "postgresql://stablehand:pw@postgres:5432/stablehand"
+    dotenv.write_text(
+        (ROOT / ".env.example").read_text()
+        + f"DATABASE_URL={url}\nPOSTGRES_PASSWORD=pw\nDISCORD_SHARD_COUNT=2\nDISCORD_SHARD_IDS=0\n"
+    )
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    first, second = _container_env(dotenv), _container_env(dotenv, "stablehand-2")
+    for env in (first, second):
+        settings = load_settings(environ=env, dotenv_path=None)
+        assert (settings.database_url is not None, settings.discord_shard_count) == (True, 2)
+    shards = {load_settings(environ=e, dotenv_path=None).discord_shard_ids for e in (first, second)}
+    assert shards == {(0,), (1,)}
+    assert services["stablehand"].get("profiles") is None, "one bot on SQLite stays the default"
+    assert services["stablehand-2"]["profiles"] == services["postgres"]["profiles"]
+    volumes = [
+        services[name]["volumes"][0].split(":")[0] for name in ("stablehand", "stablehand-2")
+    ]
+    assert len(set(volumes)) == 2
+    assert services["postgres"]["environment"]["POSTGRES_USER"] in url
+    assert '"./[postgresql]"' in DOCKERFILE, "the image carries the PostgreSQL driver"
 
 
 def test_the_example_env_keeps_the_database_in_the_working_directory_without_docker(

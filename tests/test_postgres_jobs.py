@@ -125,10 +125,10 @@ async def test_the_lease_of_a_job_ended_and_told_is_let_go_on_renewal(
     assert await leases.held("a") == 2
 
 
-async def _stored_job(db: PostgresDatabase, endpoint: str = "default") -> Job:
+async def _stored_job(db: PostgresDatabase, endpoint: str = "default", *, user_id: int = 1) -> Job:
     store = PostgresJobStore(db)
     async with db.transaction() as tx:
-        job = await store.add(tx, _new_job(1, 100, endpoint=endpoint), at=1.0)
+        job = await store.add(tx, _new_job(user_id, 100, endpoint=endpoint), at=1.0)
         changed = await store.change_state(
             tx, job.id, {JobState.ACCEPTED}, JobState.QUEUED, fields={}, at=2.0, detail=None
         )
@@ -136,30 +136,48 @@ async def _stored_job(db: PostgresDatabase, endpoint: str = "default") -> Job:
     return changed[1]
 
 
-async def test_processes_claiming_at_once_send_no_more_than_the_cap(
+async def _claim(
+    db: PostgresDatabase,
+    owner: str,
+    *,
+    caps: dict[str, int] | None = None,
+    per_member: int = 9,
+    skip: tuple[int, ...] = (),
+) -> int | None:
+    """Claim the next job as the scheduler does: chosen, leased and moved in one transaction."""
+    async with db.transaction() as tx:
+        job_id = await PostgresLeaseStore(db).claim_next(
+            tx,
+            owner,
+            caps=caps or {"default": 9},
+            per_member=per_member,
+            skip=skip,
+            now=3,
+            until=63,
+        )
+        if job_id is not None:
+            await PostgresJobStore(db).change_state(
+                tx, job_id, {JobState.QUEUED}, JobState.SUBMITTING, fields={}, at=3, detail=None
+            )
+        return job_id
+
+
+async def test_processes_claiming_at_once_send_no_more_than_the_cap_and_each_job_once(
     processes: list[PostgresDatabase],
 ) -> None:
     """Every racer has counted nothing in flight before any of them claims: the claim decides."""
-    queued = [await _stored_job(processes[0]) for _ in processes]
+    for member in range(RACERS):
+        await _stored_job(processes[0], user_id=member)
     all_inside = asyncio.Barrier(RACERS)
 
-    async def race(db: PostgresDatabase, job: Job) -> bool:
-        async with db.transaction() as tx:
-            await tx.fetchone("SELECT COUNT(*) FROM jobs WHERE state = 'submitting'")
-            await all_inside.wait()
-            if not await PostgresLeaseStore(db).claim(
-                tx, job.id, job.user_id, endpoint=job.endpoint, total=2, per_member=RACERS
-            ):
-                return False
-            await PostgresJobStore(db).change_state(
-                tx, job.id, {JobState.QUEUED}, JobState.SUBMITTING, fields={}, at=3, detail=None
-            )
-            return True
+    async def race(db: PostgresDatabase, n: int) -> int | None:
+        await db.fetchone("SELECT COUNT(*) FROM jobs WHERE state = 'submitting'")
+        await all_inside.wait()
+        return await _claim(db, f"p{n}", caps={"default": 2})
 
-    claimed = await asyncio.gather(
-        *(race(db, job) for db, job in zip(processes, queued, strict=True))
-    )
-    assert claimed.count(True) == 2
+    claimed = await asyncio.gather(*(race(db, n) for n, db in enumerate(processes)))
+    sent = [job_id for job_id in claimed if job_id is not None]
+    assert len(sent) == 2 and len(set(sent)) == 2
 
 
 async def test_a_full_endpoint_does_not_hold_back_another_endpoints_claim(
@@ -172,11 +190,36 @@ async def test_a_full_endpoint_does_not_hold_back_another_endpoints_claim(
         await PostgresJobStore(first).change_state(
             tx, flux.id, {JobState.QUEUED}, JobState.SUBMITTED, fields={}, at=3, detail=None
         )
-    waiting_flux = await _stored_job(first, "flux")
-    pony = await _stored_job(first)
-    leases = PostgresLeaseStore(second)
-    async with second.transaction() as tx:
-        assert not await leases.claim(
-            tx, waiting_flux.id, 2, endpoint="flux", total=1, per_member=9
-        ), "Flux's one slot is taken"
-        assert await leases.claim(tx, pony.id, 2, endpoint="default", total=1, per_member=9)
+    await _stored_job(first, "flux", user_id=2)
+    pony = await _stored_job(first, user_id=2)
+    caps = {"flux": 1, "default": 1}
+    assert await _claim(second, "b", caps=caps) == pony.id, "Flux's one slot is taken"
+    assert await _claim(second, "b", caps=caps) is None
+
+
+async def test_the_claim_follows_member_rotation_across_the_processes_that_accepted_the_jobs(
+    processes: list[PostgresDatabase],
+) -> None:
+    """Alice's batch of four, accepted first by one process, and Bob's and Carol's jobs accepted
+    by others: each member gets a turn before anyone gets a second, whoever claims."""
+    first, second, third = processes[:3]
+    alice = [(await _stored_job(first, user_id=1)).id for _ in range(4)]
+    bob = [(await _stored_job(second, user_id=2)).id for _ in range(2)]
+    carol = (await _stored_job(third, user_id=3)).id
+    order = [await _claim(db, f"p{n % 3}") for n, db in enumerate(processes[:3] * 3)]
+    assert order[:3] == [alice[0], bob[0], carol]
+    assert order[3:5] == [alice[1], bob[1]]
+    assert order[5:] == [alice[2], alice[3], None, None]
+    owners = await first.fetchall("SELECT job_id, owner FROM job_leases ORDER BY job_id")
+    assert {r["job_id"]: r["owner"] for r in owners}[carol] == "p2", "leased to its sender"
+
+
+async def test_a_member_at_their_cap_lets_the_next_member_go_and_skipped_jobs_wait(
+    processes: list[PostgresDatabase],
+) -> None:
+    db = processes[0]
+    alice = [(await _stored_job(db, user_id=1)).id for _ in range(2)]
+    bob = [(await _stored_job(db, user_id=2)).id for _ in range(2)]
+    assert await _claim(db, "a", per_member=1) == alice[0]
+    assert await _claim(db, "a", per_member=1, skip=(bob[0],)) == bob[1]
+    assert await _claim(db, "a", per_member=1) is None, "both members are at their cap"

@@ -1,4 +1,5 @@
-"""Two bot processes on one PostgreSQL: the in-flight caps hold across both; a job is followed by
+"""Two bot processes on one PostgreSQL: the in-flight caps hold across both, and whichever has a
+free slot sends the next queued job whoever accepted it; a job is followed by
 one of them, and when that one stops renewing its leases the other takes it over and finishes it
 exactly once."""
 
@@ -85,10 +86,10 @@ async def test_the_in_flight_caps_count_every_process_s_jobs(
     clock = SharedClock()
     first = _manager(first_services, clock, "a", limits)
     second = _manager(second_services, clock, "b", limits)
-    second_told = RecordingDelivery()
+    told = RecordingDelivery()  # either process may send and deliver the waiting job
     fake_runpod.script(Outcome(status="HANG"), Outcome())
-    await first.start(RecordingDelivery())
-    await second.start(second_told)
+    await first.start(told)
+    await second.start(told)
     try:
         running = await first.accept(
             first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
@@ -101,15 +102,17 @@ async def test_the_in_flight_caps_count_every_process_s_jobs(
             second_services.prepare("a fox", user_id=second_member, guild_id=100, channel_id=5)
         )
         await second.attach_message(waiting.id, 5, 501)
-        await until(lambda: second.leases.refusals >= 2)
+        tried = first.leases.empty_claims + second.leases.empty_claims
+        await until(lambda: first.leases.empty_claims + second.leases.empty_claims >= tried + 2)
         assert (await second.get(waiting.id)).state is JobState.QUEUED
         assert len(fake_runpod.requests_for("run")) == 1, "the cap is full in the other process"
 
         fake_runpod.finish(backend_id, Outcome())
         await wait_for_state(first_services, running.id, "done")
-        await second_told.wait(waiting.id)
+        await told.wait(waiting.id)
         assert (await wait_for_state(second_services, waiting.id, "done")).state is JobState.DONE
         assert len(fake_runpod.requests_for("run")) == 2
+        assert len(told.delivered[waiting.id]) == 1, "delivered once, by one process"
     finally:
         await first.stop()
         await second.stop()
@@ -124,13 +127,14 @@ async def test_a_job_is_taken_over_only_once_its_process_stops_renewing_and_ends
     first_told, second_told = RecordingDelivery(), RecordingDelivery()
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(first_told)
-    await second.start(second_told)
     try:
         new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
         job = await first.accept(new)
         await first.attach_message(job.id, 5, 500)
         backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
         assert backend_id is not None
+        # Started once the first has sent it: a queued job goes to whichever process claims it.
+        await second.start(second_told)
 
         await second._reconcile()
         assert job.id not in second._tracked, "a living process's job is left alone"
@@ -172,13 +176,13 @@ async def test_a_process_that_stalled_past_its_lease_lets_the_job_go_when_it_wak
     second_told = RecordingDelivery()
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(RecordingDelivery())
-    await second.start(second_told)
     try:
         new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
         job = await first.accept(new)
         await first.attach_message(job.id, 5, 500)
         backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
         assert backend_id is not None
+        await second.start(second_told)  # once the first has sent it (any process may claim it)
         clock.offset += 31  # the first process missed every renewal (a long pause, say)
         await second._reconcile()
         assert job.id in second._tracked
@@ -192,3 +196,25 @@ async def test_a_process_that_stalled_past_its_lease_lets_the_job_go_when_it_wak
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_processes_on_one_database_split_the_runpod_request_budget_between_them(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices, postgres_dsn: str
+) -> None:
+    """The budget is per RunPod endpoint, not per process: each takes an equal share of the
+    processes connected now, and a process gone gives its share back at the next renewal."""
+    settings = make_settings(
+        tmp_path, fake_runpod, DATABASE_URL=postgres_dsn, RUNPOD_REQUESTS_PER_SECOND="30"
+    )
+    processes = [await open_services(settings, runpod=None) for _ in range(2)]
+    leaving = await Services.open(settings, timing=FAST)
+    try:
+        for services in [*processes, leaving]:
+            await services.jobs.leases.share_budgets()
+        budgets = [services.runpod.budget for services in [*processes, leaving]]
+        assert [b.per_second for b in budgets if b is not None] == [10.0, 10.0, 10.0]
+    finally:
+        await leaving.close()
+    await processes[0].jobs.leases.share_budgets()
+    assert processes[0].runpod.budget is not None
+    assert processes[0].runpod.budget.per_second == 15.0

@@ -99,3 +99,18 @@ async def test_each_channel_has_its_own_bucket() -> None:
     assert pacer.ready(2)
     await pacer.acquire(2)
     assert not pacer.ready(2)
+
+
+async def test_a_budget_shared_by_three_processes_lets_each_send_a_third_of_the_rate() -> None:
+    time = FakeTime()
+    bucket = TokenBucket(per_second=30, burst=3, clock=time.clock, sleep=time.sleep)
+    bucket.share(3)
+    sent: list[float] = []
+    for _ in range(6):
+        await bucket.acquire()
+        sent.append(time.now)
+    assert sent[:1] == [1000.0], "a third of the burst"
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert gaps == pytest.approx([0.1] * 5), "a third of 30 per second"
+    bucket.share(1)  # the others have gone: the whole budget again
+    assert (bucket.per_second, bucket.burst) == (30, 3)

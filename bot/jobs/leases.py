@@ -8,9 +8,11 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Collection, Sequence
 
 from bot.jobs.core import JobCore
-from bot.jobs.model import TERMINAL, Job
+from bot.jobs.model import TERMINAL, Job, JobState
+from bot.ratelimit import TokenBucket
 from bot.store.base import Transaction
 from bot.store.leases import LeaseStore
 from bot.supervisor import Loop
@@ -26,15 +28,25 @@ def process_name() -> str:
 class Leases:
     """The leases this process holds, taken on accepting or adopting a job, renewed in a loop."""
 
-    def __init__(self, core: JobCore, store: LeaseStore, owner: str) -> None:
+    def __init__(
+        self,
+        core: JobCore,
+        store: LeaseStore,
+        owner: str,
+        *,
+        budgets: Sequence[TokenBucket] = (),
+    ) -> None:
         self.core = core
         self.store = store
         self.owner = owner
+        # The RunPod request budgets, each split evenly between the processes alive.
+        self.budgets = list(budgets)
+        self.processes = 1
         self.held = 0
         # Wall-clock time this process last claimed a job: sent a queued one, or took one over.
         self.last_claim: float | None = None
-        self._refused: set[int] = set()
-        self.refusals = 0  # claims refused because other processes filled the caps
+        # Claims that found no job free to send: the caps full, or nothing queued.
+        self.empty_claims = 0
 
     @property
     def shared(self) -> bool:
@@ -60,31 +72,43 @@ class Leases:
             self.last_claim = self.core.clock()
         return taken
 
-    async def claim(self, job: Job, tx: Transaction) -> bool:
-        """Whether a queued job may be sent now under the in-flight caps of every process."""
-        limits = self.core.limits
-        claimed = await self.store.claim(
-            tx,
-            job.id,
-            job.user_id,
-            endpoint=job.endpoint,
-            total=limits.in_flight_on(job.endpoint),
-            per_member=limits.member_max_in_flight,
-        )
-        if claimed:
-            self._refused.discard(job.id)
-            self.last_claim = self.core.clock()
-        else:
-            self._refused.add(job.id)
-            self.refusals += 1
-        return claimed
+    async def claim_next(self, skip: Collection[int]) -> Job | None:
+        """The next queued job in member rotation across every process, moved to submitting and
+        leased here; None while the caps are full or nothing waits."""
+        core = self.core
+        now = core.clock()
+        caps = {name: core.limits.in_flight_on(name) for name in core.backends}
 
-    def refused(self, job_id: int) -> bool:
-        """Whether the job's last claim was refused for the caps (asked once: the answer is cleared)."""
-        if job_id in self._refused:
-            self._refused.discard(job_id)
-            return True
-        return False
+        async def claim(tx: Transaction) -> tuple[JobState, Job] | None:
+            job_id = await self.store.claim_next(
+                tx,
+                self.owner,
+                caps=caps,
+                per_member=core.limits.member_max_in_flight,
+                skip=skip,
+                now=now,
+                until=now + core.timing.lease_ttl,
+            )
+            if job_id is None:
+                return None
+            return await core.store.change_state(
+                tx, job_id, {JobState.QUEUED}, JobState.SUBMITTING, fields={}, at=now, detail=None
+            )
+
+        changed = await core.db.write(claim)
+        if changed is None:
+            self.empty_claims += 1
+            return None
+        job = changed[1]
+        self.last_claim = now
+        log.info(
+            "job %d queued -> submitting (guild=%s user=%s): claimed by %s",
+            job.id,
+            job.guild_id,
+            job.user_id,
+            self.owner,
+        )
+        return job
 
     async def renew_loop(self, loop: Loop) -> None:
         """Renew every lease a third of the way to its expiry, so one late renewal loses none."""
@@ -93,8 +117,18 @@ class Leases:
             await loop.sleep(self.core.timing.lease_ttl / 3)
             try:
                 await self.renew()
+                await self.share_budgets()
             except Exception:
                 log.exception("renewing job leases failed; trying again")
+
+    async def share_budgets(self) -> None:
+        """Take this process's share of each request budget: the whole over the processes alive."""
+        processes = await self.store.processes()
+        if processes != self.processes:
+            log.info("%d bot process(es) share the RunPod request budget", processes)
+        self.processes = processes
+        for budget in self.budgets:
+            budget.share(processes)
 
     async def renew(self) -> None:
         """Extend the leases; let go of jobs another process has taken over meanwhile."""

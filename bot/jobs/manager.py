@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bot import failures
@@ -42,6 +42,7 @@ from bot.jobs.recovery import Recovery
 from bot.jobs.scheduler import Scheduler
 from bot.jobs.told import Told
 from bot.polling import Timing
+from bot.ratelimit import TokenBucket
 from bot.store import jobs as job_store
 from bot.supervisor import Loop, Supervisor
 from bot.webhooks import WebhookReceiver
@@ -66,6 +67,7 @@ class JobManager:
         process: str | None = None,
         long_polls: int = 0,
         webhooks: WebhookReceiver[BackendJob] | None = None,
+        budgets: Sequence[TokenBucket] = (),
     ) -> None:
         backends = backend if isinstance(backend, Mapping) else {DEFAULT_ENDPOINT: backend}
         stores = engines.stores_for(db)
@@ -84,7 +86,9 @@ class JobManager:
         self.poller = core.poller = Poller(core)
         self.told = core.told = Told(self.poller, long_polls=long_polls, webhooks=webhooks)
         self.delivery = core.delivery = Delivery(core)
-        self.leases = core.leases = Leases(core, stores.leases, process or process_name())
+        self.leases = core.leases = Leases(
+            core, stores.leases, process or process_name(), budgets=budgets
+        )
         self.recovery = Recovery(core)
         self._loops: list[Loop] = []
 
@@ -279,6 +283,7 @@ class JobManager:
             supervisor.start("jobs-reconcile", self.recovery.reconcile_loop),
         ]
         if self.leases.shared:
+            await self.leases.share_budgets()
             self._loops.append(supervisor.start("jobs-leases", self.leases.renew_loop))
         core.wake_dispatch.set()
         self.poller.wake()

@@ -48,12 +48,37 @@ class Scheduler:
             now = time.monotonic()
             ready_at = core.queue.next_ready_at(now)
             timeout = None if ready_at is None else ready_at - now
+            if core.leases.shared:
+                # Jobs other processes queue wake nobody here: look again every claim interval.
+                interval = core.timing.claim_interval
+                timeout = interval if timeout is None else min(timeout, interval)
             await loop.idle(core.wake_dispatch, timeout)
             core.wake_dispatch.clear()
+            if core.leases.shared:
+                await self._claim_shared()
+                continue
             while (taken := core.queue.take_next(time.monotonic())) is not None:
                 job = taken[1]
                 core.positions_dirty.set()
                 core.own(job.id, core.spawn_finishing(self.submit(job), f"submit-{job.id}"))
+
+    async def _claim_shared(self) -> None:
+        """Send the globally next jobs from the shared table while this process has room."""
+        core = self.core
+        while core.queue.out < core.queue.caps.total:
+            try:
+                job = await core.leases.claim_next(skip=core.queue.delayed(time.monotonic()))
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("claiming a queued job: the database refused (%s); trying later", exc)
+                return
+            if job is None:
+                return
+            core.queue.remove(job.id)
+            core.queue.hold(job.id, job.user_id, job.endpoint)
+            core.positions_dirty.set()
+            core.own(job.id, core.spawn_finishing(self._send_held(job), f"submit-{job.id}"))
 
     async def position_loop(self, loop: Loop) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
@@ -102,12 +127,7 @@ class Scheduler:
     async def submit(self, job: Job) -> None:
         core = self.core
         try:
-            submitting = await core.transition(
-                job.id,
-                {JobState.QUEUED},
-                JobState.SUBMITTING,
-                guard=functools.partial(core.leases.claim, job),
-            )
+            submitting = await core.transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
         except Exception as exc:
             core.release_slot(job.id)
             if not is_transient(exc):
@@ -117,16 +137,20 @@ class Scheduler:
             return
         if submitting is None:
             core.release_slot(job.id)
-            if core.leases.refused(job.id):  # other processes fill the caps: it waits its turn
-                self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
             return
+        await self._send_held(submitting)
+
+    async def _send_held(self, submitting: Job) -> None:
+        """Send a job moved to submitting whose slot is held here; the slot is let go unless the
+        backend has the job or its next step is not saved."""
+        core = self.core
         try:
             await self._send(submitting)
         except Exception as exc:
             # Whether the backend got it is unknown, so it is not sent again (see "submitting").
-            log.exception("job %d: submitting it crashed", job.id)
+            log.exception("job %d: submitting it crashed", submitting.id)
             await core.save_or_defer(
-                job.id,
+                submitting.id,
                 functools.partial(
                     core.fail,
                     submitting,
@@ -136,8 +160,8 @@ class Scheduler:
             )
         finally:
             # A job the backend has keeps its slot, and so does one whose next step is not saved.
-            if not core.poller.follows(job.id) and job.id not in core.unsaved:
-                core.release_slot(job.id)
+            if not core.poller.follows(submitting.id) and submitting.id not in core.unsaved:
+                core.release_slot(submitting.id)
 
     async def _send(self, submitting: Job) -> None:
         """Submit, then record the backend's id at once; only a provably unsent job is tried again."""

@@ -87,6 +87,11 @@ class RunPodClient:
         # None until RunPod first answers `/status-sync`: True, or False once seen to be absent.
         self.status_sync_available: bool | None = None
 
+    @property
+    def budget(self) -> RequestBudget | None:
+        """The request budget every call takes from (shared between processes on PostgreSQL)."""
+        return self._budget
+
     def __repr__(self) -> str:
         return f"RunPodClient(base={self._base!r}, api_key={self._key!r})"
 

@@ -7,7 +7,7 @@ its own, so nothing is stored (`SoleProcessLeases`).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from bot.store.base import Transaction
@@ -34,19 +34,24 @@ class LeaseStore(Protocol):
         """How many jobs are leased to `owner`."""
         ...
 
-    async def claim(
+    async def processes(self) -> int:
+        """How many bot processes are connected to the database now (this one included)."""
+        ...
+
+    async def claim_next(
         self,
         tx: Transaction,
-        job_id: int,
-        user_id: int,
+        owner: str,
         *,
-        endpoint: str,
-        total: int,
+        caps: Mapping[str, int],
         per_member: int,
-    ) -> bool:
-        """Whether the queued job may go to the backend now: fewer than `total` jobs in flight on
-        its endpoint in every process together, fewer than `per_member` of its member's (on
-        every endpoint); one claim at a time."""
+        skip: Collection[int],
+        now: float,
+        until: float,
+    ) -> int | None:
+        """The next queued job in member rotation that may go to the backend now, leased to
+        `owner`: on an endpoint of `caps` with fewer jobs in flight than its cap in every process
+        together, of a member with fewer than `per_member`, not in `skip`; one claim at a time."""
         ...
 
 
@@ -66,15 +71,19 @@ class SoleProcessLeases:
     async def held(self, owner: str) -> int:
         return 0
 
-    async def claim(
+    async def processes(self) -> int:
+        return 1
+
+    async def claim_next(
         self,
         tx: Transaction,
-        job_id: int,
-        user_id: int,
+        owner: str,
         *,
-        endpoint: str,
-        total: int,
+        caps: Mapping[str, int],
         per_member: int,
-    ) -> bool:
-        # The one process's fair queue already counts every job in flight.
-        return True
+        skip: Collection[int],
+        now: float,
+        until: float,
+    ) -> int | None:
+        # Never asked: the one process's fair queue holds every waiting job and every slot.
+        return None

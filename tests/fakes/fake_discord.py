@@ -348,6 +348,13 @@ class _GatewayConnection:
     ws: web.WebSocketResponse
     session_id: str | None = None
     seq: int = 0
+    # IDENTIFY's `shard`: [this shard's id, the bot's shard count]; unsharded is [0, 1].
+    shard: tuple[int, int] = (0, 1)
+
+    def serves(self, guild_id: int | None) -> bool:
+        """Whether Discord sends this guild's events here: `(guild_id >> 22) % count` (DMs: 0)."""
+        shard_id, count = self.shard
+        return (0 if guild_id is None else (guild_id >> 22) % count) == shard_id
 
     async def send(self, op: int, d: Any = None, t: str | None = None) -> None:
         """Send one text frame (discord.py only decompresses binary frames)."""
@@ -407,6 +414,7 @@ class FakeDiscord:
         self._injections: list[_Injection] = []
         self._gateways: set[_GatewayConnection] = set()
         self._sessions: dict[str, int] = {}
+        self._session_shards: dict[str, tuple[int, int]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self._recorded = asyncio.Condition()
         self._offset = 0.0
@@ -642,11 +650,18 @@ class FakeDiscord:
             self.register_interaction(data)
         elif event == "GUILD_CREATE":
             self.add_guild(data)
-        if not self._gateways:
+        guild = data.get("guild_id") if event == "INTERACTION_CREATE" else data.get("id")
+        guild_id = int(guild) if guild else None
+        serving = [c for c in self._gateways if c.serves(guild_id)]
+        if not serving:
             raise RuntimeError(f"no gateway client is connected to receive {event}")
-        for connection in list(self._gateways):
+        for connection in serving:
             await connection.send(0, dict(data), event)
             self._sessions[connection.session_id or ""] = connection.seq
+
+    def connected_shards(self) -> set[int]:
+        """The shard ids with an identified gateway connection now."""
+        return {connection.shard[0] for connection in self._gateways}
 
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close every gateway connection, as Discord does now and then; clients RESUME."""
@@ -1283,12 +1298,21 @@ class FakeDiscord:
         if data.get("token") != self.token:
             await connection.ws.close(code=4004, message=b"Authentication failed.")
             return
+        shard = data.get("shard") or [0, 1]
+        if not (isinstance(shard, list) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
+            await connection.ws.close(code=4010, message=b"Invalid shard.")
+            return
         self.identify_payloads.append(data)
+        connection.shard = (int(shard[0]), int(shard[1]))
         connection.session_id = secrets.token_hex(16)
+        self._session_shards[connection.session_id] = connection.shard
         ready = {
             "v": 10,
             "user": self._bot_user(),
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [
+                {"id": str(g), "unavailable": True} for g in self.guilds if connection.serves(g)
+            ],
+            "shard": list(connection.shard),
             "session_id": connection.session_id,
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
@@ -1299,8 +1323,9 @@ class FakeDiscord:
             "_trace": ["fake-discord"],
         }
         await connection.send(0, ready, "READY")
-        for guild in self.guilds.values():
-            await connection.send(0, guild, "GUILD_CREATE")
+        for guild_id, guild in self.guilds.items():
+            if connection.serves(guild_id):
+                await connection.send(0, guild, "GUILD_CREATE")
         self._gateways.add(connection)
         self.connected.set()
 
@@ -1311,6 +1336,7 @@ class FakeDiscord:
             return
         connection.session_id = session_id
         connection.seq = self._sessions[session_id]
+        connection.shard = self._session_shards.get(session_id, (0, 1))
         await connection.send(0, {}, "RESUMED")
         self._gateways.add(connection)
         self.connected.set()

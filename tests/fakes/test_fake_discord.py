@@ -568,3 +568,55 @@ async def test_offline_refuses_connections_and_online_serves_the_same_messages(
     await fake.go_online()
     await channel.get_partial_message(sent.id).edit(content="after the outage")
     assert [m.content for m in fake.channel_messages(payloads.CHANNEL_ID)] == ["after the outage"]
+
+
+async def test_each_shard_gets_only_its_guilds_as_discord_routes_them(fake: FakeDiscord) -> None:
+    """Discord sends a guild's events to shard `(guild_id >> 22) % shard_count` only."""
+    other_guild = payloads.GUILD_ID + (1 << 22)  # the next shard's
+    other_channel = payloads.snowflake()
+    fake.add_guild(
+        payloads.guild(other_guild, channels=[payloads.guild_channel(other_channel, other_guild)])
+    )
+    ran: dict[int, int] = {}
+    clients = []
+    for shard in (0, 1):
+        client = commands.AutoShardedBot(
+            command_prefix="!",
+            intents=discord.Intents.default(),
+            shard_count=2,
+            shard_ids=[shard],
+            guild_ready_timeout=0.05,
+        )
+
+        @client.tree.command(name="ping", description="Ping")
+        async def ping(interaction: discord.Interaction, shard: int = shard) -> None:
+            await interaction.response.send_message("pong")
+            ran[interaction.guild_id or 0] = shard
+
+        clients.append(client)
+    tasks = [asyncio.create_task(client.start(fake.token)) for client in clients]
+    try:
+        for client in clients:
+            await asyncio.wait_for(client.wait_until_ready(), 5)
+        shard_of = {
+            payloads.GUILD_ID: (payloads.GUILD_ID >> 22) % 2,
+            other_guild: 1 - (payloads.GUILD_ID >> 22) % 2,
+        }
+        for guild_id, shard in shard_of.items():
+            assert clients[shard].get_guild(guild_id) is not None
+            assert clients[1 - shard].get_guild(guild_id) is None
+        await fake.dispatch("INTERACTION_CREATE", payloads.slash_command("ping"))
+        channel = payloads.guild_channel(other_channel, other_guild)
+        await fake.dispatch(
+            "INTERACTION_CREATE",
+            payloads.slash_command("ping", guild_id=other_guild, channel=channel),
+        )
+        async with asyncio.timeout(5):
+            while len(ran) < 2:
+                await asyncio.sleep(0.01)
+        assert ran == shard_of
+    finally:
+        for client in clients:
+            await client.close()
+        await asyncio.gather(*tasks)
+    assert sorted(p["shard"] for p in fake.identify_payloads) == [[0, 2], [1, 2]]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Mapping
 
 from bot.jobs.model import IN_FLIGHT, JobState
-from bot.postgres import AdvisoryLock, PostgresDatabase, PostgresTransaction
+from bot.postgres import PROCESS_PREFIX, AdvisoryLock, PostgresDatabase, PostgresTransaction
 
 _IN_FLIGHT = [state.value for state in IN_FLIGHT]
 
@@ -45,32 +46,67 @@ class PostgresLeaseStore:
             )
         return [r["job_id"] for r in kept]
 
-    async def claim(
+    async def claim_next(
         self,
         tx: PostgresTransaction,
-        job_id: int,
-        user_id: int,
+        owner: str,
         *,
-        endpoint: str,
-        total: int,
+        caps: Mapping[str, int],
         per_member: int,
-    ) -> bool:
+        skip: Collection[int],
+        now: float,
+        until: float,
+    ) -> int | None:
         await tx.lock(AdvisoryLock.CLAIM)
-        row = await tx.fetchone(
-            "SELECT COUNT(*) FILTER (WHERE endpoint = $3) AS total,"
-            " COUNT(*) FILTER (WHERE user_id = $1) AS mine FROM jobs"
-            " WHERE state = ANY($2::text[])",
-            (user_id, _IN_FLIGHT, endpoint),
+        counts = await tx.fetchall(
+            "SELECT endpoint, user_id, COUNT(*) AS n FROM jobs WHERE state = ANY($1::text[])"
+            " GROUP BY endpoint, user_id",
+            (_IN_FLIGHT,),
         )
-        assert row is not None
-        if row["total"] >= total or row["mine"] >= per_member:
-            return False
+        per_endpoint: Counter[str] = Counter()
+        per_user: Counter[int] = Counter()
+        for row in counts:
+            per_endpoint[row["endpoint"]] += row["n"]
+            per_user[row["user_id"]] += row["n"]
+        open_endpoints = [name for name, cap in caps.items() if per_endpoint[name] < cap]
+        if not open_endpoints:
+            return None
+        busy = [user for user, n in per_user.items() if n >= per_member]
+        # The member whose last turn is oldest goes first, with their oldest job: a member just
+        # served moves behind every other member waiting, whichever process accepted their jobs.
         # A job another transaction is changing (a cancel, say) is skipped, not waited for.
-        queued = await tx.fetchone(
-            "SELECT id FROM jobs WHERE id = $1 AND state = $2 FOR UPDATE SKIP LOCKED",
-            (job_id, JobState.QUEUED.value),
+        row = await tx.fetchone(
+            "SELECT j.id, j.user_id FROM jobs AS j LEFT JOIN member_turns AS t"
+            " ON t.user_id = j.user_id WHERE j.state = $1 AND j.endpoint = ANY($2::text[])"
+            " AND NOT j.user_id = ANY($3::bigint[]) AND NOT j.id = ANY($4::bigint[])"
+            " ORDER BY COALESCE(t.turn, 0), j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED",
+            (JobState.QUEUED.value, open_endpoints, busy, list(skip)),
         )
-        return queued is not None
+        if row is None:
+            return None
+        await tx.execute(
+            "INSERT INTO member_turns (user_id, turn)"
+            " SELECT $1, COALESCE(MAX(turn), 0) + 1 FROM member_turns"
+            " ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn",
+            (row["user_id"],),
+        )
+        # The job goes to whoever sends it; the process that accepted it lets go at its renewal.
+        await tx.execute(
+            "INSERT INTO job_leases (job_id, owner, taken_at, expires_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (job_id) DO UPDATE SET owner = excluded.owner,"
+            " taken_at = excluded.taken_at, expires_at = excluded.expires_at",
+            (row["id"], owner, now, until),
+        )
+        return int(row["id"])
+
+    async def processes(self) -> int:
+        # A killed process's connections close with it, so it stops counting at once.
+        row = await self.db.fetchone(
+            "SELECT COUNT(DISTINCT application_name) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND starts_with(application_name, $1)",
+            (PROCESS_PREFIX,),
+        )
+        return max(1, int(row[0])) if row else 1
 
     async def held(self, owner: str) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM job_leases WHERE owner = $1", (owner,))

@@ -21,5 +21,23 @@ def _redirect_discord(url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = base.with_scheme(ws_scheme) / "gateway"
 
 
+def _quicken_timing(spec: str) -> None:
+    """Make `field=seconds,...` the defaults of the bot's `Timing`, so a test's bot process polls,
+    renews leases and reconciles on the test's clock rather than production's."""
+    import dataclasses
+
+    from bot.polling import Timing
+
+    names = [f.name for f in dataclasses.fields(Timing)]
+    defaults = list(Timing.__init__.__defaults__)
+    for item in spec.split(","):
+        name, value = item.split("=", 1)
+        index = names.index(name)
+        defaults[index] = type(defaults[index])(float(value))
+    Timing.__init__.__defaults__ = tuple(defaults)
+
+
 if os.environ.get("STABLEHAND_FAKE_DISCORD_URL"):
     _redirect_discord(os.environ["STABLEHAND_FAKE_DISCORD_URL"])
+if os.environ.get("STABLEHAND_FAKE_TIMING"):
+    _quicken_timing(os.environ["STABLEHAND_FAKE_TIMING"])
