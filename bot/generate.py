@@ -174,6 +174,8 @@ async def _generate(
             f"job {job.id}: {request.template}, {request.width}x{request.height}, seed {request.seed}",
             file=sys.stderr,
         )
+        for note in request.notes:
+            print(f"  note: {_for_the_command_line(note)}", file=sys.stderr)
         stop = asyncio.ensure_future(interrupted.wait())
         await asyncio.wait({finished, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()

@@ -183,6 +183,17 @@ async def test_generate_saves_pngs_with_their_generation_data(
     assert _one(submitted, "KSampler")["seed"] == 7
 
 
+async def test_generate_says_which_midjourney_flags_it_ignored(
+    tmp_path: Path, fake_runpod: FakeRunPod, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    prompt = "a pony astronaut --v 6 --stylize 250 --seed 7"
+    assert await generate(settings, prompt, workflow=None, out=tmp_path / "out", timing=FAST) == 0
+    said = capsys.readouterr().err
+    assert "note: Ignored Midjourney flags" in said
+    assert "`--v 6`" in said and "`--stylize 250`" in said
+
+
 async def test_generate_hires_saves_the_upscaled_size(
     tmp_path: Path, fake_runpod: FakeRunPod
 ) -> None:
