@@ -6,6 +6,7 @@ every hold is captured or refunded, and no member waits behind another's batch."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -311,3 +312,56 @@ def test_the_fairness_check_names_a_member_skipped_while_another_was_served_twic
     assert _unfair_sends(queued + served_in_turn + [event(6, 2, "submitting", 7)]) == []
     assert _unfair_sends(queued + served_twice) == ["member 7 was served twice while [8] waited"]
     assert _unfair_sends(queued + served_twice, after=4) == [], "judged only after event 4"
+
+
+def _rotation(batches: Mapping[int, int]) -> list[int]:
+    """Members' sends in round robin: one job of each member with jobs left, then again."""
+    left = dict(batches)
+    order = []
+    while left:
+        for member in list(left):
+            order.append(member)
+            left[member] -= 1
+            if not left[member]:
+                del left[member]
+    return order
+
+
+def _claim_events(batches: Mapping[int, int], sends: Sequence[int]) -> list[dict[str, Any]]:
+    """Every batch queued, member after member, then one `submitting` event per send in `sends`
+    (each member's jobs in the order they were queued)."""
+    events: list[dict[str, Any]] = []
+    jobs: dict[int, list[int]] = {}
+    for member, count in batches.items():
+        for _ in range(count):
+            job = len(events) + 1
+            jobs.setdefault(member, []).append(job)
+            events.append({"id": job, "job_id": job, "to_state": "queued", "user_id": member})
+    for member in sends:
+        job = jobs[member].pop(0)
+        events.append(
+            {"id": len(events) + 1, "job_id": job, "to_state": "submitting", "user_id": member}
+        )
+    return events
+
+
+def test_the_fairness_check_fails_the_old_per_process_rotation_and_passes_the_global_one() -> None:
+    # Member 1's batch was accepted by process A; the batches of members 2, 3 and 4 by process B.
+    in_a, in_b = {1: EACH}, {2: EACH, 3: EACH, 4: EACH}
+    everyone = in_a | in_b
+    all_queued = sum(everyone.values())
+    # The old design: each process rotated only the jobs it had accepted, the two claiming in
+    # turn; so A served member 1 again and again while members 3 and 4 waited in B.
+    per_process = [
+        member
+        for turn in itertools.zip_longest(_rotation(in_a), _rotation(in_b))
+        for member in turn
+        if member is not None
+    ]
+    assert per_process[:5] == [1, 2, 1, 3, 1]
+
+    reports = _unfair_sends(_claim_events(everyone, per_process), after=all_queued)
+    assert [r.split(" while ")[0] for r in reports] == ["member 1 was served twice"] * (EACH - 1)
+    assert re.findall(r"\d+", reports[0].split(" while ")[1]) in (["3", "4"], ["4", "3"])
+    # The global rotation, which every process now claims from: the same jobs, fair.
+    assert _unfair_sends(_claim_events(everyone, _rotation(everyone)), after=all_queued) == []
