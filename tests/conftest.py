@@ -254,6 +254,19 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
         server.uninstall()
 
 
+async def _identify_at_once(shard_id: int | None, *, initial: bool = False) -> None:
+    """The fake Discord has no IDENTIFY rate limit to respect."""
+
+
+def connects_at_once(bot: Stablehand) -> Stablehand:
+    """Drop discord.py's waits for real Discord's pace, for a bot about to connect to the fake: 5 s
+    between two shards' IDENTIFYs, and 2 s after the last GUILD_CREATE for more (the fake sends
+    every guild right after READY)."""
+    bot.before_identify_hook = _identify_at_once  # type: ignore[method-assign]
+    bot._connection.guild_ready_timeout = 0.1
+    return bot
+
+
 async def start_bot(
     settings: Settings, fake: FakeDiscord, *, timing: Timing = FAST, pacing: Pacing = FAST_PACING
 ) -> Stablehand:
