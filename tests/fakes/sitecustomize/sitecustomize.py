@@ -22,6 +22,25 @@ def _redirect_discord(url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = base.with_scheme(ws_scheme) / "gateway"
 
 
+def _connect_at_once() -> None:
+    """Drop discord.py's waits for real Discord's pace, which the fake does not keep: 5 s between
+    two shards' IDENTIFYs, and 2 s after the last GUILD_CREATE for more (the fake sends every
+    guild right after READY)."""
+    import discord
+
+    init = discord.Client.__init__
+
+    def __init__(self, *args, **options):
+        options.setdefault("guild_ready_timeout", 0.1)
+        init(self, *args, **options)
+
+    async def before_identify_hook(self, shard_id, *, initial=False):
+        return None
+
+    discord.Client.__init__ = __init__
+    discord.Client.before_identify_hook = before_identify_hook
+
+
 def _quicken(cls: type, spec: str) -> None:
     """Make `field=seconds,...` the defaults of the dataclass `cls`, so a test's bot process runs
     on the test's clock rather than production's."""
@@ -38,6 +57,7 @@ def _quicken(cls: type, spec: str) -> None:
 
 if os.environ.get("STABLEHAND_FAKE_DISCORD_URL"):
     _redirect_discord(os.environ["STABLEHAND_FAKE_DISCORD_URL"])
+    _connect_at_once()
 if os.environ.get("STABLEHAND_FAKE_TIMING"):
     # The job manager's intervals: polls, lease renewals, reconciles.
     from bot.polling import Timing
