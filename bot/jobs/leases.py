@@ -117,9 +117,19 @@ class Leases:
             await loop.sleep(self.core.timing.lease_ttl / 3)
             try:
                 await self.renew()
-                await self.share_budgets()
             except Exception:
                 log.exception("renewing job leases failed; trying again")
+
+    async def budget_loop(self, loop: Loop) -> None:
+        """Recount the processes every `budget_interval`, so a process joining or leaving changes
+        every process's share within one interval (the fleet overshoots the budget until then)."""
+        while True:
+            loop.beat()
+            await loop.sleep(self.core.timing.budget_interval)
+            try:
+                await self.share_budgets()
+            except Exception as exc:
+                log.warning("counting the bot processes failed (%s); keeping the share", exc)
 
     async def share_budgets(self) -> None:
         """Take this process's share of each request budget: the whole over the processes alive."""
