@@ -110,6 +110,11 @@ class Leases:
         )
         return job
 
+    async def queue_positions(self) -> dict[int, int]:
+        """Every queued job's 1-based place in the order `claim_next` hands them out, whichever
+        process accepted it."""
+        return {job_id: place for place, job_id in enumerate(await self.store.queue_order(), 1)}
+
     async def renew_loop(self, loop: Loop) -> None:
         """Renew every lease a third of the way to its expiry, so one late renewal loses none."""
         while True:

@@ -31,6 +31,8 @@ class Scheduler:
     def __init__(self, core: JobCore) -> None:
         self.core = core
         self._last_positions: dict[int, int] = {}
+        # On a shared database: every queued job's place in the shared table, as last read.
+        self._shared_positions: dict[int, int] = {}
 
     def enqueue(self, job: Job, *, not_before: float | None = None) -> None:
         self.core.queue.add(job.id, job.user_id, job, not_before=not_before, group=job.endpoint)
@@ -38,7 +40,10 @@ class Scheduler:
         self.core.positions_dirty.set()
 
     def position(self, job_id: int) -> int | None:
-        """1-based place in the local queue, or None if the job is not waiting here."""
+        """1-based place among the waiting jobs, or None if the job is not waiting: in the local
+        queue, or on a shared database in the shared table as `position_loop` last read it."""
+        if self.core.leases.shared:
+            return self._shared_positions.get(job_id)
         return self.core.queue.positions().get(job_id)
 
     async def dispatch_loop(self, loop: Loop) -> None:
@@ -85,9 +90,13 @@ class Scheduler:
         core = self.core
         while True:
             loop.beat()
-            await loop.idle(core.positions_dirty)
+            if core.leases.shared:
+                # Jobs other processes accept and claim move places without a word to this one.
+                await self._read_shared_positions()
+            else:
+                await loop.idle(core.positions_dirty)
             core.positions_dirty.clear()
-            positions = core.queue.positions()
+            positions = self._shared_positions if core.leases.shared else core.queue.positions()
             starts = self.expected_starts(positions)
             for job_id, place in positions.items():
                 job = core.queue.waiting(job_id)
@@ -97,6 +106,14 @@ class Scheduler:
                     )
             self._last_positions = positions
             await loop.sleep(core.timing.position_interval)
+
+    async def _read_shared_positions(self) -> None:
+        try:
+            self._shared_positions = await self.core.leases.queue_positions()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("reading queue positions: the database refused (%s); trying later", exc)
 
     def expected_starts(self, positions: dict[int, int]) -> dict[int, float]:
         """When each waiting job should get a slot (wall clock), in the order they will get one.

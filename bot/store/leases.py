@@ -38,6 +38,10 @@ class LeaseStore(Protocol):
         """How many bot processes are connected to the database now (this one included)."""
         ...
 
+    async def queue_order(self) -> list[int]:
+        """Every queued job, in the order `claim_next` would hand them out with the caps open."""
+        ...
+
     async def claim_next(
         self,
         tx: Transaction,
@@ -73,6 +77,10 @@ class SoleProcessLeases:
 
     async def processes(self) -> int:
         return 1
+
+    async def queue_order(self) -> list[int]:
+        # Never asked: the one process's fair queue knows every waiting job's place.
+        return []
 
     async def claim_next(
         self,

@@ -99,6 +99,17 @@ class PostgresLeaseStore:
         )
         return int(row["id"])
 
+    async def queue_order(self) -> list[int]:
+        # claim_next's order laid out whole: a member's turn comes round once per round, in the
+        # order of (turn, oldest job) that claim_next follows, each turn taking their next job.
+        rows = await self.db.fetchall(
+            "SELECT j.id FROM jobs AS j LEFT JOIN member_turns AS t ON t.user_id = j.user_id"
+            " WHERE j.state = $1 ORDER BY ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.id),"
+            " COALESCE(t.turn, 0), MIN(j.id) OVER (PARTITION BY j.user_id)",
+            (JobState.QUEUED.value,),
+        )
+        return [int(r["id"]) for r in rows]
+
     async def processes(self) -> int:
         # A killed process's connections close with it, so it stops counting at once.
         row = await self.db.fetchone(
