@@ -18,6 +18,7 @@ from bot.jobs import Job, JobManager, JobState, Limits, UpdateKind
 from bot.services import Services
 from tests.conftest import (
     FAST,
+    FAST_RETRY,
     HANG_GUARD,
     OpenServices,
     RecordingDelivery,
@@ -25,6 +26,7 @@ from tests.conftest import (
     make_settings,
     wait_for_state,
 )
+from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
 LEASED = dataclasses.replace(FAST, lease_ttl=30.0)
@@ -252,6 +254,51 @@ async def test_either_process_reports_the_queue_positions_in_the_order_jobs_are_
             ([job.id for job in jobs],),
         )
         assert [row["job_id"] for row in claimed] == rotation
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_job_runpod_refused_waits_out_its_backoff_whichever_process_would_claim_it(
+    two_processes: tuple[Services, Services], fake_runpod: FakeRunPod
+) -> None:
+    """The delay before sending a refused job again is stored with it: the process that did not
+    send it, which knows nothing of the refusal, leaves it queued until the delay has passed."""
+    first_services, second_services = two_processes
+    clock = SharedClock()
+    backoff = 1000.0
+    timing = dataclasses.replace(LEASED, submit_retry_delay=backoff)
+    first = _manager(first_services, clock, "a")
+    second = _manager(second_services, clock, "b")
+    for manager in (first, second):
+        manager.timing = timing
+    told = RecordingDelivery()
+    fake_runpod.inject("run", *[fr.http(503)] * FAST_RETRY.attempts)  # provably not created
+    await first.start(told)
+    await second.start(told)
+    try:
+        job = await first.accept(
+            first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
+        )
+        await first.attach_message(job.id, 5, 500)
+        async with asyncio.timeout(HANG_GUARD):
+            while ("submitting", "queued") not in [e[:2] for e in await first.events(job.id)]:
+                await asyncio.sleep(0.005)
+        tried = (first.leases.empty_claims, second.leases.empty_claims)
+        await until(
+            lambda: (
+                first.leases.empty_claims > tried[0] + 1
+                and second.leases.empty_claims > tried[1] + 1
+            )
+        )
+        assert (await first.get(job.id)).state is JobState.QUEUED, "no process sent it early"
+        assert len(fake_runpod.requests_for("run")) == FAST_RETRY.attempts
+
+        clock.offset += backoff
+        await told.wait(job.id)
+        assert (await wait_for_state(first_services, job.id, "done")).state is JobState.DONE
+        assert len(fake_runpod.requests_for("run")) == FAST_RETRY.attempts + 1
+        assert len(told.delivered[job.id]) == 1
     finally:
         await first.stop()
         await second.stop()

@@ -264,11 +264,14 @@ class Scheduler:
         )
 
     async def _requeue(self, job: Job, delay: float, reason: Exception) -> None:
-        """Put a job the backend never got back in the queue, to be sent after `delay`."""
+        """Put a job the backend never got back in the queue, to be sent after `delay`.
+
+        The delay is stored with the job: on a shared database any process may claim it next."""
         requeued = await self.core.transition(
             job.id,
             {JobState.SUBMITTING},
             JobState.QUEUED,
+            fields={"not_before": self.core.clock() + delay},
             detail=f"not accepted, will retry: {reason}",
         )
         self.core.release_slot(job.id)

@@ -55,7 +55,8 @@ class LeaseStore(Protocol):
     ) -> int | None:
         """The next queued job in member rotation that may go to the backend now, leased to
         `owner`: on an endpoint of `caps` with fewer jobs in flight than its cap in every process
-        together, of a member with fewer than `per_member`, not in `skip`; one claim at a time."""
+        together, of a member with fewer than `per_member`, not in `skip`, not stored to wait
+        past `now` (its `not_before`); one claim at a time."""
         ...
 
 
