@@ -233,7 +233,8 @@ class PostgresDatabase:
 
     async def write(self, body: Callable[[PostgresTransaction], Awaitable[T]]) -> T:
         """Run `body` in one transaction; one that surely did not commit for a passing reason
-        (ended to keep others exact, connection lost, server restarting) is run again.
+        (ended to keep others exact, connection lost, server restarting) is run again, one that
+        may have committed (`CommitUncertain`) never.
 
         `body` must only touch the database: it may run several times, and only the last counts.
         """
@@ -269,10 +270,7 @@ class PostgresDatabase:
                 try:
                     yield conn
                 except asyncpg.InternalClientError:
-                    # asyncpg's protocol loses its footing under a session the server ended
-                    # (MagicStack/asyncpg#1069): such a connection must not go back to the pool.
-                    with contextlib.suppress(asyncpg.InterfaceError):
-                        conn.terminate()
+                    _discard(conn)
                     raise
         except Exception as exc:
             if (lost := _lost(exc)) is not None:
@@ -296,7 +294,9 @@ class PostgresDatabase:
             try:
                 await transaction.commit()
             except Exception as exc:
-                if not _closed(conn) and not isinstance(exc, asyncpg.InternalClientError):
+                if isinstance(exc, asyncpg.InternalClientError):
+                    _discard(conn)
+                elif not _closed(conn):
                     raise  # the server answered the COMMIT: it rolled back
                 raise CommitUncertain(
                     f"the connection failed while committing ({_reason(exc)})"
@@ -332,6 +332,13 @@ def _closed(conn: asyncpg.Connection) -> bool:
         return conn.is_closed()
     except asyncpg.InterfaceError:
         return True  # the pool has taken back a connection that closed under it
+
+
+def _discard(conn: asyncpg.Connection) -> None:
+    """Close a connection asyncpg's protocol lost its footing on (under a session the server
+    ended, MagicStack/asyncpg#1069), so that the pool never hands it out again."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def _reason(exc: BaseException) -> str:

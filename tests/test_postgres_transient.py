@@ -1,7 +1,8 @@
 """PostgreSQL's passing refusals (a dropped connection, a restart, a timeout, a deadlock) are
 transient everywhere the job rooms ask, so a restart or failover never fails a member's job or
 loses a credit; a mistake in a statement stays permanent. Every error here comes from a real
-server, most of them provoked from a second connection the way an operator or a failover would."""
+server, most of them provoked from a second connection the way an operator or a failover would
+(`pg_terminate_backend` with a timeout returns once the connection's server process is gone)."""
 
 from __future__ import annotations
 
@@ -83,13 +84,33 @@ async def test_a_connection_terminated_mid_transaction_is_transient_and_nothing_
     async def body(tx) -> None:
         await tx.execute("INSERT INTO probe VALUES (7)")
         pid = await tx.fetchone("SELECT pg_backend_pid()")
-        await operator.execute("SELECT pg_terminate_backend($1)", pid[0])
+        await operator.execute("SELECT pg_terminate_backend($1, 10000)", pid[0])
         await tx.execute("INSERT INTO probe VALUES (8)")
 
     lost = await _refusal(database.write(body))
     assert isinstance(lost, ConnectionLost | asyncpg.PostgresConnectionError), repr(lost)
     assert is_transient(lost)
     assert await database.fetchall("SELECT id FROM probe") == [], "rolled back by the server"
+
+
+async def test_write_runs_a_body_whose_connection_was_terminated_again_and_it_commits_once(
+    database: PostgresDatabase, operator: asyncpg.Connection
+) -> None:
+    database.retry = QUICK_RETRY
+    runs = 0
+
+    async def body(tx) -> None:
+        nonlocal runs
+        runs += 1
+        await tx.execute("INSERT INTO probe VALUES ($1)", (runs,))
+        if runs == 1:
+            pid = await tx.fetchone("SELECT pg_backend_pid()")
+            await operator.execute("SELECT pg_terminate_backend($1, 10000)", pid[0])
+            await tx.execute("SELECT 1")
+
+    await database.write(body)
+    assert runs == 2
+    assert [r["id"] for r in await database.fetchall("SELECT id FROM probe")] == [2]
 
 
 async def test_a_cancelled_statement_and_a_lock_timeout_are_transient(
@@ -206,7 +227,7 @@ async def test_a_connection_lost_while_committing_is_transient_and_never_committ
             )
         ) is None:
             await asyncio.sleep(0.005)
-    await operator.execute("SELECT pg_terminate_backend($1)", pid)
+    await operator.execute("SELECT pg_terminate_backend($1, 10000)", pid)
     uncertain = await _refusal(committing)
     assert isinstance(uncertain, CommitUncertain) and is_transient(uncertain)
     assert runs == 1, "a body whose COMMIT may have landed is never run again"
@@ -251,7 +272,7 @@ async def test_a_job_whose_connection_is_terminated_while_it_completes_is_delive
             await operator.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", job.id)
             fake_runpod.finish(backend_id, Outcome())
             pid = await _backend_waiting_on_a_lock(operator)
-            await operator.execute("SELECT pg_terminate_backend($1)", pid)
+            await operator.execute("SELECT pg_terminate_backend($1, 10000)", pid)
         await told.wait(job.id)
         done = await wait_for_state(services, job.id, "done", "failed")
     finally:
