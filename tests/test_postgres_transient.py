@@ -26,6 +26,7 @@ from tests.conftest import (
     wait_for_state,
 )
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
+from tests.postgres_server import PostgresServer
 
 QUICK_RETRY = TransientRetry(attempts=3, base_delay=0.01, max_delay=0.05)
 
@@ -284,6 +285,42 @@ async def test_a_job_whose_connection_is_terminated_while_it_completes_is_delive
     assert trail.count("delivering") == 1 and trail.count("done") == 1
     holds = await services.db.fetchall("SELECT state FROM quota_holds WHERE job_id = $1", (job.id,))
     assert [h["state"] for h in holds] == ["captured"]
+
+
+async def test_jobs_finishing_while_postgresql_restarts_are_each_delivered_and_charged_once(
+    on_postgresql: Services, fake_runpod: FakeRunPod, postgres_server: PostgresServer
+) -> None:
+    """The operator restarts PostgreSQL as RunPod finishes the jobs: every session ends, the
+    server refuses connections for a moment, then starts up; the bot rides it out."""
+    services = on_postgresql
+    assert postgres_server.restart is not None
+    told = RecordingDelivery()
+    jobs_count = 4
+    fake_runpod.script(*[Outcome(status="HANG")] * jobs_count)
+    await services.jobs.start(told)
+    try:
+        jobs = []
+        for member in range(1, jobs_count + 1):
+            new = services.prepare("a pony", user_id=member, guild_id=100, channel_id=5)
+            job = await services.jobs.accept(new)
+            await services.jobs.attach_message(job.id, 5, 500 + job.id)
+            jobs.append(job)
+        backend_ids = [(await wait_for_state(services, j.id, "submitted")).backend_id for j in jobs]
+        restarting = asyncio.ensure_future(asyncio.to_thread(postgres_server.restart))
+        for backend_id in backend_ids:
+            assert backend_id is not None
+            fake_runpod.finish(backend_id, Outcome())
+        await restarting
+        for job in jobs:
+            await told.wait(job.id)
+        ended = [await wait_for_state(services, j.id, "done", "failed") for j in jobs]
+    finally:
+        await services.jobs.stop()
+    assert [job.state for job in ended] == [JobState.DONE] * jobs_count, [j.failure for j in ended]
+    assert all(len(told.delivered[job.id]) == 1 for job in jobs) and told.notified == {}
+    assert len(fake_runpod.requests_for("run")) == jobs_count
+    holds = await services.db.fetchall("SELECT state FROM quota_holds ORDER BY job_id")
+    assert [h["state"] for h in holds] == ["captured"] * jobs_count
 
 
 async def _until(condition: Callable[[], bool]) -> None:
