@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from bot.jobs import JobManager, JobState, Limits
+from bot.polling import Timing
 from bot.services import Services
 from tests.conftest import (
     FAST,
@@ -48,13 +49,18 @@ async def two_processes(
 
 
 def _manager(
-    services: Services, clock: SharedClock, name: str, limits: Limits | None = None
+    services: Services,
+    clock: SharedClock,
+    name: str,
+    limits: Limits | None = None,
+    *,
+    timing: Timing = LEASED,
 ) -> JobManager:
     return JobManager(
         services.db,
         services.jobs.backends,
         accounting=services.quotas,
-        timing=LEASED,
+        timing=timing,
         limits=limits,
         durations=services.jobs.durations,
         clock=clock,

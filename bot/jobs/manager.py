@@ -285,6 +285,7 @@ class JobManager:
         if self.leases.shared:
             await self.leases.share_budgets()
             self._loops.append(supervisor.start("jobs-leases", self.leases.renew_loop))
+            self._loops.append(supervisor.start("jobs-takeover", self.recovery.takeover_loop))
         core.wake_dispatch.set()
         self.poller.wake()
 
