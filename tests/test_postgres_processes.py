@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from bot.jobs import JobManager, JobState, Limits
+from bot.jobs import Job, JobManager, JobState, Limits
 from bot.polling import Timing
 from bot.services import Services
 from tests.conftest import (
@@ -66,6 +66,15 @@ def _manager(
         clock=clock,
         process=name,
     )
+
+
+async def sent_by(manager: JobManager, services: Services) -> tuple[Job, str]:
+    """A job `manager` accepted and RunPod now has, and RunPod's id for it."""
+    job = await manager.accept(services.prepare("a pony", user_id=1, guild_id=100, channel_id=5))
+    await manager.attach_message(job.id, 5, 500)
+    backend_id = (await wait_for_state(services, job.id, "submitted")).backend_id
+    assert backend_id is not None
+    return job, backend_id
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -134,11 +143,7 @@ async def test_a_job_is_taken_over_only_once_its_process_stops_renewing_and_ends
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(first_told)
     try:
-        new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
-        job = await first.accept(new)
-        await first.attach_message(job.id, 5, 500)
-        backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
-        assert backend_id is not None
+        job, backend_id = await sent_by(first, first_services)
         # Started once the first has sent it: a queued job goes to whichever process claims it.
         await second.start(second_told)
 

@@ -9,7 +9,14 @@ from bot.jobs import JobState
 from bot.services import Services
 from tests.conftest import RecordingDelivery, wait_for_state
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
-from tests.test_postgres_processes import LEASED, SharedClock, _manager, two_processes, until
+from tests.test_postgres_processes import (
+    LEASED,
+    SharedClock,
+    _manager,
+    sent_by,
+    two_processes,
+    until,
+)
 
 __all__ = ["two_processes"]  # the fixture, shared with the other two-process tests
 
@@ -28,12 +35,7 @@ async def test_a_dead_process_s_job_is_taken_over_once_its_lease_runs_out_not_at
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(first_told)
     try:
-        job = await first.accept(
-            first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
-        )
-        await first.attach_message(job.id, 5, 500)
-        backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
-        assert backend_id is not None
+        job, backend_id = await sent_by(first, first_services)
         await second.start(second_told)
         await first.stop()  # it dies: its lease stays until it runs out
 
