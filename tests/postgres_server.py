@@ -41,8 +41,10 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """Start a throwaway server, yield where it listens, then stop it and delete its data."""
+def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """Start a throwaway server, yield where it listens, then stop it and delete its data.
+
+    `durable` keeps PostgreSQL's own defaults (fsync on), for figures comparable with SQLite's."""
     account = _unprivileged_account()
     workdir = Path(tempfile.mkdtemp(prefix="stablehand-pg-"))
     try:
@@ -53,7 +55,8 @@ def running_postgres() -> Iterator[PostgresServer]:
         _run(account, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--no-sync", "--no-instructions")  # fmt: skip
         port = _free_port()
-        options = f"-h 127.0.0.1 -p {port} -k {workdir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        speed = "" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = f"-h 127.0.0.1 -p {port} -k {workdir}{speed} -c max_connections=200"
         _run(account, bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options,
              "-w", "-t", str(START_TIMEOUT_SECONDS), "start", log_file=log)  # fmt: skip
 

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from bot.jobs import Job, JobManager, JobState, Limits, UpdateKind
+from bot.polling import Timing
 from bot.services import Services
 from tests.conftest import (
     FAST,
@@ -51,18 +52,32 @@ async def two_processes(
 
 
 def _manager(
-    services: Services, clock: SharedClock, name: str, limits: Limits | None = None
+    services: Services,
+    clock: SharedClock,
+    name: str,
+    limits: Limits | None = None,
+    *,
+    timing: Timing = LEASED,
 ) -> JobManager:
     return JobManager(
         services.db,
         services.jobs.backends,
         accounting=services.quotas,
-        timing=LEASED,
+        timing=timing,
         limits=limits,
         durations=services.jobs.durations,
         clock=clock,
         process=name,
     )
+
+
+async def sent_by(manager: JobManager, services: Services) -> tuple[Job, str]:
+    """A job `manager` accepted and RunPod now has, and RunPod's id for it."""
+    job = await manager.accept(services.prepare("a pony", user_id=1, guild_id=100, channel_id=5))
+    await manager.attach_message(job.id, 5, 500)
+    backend_id = (await wait_for_state(services, job.id, "submitted")).backend_id
+    assert backend_id is not None
+    return job, backend_id
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -131,11 +146,7 @@ async def test_a_job_is_taken_over_only_once_its_process_stops_renewing_and_ends
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(first_told)
     try:
-        new = first_services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
-        job = await first.accept(new)
-        await first.attach_message(job.id, 5, 500)
-        backend_id = (await wait_for_state(first_services, job.id, "submitted")).backend_id
-        assert backend_id is not None
+        job, backend_id = await sent_by(first, first_services)
         # Started once the first has sent it: a queued job goes to whichever process claims it.
         await second.start(second_told)
 
@@ -225,9 +236,7 @@ async def test_either_process_reports_the_queue_positions_in_the_order_jobs_are_
         return job
 
     try:
-        running = await queue(first, first_services, 1)  # holds the one slot; member 1 had a turn
-        backend_id = (await wait_for_state(first_services, running.id, "submitted")).backend_id
-        assert backend_id is not None
+        _, backend_id = await sent_by(first, first_services)  # the one slot; member 1 had a turn
         members = [(first, 1), (first, 1), (second, 2), (second, 3), (first, 2)]
         jobs = [
             await queue(manager, first_services if manager is first else second_services, user)
@@ -268,10 +277,8 @@ async def test_a_job_runpod_refused_waits_out_its_backoff_whichever_process_woul
     clock = SharedClock()
     backoff = 1000.0
     timing = dataclasses.replace(LEASED, submit_retry_delay=backoff)
-    first = _manager(first_services, clock, "a")
-    second = _manager(second_services, clock, "b")
-    for manager in (first, second):
-        manager.timing = timing
+    first = _manager(first_services, clock, "a", timing=timing)
+    second = _manager(second_services, clock, "b", timing=timing)
     told = RecordingDelivery()
     fake_runpod.inject("run", *[fr.http(503)] * FAST_RETRY.attempts)  # provably not created
     await first.start(told)

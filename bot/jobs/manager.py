@@ -288,6 +288,7 @@ class JobManager:
         if self.leases.shared:
             self._loops.append(supervisor.start("jobs-leases", self.leases.renew_loop))
             self._loops.append(supervisor.start("jobs-budget", self.leases.budget_loop))
+            self._loops.append(supervisor.start("jobs-takeover", self.recovery.takeover_loop))
         core.wake_dispatch.set()
         self.poller.wake()
 

@@ -71,6 +71,9 @@ class Scheduler:
         """Send the globally next jobs from the shared table while this process has room."""
         core = self.core
         while core.queue.out < core.queue.caps.total:
+            # The claim moves a job to submitting: first wait for the rate limit, as `submit` does.
+            for backend in core.backends.values():
+                await backend.ready_to_submit()
             try:
                 job = await core.leases.claim_next(skip=core.queue.delayed(time.monotonic()))
             except Exception as exc:
@@ -144,6 +147,8 @@ class Scheduler:
     async def submit(self, job: Job) -> None:
         core = self.core
         try:
+            # Still queued while it waits for the backend's rate limit: a stop now sends it later.
+            await core.backend(job).ready_to_submit()
             submitting = await core.transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
         except Exception as exc:
             core.release_slot(job.id)

@@ -34,6 +34,11 @@ class LeaseStore(Protocol):
         """How many jobs are leased to `owner`."""
         ...
 
+    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+        """Jobs not yet ended and told (state in `finished` and delivered) whose lease ran out
+        before `now`: the process carrying them stopped renewing."""
+        ...
+
     async def processes(self) -> int:
         """How many bot processes are connected to the database now (this one included)."""
         ...
@@ -75,6 +80,9 @@ class SoleProcessLeases:
 
     async def held(self, owner: str) -> int:
         return 0
+
+    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+        return []
 
     async def processes(self) -> int:
         return 1

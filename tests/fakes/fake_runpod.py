@@ -764,8 +764,19 @@ class FakeRunPod:
         return {
             "jobs": jobs,
             "requests": dict(self._op_counts),
+            "busiest_second": self.busiest_second(),
             "peak_connections": self.peak_connections,
         }
+
+    def busiest_second(self) -> int:
+        """The most endpoint API requests (not image downloads) that arrived within any one second."""
+        arrivals = [r.at for r in self.requests if op_for_path(r.path) != "s3"]
+        most, first = 0, 0
+        for last, at in enumerate(arrivals):
+            while at - arrivals[first] >= 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._site is None:  # offline: a kept-alive connection is cut, not answered

@@ -121,6 +121,15 @@ class PostgresLeaseStore:
         )
         return max(1, int(row[0])) if row else 1
 
+    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+        rows = await self.db.fetchall(
+            "SELECT l.job_id FROM job_leases AS l JOIN jobs AS j ON j.id = l.job_id"
+            " WHERE l.expires_at <= $1 AND NOT (j.state = ANY($2::text[]) AND j.delivered_at IS NOT NULL)"
+            " ORDER BY l.job_id",
+            (now, list(finished)),
+        )
+        return [r["job_id"] for r in rows]
+
     async def held(self, owner: str) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM job_leases WHERE owner = $1", (owner,))
         return int(row[0]) if row else 0
