@@ -249,10 +249,14 @@ async def test_either_process_reports_the_queue_positions_in_the_order_jobs_are_
         for manager in (first, second):
             await until(lambda m=manager: all(m.position(job.id) for job in jobs))
             assert {job.id: manager.position(job.id) for job in jobs} == expected
-        # The first process's own queue has member 1's job first; the member reads its real place.
+        # The first process's own queue has member 1's job first; the member reads its real place,
         await progress.until(
             lambda u: u.job.id == one and u.kind is UpdateKind.QUEUED and u.position == 3
         )
+        # and a start that counts the two jobs ahead of it that the other process accepted.
+        alone = first.scheduler.expected_starts({one: 1})[one]
+        behind = first.scheduler.expected_starts({three: 1, four: 2, one: 3})[one]
+        assert behind - alone > first.durations.expect(jobs[0].request, jobs[0].endpoint).seconds
 
         fake_runpod.finish(backend_id, Outcome())
         for job in jobs:

@@ -136,12 +136,18 @@ class Scheduler:
             in_flight_left.append(expected - ran)
         wall = core.clock()
         starts: dict[int, float] = {}
-        ahead: list[float] = []
+        # Another process's job ahead (a shared database) is known here only by its place: it
+        # counts as long as the job whose start is being estimated.
+        ahead: list[float | None] = []
         for job_id in sorted(positions, key=positions.__getitem__):
-            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, ahead)
             job = core.queue.waiting(job_id)
-            if job is not None:
-                ahead.append(core.estimate(job).seconds)
+            if job is None:
+                ahead.append(None)
+                continue
+            own = core.estimate(job).seconds
+            before = [own if seconds is None else seconds for seconds in ahead]
+            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, before)
+            ahead.append(own)
         return starts
 
     async def submit(self, job: Job) -> None:
