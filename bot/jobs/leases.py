@@ -10,6 +10,7 @@ import secrets
 import socket
 from collections.abc import Collection, Sequence
 
+from bot.db import is_transient
 from bot.jobs.core import JobCore
 from bot.jobs.model import TERMINAL, Job, JobState
 from bot.ratelimit import TokenBucket
@@ -127,8 +128,11 @@ class Leases:
             await loop.sleep(self.core.timing.lease_ttl / 3)
             try:
                 await self.renew()
-            except Exception:
-                log.exception("renewing job leases failed; trying again")
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("renewing job leases failed; trying again")
+                else:
+                    log.warning("renewing job leases: the database refused (%s); trying again", exc)
 
     async def budget_loop(self, loop: Loop) -> None:
         """Recount the processes every `budget_interval`, so a process joining or leaving changes
@@ -139,7 +143,10 @@ class Leases:
             try:
                 await self.share_budgets()
             except Exception as exc:
-                log.warning("counting the bot processes failed (%s); keeping the share", exc)
+                if not is_transient(exc):
+                    log.exception("counting the bot processes failed; keeping the share")
+                else:
+                    log.warning("counting the bot processes: the database refused (%s)", exc)
 
     async def share_budgets(self) -> None:
         """Take this process's share of each request budget: the whole over the processes alive."""
