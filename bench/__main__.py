@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sc.add_argument("--fleet-jobs", type=int, default=600, help="jobs per process configuration")
     sc.add_argument(
+        "--fleet-in-flight", type=int, default=40, help="MAX_JOBS_IN_FLIGHT of the configurations"
+    )
+    sc.add_argument(
         "--lease-ttl", type=float, default=Timing.lease_ttl, help="seconds (the default timing)"
     )
     so = sub.add_parser(
@@ -77,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             passed = passed and result["pass"]
         if args.part in ("processes", "both"):
             result = asyncio.run(
-                fleet.run_fleet(jobs=args.fleet_jobs, budget=args.budget, lease_ttl=args.lease_ttl)
+                fleet.run_fleet(
+                    jobs=args.fleet_jobs,
+                    budget=args.budget,
+                    in_flight=args.fleet_in_flight,
+                    lease_ttl=args.lease_ttl,
+                )
             )
             fleet.report(result)
             passed = passed and result["pass"]

@@ -34,6 +34,8 @@ from bench.harness import (
 )
 from bot.jobs.model import AT_BACKEND
 from bot.polling import Timing
+from bot.runpod import RequestBudget
+from tests.fakes.fake_runpod import most_in_one_second
 
 # A short run with some spread, so many jobs pass through each process in a minute.
 FAKE_ARGS = ("--queue-delay", "0.3", "--run-delay", "1.5", "--run-jitter", "0.5")
@@ -165,13 +167,14 @@ class SharedDatabase:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
 
-    async def held_by(self, pid: int, *, at_backend: bool) -> set[int]:
+    async def held_by(self, pid: int, *, at_backend: bool) -> dict[int, float]:
+        """The undelivered jobs leased to process `pid`, each with its lease's expiry."""
         import asyncpg
 
         conn = await asyncpg.connect(self.dsn)
         try:
             rows = await conn.fetch(
-                "SELECT l.job_id FROM job_leases AS l JOIN jobs AS j ON j.id = l.job_id"
+                "SELECT l.job_id, l.expires_at FROM job_leases AS l JOIN jobs AS j ON j.id = l.job_id"
                 " WHERE l.owner LIKE $1 AND j.delivered_at IS NULL"
                 " AND ($2 = false OR j.state = ANY($3::text[]))",
                 f"%:{pid}:%",
@@ -180,7 +183,7 @@ class SharedDatabase:
             )
         finally:
             await conn.close()
-        return {row["job_id"] for row in rows}
+        return {row["job_id"]: row["expires_at"] for row in rows}
 
 
 async def _takeover(
@@ -192,16 +195,21 @@ async def _takeover(
     async with asyncio.timeout(120):
         while len(await database.held_by(victim.pid, at_backend=True)) < 3:
             await asyncio.sleep(0.05)
-    stranded = await database.held_by(victim.pid, at_backend=False)
     await victim.kill()
-    killed_at = time.monotonic()
+    killed_at = time.time()
+    stranded = await database.held_by(victim.pid, at_backend=False)
+    # A queued job may be claimed by another process before its lease runs out; a job at RunPod
+    # only after: the overhead of taking over is measured from the last of those leases.
+    at_backend = await database.held_by(victim.pid, at_backend=True)
     async with asyncio.timeout(600):
         while await database.held_by(victim.pid, at_backend=False):
             await asyncio.sleep(0.05)
-    taken_over_at = time.monotonic()
+    taken_over_at = time.time()
     return {
         "stranded_jobs": len(stranded),
         "takeover_s": round(taken_over_at - killed_at, 1),
+        # The part that is not the lease itself running out: finding and taking the jobs over.
+        "after_lease_s": round(taken_over_at - max(at_backend.values(), default=killed_at), 1),
     }
 
 
@@ -303,7 +311,10 @@ def _throughput(
         "seconds": round(seconds, 1),
         "jobs_per_s": round(jobs / seconds, 2),
         "requests_per_s": round(requests / seconds, 1),
-        "busiest_second": state["busiest_second"],
+        "busiest_second": most_in_one_second(
+            [t for report in reports for t in report["request_times"]]
+        ),
+        "busiest_second_at_runpod": state["busiest_second"],
         "budget_per_s": budget,
         "loop_lag_p99_ms": [r["loop_lag_p99_ms"] for r in reports],
         "loop_lag_max_ms": [r["loop_lag_max_ms"] for r in reports],
@@ -357,12 +368,15 @@ async def run_fleet(
     }
 
 
+def _bucket(result: dict[str, Any]) -> int:
+    return RequestBudget(result["budget_per_s"]).burst
+
+
 def _passes(result: dict[str, Any]) -> bool:
-    burst = max(1, result["budget_per_s"] // 10)
     return (
         result["ended_twice"] == 0
         and result["runs_sent"] <= result["jobs_total"]
-        and result["busiest_second"] <= result["budget_per_s"] + burst
+        and result["busiest_second"] <= result["budget_per_s"] + _bucket(result)
     )
 
 
@@ -379,21 +393,26 @@ def report(result: dict[str, Any]) -> None:
 
     row("jobs per second", lambda r: f"{r['jobs_per_s']:g}")
     row("requests per second (mean)", lambda r: f"{r['requests_per_s']:g}")
-    row("most requests in 1 s", lambda r: f"{r['busiest_second']} (budget {r['budget_per_s']})")
+    row(
+        "most requests sent in 1 s",
+        lambda r: f"{r['busiest_second']} (budget {r['budget_per_s']} + bucket {_bucket(r)})",
+    )
     row("loop lag p99, each process", lambda r: _per_process(r["loop_lag_p99_ms"], "ms"))
     row("loop lag max, each process", lambda r: _per_process(r["loop_lag_max_ms"], "ms"))
     row("RSS at the end, each process", lambda r: _per_process(r["rss_mb"], "MB"))
     row("peak RSS, each process", lambda r: _per_process(r["peak_rss_mb"], "MB"))
+    row("takeover after SIGKILL", lambda r: f"{r['takeover_s']:g} s" if "takeover_s" in r else "-")
     row(
-        "takeover after SIGKILL",
+        "  of which after the lease ran out",
         lambda r: (
-            f"{r['takeover_s']:g} s ({r['stranded_jobs']} jobs)" if "takeover_s" in r else "-"
+            f"{r['after_lease_s']:g} s ({r['stranded_jobs']} jobs)" if "takeover_s" in r else "-"
         ),
     )
     row(
-        "jobs ended twice / /run sent",
-        lambda r: f"{r['ended_twice']} / {r['runs_sent']} for {r['jobs_total']}",
+        "jobs failed / ended twice",
+        lambda r: f"{r['failed']} / {r['ended_twice']} of {r['jobs_total']}",
     )
+    row("/run sent", lambda r: f"{r['runs_sent']} for {r['jobs_total']} jobs")
     print_table(rows)
     print(
         f"{result['in_flight']} jobs in flight at most; lease {result['lease_ttl_s']:g} s; "

@@ -28,9 +28,23 @@ from bench.harness import LoopLag, current_rss_mb, peak_rss_mb, percentile, serv
 from bot.images import ImageFile
 from bot.jobs import Job
 from bot.polling import Timing
+from bot.runpod.budget import CallStats
 from bot.services import Services
 
 PROMPT = "a pony in a field --seed 3"
+
+
+class TimedCallStats(CallStats):
+    """Call counts, and when each call went out (the system-wide monotonic clock, which every
+    process on the machine reads alike), so the driver can count the whole fleet's busiest second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def count(self, op: str) -> None:
+        super().count(op)
+        self.times.append(time.monotonic())
 
 
 class OutcomeFile:
@@ -57,9 +71,10 @@ async def accept(services: Services, first: int, count: int, members: int) -> No
         await services.jobs.attach_message(job.id, None, None)
 
 
-def figures(services: Services, lag: LoopLag) -> dict[str, Any]:
+def figures(services: Services, lag: LoopLag, stats: TimedCallStats) -> dict[str, Any]:
     lags_ms = [s * 1000 for s in lag.samples]
     lag.samples.clear()
+    sent, stats.times = stats.times, []
     return {
         "pid": os.getpid(),
         "loop_lag_p50_ms": round(percentile(lags_ms, 50), 2),
@@ -67,12 +82,13 @@ def figures(services: Services, lag: LoopLag) -> dict[str, Any]:
         "loop_lag_max_ms": round(max(lags_ms, default=0.0), 2),
         "rss_mb": round(current_rss_mb(), 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "requests": dict(services.runpod.stats.calls),
+        "requests": dict(stats.calls),
+        "request_times": [round(t, 4) for t in sent],
         "processes_counted": services.jobs.leases.processes,
     }
 
 
-async def serve(services: Services, lag: LoopLag) -> None:
+async def serve(services: Services, lag: LoopLag, stats: TimedCallStats) -> None:
     """Answer the driver's commands until stdin closes."""
     loop = asyncio.get_running_loop()
     while line := await loop.run_in_executor(None, sys.stdin.readline):
@@ -84,7 +100,7 @@ async def serve(services: Services, lag: LoopLag) -> None:
             await services.jobs.leases.share_budgets()
             answer = {"processes": services.jobs.leases.processes}
         elif command == "report":
-            answer = figures(services, lag)
+            answer = figures(services, lag, stats)
         else:
             answer = {"error": f"unknown command {command!r}"}
         print(json.dumps(answer), flush=True)
@@ -102,9 +118,11 @@ async def main(argv: Sequence[str] | None = None) -> int:
     lag.start()
     with args.outcomes.open("a") as out:
         async with services_on(environ, timing=timing) as services:
+            stats = TimedCallStats()
+            services.runpod.stats = stats
             await services.jobs.start(OutcomeFile(out))
             print("READY", flush=True)
-            await serve(services, lag)
+            await serve(services, lag, stats)
     await lag.stop()
     return 0
 

@@ -175,6 +175,15 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's `ru_maxrss` survives fork and exec (a child
+    would report its parent's peak), so the kernel's high-water mark of this image comes first."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -108,6 +108,9 @@ class RunPodBackend:
     async def ready_to_submit(self) -> None:
         await self.client.reserve_run()
 
+    def forgo_turn(self) -> None:
+        self.client.forgo_run()
+
     async def _run(
         self, job_input: dict[str, Any], execution_timeout_ms: int, ttl_ms: int
     ) -> JobStatus:

@@ -36,18 +36,23 @@ class HeldBudget(RequestBudget):
         await asyncio.Event().wait()
 
 
-async def test_a_job_waiting_for_the_request_budget_is_sent_after_a_restart_not_failed(
+async def test_jobs_waiting_for_the_request_budget_are_sent_after_a_restart_not_failed(
     tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod)
     budget = HeldBudget()
     first = await open_services(settings, runpod=make_client(fake_runpod, budget=budget))
     await first.jobs.start(RecordingDelivery())
-    job = await first.jobs.accept(first.prepare("a pony", user_id=1, guild_id=100, channel_id=5))
-    await first.jobs.attach_message(job.id, 5, 500)
+    jobs = []
+    for member in (1, 2):
+        job = await first.jobs.accept(
+            first.prepare("a pony", user_id=member, guild_id=100, channel_id=5)
+        )
+        await first.jobs.attach_message(job.id, 5, 500 + member)
+        jobs.append(job.id)
     await asyncio.wait_for(budget.waiting.wait(), HANG_GUARD)
 
-    assert (await first.jobs.get(job.id)).state is JobState.QUEUED
+    assert [(await first.jobs.get(j)).state for j in jobs] == [JobState.QUEUED] * 2
     first.jobs.timing = dataclasses.replace(first.jobs.timing, shutdown_grace=0.0)
     await first.jobs.stop()
     await first.close()
@@ -56,8 +61,29 @@ async def test_a_job_waiting_for_the_request_budget_is_sent_after_a_restart_not_
     second = await open_services(settings)
     told = RecordingDelivery()
     await second.jobs.start(told)
-    await told.wait(job.id)
-    done = await wait_for_state(second, job.id, "done")
-    assert done.state is JobState.DONE and len(told.delivered[job.id]) == 1
-    assert len(fake_runpod.requests_for("run")) == 1
+    for job_id in jobs:
+        await told.wait(job_id)
+        done = await wait_for_state(second, job_id, "done")
+        assert done.state is JobState.DONE and len(told.delivered[job_id]) == 1
+    assert len(fake_runpod.requests_for("run")) == 2
     await second.jobs.stop()
+
+
+async def test_an_idle_process_on_a_shared_database_keeps_its_request_budget(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices, postgres_dsn: str
+) -> None:
+    # A frozen clock never refills: a turn kept for each empty claim and never given back would
+    # empty the bucket by the third claim, and the claims would stop.
+    budget = RequestBudget(1, burst=2, clock=lambda: 0.0)
+    services = await open_services(
+        make_settings(tmp_path, fake_runpod, DATABASE_URL=postgres_dsn),
+        runpod=make_client(fake_runpod, budget=budget),
+    )
+    await services.jobs.start(RecordingDelivery())
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            while services.jobs.leases.empty_claims < 5:
+                await asyncio.sleep(0.01)
+        assert budget.ready()
+    finally:
+        await services.jobs.stop()

@@ -72,21 +72,30 @@ class Scheduler:
         core = self.core
         while core.queue.out < core.queue.caps.total:
             # The claim moves a job to submitting: first wait for the rate limit, as `submit` does.
+            # Which endpoint's job comes next is known only after the claim, so each keeps a turn.
             for backend in core.backends.values():
                 await backend.ready_to_submit()
             try:
                 job = await core.leases.claim_next(skip=core.queue.delayed(time.monotonic()))
             except Exception as exc:
+                self._forgo_turns()
                 if not is_transient(exc):
                     raise
                 log.warning("claiming a queued job: the database refused (%s); trying later", exc)
                 return
+            self._forgo_turns(but=None if job is None else job.endpoint)
             if job is None:
                 return
             core.queue.remove(job.id)
             core.queue.hold(job.id, job.user_id, job.endpoint)
             core.positions_dirty.set()
             core.own(job.id, core.spawn_finishing(self._send_held(job), f"submit-{job.id}"))
+
+    def _forgo_turns(self, but: str | None = None) -> None:
+        """Give back the turns kept for a claim, except that of the endpoint `but`."""
+        for name, backend in self.core.backends.items():
+            if name != but:
+                backend.forgo_turn()
 
     async def position_loop(self, loop: Loop) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
@@ -152,11 +161,13 @@ class Scheduler:
 
     async def submit(self, job: Job) -> None:
         core = self.core
+        backend = core.backend(job)
+        # Still queued while it waits for the backend's rate limit: a stop now sends it later.
+        await backend.ready_to_submit()
         try:
-            # Still queued while it waits for the backend's rate limit: a stop now sends it later.
-            await core.backend(job).ready_to_submit()
             submitting = await core.transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
         except Exception as exc:
+            backend.forgo_turn()
             core.release_slot(job.id)
             if not is_transient(exc):
                 raise  # it stays queued in the database: the reconciler adopts it again
@@ -164,6 +175,7 @@ class Scheduler:
             self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
             return
         if submitting is None:
+            backend.forgo_turn()
             core.release_slot(job.id)
             return
         await self._send_held(submitting)

@@ -95,15 +95,20 @@ class RunPodClient:
         return self._budget
 
     async def reserve_run(self) -> None:
-        """Wait until the budget allows a `/run`, and keep that turn for the next `run` call.
+        """Wait until the budget allows a `/run`, and keep that turn for a coming `run` call.
 
         A job is marked as being submitted only once nothing but the request itself is left, so
         a process that dies while the job waits for its turn has provably not sent it.
         """
-        if self._budget is None or self._reserved_runs:
-            return
-        await self._budget.acquire()
-        self._reserved_runs += 1
+        if self._budget is not None:
+            await self._budget.acquire()
+            self._reserved_runs += 1
+
+    def forgo_run(self) -> None:
+        """Give a turn kept by `reserve_run` back to the budget: no `run` will use it."""
+        if self._budget is not None and self._reserved_runs:
+            self._reserved_runs -= 1
+            self._budget.give_back()
 
     def __repr__(self) -> str:
         return f"RunPodClient(base={self._base!r}, api_key={self._key!r})"
