@@ -16,8 +16,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 UNPRIVILEGED_USER = "nobody"
@@ -33,6 +33,8 @@ class PostgresServer:
     host: str
     port: int
     user: str = "postgres"
+    # Stops the server (ending every session, as an operator's restart does) and starts it again.
+    restart: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -57,8 +59,13 @@ def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
         options = f"-h 127.0.0.1 -p {port} -k {workdir}{speed} -c max_connections=200"
         _run(account, bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options,
              "-w", "-t", str(START_TIMEOUT_SECONDS), "start", log_file=log)  # fmt: skip
+
+        def restart() -> None:
+            _run(account, bin_dir / "pg_ctl", "-D", data, "-l", log, "-m", "fast",
+                 "-w", "-t", str(START_TIMEOUT_SECONDS), "restart", log_file=log)  # fmt: skip
+
         try:
-            yield PostgresServer("127.0.0.1", port)
+            yield PostgresServer("127.0.0.1", port, restart=restart)
         finally:
             _run(account, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
     finally:
@@ -73,14 +80,18 @@ async def fresh_database(server: PostgresServer) -> AsyncIterator[str]:
     """An empty database of its own on `server` (no tables): yield its DSN, then drop it."""
     import asyncpg
 
+    async def as_admin(statement: str) -> None:
+        # A connection each time: a test may restart the server in between.
+        admin = await asyncpg.connect(server.dsn())
+        try:
+            await admin.execute(statement)
+        finally:
+            await admin.close()
+
     name = f"test_{os.getpid()}_{next(_database_numbers)}"
-    admin = await asyncpg.connect(server.dsn())
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield server.dsn(name)
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    await as_admin(f"CREATE DATABASE {name}")
+    yield server.dsn(name)
+    await as_admin(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def _binaries_runnable_by(account: pwd.struct_passwd | None, workdir: Path) -> Path:

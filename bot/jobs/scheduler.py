@@ -31,6 +31,8 @@ class Scheduler:
     def __init__(self, core: JobCore) -> None:
         self.core = core
         self._last_positions: dict[int, int] = {}
+        # On a shared database: every queued job's place in the shared table, as last read.
+        self._shared_positions: dict[int, int] = {}
 
     def enqueue(self, job: Job, *, not_before: float | None = None) -> None:
         self.core.queue.add(job.id, job.user_id, job, not_before=not_before, group=job.endpoint)
@@ -38,7 +40,10 @@ class Scheduler:
         self.core.positions_dirty.set()
 
     def position(self, job_id: int) -> int | None:
-        """1-based place in the local queue, or None if the job is not waiting here."""
+        """1-based place among the waiting jobs, or None if the job is not waiting: in the local
+        queue, or on a shared database in the shared table as `position_loop` last read it."""
+        if self.core.leases.shared:
+            return self._shared_positions.get(job_id)
         return self.core.queue.positions().get(job_id)
 
     async def dispatch_loop(self, loop: Loop) -> None:
@@ -97,9 +102,13 @@ class Scheduler:
         core = self.core
         while True:
             loop.beat()
-            await loop.idle(core.positions_dirty)
+            if core.leases.shared:
+                # Jobs other processes accept and claim move places without a word to this one.
+                await self._read_shared_positions()
+            else:
+                await loop.idle(core.positions_dirty)
             core.positions_dirty.clear()
-            positions = core.queue.positions()
+            positions = self._shared_positions if core.leases.shared else core.queue.positions()
             starts = self.expected_starts(positions)
             for job_id, place in positions.items():
                 job = core.queue.waiting(job_id)
@@ -109,6 +118,14 @@ class Scheduler:
                     )
             self._last_positions = positions
             await loop.sleep(core.timing.position_interval)
+
+    async def _read_shared_positions(self) -> None:
+        try:
+            self._shared_positions = await self.core.leases.queue_positions()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("reading queue positions: the database refused (%s); trying later", exc)
 
     def expected_starts(self, positions: dict[int, int]) -> dict[int, float]:
         """When each waiting job should get a slot (wall clock), in the order they will get one.
@@ -128,12 +145,18 @@ class Scheduler:
             in_flight_left.append(expected - ran)
         wall = core.clock()
         starts: dict[int, float] = {}
-        ahead: list[float] = []
+        # Another process's job ahead (a shared database) is known here only by its place: it
+        # counts as long as the job whose start is being estimated.
+        ahead: list[float | None] = []
         for job_id in sorted(positions, key=positions.__getitem__):
-            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, ahead)
             job = core.queue.waiting(job_id)
-            if job is not None:
-                ahead.append(core.estimate(job).seconds)
+            if job is None:
+                ahead.append(None)
+                continue
+            own = core.estimate(job).seconds
+            before = [own if seconds is None else seconds for seconds in ahead]
+            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, before)
+            ahead.append(own)
         return starts
 
     async def submit(self, job: Job) -> None:
@@ -264,11 +287,14 @@ class Scheduler:
         )
 
     async def _requeue(self, job: Job, delay: float, reason: Exception) -> None:
-        """Put a job the backend never got back in the queue, to be sent after `delay`."""
+        """Put a job the backend never got back in the queue, to be sent after `delay`.
+
+        The delay is stored with the job: on a shared database any process may claim it next."""
         requeued = await self.core.transition(
             job.id,
             {JobState.SUBMITTING},
             JobState.QUEUED,
+            fields={"not_before": self.core.clock() + delay},
             detail=f"not accepted, will retry: {reason}",
         )
         self.core.release_slot(job.id)
