@@ -7,8 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bench import ack, charts, latency, scale, soak
+from bench import ack, charts, fleet, latency, scale, soak
 from bot import logs
+from bot.polling import Timing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,11 +18,20 @@ def main(argv: list[str] | None = None) -> int:
     lat = sub.add_parser("latency", help="added latency and requests per job, beside runpod-python")
     lat.add_argument("--jobs", type=int, default=40)
     sc = sub.add_parser(
-        "scale", help="2,000 jobs in flight: completion, loop lag, memory, request rate"
+        "scale",
+        help="2,000 jobs in flight in one process; then SQLite beside PostgreSQL with 1-3 processes",
     )
-    sc.add_argument("--jobs", type=int, default=2000)
+    sc.add_argument("--part", choices=("in-flight", "processes", "both"), default="both")
+    sc.add_argument("--jobs", type=int, default=2000, help="jobs in flight in one process")
     sc.add_argument(
         "--budget", type=int, default=50, help="requests per second to RunPod (the default setting)"
+    )
+    sc.add_argument("--fleet-jobs", type=int, default=600, help="jobs per process configuration")
+    sc.add_argument(
+        "--fleet-in-flight", type=int, default=40, help="MAX_JOBS_IN_FLIGHT of the configurations"
+    )
+    sc.add_argument(
+        "--lease-ttl", type=float, default=Timing.lease_ttl, help="seconds (the default timing)"
     )
     so = sub.add_parser(
         "soak", help="the bot process under random faults and SIGKILLs, then the invariants"
@@ -63,9 +73,23 @@ def main(argv: list[str] | None = None) -> int:
         soak.report(result)
         return 0 if result["pass"] else 1
     if args.bench == "scale":
-        result = asyncio.run(scale.run_scale(jobs=args.jobs, budget=args.budget))
-        scale.report(result)
-        return 0 if result["pass"] else 1
+        passed = True
+        if args.part in ("in-flight", "both"):
+            result = asyncio.run(scale.run_scale(jobs=args.jobs, budget=args.budget))
+            scale.report(result)
+            passed = passed and result["pass"]
+        if args.part in ("processes", "both"):
+            result = asyncio.run(
+                fleet.run_fleet(
+                    jobs=args.fleet_jobs,
+                    budget=args.budget,
+                    in_flight=args.fleet_in_flight,
+                    lease_ttl=args.lease_ttl,
+                )
+            )
+            fleet.report(result)
+            passed = passed and result["pass"]
+        return 0 if passed else 1
     if args.bench == "charts":
         result = asyncio.run(
             charts.run_charts(

@@ -22,6 +22,7 @@ import httpx
 from bot.config import load_settings
 from bot.images import ImageFile
 from bot.jobs import Job
+from bot.polling import Timing
 from bot.services import Services, runpod_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,36 +73,52 @@ async def fake_runpod_process(*args: str) -> AsyncIterator[FakeProcess]:
         await fake.stop()
 
 
+def fake_environ(api_base: str, endpoint_id: str, api_key: str) -> dict[str, str]:
+    """The settings that point the bot at a fake RunPod."""
+    return {
+        "RUNPOD_API_KEY": api_key,
+        "RUNPOD_ENDPOINT_ID": endpoint_id,
+        "RUNPOD_API_BASE": api_base,
+    }
+
+
+@asynccontextmanager
+async def services_on(
+    environ: dict[str, str], *, timing: Timing | None = None
+) -> AsyncIterator[Services]:
+    """The bot's real services (database, client, templates, manager) from these settings."""
+    settings = load_settings(environ=environ, dotenv_path=None)
+    client = runpod_client(
+        settings,
+        http=httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(
+                max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS
+            ),
+        ),
+    )
+    services = await Services.open(settings, runpod=client, timing=timing)
+    try:
+        yield services
+    finally:
+        await services.close()
+
+
 @asynccontextmanager
 async def bot_services(
     fake: FakeProcess, *, requests_per_second: int | None = None, **env: str
 ) -> AsyncIterator[Services]:
-    """The bot's real services (database file, client, templates, manager) on the fake."""
+    """The bot's real services on the fake, with a database file of their own."""
     with tempfile.TemporaryDirectory(prefix="stablehand-bench-") as scratch:
         environ = {
-            "RUNPOD_API_KEY": fake.api_key,
-            "RUNPOD_ENDPOINT_ID": fake.endpoint_id,
-            "RUNPOD_API_BASE": fake.api_base,
+            **fake_environ(fake.api_base, fake.endpoint_id, fake.api_key),
             "DATABASE_PATH": str(Path(scratch) / "bench.db"),
             **env,
         }
         if requests_per_second is not None:
             environ["RUNPOD_REQUESTS_PER_SECOND"] = str(requests_per_second)
-        settings = load_settings(environ=environ, dotenv_path=None)
-        client = runpod_client(
-            settings,
-            http=httpx.AsyncClient(
-                timeout=httpx.Timeout(30.0, connect=10.0),
-                limits=httpx.Limits(
-                    max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS
-                ),
-            ),
-        )
-        services = await Services.open(settings, runpod=client)
-        try:
+        async with services_on(environ) as services:
             yield services
-        finally:
-            await services.close()
 
 
 @dataclass
@@ -158,6 +175,15 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's `ru_maxrss` survives fork and exec (a child
+    would report its parent's peak), so the kernel's high-water mark of this image comes first."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -8,6 +8,7 @@ import itertools
 import logging
 import re
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -32,9 +33,14 @@ _TRANSIENT_CODES = frozenset(
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether SQLite refused for a reason that may pass, so trying again later can succeed."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _TRANSIENT_CODES
+    """Whether the database (SQLite or PostgreSQL) refused for a reason that may pass, so trying
+    again later can succeed; the one question every room asks before giving a job up."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _TRANSIENT_CODES
+    # PostgreSQL's refusals exist only once its engine is loaded (asyncpg is an optional extra).
+    postgres = sys.modules.get("bot.postgres")
+    return postgres is not None and bool(postgres.refusal_passes(exc))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,11 @@ class Timing:
     lease_ttl: float = 60.0
     # How often a process looks for jobs other processes queued in the shared table (PostgreSQL).
     claim_interval: float = 1.0
+    # How often a process recounts the processes sharing the RunPod request budget (PostgreSQL):
+    # until it does, a process that just joined and the others together overshoot the budget.
+    budget_interval: float = 2.0
+    # How often a process looks for leases run out (their process died), to take the jobs over.
+    takeover_interval: float = 5.0
     # How long a job may sit accepted without its progress message before it runs without one.
     accept_grace: float = 300.0
     # Unexpected errors in a row while following one job before it is failed instead of re-polled.

@@ -44,6 +44,11 @@ class TokenBucket:
         self.burst = max(1, burst // max(1, parts))
         self._tokens = min(self._tokens, float(self.burst))
 
+    def give_back(self) -> None:
+        """Return a token taken by `acquire` and not used after all."""
+        now = self._clock()
+        self._tokens, self._updated = min(float(self.burst), self._refilled(now) + 1), now
+
     def ready(self) -> bool:
         """Whether `acquire` would return at once."""
         return self._refilled(self._clock()) >= 1 - _SLACK

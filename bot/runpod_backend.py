@@ -105,6 +105,12 @@ class RunPodBackend:
             raise SubmitUncertain(str(exc)) from exc
         return _job(answer)
 
+    async def ready_to_submit(self) -> None:
+        await self.client.reserve_run()
+
+    def forgo_turn(self) -> None:
+        self.client.forgo_run()
+
     async def _run(
         self, job_input: dict[str, Any], execution_timeout_ms: int, ttl_ms: int
     ) -> JobStatus:

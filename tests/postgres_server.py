@@ -16,8 +16,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 UNPRIVILEGED_USER = "nobody"
@@ -33,14 +33,18 @@ class PostgresServer:
     host: str
     port: int
     user: str = "postgres"
+    # Stops the server (ending every session, as an operator's restart does) and starts it again.
+    restart: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """Start a throwaway server, yield where it listens, then stop it and delete its data."""
+def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """Start a throwaway server, yield where it listens, then stop it and delete its data.
+
+    `durable` keeps PostgreSQL's own defaults (fsync on), for figures comparable with SQLite's."""
     account = _unprivileged_account()
     workdir = Path(tempfile.mkdtemp(prefix="stablehand-pg-"))
     try:
@@ -51,11 +55,17 @@ def running_postgres() -> Iterator[PostgresServer]:
         _run(account, bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
              "--encoding=UTF8", "--no-sync", "--no-instructions")  # fmt: skip
         port = _free_port()
-        options = f"-h 127.0.0.1 -p {port} -k {workdir} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        speed = "" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        options = f"-h 127.0.0.1 -p {port} -k {workdir}{speed} -c max_connections=200"
         _run(account, bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options,
              "-w", "-t", str(START_TIMEOUT_SECONDS), "start", log_file=log)  # fmt: skip
+
+        def restart() -> None:
+            _run(account, bin_dir / "pg_ctl", "-D", data, "-l", log, "-m", "fast",
+                 "-w", "-t", str(START_TIMEOUT_SECONDS), "restart", log_file=log)  # fmt: skip
+
         try:
-            yield PostgresServer("127.0.0.1", port)
+            yield PostgresServer("127.0.0.1", port, restart=restart)
         finally:
             _run(account, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
     finally:
@@ -70,14 +80,18 @@ async def fresh_database(server: PostgresServer) -> AsyncIterator[str]:
     """An empty database of its own on `server` (no tables): yield its DSN, then drop it."""
     import asyncpg
 
+    async def as_admin(statement: str) -> None:
+        # A connection each time: a test may restart the server in between.
+        admin = await asyncpg.connect(server.dsn())
+        try:
+            await admin.execute(statement)
+        finally:
+            await admin.close()
+
     name = f"test_{os.getpid()}_{next(_database_numbers)}"
-    admin = await asyncpg.connect(server.dsn())
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield server.dsn(name)
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    await as_admin(f"CREATE DATABASE {name}")
+    yield server.dsn(name)
+    await as_admin(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def _binaries_runnable_by(account: pwd.struct_passwd | None, workdir: Path) -> Path:

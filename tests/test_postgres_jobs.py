@@ -223,3 +223,39 @@ async def test_a_member_at_their_cap_lets_the_next_member_go_and_skipped_jobs_wa
     assert await _claim(db, "a", per_member=1) == alice[0]
     assert await _claim(db, "a", per_member=1, skip=(bob[0],)) == bob[1]
     assert await _claim(db, "a", per_member=1) is None, "both members are at their cap"
+
+
+async def test_the_queue_order_is_the_order_the_claims_then_follow(
+    processes: list[PostgresDatabase],
+) -> None:
+    """Positions come from `queue_order`; read before any claim, it must be the claims' order."""
+    first, second = processes[:2]
+    await _stored_job(first, user_id=9)
+    assert await _claim(first, "a") is not None  # member 9 has had a turn
+    alice = [(await _stored_job(first, user_id=1)).id for _ in range(3)]
+    bob = [(await _stored_job(second, user_id=2)).id for _ in range(2)]
+    late = (await _stored_job(second, user_id=9)).id
+    carol = (await _stored_job(first, user_id=3)).id
+    order = await PostgresLeaseStore(second).queue_order()
+    assert order == [alice[0], bob[0], carol, late, alice[1], bob[1], alice[2]]
+    assert [await _claim(db, "p") for db in [first, second] * 4] == [*order, None]
+
+
+async def test_a_job_stored_to_wait_is_not_claimed_before_its_time(
+    processes: list[PostgresDatabase],
+) -> None:
+    """A job RunPod refused for a passing reason waits out its backoff whichever process asks."""
+    db = processes[0]
+    waiting, ready = (await _stored_job(db, user_id=1)).id, (await _stored_job(db, user_id=2)).id
+    async with db.transaction() as tx:
+        await PostgresJobStore(db).change_state(
+            tx, waiting, {JobState.QUEUED}, JobState.QUEUED, fields={"not_before": 10.0},
+            at=2.5, detail=None,
+        )  # fmt: skip
+    assert await _claim(processes[1], "b") == ready, "claimed at 3, before 10"
+    assert await _claim(processes[1], "b") is None
+    async with db.transaction() as tx:
+        job_id = await PostgresLeaseStore(db).claim_next(
+            tx, "b", caps={"default": 9}, per_member=9, skip=(), now=10.0, until=70.0
+        )
+    assert job_id == waiting

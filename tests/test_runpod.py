@@ -215,6 +215,24 @@ async def test_the_request_budget_paces_calls(fake_runpod: FakeRunPod) -> None:
     assert time.monotonic() - started >= 5 / 50 * 0.9
 
 
+async def test_a_reserved_turn_is_used_by_one_run_and_a_forgone_one_goes_back(
+    fake_runpod: FakeRunPod,
+) -> None:
+    budget = RequestBudget(1, burst=2, clock=lambda: 0.0)  # the clock never refills it
+    client = make_client(fake_runpod, budget=budget)
+    await client.reserve_run()
+    await client.reserve_run()
+    assert not budget.ready(), "each reservation took a token"
+    client.forgo_run()
+    assert budget.ready(), "the forgone turn went back to the budget"
+    await client.run({"workflow": WORKFLOW})  # uses the kept turn, takes no token
+    assert budget.ready()
+    client.forgo_run()  # nothing reserved any more: nothing to give back
+    await client.health()
+    assert not budget.ready()
+    assert len(fake_runpod.requests_for("run")) == 1
+
+
 # ----- output decoding: every shape worker-comfyui has produced ------------------------------
 
 

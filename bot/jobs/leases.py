@@ -10,6 +10,7 @@ import secrets
 import socket
 from collections.abc import Collection, Sequence
 
+from bot.db import is_transient
 from bot.jobs.core import JobCore
 from bot.jobs.model import TERMINAL, Job, JobState
 from bot.ratelimit import TokenBucket
@@ -110,6 +111,16 @@ class Leases:
         )
         return job
 
+    async def queue_positions(self) -> dict[int, int]:
+        """Every queued job's 1-based place in the order `claim_next` hands them out, whichever
+        process accepted it."""
+        return {job_id: place for place, job_id in enumerate(await self.store.queue_order(), 1)}
+
+    async def lapsed(self) -> list[int]:
+        """Unfinished jobs whose process stopped renewing their leases: ready to be taken over."""
+        finished = [state.value for state in TERMINAL]
+        return await self.store.lapsed(now=self.core.clock(), finished=finished)
+
     async def renew_loop(self, loop: Loop) -> None:
         """Renew every lease a third of the way to its expiry, so one late renewal loses none."""
         while True:
@@ -117,9 +128,25 @@ class Leases:
             await loop.sleep(self.core.timing.lease_ttl / 3)
             try:
                 await self.renew()
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("renewing job leases failed; trying again")
+                else:
+                    log.warning("renewing job leases: the database refused (%s); trying again", exc)
+
+    async def budget_loop(self, loop: Loop) -> None:
+        """Recount the processes every `budget_interval`, so a process joining or leaving changes
+        every process's share within one interval (the fleet overshoots the budget until then)."""
+        while True:
+            loop.beat()
+            await loop.sleep(self.core.timing.budget_interval)
+            try:
                 await self.share_budgets()
-            except Exception:
-                log.exception("renewing job leases failed; trying again")
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("counting the bot processes failed; keeping the share")
+                else:
+                    log.warning("counting the bot processes: the database refused (%s)", exc)
 
     async def share_budgets(self) -> None:
         """Take this process's share of each request budget: the whole over the processes alive."""

@@ -269,6 +269,9 @@ class JobManager:
         if core.running:
             return
         core.deliverer = deliverer
+        if self.leases.shared:
+            # Its share before its first request, not one recount later.
+            await self.leases.share_budgets()
         await self.recovery.load_history()
         await self.told.start()
         core.running = True
@@ -283,8 +286,9 @@ class JobManager:
             supervisor.start("jobs-reconcile", self.recovery.reconcile_loop),
         ]
         if self.leases.shared:
-            await self.leases.share_budgets()
             self._loops.append(supervisor.start("jobs-leases", self.leases.renew_loop))
+            self._loops.append(supervisor.start("jobs-budget", self.leases.budget_loop))
+            self._loops.append(supervisor.start("jobs-takeover", self.recovery.takeover_loop))
         core.wake_dispatch.set()
         self.poller.wake()
 

@@ -42,6 +42,23 @@ class Recovery:
                 else:
                     log.exception("reconciling jobs failed; trying next time")
 
+    async def takeover_loop(self, loop: Loop) -> None:
+        """On a shared database, reconcile as soon as another process's leases run out, rather
+        than at the next `reconcile_interval`: its jobs are taken over within seconds."""
+        while True:
+            loop.beat()
+            await loop.sleep(self.core.timing.takeover_interval)
+            try:
+                if await self.core.leases.lapsed():
+                    await self.reconcile()
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("taking over jobs failed; trying next time")
+                else:
+                    log.warning(
+                        "taking over jobs: the database refused (%s); trying next time", exc
+                    )
+
     async def reconcile(self, *, at_start: bool = False) -> None:
         """Make memory agree with the database, then settle the credits of ended jobs.
 

@@ -31,6 +31,8 @@ class Scheduler:
     def __init__(self, core: JobCore) -> None:
         self.core = core
         self._last_positions: dict[int, int] = {}
+        # On a shared database: every queued job's place in the shared table, as last read.
+        self._shared_positions: dict[int, int] = {}
 
     def enqueue(self, job: Job, *, not_before: float | None = None) -> None:
         self.core.queue.add(job.id, job.user_id, job, not_before=not_before, group=job.endpoint)
@@ -38,7 +40,10 @@ class Scheduler:
         self.core.positions_dirty.set()
 
     def position(self, job_id: int) -> int | None:
-        """1-based place in the local queue, or None if the job is not waiting here."""
+        """1-based place among the waiting jobs, or None if the job is not waiting: in the local
+        queue, or on a shared database in the shared table as `position_loop` last read it."""
+        if self.core.leases.shared:
+            return self._shared_positions.get(job_id)
         return self.core.queue.positions().get(job_id)
 
     async def dispatch_loop(self, loop: Loop) -> None:
@@ -66,13 +71,19 @@ class Scheduler:
         """Send the globally next jobs from the shared table while this process has room."""
         core = self.core
         while core.queue.out < core.queue.caps.total:
+            # The claim moves a job to submitting: first wait for the rate limit, as `submit` does.
+            # Which endpoint's job comes next is known only after the claim, so each keeps a turn.
+            for backend in core.backends.values():
+                await backend.ready_to_submit()
             try:
                 job = await core.leases.claim_next(skip=core.queue.delayed(time.monotonic()))
             except Exception as exc:
+                self._forgo_turns()
                 if not is_transient(exc):
                     raise
                 log.warning("claiming a queued job: the database refused (%s); trying later", exc)
                 return
+            self._forgo_turns(but=None if job is None else job.endpoint)
             if job is None:
                 return
             core.queue.remove(job.id)
@@ -80,14 +91,24 @@ class Scheduler:
             core.positions_dirty.set()
             core.own(job.id, core.spawn_finishing(self._send_held(job), f"submit-{job.id}"))
 
+    def _forgo_turns(self, but: str | None = None) -> None:
+        """Give back the turns kept for a claim, except that of the endpoint `but`."""
+        for name, backend in self.core.backends.items():
+            if name != but:
+                backend.forgo_turn()
+
     async def position_loop(self, loop: Loop) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
         core = self.core
         while True:
             loop.beat()
-            await loop.idle(core.positions_dirty)
+            if core.leases.shared:
+                # Jobs other processes accept and claim move places without a word to this one.
+                await self._read_shared_positions()
+            else:
+                await loop.idle(core.positions_dirty)
             core.positions_dirty.clear()
-            positions = core.queue.positions()
+            positions = self._shared_positions if core.leases.shared else core.queue.positions()
             starts = self.expected_starts(positions)
             for job_id, place in positions.items():
                 job = core.queue.waiting(job_id)
@@ -97,6 +118,14 @@ class Scheduler:
                     )
             self._last_positions = positions
             await loop.sleep(core.timing.position_interval)
+
+    async def _read_shared_positions(self) -> None:
+        try:
+            self._shared_positions = await self.core.leases.queue_positions()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("reading queue positions: the database refused (%s); trying later", exc)
 
     def expected_starts(self, positions: dict[int, int]) -> dict[int, float]:
         """When each waiting job should get a slot (wall clock), in the order they will get one.
@@ -116,19 +145,29 @@ class Scheduler:
             in_flight_left.append(expected - ran)
         wall = core.clock()
         starts: dict[int, float] = {}
-        ahead: list[float] = []
+        # Another process's job ahead (a shared database) is known here only by its place: it
+        # counts as long as the job whose start is being estimated.
+        ahead: list[float | None] = []
         for job_id in sorted(positions, key=positions.__getitem__):
-            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, ahead)
             job = core.queue.waiting(job_id)
-            if job is not None:
-                ahead.append(core.estimate(job).seconds)
+            if job is None:
+                ahead.append(None)
+                continue
+            own = core.estimate(job).seconds
+            before = [own if seconds is None else seconds for seconds in ahead]
+            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, before)
+            ahead.append(own)
         return starts
 
     async def submit(self, job: Job) -> None:
         core = self.core
+        backend = core.backend(job)
+        # Still queued while it waits for the backend's rate limit: a stop now sends it later.
+        await backend.ready_to_submit()
         try:
             submitting = await core.transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
         except Exception as exc:
+            backend.forgo_turn()
             core.release_slot(job.id)
             if not is_transient(exc):
                 raise  # it stays queued in the database: the reconciler adopts it again
@@ -136,6 +175,7 @@ class Scheduler:
             self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
             return
         if submitting is None:
+            backend.forgo_turn()
             core.release_slot(job.id)
             return
         await self._send_held(submitting)
@@ -247,11 +287,14 @@ class Scheduler:
         )
 
     async def _requeue(self, job: Job, delay: float, reason: Exception) -> None:
-        """Put a job the backend never got back in the queue, to be sent after `delay`."""
+        """Put a job the backend never got back in the queue, to be sent after `delay`.
+
+        The delay is stored with the job: on a shared database any process may claim it next."""
         requeued = await self.core.transition(
             job.id,
             {JobState.SUBMITTING},
             JobState.QUEUED,
+            fields={"not_before": self.core.clock() + delay},
             detail=f"not accepted, will retry: {reason}",
         )
         self.core.release_slot(job.id)

@@ -84,6 +84,8 @@ class RunPodClient:
             download_timeout=download_timeout,
         )
         self.stats = CallStats()
+        # Budget tokens taken by `reserve_run` for `/run` calls not yet made.
+        self._reserved_runs = 0
         # None until RunPod first answers `/status-sync`: True, or False once seen to be absent.
         self.status_sync_available: bool | None = None
 
@@ -91,6 +93,22 @@ class RunPodClient:
     def budget(self) -> RequestBudget | None:
         """The request budget every call takes from (shared between processes on PostgreSQL)."""
         return self._budget
+
+    async def reserve_run(self) -> None:
+        """Wait until the budget allows a `/run`, and keep that turn for a coming `run` call.
+
+        A job is marked as being submitted only once nothing but the request itself is left, so
+        a process that dies while the job waits for its turn has provably not sent it.
+        """
+        if self._budget is not None:
+            await self._budget.acquire()
+            self._reserved_runs += 1
+
+    def forgo_run(self) -> None:
+        """Give a turn kept by `reserve_run` back to the budget: no `run` will use it."""
+        if self._budget is not None and self._reserved_runs:
+            self._reserved_runs -= 1
+            self._budget.give_back()
 
     def __repr__(self) -> str:
         return f"RunPodClient(base={self._base!r}, api_key={self._key!r})"
@@ -236,7 +254,9 @@ class RunPodClient:
         params: Mapping[str, str] | None,
         read_timeout: float | None,
     ) -> Any:
-        if self._budget is not None:
+        if op == "run" and self._reserved_runs:
+            self._reserved_runs -= 1
+        elif self._budget is not None:
             await self._budget.acquire()
         self.stats.count(op)
         headers = {"Authorization": f"Bearer {self._key.reveal()}"}

@@ -29,6 +29,7 @@ CHANGEABLE = frozenset(
         "finished_at",
         "delay_ms",
         "execution_ms",
+        "not_before",
         "failure",
         "error",
         "delivered_at",

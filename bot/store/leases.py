@@ -34,8 +34,17 @@ class LeaseStore(Protocol):
         """How many jobs are leased to `owner`."""
         ...
 
+    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+        """Jobs not yet ended and told (state in `finished` and delivered) whose lease ran out
+        before `now`: the process carrying them stopped renewing."""
+        ...
+
     async def processes(self) -> int:
         """How many bot processes are connected to the database now (this one included)."""
+        ...
+
+    async def queue_order(self) -> list[int]:
+        """Every queued job, in the order `claim_next` would hand them out with the caps open."""
         ...
 
     async def claim_next(
@@ -51,7 +60,8 @@ class LeaseStore(Protocol):
     ) -> int | None:
         """The next queued job in member rotation that may go to the backend now, leased to
         `owner`: on an endpoint of `caps` with fewer jobs in flight than its cap in every process
-        together, of a member with fewer than `per_member`, not in `skip`; one claim at a time."""
+        together, of a member with fewer than `per_member`, not in `skip`, not stored to wait
+        past `now` (its `not_before`); one claim at a time."""
         ...
 
 
@@ -71,8 +81,15 @@ class SoleProcessLeases:
     async def held(self, owner: str) -> int:
         return 0
 
+    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+        return []
+
     async def processes(self) -> int:
         return 1
+
+    async def queue_order(self) -> list[int]:
+        # Never asked: the one process's fair queue knows every waiting job's place.
+        return []
 
     async def claim_next(
         self,

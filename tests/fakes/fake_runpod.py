@@ -23,7 +23,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -137,6 +137,17 @@ def op_for_path(path: str) -> str:
     if parts[0] == "v2" and len(parts) >= 3 and parts[2] in OPS:
         return parts[2]
     return "other"
+
+
+def most_in_one_second(times: Sequence[float]) -> int:
+    """The most of `times` (in seconds, any order) that fall within one second of each other."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 @dataclass(frozen=True)
@@ -764,8 +775,13 @@ class FakeRunPod:
         return {
             "jobs": jobs,
             "requests": dict(self._op_counts),
+            "busiest_second": self.busiest_second(),
             "peak_connections": self.peak_connections,
         }
+
+    def busiest_second(self) -> int:
+        """The most endpoint API requests (not image downloads) that arrived within any one second."""
+        return most_in_one_second([r.at for r in self.requests if op_for_path(r.path) != "s3"])
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self._site is None:  # offline: a kept-alive connection is cut, not answered

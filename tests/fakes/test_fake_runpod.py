@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import sys
 import time
@@ -601,6 +602,17 @@ async def test_no_record_mode_keeps_neither_bodies_nor_input_images() -> None:
     assert image_size(_entries(output, "base64")[0]) == (40, 30)
     assert state["jobs"][job_id]["status"] == "COMPLETED"
     assert state["requests"] == {"run": 1, "status": 1}
+
+
+async def test_state_reports_the_busiest_second_of_requests() -> None:
+    async with FakeRunPod() as fake, make_client(fake) as client:
+        for _ in range(3):
+            await client.get("health")
+        assert fake.snapshot()["busiest_second"] == 3
+        # Requests more than a second apart never share a window, whatever the clock reads now.
+        for n, request in enumerate(fake.requests):
+            fake.requests[n] = dataclasses.replace(request, at=request.at + 1.5 * n)
+        assert fake.snapshot()["busiest_second"] == 1
 
 
 def test_image_plan_follows_the_workflow() -> None:

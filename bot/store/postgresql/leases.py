@@ -74,13 +74,15 @@ class PostgresLeaseStore:
         busy = [user for user, n in per_user.items() if n >= per_member]
         # The member whose last turn is oldest goes first, with their oldest job: a member just
         # served moves behind every other member waiting, whichever process accepted their jobs.
-        # A job another transaction is changing (a cancel, say) is skipped, not waited for.
+        # A job another transaction is changing (a cancel, say) is skipped, not waited for, and
+        # so is one still waiting out the backoff of a refused submission.
         row = await tx.fetchone(
             "SELECT j.id, j.user_id FROM jobs AS j LEFT JOIN member_turns AS t"
             " ON t.user_id = j.user_id WHERE j.state = $1 AND j.endpoint = ANY($2::text[])"
             " AND NOT j.user_id = ANY($3::bigint[]) AND NOT j.id = ANY($4::bigint[])"
+            " AND (j.not_before IS NULL OR j.not_before <= $5)"
             " ORDER BY COALESCE(t.turn, 0), j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED",
-            (JobState.QUEUED.value, open_endpoints, busy, list(skip)),
+            (JobState.QUEUED.value, open_endpoints, busy, list(skip), now),
         )
         if row is None:
             return None
@@ -99,6 +101,17 @@ class PostgresLeaseStore:
         )
         return int(row["id"])
 
+    async def queue_order(self) -> list[int]:
+        # claim_next's order laid out whole: a member's turn comes round once per round, in the
+        # order of (turn, oldest job) that claim_next follows, each turn taking their next job.
+        rows = await self.db.fetchall(
+            "SELECT j.id FROM jobs AS j LEFT JOIN member_turns AS t ON t.user_id = j.user_id"
+            " WHERE j.state = $1 ORDER BY ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.id),"
+            " COALESCE(t.turn, 0), MIN(j.id) OVER (PARTITION BY j.user_id)",
+            (JobState.QUEUED.value,),
+        )
+        return [int(r["id"]) for r in rows]
+
     async def processes(self) -> int:
         # A killed process's connections close with it, so it stops counting at once.
         row = await self.db.fetchone(
@@ -107,6 +120,15 @@ class PostgresLeaseStore:
             (PROCESS_PREFIX,),
         )
         return max(1, int(row[0])) if row else 1
+
+    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+        rows = await self.db.fetchall(
+            "SELECT l.job_id FROM job_leases AS l JOIN jobs AS j ON j.id = l.job_id"
+            " WHERE l.expires_at <= $1 AND NOT (j.state = ANY($2::text[]) AND j.delivered_at IS NOT NULL)"
+            " ORDER BY l.job_id",
+            (now, list(finished)),
+        )
+        return [r["job_id"] for r in rows]
 
     async def held(self, owner: str) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM job_leases WHERE owner = $1", (owner,))

@@ -1,0 +1,89 @@
+"""A job waiting for its turn under the RunPod request budget has not been sent: it stays queued,
+so a bot stopped (or killed) meanwhile sends it after the restart instead of failing it as
+"maybe sent"."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+from bot.jobs import JobState
+from bot.runpod import RequestBudget
+from tests.conftest import (
+    HANG_GUARD,
+    OpenServices,
+    RecordingDelivery,
+    make_client,
+    make_settings,
+    wait_for_state,
+)
+from tests.fakes.fake_runpod import FakeRunPod
+
+
+class HeldBudget(RequestBudget):
+    """A budget of one request, spent, and never refilled: whoever waits on it waits for good."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waiting = asyncio.Event()
+        super().__init__(1, burst=1, clock=lambda: self.now)
+        self._sleep = self._wait_forever
+        self._tokens = 0.0
+
+    async def _wait_forever(self, seconds: float) -> None:
+        self.waiting.set()
+        await asyncio.Event().wait()
+
+
+async def test_jobs_waiting_for_the_request_budget_are_sent_after_a_restart_not_failed(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices
+) -> None:
+    settings = make_settings(tmp_path, fake_runpod)
+    budget = HeldBudget()
+    first = await open_services(settings, runpod=make_client(fake_runpod, budget=budget))
+    await first.jobs.start(RecordingDelivery())
+    jobs = []
+    for member in (1, 2):
+        job = await first.jobs.accept(
+            first.prepare("a pony", user_id=member, guild_id=100, channel_id=5)
+        )
+        await first.jobs.attach_message(job.id, 5, 500 + member)
+        jobs.append(job.id)
+    await asyncio.wait_for(budget.waiting.wait(), HANG_GUARD)
+
+    assert [(await first.jobs.get(j)).state for j in jobs] == [JobState.QUEUED] * 2
+    first.jobs.timing = dataclasses.replace(first.jobs.timing, shutdown_grace=0.0)
+    await first.jobs.stop()
+    await first.close()
+    assert fake_runpod.requests_for("run") == []
+
+    second = await open_services(settings)
+    told = RecordingDelivery()
+    await second.jobs.start(told)
+    for job_id in jobs:
+        await told.wait(job_id)
+        done = await wait_for_state(second, job_id, "done")
+        assert done.state is JobState.DONE and len(told.delivered[job_id]) == 1
+    assert len(fake_runpod.requests_for("run")) == 2
+    await second.jobs.stop()
+
+
+async def test_an_idle_process_on_a_shared_database_keeps_its_request_budget(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices, postgres_dsn: str
+) -> None:
+    # A frozen clock never refills: a turn kept for each empty claim and never given back would
+    # empty the bucket by the third claim, and the claims would stop.
+    budget = RequestBudget(1, burst=2, clock=lambda: 0.0)
+    services = await open_services(
+        make_settings(tmp_path, fake_runpod, DATABASE_URL=postgres_dsn),
+        runpod=make_client(fake_runpod, budget=budget),
+    )
+    await services.jobs.start(RecordingDelivery())
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            while services.jobs.leases.empty_claims < 5:
+                await asyncio.sleep(0.01)
+        assert budget.ready()
+    finally:
+        await services.jobs.stop()

@@ -1,0 +1,58 @@
+"""A process that dies mid-job on PostgreSQL: another takes its jobs over as soon as the leases
+run out, found by the takeover sweep, without waiting for the (much longer) reconcile interval."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bot.jobs import JobState
+from bot.services import Services
+from tests.conftest import RecordingDelivery, wait_for_state
+from tests.fakes.fake_runpod import FakeRunPod, Outcome
+from tests.test_postgres_processes import (
+    LEASED,
+    SharedClock,
+    _manager,
+    sent_by,
+    two_processes,
+    until,
+)
+
+__all__ = ["two_processes"]  # the fixture, shared with the other two-process tests
+
+# The reconciler would take an hour: only the sweep can find the lapsed lease.
+SWEEPING = dataclasses.replace(LEASED, reconcile_interval=3600.0, takeover_interval=0.01)
+
+
+async def test_a_dead_process_s_job_is_taken_over_once_its_lease_runs_out_not_at_reconcile(
+    two_processes: tuple[Services, Services], fake_runpod: FakeRunPod
+) -> None:
+    first_services, second_services = two_processes
+    clock = SharedClock()
+    first = _manager(first_services, clock, "a", timing=SWEEPING)
+    second = _manager(second_services, clock, "b", timing=SWEEPING)
+    first_told, second_told = RecordingDelivery(), RecordingDelivery()
+    fake_runpod.script(Outcome(status="HANG"))
+    await first.start(first_told)
+    try:
+        job, backend_id = await sent_by(first, first_services)
+        await second.start(second_told)
+        await first.stop()  # it dies: its lease stays until it runs out
+
+        # Still leased: the sweep finds nothing to take over however often it looks.
+        assert await second.leases.lapsed() == []
+        clock.offset += LEASED.lease_ttl + 1
+        assert await second.leases.lapsed() == [job.id]
+        await until(lambda: job.id in second._tracked)
+
+        fake_runpod.finish(backend_id, Outcome())
+        await second_told.wait(job.id)
+        done = await wait_for_state(second_services, job.id, "done")
+        assert done.state is JobState.DONE and first_told.delivered == {}
+        assert len(second_told.delivered[job.id]) == 1
+        assert len(fake_runpod.requests_for("run")) == 1, "never sent twice"
+        await second.leases.renew()
+        assert await second.leases.lapsed() == [], "delivered: nothing left to take over"
+    finally:
+        await first.stop()
+        await second.stop()
