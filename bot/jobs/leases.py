@@ -118,8 +118,8 @@ class Leases:
 
     async def lapsed(self) -> list[int]:
         """Unfinished jobs whose process stopped renewing their leases: ready to be taken over."""
-        finished = [state.value for state in TERMINAL]
-        return await self.store.lapsed(now=self.core.clock(), finished=finished)
+        ended = [state.value for state in TERMINAL]
+        return await self.store.lapsed(now=self.core.clock(), ended=ended)
 
     async def renew_loop(self, loop: Loop) -> None:
         """Renew every lease a third of the way to its expiry, so one late renewal loses none."""

@@ -20,6 +20,7 @@ from bot.db import is_transient
 from bot.estimates import expected_wait
 from bot.jobs.core import JobCore
 from bot.jobs.model import Job, JobState, JobUpdate, UpdateKind
+from bot.ratelimit import Turn
 from bot.supervisor import Loop
 
 log = logging.getLogger(__name__)
@@ -72,30 +73,29 @@ class Scheduler:
         core = self.core
         while core.queue.out < core.queue.caps.total:
             # The claim moves a job to submitting: first wait for the rate limit, as `submit` does.
-            # Which endpoint's job comes next is known only after the claim, so each keeps a turn.
-            for backend in core.backends.values():
-                await backend.ready_to_submit()
+            # Which endpoint's job comes next is known only after the claim, so each takes a turn.
+            turns: dict[str, Turn] = {}
+            job: Job | None = None
             try:
+                for name, backend in core.backends.items():
+                    turns[name] = await backend.ready_to_submit()
                 job = await core.leases.claim_next(skip=core.queue.delayed(time.monotonic()))
             except Exception as exc:
-                self._forgo_turns()
                 if not is_transient(exc):
                     raise
                 log.warning("claiming a queued job: the database refused (%s); trying later", exc)
                 return
-            self._forgo_turns(but=None if job is None else job.endpoint)
+            finally:
+                for name, turn in turns.items():
+                    if job is None or name != job.endpoint:
+                        turn.give_back()
             if job is None:
                 return
             core.queue.remove(job.id)
             core.queue.hold(job.id, job.user_id, job.endpoint)
             core.positions_dirty.set()
-            core.own(job.id, core.spawn_finishing(self._send_held(job), f"submit-{job.id}"))
-
-    def _forgo_turns(self, but: str | None = None) -> None:
-        """Give back the turns kept for a claim, except that of the endpoint `but`."""
-        for name, backend in self.core.backends.items():
-            if name != but:
-                backend.forgo_turn()
+            send = self._send_held(job, turns[job.endpoint])
+            core.own(job.id, core.spawn_finishing(send, f"submit-{job.id}"))
 
     async def position_loop(self, loop: Loop) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
@@ -160,14 +160,19 @@ class Scheduler:
         return starts
 
     async def submit(self, job: Job) -> None:
-        core = self.core
-        backend = core.backend(job)
         # Still queued while it waits for the backend's rate limit: a stop now sends it later.
-        await backend.ready_to_submit()
+        turn = await self.core.backend(job).ready_to_submit()
+        try:
+            await self._start(job, turn)
+        finally:
+            turn.give_back()  # unless its /run used it
+
+    async def _start(self, job: Job, turn: Turn) -> None:
+        """Move a job holding a slot to submitting, then send it."""
+        core = self.core
         try:
             submitting = await core.transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
         except Exception as exc:
-            backend.forgo_turn()
             core.release_slot(job.id)
             if not is_transient(exc):
                 raise  # it stays queued in the database: the reconciler adopts it again
@@ -175,17 +180,16 @@ class Scheduler:
             self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
             return
         if submitting is None:
-            backend.forgo_turn()
             core.release_slot(job.id)
             return
-        await self._send_held(submitting)
+        await self._send_held(submitting, turn)
 
-    async def _send_held(self, submitting: Job) -> None:
-        """Send a job moved to submitting whose slot is held here; the slot is let go unless the
-        backend has the job or its next step is not saved."""
+    async def _send_held(self, submitting: Job, turn: Turn) -> None:
+        """Send a job moved to submitting whose slot is held here, on its `turn` (given back if
+        unused); the slot is let go unless the backend has the job or its next step is not saved."""
         core = self.core
         try:
-            await self._send(submitting)
+            await self._send(submitting, turn)
         except Exception as exc:
             # Whether the backend got it is unknown, so it is not sent again (see "submitting").
             log.exception("job %d: submitting it crashed", submitting.id)
@@ -199,11 +203,12 @@ class Scheduler:
                 ),
             )
         finally:
+            turn.give_back()
             # A job the backend has keeps its slot, and so does one whose next step is not saved.
             if not core.poller.follows(submitting.id) and submitting.id not in core.unsaved:
                 core.release_slot(submitting.id)
 
-    async def _send(self, submitting: Job) -> None:
+    async def _send(self, submitting: Job, turn: Turn) -> None:
         """Submit, then record the backend's id at once; only a provably unsent job is tried again."""
         core = self.core
         try:
@@ -225,6 +230,7 @@ class Scheduler:
                 images,
                 execution_timeout_ms=max(5000, int(core.execution_limit(submitting) * 1000)),
                 ttl_ms=int(polling.time_to_live(core.timing, core.estimate(submitting)) * 1000),
+                turn=turn,
             )
         except BackendAuthError as exc:
             core.poller.report_auth(exc)

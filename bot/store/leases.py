@@ -34,9 +34,10 @@ class LeaseStore(Protocol):
         """How many jobs are leased to `owner`."""
         ...
 
-    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
-        """Jobs not yet ended and told (state in `finished` and delivered) whose lease ran out
-        before `now`: the process carrying them stopped renewing."""
+    async def lapsed(self, *, now: float, ended: Collection[str]) -> list[int]:
+        """Jobs not yet ended (state not in `ended`) whose lease ran out before `now`: the
+        process carrying them stopped renewing. (An ended job its member was not told of is
+        taken up by the next process to start, as on SQLite.)"""
         ...
 
     async def processes(self) -> int:
@@ -81,7 +82,7 @@ class SoleProcessLeases:
     async def held(self, owner: str) -> int:
         return 0
 
-    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+    async def lapsed(self, *, now: float, ended: Collection[str]) -> list[int]:
         return []
 
     async def processes(self) -> int:
