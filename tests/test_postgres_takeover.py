@@ -8,7 +8,8 @@ import dataclasses
 from collections.abc import Sequence
 
 from bot.images import ImageFile
-from bot.jobs import Job, JobState
+from bot.jobs import Job, JobManager, JobState
+from bot.polling import Timing
 from bot.services import Services
 from tests.conftest import HANG_GUARD, RecordingDelivery, wait_for_state
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
@@ -27,13 +28,23 @@ __all__ = ["two_processes"]  # the fixture, shared with the other two-process te
 SWEEPING = dataclasses.replace(LEASED, reconcile_interval=3600.0, takeover_interval=0.01)
 
 
+def _pair(
+    processes: tuple[Services, Services], timing: Timing = SWEEPING
+) -> tuple[SharedClock, JobManager, JobManager]:
+    """The two processes' job managers, on one wall clock the test can move."""
+    clock = SharedClock()
+    return (
+        clock,
+        _manager(processes[0], clock, "a", timing=timing),
+        _manager(processes[1], clock, "b", timing=timing),
+    )
+
+
 async def test_a_dead_process_s_job_is_taken_over_once_its_lease_runs_out_not_at_reconcile(
     two_processes: tuple[Services, Services], fake_runpod: FakeRunPod
 ) -> None:
     first_services, second_services = two_processes
-    clock = SharedClock()
-    first = _manager(first_services, clock, "a", timing=SWEEPING)
-    second = _manager(second_services, clock, "b", timing=SWEEPING)
+    clock, first, second = _pair(two_processes)
     first_told, second_told = RecordingDelivery(), RecordingDelivery()
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(first_told)
@@ -77,10 +88,7 @@ async def test_reconciles_at_once_deliver_a_taken_over_job_once(
     two_processes: tuple[Services, Services], fake_runpod: FakeRunPod
 ) -> None:
     first_services, second_services = two_processes
-    clock = SharedClock()
-    timing = dataclasses.replace(SWEEPING, shutdown_grace=0.0)
-    first = _manager(first_services, clock, "a", timing=timing)
-    second = _manager(second_services, clock, "b", timing=timing)
+    clock, first, second = _pair(two_processes, dataclasses.replace(SWEEPING, shutdown_grace=0.0))
     stuck, told = StuckDelivery(), RecordingDelivery()
     await first.start(stuck)
     try:
@@ -104,10 +112,8 @@ async def test_reconciles_at_once_deliver_a_taken_over_job_once(
 async def test_an_ended_job_not_yet_told_does_not_count_as_lapsed(
     two_processes: tuple[Services, Services], fake_runpod: FakeRunPod
 ) -> None:
-    first_services, second_services = two_processes
-    clock = SharedClock()
-    first = _manager(first_services, clock, "a", timing=SWEEPING)
-    second = _manager(second_services, clock, "b", timing=SWEEPING)
+    first_services = two_processes[0]
+    clock, first, second = _pair(two_processes)
     fake_runpod.script(Outcome(status="HANG"))
     await first.start(RecordingDelivery())
     try:
