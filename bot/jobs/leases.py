@@ -116,6 +116,10 @@ class Leases:
         process accepted it."""
         return {job_id: place for place, job_id in enumerate(await self.store.queue_order(), 1)}
 
+    async def in_flight(self) -> int:
+        """Jobs being sent or at the backend, this process's and every other's."""
+        return await self.store.in_flight()
+
     async def lapsed(self) -> list[int]:
         """Unfinished jobs whose process stopped renewing their leases: ready to be taken over."""
         ended = [state.value for state in TERMINAL]

@@ -32,8 +32,10 @@ class Scheduler:
     def __init__(self, core: JobCore) -> None:
         self.core = core
         self._last_positions: dict[int, int] = {}
-        # On a shared database: every queued job's place in the shared table, as last read.
+        # On a shared database: every queued job's place in the shared table, and how many jobs
+        # every process has in flight, as last read.
         self._shared_positions: dict[int, int] = {}
+        self._shared_in_flight = 0
 
     def enqueue(self, job: Job, *, not_before: float | None = None) -> None:
         self.core.queue.add(job.id, job.user_id, job, not_before=not_before, group=job.endpoint)
@@ -122,6 +124,7 @@ class Scheduler:
     async def _read_shared_positions(self) -> None:
         try:
             self._shared_positions = await self.core.leases.queue_positions()
+            self._shared_in_flight = await self.core.leases.in_flight()
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -143,6 +146,10 @@ class Scheduler:
             expected = core.estimate(tracked.job).seconds
             ran = now - tracked.started if tracked.started is not None else 0.0
             in_flight_left.append(expected - ran)
+        # Other processes' jobs in flight hold slots too; known here only by their number, each
+        # counts as half done (the job being estimated standing for their length).
+        holders = len(core.queue.holders())
+        elsewhere = max(0, self._shared_in_flight - holders) if core.leases.shared else 0
         wall = core.clock()
         starts: dict[int, float] = {}
         # Another process's job ahead (a shared database) is known here only by its place: it
@@ -155,7 +162,8 @@ class Scheduler:
                 continue
             own = core.estimate(job).seconds
             before = [own if seconds is None else seconds for seconds in ahead]
-            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, before)
+            left = in_flight_left + [own / 2] * elsewhere
+            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, left, before)
             ahead.append(own)
         return starts
 

@@ -48,6 +48,10 @@ class LeaseStore(Protocol):
         """Every queued job, in the order `claim_next` would hand them out with the caps open."""
         ...
 
+    async def in_flight(self) -> int:
+        """How many jobs are being sent or at the backend, in every process together."""
+        ...
+
     async def claim_next(
         self,
         tx: Transaction,
@@ -91,6 +95,10 @@ class SoleProcessLeases:
     async def queue_order(self) -> list[int]:
         # Never asked: the one process's fair queue knows every waiting job's place.
         return []
+
+    async def in_flight(self) -> int:
+        # Never asked: the one process holds every slot.
+        return 0
 
     async def claim_next(
         self,

@@ -112,6 +112,12 @@ class PostgresLeaseStore:
         )
         return [int(r["id"]) for r in rows]
 
+    async def in_flight(self) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM jobs WHERE state = ANY($1::text[])", (_IN_FLIGHT,)
+        )
+        return int(row[0]) if row else 0
+
     async def processes(self) -> int:
         # A killed process's connections close with it, so it stops counting at once.
         row = await self.db.fetchone(
