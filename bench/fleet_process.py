@@ -5,7 +5,7 @@
 The NAME=VALUE pairs are the bot's settings. Once its jobs run, the process prints `READY` and
 answers commands read on stdin, one line each:
     accept FIRST COUNT MEMBERS   accept jobs FIRST.. FIRST+COUNT-1, job n from member n % MEMBERS
-    share                        count the processes alive and take this one's share of the budget
+    processes                    how many processes this one counts (its budget share is 1/that)
     report                       print this process's figures as one JSON line
 Each delivery or notice is appended to the outcomes file as `deliver|notify JOB_ID WALL_TIME`,
 flushed at once, so the lines of a process that is killed are kept.
@@ -96,8 +96,7 @@ async def serve(services: Services, lag: LoopLag, stats: TimedCallStats) -> None
         if command == "accept":
             await accept(services, *(int(a) for a in args))
             answer: Any = {"accepted": int(args[1])}
-        elif command == "share":
-            await services.jobs.leases.share_budgets()
+        elif command == "processes":
             answer = {"processes": services.jobs.leases.processes}
         elif command == "report":
             answer = figures(services, lag, stats)

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from bot.images import ImageFile
+from bot.ratelimit import Turn
 
 
 class BackendStatus(StrEnum):
@@ -108,16 +109,15 @@ class GpuBackend(Protocol):
         *,
         execution_timeout_ms: int,
         ttl_ms: int,
+        turn: Turn | None = None,
     ) -> BackendJob:
-        """Queue a workflow with its input images; raises the `BackendError` subclass that fits."""
+        """Queue a workflow with its input images; raises the `BackendError` subclass that fits.
+        A `turn` from `ready_to_submit` lets it go out without waiting for the rate limit."""
         ...
 
-    async def ready_to_submit(self) -> None:
-        """Wait until a submission may go out at once (rate limits), keeping that turn for it."""
-        ...
-
-    def forgo_turn(self) -> None:
-        """Give back a turn kept by `ready_to_submit` that no submission will use."""
+    async def ready_to_submit(self) -> Turn:
+        """Wait until a submission may go out at once (rate limits); the turn is for `submit`,
+        and whoever took it gives it back (`Turn.give_back`) when no submission used it."""
         ...
 
     async def status(self, job_id: str) -> BackendJob: ...

@@ -13,6 +13,25 @@ Sleep = Callable[[float], Awaitable[None]]
 _SLACK = 1e-9
 
 
+class Turn:
+    """A token taken ahead for one coming call; given back if that call never happens."""
+
+    def __init__(self, bucket: TokenBucket | None = None) -> None:
+        self._bucket = bucket
+        self._open = bucket is not None
+
+    def use(self) -> bool:
+        """Spend the turn on the call made now; False if it was spent or given back already."""
+        used, self._open = self._open, False
+        return used
+
+    def give_back(self) -> None:
+        """Return the token unless a call spent it; safe to call more than once."""
+        if self._open and self._bucket is not None:
+            self._bucket.give_back()
+        self._open = False
+
+
 class TokenBucket:
     """Holds up to `burst` tokens, refilled at `per_second`; each call to `acquire` takes one."""
 
@@ -43,6 +62,11 @@ class TokenBucket:
         self.per_second = per_second / max(1, parts)
         self.burst = max(1, burst // max(1, parts))
         self._tokens = min(self._tokens, float(self.burst))
+
+    async def take_turn(self) -> Turn:
+        """Wait for a token and hold it for a coming call (see `Turn`)."""
+        await self.acquire()
+        return Turn(self)
 
     def give_back(self) -> None:
         """Return a token taken by `acquire` and not used after all."""

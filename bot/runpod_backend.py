@@ -23,6 +23,7 @@ from bot.backend import (
 )
 from bot.config import DEFAULT_ENDPOINT
 from bot.images import ImageFile
+from bot.ratelimit import Turn
 from bot.runpod import (
     JobStatus,
     OutputError,
@@ -75,6 +76,7 @@ class RunPodBackend:
         *,
         execution_timeout_ms: int,
         ttl_ms: int,
+        turn: Turn | None = None,
     ) -> BackendJob:
         job_input: dict[str, Any] = {"workflow": workflow}
         if images:
@@ -84,7 +86,7 @@ class RunPodBackend:
                 for name, data in images
             ]
         try:
-            answer = await self._run(job_input, execution_timeout_ms, ttl_ms)
+            answer = await self._run(job_input, execution_timeout_ms, ttl_ms, turn)
         except RunPodAuthError as exc:
             raise BackendAuthError(str(exc)) from exc
         except RunPodNotFound as exc:
@@ -105,19 +107,16 @@ class RunPodBackend:
             raise SubmitUncertain(str(exc)) from exc
         return _job(answer)
 
-    async def ready_to_submit(self) -> None:
-        await self.client.reserve_run()
-
-    def forgo_turn(self) -> None:
-        self.client.forgo_run()
+    async def ready_to_submit(self) -> Turn:
+        return await self.client.reserve_run()
 
     async def _run(
-        self, job_input: dict[str, Any], execution_timeout_ms: int, ttl_ms: int
+        self, job_input: dict[str, Any], execution_timeout_ms: int, ttl_ms: int, turn: Turn | None
     ) -> JobStatus:
         """`/run`, with a webhook URL of the job's own when webhooks are on."""
         if self.webhooks is None:
             return await self.client.run(
-                job_input, execution_timeout_ms=execution_timeout_ms, ttl_ms=ttl_ms
+                job_input, execution_timeout_ms=execution_timeout_ms, ttl_ms=ttl_ms, turn=turn
             )
         key = secrets.token_hex(8)
         try:
@@ -126,6 +125,7 @@ class RunPodBackend:
                 execution_timeout_ms=execution_timeout_ms,
                 ttl_ms=ttl_ms,
                 webhook=self.webhooks.arm(key),
+                turn=turn,
             )
         except BaseException:
             self.webhooks.disarm(key)

@@ -21,26 +21,31 @@ from tests.conftest import (
 from tests.fakes.fake_runpod import FakeRunPod
 
 
-class HeldBudget(RequestBudget):
-    """A budget of one request, spent, and never refilled: whoever waits on it waits for good."""
+class GatedBudget(RequestBudget):
+    """A budget of one request, spent; it refills one second's worth when the test opens it."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self.waiting = asyncio.Event()
+        self._gate = asyncio.Event()
         super().__init__(1, burst=1, clock=lambda: self.now)
-        self._sleep = self._wait_forever
+        self._sleep = self._sleep_until_open
         self._tokens = 0.0
 
-    async def _wait_forever(self, seconds: float) -> None:
+    async def _sleep_until_open(self, seconds: float) -> None:
         self.waiting.set()
-        await asyncio.Event().wait()
+        await self._gate.wait()
+        self.now += seconds
+
+    def open(self) -> None:
+        self._gate.set()
 
 
 async def test_jobs_waiting_for_the_request_budget_are_sent_after_a_restart_not_failed(
     tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices
 ) -> None:
     settings = make_settings(tmp_path, fake_runpod)
-    budget = HeldBudget()
+    budget = GatedBudget()
     first = await open_services(settings, runpod=make_client(fake_runpod, budget=budget))
     await first.jobs.start(RecordingDelivery())
     jobs = []
@@ -85,5 +90,29 @@ async def test_an_idle_process_on_a_shared_database_keeps_its_request_budget(
             while services.jobs.leases.empty_claims < 5:
                 await asyncio.sleep(0.01)
         assert budget.ready()
+    finally:
+        await services.jobs.stop()
+
+
+async def test_a_job_cancelled_while_waiting_for_the_budget_gives_its_turn_back(
+    tmp_path: Path, fake_runpod: FakeRunPod, open_services: OpenServices
+) -> None:
+    budget = GatedBudget()
+    services = await open_services(runpod=make_client(fake_runpod, budget=budget))
+    await services.jobs.start(RecordingDelivery())
+    try:
+        job = await services.jobs.accept(
+            services.prepare("a pony", user_id=1, guild_id=100, channel_id=5)
+        )
+        await services.jobs.attach_message(job.id, 5, 500)
+        await asyncio.wait_for(budget.waiting.wait(), HANG_GUARD)
+        cancelled = await services.jobs.cancel(job.id, by_user=1)
+        assert cancelled.state is JobState.CANCELLED
+
+        budget.open()  # the turn arrives for a job no longer there: it goes back
+        async with asyncio.timeout(HANG_GUARD):
+            while not budget.ready():
+                await asyncio.sleep(0.005)
+        assert fake_runpod.requests_for("run") == []
     finally:
         await services.jobs.stop()

@@ -257,6 +257,12 @@ async def test_either_process_reports_the_queue_positions_in_the_order_jobs_are_
         alone = first.scheduler.expected_starts({one: 1})[one]
         behind = first.scheduler.expected_starts({three: 1, four: 2, one: 3})[one]
         assert behind - alone > first.durations.expect(jobs[0].request, jobs[0].endpoint).seconds
+        # The second process holds no slot, yet its first waiting job starts only once the first
+        # process's job (the one slot) ends: counted at half its length.
+        await until(lambda: second.scheduler._shared_in_flight == 1)
+        own = second.durations.expect(jobs[2].request, jobs[2].endpoint).seconds
+        asked_at = clock()
+        assert second.scheduler.expected_starts({three: 1})[three] - asked_at >= own / 2
 
         fake_runpod.finish(backend_id, Outcome())
         for job in jobs:

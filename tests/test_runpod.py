@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import time
@@ -24,7 +25,7 @@ from bot.runpod import (
     SubmitUncertain,
     decode_output,
 )
-from tests.conftest import make_client
+from tests.conftest import HANG_GUARD, make_client
 from tests.fakes import fake_runpod as fr
 from tests.fakes.fake_runpod import FakeRunPod, Outcome
 
@@ -215,22 +216,31 @@ async def test_the_request_budget_paces_calls(fake_runpod: FakeRunPod) -> None:
     assert time.monotonic() - started >= 5 / 50 * 0.9
 
 
-async def test_a_reserved_turn_is_used_by_one_run_and_a_forgone_one_goes_back(
+async def test_a_turn_pays_one_run_s_first_attempt_and_an_unused_one_goes_back(
     fake_runpod: FakeRunPod,
 ) -> None:
     budget = RequestBudget(1, burst=2, clock=lambda: 0.0)  # the clock never refills it
     client = make_client(fake_runpod, budget=budget)
-    await client.reserve_run()
-    await client.reserve_run()
-    assert not budget.ready(), "each reservation took a token"
-    client.forgo_run()
-    assert budget.ready(), "the forgone turn went back to the budget"
-    await client.run({"workflow": WORKFLOW})  # uses the kept turn, takes no token
-    assert budget.ready()
-    client.forgo_run()  # nothing reserved any more: nothing to give back
-    await client.health()
-    assert not budget.ready()
+    used, unused = await client.reserve_run(), await client.reserve_run()
+    unused.give_back()
+    unused.give_back()  # twice: still one token back, not two
+    # Paid by its turn, the run takes no token: the one given back is left for /health (a call
+    # that found none would wait for good on this clock).
+    await asyncio.wait_for(client.run({"workflow": WORKFLOW}, turn=used), HANG_GUARD)
+    used.give_back()  # spent: nothing goes back
+    await asyncio.wait_for(client.health(), HANG_GUARD)
+    assert not budget.ready(), "both tokens spent: one by the run's turn, one by /health"
     assert len(fake_runpod.requests_for("run")) == 1
+
+
+async def test_a_retried_run_waits_for_the_budget_like_any_call(fake_runpod: FakeRunPod) -> None:
+    budget = RequestBudget(1, burst=2, clock=lambda: 0.0)
+    client = make_client(fake_runpod, budget=budget)
+    turn = await client.reserve_run()
+    fake_runpod.inject("run", fr.http(429))  # refused before creating anything: sent again
+    await client.run({"workflow": WORKFLOW}, turn=turn)
+    assert len(fake_runpod.requests_for("run")) == 2
+    assert not budget.ready(), "the retry took the other token; the turn paid only the first try"
 
 
 # ----- output decoding: every shape worker-comfyui has produced ------------------------------

@@ -116,10 +116,14 @@ class Leases:
         process accepted it."""
         return {job_id: place for place, job_id in enumerate(await self.store.queue_order(), 1)}
 
+    async def in_flight(self) -> int:
+        """Jobs being sent or at the backend, this process's and every other's."""
+        return await self.store.in_flight()
+
     async def lapsed(self) -> list[int]:
         """Unfinished jobs whose process stopped renewing their leases: ready to be taken over."""
-        finished = [state.value for state in TERMINAL]
-        return await self.store.lapsed(now=self.core.clock(), finished=finished)
+        ended = [state.value for state in TERMINAL]
+        return await self.store.lapsed(now=self.core.clock(), ended=ended)
 
     async def renew_loop(self, loop: Loop) -> None:
         """Renew every lease a third of the way to its expiry, so one late renewal loses none."""

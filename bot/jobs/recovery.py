@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -22,6 +23,9 @@ class Recovery:
         self.core = core
         # When the reconciler first saw each accepted job whose progress message is not recorded.
         self._accepted_seen: dict[int, float] = {}
+        # One reconcile at a time (the loop, the takeover sweep, a test): two could each adopt
+        # the same job while the other awaits, and deliver it twice.
+        self._reconciling = asyncio.Lock()
 
     async def load_history(self) -> None:
         for request, endpoint, execution_ms in await self.core.store.durations(500):
@@ -67,6 +71,10 @@ class Recovery:
         both before and after the database was read, since a job's state in memory always
         follows its committed state without an await in between.
         """
+        async with self._reconciling:
+            await self._reconcile(at_start=at_start)
+
+    async def _reconcile(self, *, at_start: bool) -> None:
         await self._replay_unsaved()
         self._free_leaked_slots()
         live = self._live_ids()
@@ -74,7 +82,8 @@ class Recovery:
         live |= self._live_ids()
         adopted = 0
         for job in jobs:
-            if job.id in live:
+            # Adopting awaits the database: a job another step took up meanwhile is left to it.
+            if job.id in live or job.id in self._live_ids():
                 continue
             try:
                 adopted += await self._adopt(job, at_start=at_start)

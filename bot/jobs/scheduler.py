@@ -20,6 +20,7 @@ from bot.db import is_transient
 from bot.estimates import expected_wait
 from bot.jobs.core import JobCore
 from bot.jobs.model import Job, JobState, JobUpdate, UpdateKind
+from bot.ratelimit import Turn
 from bot.supervisor import Loop
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,10 @@ class Scheduler:
     def __init__(self, core: JobCore) -> None:
         self.core = core
         self._last_positions: dict[int, int] = {}
-        # On a shared database: every queued job's place in the shared table, as last read.
+        # On a shared database: every queued job's place in the shared table, and how many jobs
+        # every process has in flight, as last read.
         self._shared_positions: dict[int, int] = {}
+        self._shared_in_flight = 0
 
     def enqueue(self, job: Job, *, not_before: float | None = None) -> None:
         self.core.queue.add(job.id, job.user_id, job, not_before=not_before, group=job.endpoint)
@@ -72,30 +75,29 @@ class Scheduler:
         core = self.core
         while core.queue.out < core.queue.caps.total:
             # The claim moves a job to submitting: first wait for the rate limit, as `submit` does.
-            # Which endpoint's job comes next is known only after the claim, so each keeps a turn.
-            for backend in core.backends.values():
-                await backend.ready_to_submit()
+            # Which endpoint's job comes next is known only after the claim, so each takes a turn.
+            turns: dict[str, Turn] = {}
+            job: Job | None = None
             try:
+                for name, backend in core.backends.items():
+                    turns[name] = await backend.ready_to_submit()
                 job = await core.leases.claim_next(skip=core.queue.delayed(time.monotonic()))
             except Exception as exc:
-                self._forgo_turns()
                 if not is_transient(exc):
                     raise
                 log.warning("claiming a queued job: the database refused (%s); trying later", exc)
                 return
-            self._forgo_turns(but=None if job is None else job.endpoint)
+            finally:
+                for name, turn in turns.items():
+                    if job is None or name != job.endpoint:
+                        turn.give_back()
             if job is None:
                 return
             core.queue.remove(job.id)
             core.queue.hold(job.id, job.user_id, job.endpoint)
             core.positions_dirty.set()
-            core.own(job.id, core.spawn_finishing(self._send_held(job), f"submit-{job.id}"))
-
-    def _forgo_turns(self, but: str | None = None) -> None:
-        """Give back the turns kept for a claim, except that of the endpoint `but`."""
-        for name, backend in self.core.backends.items():
-            if name != but:
-                backend.forgo_turn()
+            send = self._send_held(job, turns[job.endpoint])
+            core.own(job.id, core.spawn_finishing(send, f"submit-{job.id}"))
 
     async def position_loop(self, loop: Loop) -> None:
         """Tell waiting jobs where they stand, at most once per `position_interval`."""
@@ -122,6 +124,7 @@ class Scheduler:
     async def _read_shared_positions(self) -> None:
         try:
             self._shared_positions = await self.core.leases.queue_positions()
+            self._shared_in_flight = await self.core.leases.in_flight()
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -143,6 +146,10 @@ class Scheduler:
             expected = core.estimate(tracked.job).seconds
             ran = now - tracked.started if tracked.started is not None else 0.0
             in_flight_left.append(expected - ran)
+        # Other processes' jobs in flight hold slots too; known here only by their number, each
+        # counts as half done (the job being estimated standing for their length).
+        holders = len(core.queue.holders())
+        elsewhere = max(0, self._shared_in_flight - holders) if core.leases.shared else 0
         wall = core.clock()
         starts: dict[int, float] = {}
         # Another process's job ahead (a shared database) is known here only by its place: it
@@ -155,19 +162,25 @@ class Scheduler:
                 continue
             own = core.estimate(job).seconds
             before = [own if seconds is None else seconds for seconds in ahead]
-            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, in_flight_left, before)
+            left = in_flight_left + [own / 2] * elsewhere
+            starts[job_id] = wall + expected_wait(core.limits.max_in_flight, left, before)
             ahead.append(own)
         return starts
 
     async def submit(self, job: Job) -> None:
-        core = self.core
-        backend = core.backend(job)
         # Still queued while it waits for the backend's rate limit: a stop now sends it later.
-        await backend.ready_to_submit()
+        turn = await self.core.backend(job).ready_to_submit()
+        try:
+            await self._start(job, turn)
+        finally:
+            turn.give_back()  # unless its /run used it
+
+    async def _start(self, job: Job, turn: Turn) -> None:
+        """Move a job holding a slot to submitting, then send it."""
+        core = self.core
         try:
             submitting = await core.transition(job.id, {JobState.QUEUED}, JobState.SUBMITTING)
         except Exception as exc:
-            backend.forgo_turn()
             core.release_slot(job.id)
             if not is_transient(exc):
                 raise  # it stays queued in the database: the reconciler adopts it again
@@ -175,17 +188,16 @@ class Scheduler:
             self.enqueue(job, not_before=time.monotonic() + core.timing.submit_retry_delay)
             return
         if submitting is None:
-            backend.forgo_turn()
             core.release_slot(job.id)
             return
-        await self._send_held(submitting)
+        await self._send_held(submitting, turn)
 
-    async def _send_held(self, submitting: Job) -> None:
-        """Send a job moved to submitting whose slot is held here; the slot is let go unless the
-        backend has the job or its next step is not saved."""
+    async def _send_held(self, submitting: Job, turn: Turn) -> None:
+        """Send a job moved to submitting whose slot is held here, on its `turn` (given back if
+        unused); the slot is let go unless the backend has the job or its next step is not saved."""
         core = self.core
         try:
-            await self._send(submitting)
+            await self._send(submitting, turn)
         except Exception as exc:
             # Whether the backend got it is unknown, so it is not sent again (see "submitting").
             log.exception("job %d: submitting it crashed", submitting.id)
@@ -199,11 +211,12 @@ class Scheduler:
                 ),
             )
         finally:
+            turn.give_back()
             # A job the backend has keeps its slot, and so does one whose next step is not saved.
             if not core.poller.follows(submitting.id) and submitting.id not in core.unsaved:
                 core.release_slot(submitting.id)
 
-    async def _send(self, submitting: Job) -> None:
+    async def _send(self, submitting: Job, turn: Turn) -> None:
         """Submit, then record the backend's id at once; only a provably unsent job is tried again."""
         core = self.core
         try:
@@ -225,6 +238,7 @@ class Scheduler:
                 images,
                 execution_timeout_ms=max(5000, int(core.execution_limit(submitting) * 1000)),
                 ttl_ms=int(polling.time_to_live(core.timing, core.estimate(submitting)) * 1000),
+                turn=turn,
             )
         except BackendAuthError as exc:
             core.poller.report_auth(exc)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from bot.config import Secret
+from bot.ratelimit import Turn
 from bot.runpod.answers import JOB_ID, Health, JobStatus
 from bot.runpod.budget import CallStats, RequestBudget, RetryPolicy, Sleep
 from bot.runpod.downloads import (
@@ -84,8 +85,6 @@ class RunPodClient:
             download_timeout=download_timeout,
         )
         self.stats = CallStats()
-        # Budget tokens taken by `reserve_run` for `/run` calls not yet made.
-        self._reserved_runs = 0
         # None until RunPod first answers `/status-sync`: True, or False once seen to be absent.
         self.status_sync_available: bool | None = None
 
@@ -94,21 +93,13 @@ class RunPodClient:
         """The request budget every call takes from (shared between processes on PostgreSQL)."""
         return self._budget
 
-    async def reserve_run(self) -> None:
-        """Wait until the budget allows a `/run`, and keep that turn for a coming `run` call.
+    async def reserve_run(self) -> Turn:
+        """Wait until the budget allows a `/run`; `run(turn=...)` then goes out without waiting.
 
         A job is marked as being submitted only once nothing but the request itself is left, so
         a process that dies while the job waits for its turn has provably not sent it.
         """
-        if self._budget is not None:
-            await self._budget.acquire()
-            self._reserved_runs += 1
-
-    def forgo_run(self) -> None:
-        """Give a turn kept by `reserve_run` back to the budget: no `run` will use it."""
-        if self._budget is not None and self._reserved_runs:
-            self._reserved_runs -= 1
-            self._budget.give_back()
+        return Turn() if self._budget is None else await self._budget.take_turn()
 
     def __repr__(self) -> str:
         return f"RunPodClient(base={self._base!r}, api_key={self._key!r})"
@@ -123,16 +114,20 @@ class RunPodClient:
         execution_timeout_ms: int | None = None,
         ttl_ms: int | None = None,
         webhook: str | None = None,
+        turn: Turn | None = None,
     ) -> JobStatus:
         """Queue a job. Raises `SubmitUncertain` when it may exist at RunPod without an answer.
 
-        With `webhook`, RunPod POSTs the job's `/status` answer to that URL when it ends.
+        With `webhook`, RunPod POSTs the job's `/status` answer to that URL when it ends. A `turn`
+        from `reserve_run` pays the first attempt; retries wait for the budget.
         """
         body = _run_body(job_input, execution_timeout_ms, ttl_ms)
         if webhook is not None:
             body["webhook"] = webhook
         try:
-            data = await self._call("POST", "/run", op="run", json_body=body, resend_safe=False)
+            data = await self._call(
+                "POST", "/run", op="run", json_body=body, resend_safe=False, turn=turn
+            )
         except (RunPodServerError, RunPodTransportError) as exc:
             if provably_not_created(exc):
                 raise
@@ -230,11 +225,14 @@ class RunPodClient:
         params: Mapping[str, str] | None = None,
         resend_safe: bool = True,
         read_timeout: float | None = None,
+        turn: Turn | None = None,
     ) -> Any:
         """One operation with bounded retries; only resend-safe failures are retried for writes."""
         attempt = 0
         while True:
             try:
+                if turn is None or not turn.use():
+                    await self._wait_for_budget()
                 return await self._once(method, path, op, json_body, params, read_timeout)
             except RunPodError as exc:
                 attempt += 1
@@ -245,6 +243,10 @@ class RunPodClient:
                 log.info("RunPod %s failed (%s); retrying in %.2fs", op, exc, delay)
                 await self._sleep(delay)
 
+    async def _wait_for_budget(self) -> None:
+        if self._budget is not None:
+            await self._budget.acquire()
+
     async def _once(
         self,
         method: str,
@@ -254,10 +256,6 @@ class RunPodClient:
         params: Mapping[str, str] | None,
         read_timeout: float | None,
     ) -> Any:
-        if op == "run" and self._reserved_runs:
-            self._reserved_runs -= 1
-        elif self._budget is not None:
-            await self._budget.acquire()
         self.stats.count(op)
         headers = {"Authorization": f"Bearer {self._key.reveal()}"}
         extra = {"timeout": read_timeout} if read_timeout is not None else {}

@@ -34,9 +34,10 @@ class LeaseStore(Protocol):
         """How many jobs are leased to `owner`."""
         ...
 
-    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
-        """Jobs not yet ended and told (state in `finished` and delivered) whose lease ran out
-        before `now`: the process carrying them stopped renewing."""
+    async def lapsed(self, *, now: float, ended: Collection[str]) -> list[int]:
+        """Jobs not yet ended (state not in `ended`) whose lease ran out before `now`: the
+        process carrying them stopped renewing. (An ended job its member was not told of is
+        taken up by the next process to start, as on SQLite.)"""
         ...
 
     async def processes(self) -> int:
@@ -45,6 +46,10 @@ class LeaseStore(Protocol):
 
     async def queue_order(self) -> list[int]:
         """Every queued job, in the order `claim_next` would hand them out with the caps open."""
+        ...
+
+    async def in_flight(self) -> int:
+        """How many jobs are being sent or at the backend, in every process together."""
         ...
 
     async def claim_next(
@@ -81,7 +86,7 @@ class SoleProcessLeases:
     async def held(self, owner: str) -> int:
         return 0
 
-    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+    async def lapsed(self, *, now: float, ended: Collection[str]) -> list[int]:
         return []
 
     async def processes(self) -> int:
@@ -90,6 +95,10 @@ class SoleProcessLeases:
     async def queue_order(self) -> list[int]:
         # Never asked: the one process's fair queue knows every waiting job's place.
         return []
+
+    async def in_flight(self) -> int:
+        # Never asked: the one process holds every slot.
+        return 0
 
     async def claim_next(
         self,

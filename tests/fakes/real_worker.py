@@ -181,15 +181,18 @@ class ComfyUI:
         self.stack.pid_file.write_text(f"{self.process.pid}\n", encoding="utf-8")
         deadline = time.monotonic() + timeout
         while not comfy_answers(self.stack):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StackError(f"ComfyUI did not answer within {timeout:g} s")
+            # ComfyUI signals readiness only by answering: between two asks, wait on the
+            # process itself, so an exit is seen the moment it happens.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(0.5)
             if self.process.poll() is not None:
                 raise StackError(
                     f"ComfyUI exited with status {self.process.returncode}; "
                     f"see {self.stack.comfy_log}"
                 )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise StackError(f"ComfyUI did not answer within {timeout:g} s")
-            time.sleep(0.5)
 
     def kill(self) -> None:
         """SIGKILL, as when the kernel's OOM killer or a crash ends it mid-job."""

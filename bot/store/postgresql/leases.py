@@ -112,6 +112,12 @@ class PostgresLeaseStore:
         )
         return [int(r["id"]) for r in rows]
 
+    async def in_flight(self) -> int:
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM jobs WHERE state = ANY($1::text[])", (_IN_FLIGHT,)
+        )
+        return int(row[0]) if row else 0
+
     async def processes(self) -> int:
         # A killed process's connections close with it, so it stops counting at once.
         row = await self.db.fetchone(
@@ -121,12 +127,11 @@ class PostgresLeaseStore:
         )
         return max(1, int(row[0])) if row else 1
 
-    async def lapsed(self, *, now: float, finished: Collection[str]) -> list[int]:
+    async def lapsed(self, *, now: float, ended: Collection[str]) -> list[int]:
         rows = await self.db.fetchall(
             "SELECT l.job_id FROM job_leases AS l JOIN jobs AS j ON j.id = l.job_id"
-            " WHERE l.expires_at <= $1 AND NOT (j.state = ANY($2::text[]) AND j.delivered_at IS NOT NULL)"
-            " ORDER BY l.job_id",
-            (now, list(finished)),
+            " WHERE l.expires_at <= $1 AND NOT j.state = ANY($2::text[]) ORDER BY l.job_id",
+            (now, list(ended)),
         )
         return [r["job_id"] for r in rows]
 
