@@ -24,6 +24,7 @@ from tests.test_acknowledgement import (
     DEFERRED,
     EPHEMERAL,
     assert_nothing_expired,
+    meets_locks_quickly,
     until_refused_once,
 )
 from tests.test_healing import OtherProcess
@@ -186,6 +187,7 @@ async def test_a_burst_is_deferred_at_once_even_the_commands_already_waiting_on_
 ) -> None:
     # Only the crowd can defer here: the deadline is far away and no work can finish meanwhile.
     bot = await start(ack_deadline=HANG_GUARD, ack_crowd=1)
+    await meets_locks_quickly(bot)
     await other_process.take_write_lock()
     first = payloads.slash_command("imagine", {"prompt": "a pony astronaut"})
     fake_discord.deliver(bot, first)

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import Stablehand
+from bot.db import TransientRetry
 from bot.jobs import DatabaseBusy, JobState
 from tests.conftest import (
     FAST_PACING,
@@ -113,6 +114,7 @@ async def test_an_answer_too_late_for_discord_refunds_the_job_and_logs_no_traceb
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bot = await start(ack_deadline=3600)  # no deferral: the answer itself comes too late
+    await meets_locks_quickly(bot)
     await other_process.take_write_lock()
     payload = payloads.slash_command("imagine", {"prompt": "a pony astronaut"})
     fake_discord.deliver(bot, payload)
@@ -152,6 +154,16 @@ async def test_discord_unreachable_as_the_bot_answers_refunds_and_logs_no_traceb
     assert [h["state"] for h in holds] == ["refunded"]
     assert told[0].levelname == "WARNING"
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+# SQLite's busy handler gives up on a held lock after 50 ms instead of 5 s, so the bot meets the lock
+# at once; these retries still outlast any test, so its work keeps waiting on the lock as before.
+PATIENT = TransientRetry(attempts=1_000, base_delay=0.01, max_delay=0.05)
+
+
+async def meets_locks_quickly(bot: Stablehand) -> None:
+    bot.services.db.retry = PATIENT
+    await bot.services.db.set_busy_timeout(50)
 
 
 async def until_refused_once(bot: Stablehand) -> None:

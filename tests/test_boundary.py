@@ -16,6 +16,7 @@ import json
 import logging
 import ssl
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -238,9 +239,10 @@ ENTRY = st.one_of(
 OUTPUT = JSON | st.lists(ENTRY, max_size=5).map(lambda entries: fr.images_output(*entries))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(OUTPUT, st.integers(min_value=1, max_value=4))
-def test_any_worker_output_decodes_or_fails_as_a_runpod_error(output, expected: int) -> None:
+@pytest.fixture(scope="module")
+def offline_client() -> Iterator[RunPodClient]:
+    """One client for every example: building its HTTP client (an SSL context) took most of the
+    fuzz's time. It keeps no state between downloads and never connects (the resolver refuses)."""
     client = RunPodClient(
         api_base="http://127.0.0.1:9/v2",
         endpoint_id="e",
@@ -248,10 +250,18 @@ def test_any_worker_output_decodes_or_fails_as_a_runpod_error(output, expected: 
         resolve=_refusing_resolver,
         retry=RetryPolicy(attempts=1),
     )
+    yield client
+    asyncio.run(client.aclose())
 
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OUTPUT, st.integers(min_value=1, max_value=4))
+def test_any_worker_output_decodes_or_fails_as_a_runpod_error(
+    offline_client: RunPodClient, output, expected: int
+) -> None:
     async def decode() -> None:
         with contextlib.suppress(RunPodError):
-            await decode_output(output, expected=expected, fetch=client.download)
+            await decode_output(output, expected=expected, fetch=offline_client.download)
 
     asyncio.run(decode())
 

@@ -1,11 +1,12 @@
 """Three whole bot processes on one PostgreSQL, each connected to Discord as its own shard, with
-200 /imagine from 50 members across the shards; one process is SIGKILLed mid-run and another is
+120 /imagine from 30 members across the shards; one process is SIGKILLed mid-run and another is
 upgraded (stopped and started again). Every job ends once, nothing is sent to RunPod twice,
 every hold is captured or refunded, and no member waits behind another's batch."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -28,8 +29,12 @@ from tests.fakes.fake_runpod import FakeRunPod
 from tests.fakes.sandbox import ROOT, SITECUSTOMIZE
 
 SHARDS = 3
-MEMBERS = 50
+MEMBERS = 30
 EACH = 4  # jobs per member, sent as one batch
+# One process is killed once a fifth of the jobs are done, another upgraded at nine twentieths: both
+# with jobs in flight, queued behind them, and more members waiting than the in-flight cap serves.
+KILLED_AT = MEMBERS * EACH // 5
+UPGRADED_AT = MEMBERS * EACH * 9 // 20
 CHANNELS_PER_GUILD = 4
 # Real seconds in the bot processes: short leases so a killed process's jobs are taken over soon,
 # long enough that a process on a busy machine renews in time.
@@ -39,6 +44,9 @@ TIMING = (
     "delivery_retry_delay=0.1,position_interval=0.2,lease_ttl=3,reconcile_interval=0.3,"
     "claim_interval=0.05,health_interval=5"
 )
+# Discord-side pacing under the fake's channel limit (5 per 0.05 s): production's 0.9 edits a second
+# per channel would make the run wait on pacing alone.
+PACING = "message_interval=0.05,progress_tick=0.2,channel_burst=4,channel_per_second=20"
 _TERMINAL = [state.value for state in TERMINAL]
 
 
@@ -83,6 +91,7 @@ class Fleet:
             DAILY_CREDITS="100000",
             STABLEHAND_FAKE_DISCORD_URL=self.discord.url,
             STABLEHAND_FAKE_TIMING=TIMING,
+            STABLEHAND_FAKE_PACING=PACING,
             PYTHONPATH=os.pathsep.join([str(SITECUSTOMIZE), str(ROOT)]),
             PYTHONUNBUFFERED="1",
         )
@@ -171,23 +180,22 @@ def _imagine(seat: Seat, n: int) -> dict[str, Any]:
     )
 
 
-async def _fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch(query, *args)
-    finally:
-        await conn.close()
+async def _counts(db: asyncpg.Connection) -> Counter[str]:
+    return Counter(r["state"] for r in await db.fetch("SELECT state FROM jobs"))
 
 
-async def _counts(dsn: str) -> Counter[str]:
-    return Counter(r["state"] for r in await _fetch(dsn, "SELECT state FROM jobs"))
-
-
-async def _all_told(dsn: str) -> bool:
-    rows = await _fetch(dsn, "SELECT state, delivered_at FROM jobs")
-    return len(rows) == MEMBERS * EACH and all(
-        r["state"] in _TERMINAL and r["delivered_at"] is not None for r in rows
+async def _untold(db: asyncpg.Connection) -> list[asyncpg.Record]:
+    """The jobs not yet ended and delivered (what a failure prints)."""
+    return await db.fetch(
+        "SELECT id, user_id, state, delivered_at FROM jobs"
+        " WHERE NOT (state = ANY($1::text[])) OR delivered_at IS NULL ORDER BY id",
+        _TERMINAL,
     )
+
+
+async def _all_told(db: asyncpg.Connection) -> bool:
+    [[jobs]] = await db.fetch("SELECT COUNT(*) FROM jobs")
+    return jobs == MEMBERS * EACH and not await _untold(db)
 
 
 def _unfair_sends(events: Sequence[Mapping[str, Any]], *, after: int = 0) -> list[str]:
@@ -227,6 +235,14 @@ def _unfair_sends(events: Sequence[Mapping[str, Any]], *, after: int = 0) -> lis
 async def test_three_processes_on_shards_lose_nothing_when_one_is_killed_and_one_upgraded(
     tmp_path: Path, postgres_dsn: str
 ) -> None:
+    db = await asyncpg.connect(postgres_dsn)  # one connection for every look at the jobs
+    try:
+        await _run_the_fleet(tmp_path, postgres_dsn, db)
+    finally:
+        await db.close()
+
+
+async def _run_the_fleet(tmp_path: Path, postgres_dsn: str, db: asyncpg.Connection) -> None:
     async with fleet(tmp_path, postgres_dsn) as bots:
         guilds = _guilds()
         for guild in guilds:
@@ -241,21 +257,21 @@ async def test_three_processes_on_shards_lose_nothing_when_one_is_killed_and_one
                 for n in range(EACH):
                     await bots.discord.dispatch("INTERACTION_CREATE", _imagine(seat, n))
             # Killed once every job is queued (none waits for its progress message) and some ran.
-            await until(lambda: _settled_enough(postgres_dsn, queued=MEMBERS * EACH, done=40))
-            [[all_queued]] = await _fetch(postgres_dsn, "SELECT MAX(id) FROM job_events")
+            await until(lambda: _settled_enough(db, queued=MEMBERS * EACH, done=KILLED_AT))
+            [[all_queued]] = await db.fetch("SELECT MAX(id) FROM job_events")
             await bots.kill(0)
-            await until(lambda: _settled_enough(postgres_dsn, queued=MEMBERS * EACH, done=90))
+            await until(lambda: _settled_enough(db, queued=MEMBERS * EACH, done=UPGRADED_AT))
             await bots.stop(1)
             await bots.start(1)
-            await until(lambda: _all_told(postgres_dsn), timeout=120)
+            await until(lambda: _all_told(db), timeout=120)
         except BaseException:
             print(bots.logs())
+            print("jobs not ended and delivered:", *map(dict, await _untold(db)), sep="\n")
             raise
 
-    states = await _counts(postgres_dsn)
+    states = await _counts(db)
     assert sum(states.values()) == MEMBERS * EACH and set(states) <= set(_TERMINAL), states
-    ends = await _fetch(
-        postgres_dsn,
+    ends = await db.fetch(
         "SELECT job_id, COUNT(*) AS n FROM job_events WHERE to_state = ANY($1::text[])"
         " GROUP BY job_id",
         _TERMINAL,
@@ -270,20 +286,19 @@ async def test_three_processes_on_shards_lose_nothing_when_one_is_killed_and_one
     assert prompts and max(prompts.values()) == 1, "no /run sent twice"
     assert len(runs) >= states["done"]
 
-    holds = Counter(r["state"] for r in await _fetch(postgres_dsn, "SELECT state FROM quota_holds"))
+    holds = Counter(r["state"] for r in await db.fetch("SELECT state FROM quota_holds"))
     refunded = MEMBERS * EACH - states["done"]
     assert holds == +Counter({"captured": states["done"], "refunded": refunded}), holds
 
-    events = await _fetch(
-        postgres_dsn,
+    events = await db.fetch(
         "SELECT e.id, e.job_id, e.to_state, j.user_id FROM job_events AS e"
         " JOIN jobs AS j ON j.id = e.job_id ORDER BY e.id",
     )
     assert _unfair_sends(list(events), after=all_queued) == []
 
 
-async def _settled_enough(dsn: str, *, queued: int, done: int) -> bool:
-    states = await _counts(dsn)
+async def _settled_enough(db: asyncpg.Connection, *, queued: int, done: int) -> bool:
+    states = await _counts(db)
     return sum(states.values()) == queued and not states["accepted"] and states["done"] >= done
 
 
@@ -297,3 +312,56 @@ def test_the_fairness_check_names_a_member_skipped_while_another_was_served_twic
     assert _unfair_sends(queued + served_in_turn + [event(6, 2, "submitting", 7)]) == []
     assert _unfair_sends(queued + served_twice) == ["member 7 was served twice while [8] waited"]
     assert _unfair_sends(queued + served_twice, after=4) == [], "judged only after event 4"
+
+
+def _rotation(batches: Mapping[int, int]) -> list[int]:
+    """Members' sends in round robin: one job of each member with jobs left, then again."""
+    left = dict(batches)
+    order = []
+    while left:
+        for member in list(left):
+            order.append(member)
+            left[member] -= 1
+            if not left[member]:
+                del left[member]
+    return order
+
+
+def _claim_events(batches: Mapping[int, int], sends: Sequence[int]) -> list[dict[str, Any]]:
+    """Every batch queued, member after member, then one `submitting` event per send in `sends`
+    (each member's jobs in the order they were queued)."""
+    events: list[dict[str, Any]] = []
+    jobs: dict[int, list[int]] = {}
+    for member, count in batches.items():
+        for _ in range(count):
+            job = len(events) + 1
+            jobs.setdefault(member, []).append(job)
+            events.append({"id": job, "job_id": job, "to_state": "queued", "user_id": member})
+    for member in sends:
+        job = jobs[member].pop(0)
+        events.append(
+            {"id": len(events) + 1, "job_id": job, "to_state": "submitting", "user_id": member}
+        )
+    return events
+
+
+def test_the_fairness_check_fails_the_old_per_process_rotation_and_passes_the_global_one() -> None:
+    # Member 1's batch was accepted by process A; the batches of members 2, 3 and 4 by process B.
+    in_a, in_b = {1: EACH}, {2: EACH, 3: EACH, 4: EACH}
+    everyone = in_a | in_b
+    all_queued = sum(everyone.values())
+    # The old design: each process rotated only the jobs it had accepted, the two claiming in
+    # turn; so A served member 1 again and again while members 3 and 4 waited in B.
+    per_process = [
+        member
+        for turn in itertools.zip_longest(_rotation(in_a), _rotation(in_b))
+        for member in turn
+        if member is not None
+    ]
+    assert per_process[:5] == [1, 2, 1, 3, 1]
+
+    reports = _unfair_sends(_claim_events(everyone, per_process), after=all_queued)
+    assert [r.split(" while ")[0] for r in reports] == ["member 1 was served twice"] * (EACH - 1)
+    assert re.findall(r"\d+", reports[0].split(" while ")[1]) in (["3", "4"], ["4", "3"])
+    # The global rotation, which every process now claims from: the same jobs, fair.
+    assert _unfair_sends(_claim_events(everyone, _rotation(everyone)), after=all_queued) == []

@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 HOLE = "\x00"
 
 
-def _code_strings() -> list[str]:
-    """Every string literal of the bot and its cogs; an f-string's fields become holes."""
+@functools.cache
+def _code_strings() -> tuple[str, ...]:
+    """Every string literal of the bot and its cogs; an f-string's fields become holes (read once
+    per run: every quote is looked up among the same strings)."""
     found = []
     for path in [*(ROOT / "bot").rglob("*.py"), *(ROOT / "cogs").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
@@ -29,7 +31,7 @@ def _code_strings() -> list[str]:
                         for part in node.values
                     )
                 )
-    return found
+    return tuple(found)
 
 
 def _quoted() -> list[str]:

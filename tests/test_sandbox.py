@@ -6,7 +6,7 @@ import pytest
 
 from tests.fakes import sandbox
 
-FAST = ["--queue-delay", "0", "--run-delay", "0.1"]
+FAST = ["--queue-delay", "0", "--run-delay", "0.1", "--quick"]
 
 
 async def test_a_batch_prompt_is_started_and_every_job_finishes(

@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import Stablehand
 from bot.config import ConfigError, load_settings
-from tests.conftest import FAST, FAST_PACING, HANG_GUARD, make_settings
+from tests.conftest import FAST, FAST_PACING, HANG_GUARD, connects_at_once, make_settings
 from tests.fakes.fake_discord import FakeDiscord
 from tests.fakes.fake_runpod import FakeRunPod
 
@@ -52,7 +52,9 @@ async def test_a_process_connects_the_shards_its_settings_name_and_no_other(
     env: dict[str, str],
     identified: list[list[int]],
 ) -> None:
-    bot = Stablehand(make_settings(tmp_path, fake_runpod, **env), timing=FAST, pacing=FAST_PACING)
+    bot = connects_at_once(
+        Stablehand(make_settings(tmp_path, fake_runpod, **env), timing=FAST, pacing=FAST_PACING)
+    )
     runner = asyncio.create_task(bot.start(fake_discord.token))
     try:
         await asyncio.wait_for(bot.wait_until_ready(), HANG_GUARD)

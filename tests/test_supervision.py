@@ -13,7 +13,7 @@ import pytest_asyncio
 from bot import heartbeat
 from bot.app import Stablehand
 from bot.supervisor import Loop, Supervision, Supervisor
-from tests.conftest import FAST, FAST_PACING, make_settings, reply_to, run_cli
+from tests.conftest import FAST, FAST_PACING, connects_at_once, make_settings, reply_to, run_cli
 from tests.fakes import fake_runpod as fr
 from tests.fakes import payloads
 from tests.fakes.fake_discord import FakeDiscord
@@ -172,8 +172,10 @@ async def running_bot(
 ) -> AsyncIterator[Stablehand]:
     """The whole bot in this process, connected to the fake gateway, writing its heartbeat."""
     settings = make_settings(tmp_path, fake_runpod, HEARTBEAT_INTERVAL="1")
-    bot = Stablehand(
-        settings, timing=FAST, pacing=FAST_PACING, supervisor=Supervisor(QUICK, clock=clock)
+    bot = connects_at_once(
+        Stablehand(
+            settings, timing=FAST, pacing=FAST_PACING, supervisor=Supervisor(QUICK, clock=clock)
+        )
     )
     runner = asyncio.create_task(bot.start(fake_discord.token))
     try:

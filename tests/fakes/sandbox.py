@@ -29,6 +29,15 @@ from tests.fakes.real_worker import Stack, comfyui_running, fake_cloud, stack_ar
 
 ROOT = Path(__file__).resolve().parents[2]
 SITECUSTOMIZE = Path(__file__).resolve().parent / "sitecustomize"
+# `--quick`: the bot polls and paces on test intervals, under a fake Discord limit to match
+# (5 edits per 0.05 s per channel instead of Discord's 5 per 5 s).
+QUICK_TIMING = (
+    "first_poll=0.05,queue_interval=0.05,queue_max_interval=0.2,dense_interval=0.05,"
+    "running_interval=0.05,running_max_interval=0.2,retry_delay=0.05,submit_retry_delay=0.1,"
+    "delivery_retry_delay=0.1,position_interval=0.2"
+)
+QUICK_PACING = "message_interval=0.05,progress_tick=0.2,channel_burst=4,channel_per_second=20"
+QUICK_CHANNEL_RATE = (5, 0.05)
 
 
 def _option_text(value: Any) -> str:
@@ -78,6 +87,7 @@ class Sandbox:
     workdir: Path
     show: Callable[[str], None] = print
     process: asyncio.subprocess.Process | None = None
+    bot_env: dict[str, str] = field(default_factory=dict)
     _seen: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     _relays: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -93,6 +103,7 @@ class Sandbox:
             PYTHONPATH=os.pathsep.join([str(SITECUSTOMIZE), str(ROOT)]),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.bot_env)
         env.update(extra)
         return env
 
@@ -237,14 +248,21 @@ async def sandbox(
     ack_deadline: float = 3.0,
     show=print,
     real_stack: Stack | None = None,
+    quick: bool = False,
 ) -> AsyncIterator[Sandbox]:
-    """With `real_stack`, jobs run on its real worker (its ComfyUI must be up) instead of the delays."""
+    """With `real_stack`, jobs run on its real worker (its ComfyUI must be up) instead of the
+    delays; with `quick`, on test intervals and rates instead of production's and Discord's."""
+    limits = {"channel_rate": QUICK_CHANNEL_RATE} if quick else {}
     with tempfile.TemporaryDirectory(prefix="stablehand-sandbox-") as workdir:
         async with (
-            FakeDiscord(ack_deadline=ack_deadline) as discord,
+            FakeDiscord(ack_deadline=ack_deadline, **limits) as discord,
             fake_cloud(real_stack, queue_delay=queue_delay, run_delay=run_delay) as runpod,
         ):
             box = Sandbox(discord, runpod, Path(workdir), show=show)
+            if quick:
+                box.bot_env.update(
+                    STABLEHAND_FAKE_TIMING=QUICK_TIMING, STABLEHAND_FAKE_PACING=QUICK_PACING
+                )
             try:
                 yield box
             finally:
@@ -328,6 +346,11 @@ async def main(argv: list[str] | None = None) -> int:
         "--walkthrough", action="store_true", help="a whole member and moderator session"
     )
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="poll and pace on the test suite's intervals, not production's and Discord's",
+    )
+    parser.add_argument(
         "--real-stack",
         type=stack_argument,
         help="run jobs on real ComfyUI and worker-comfyui (a folder from tests.realstack.prepare)",
@@ -336,7 +359,10 @@ async def main(argv: list[str] | None = None) -> int:
     async with (
         comfyui_running(args.real_stack),
         sandbox(
-            queue_delay=args.queue_delay, run_delay=args.run_delay, real_stack=args.real_stack
+            queue_delay=args.queue_delay,
+            run_delay=args.run_delay,
+            real_stack=args.real_stack,
+            quick=args.quick,
         ) as box,
     ):
         print(f"fake Discord at {box.discord.url}, fake RunPod at {box.runpod.api_base}")

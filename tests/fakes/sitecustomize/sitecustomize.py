@@ -2,8 +2,9 @@
 
 When ``STABLEHAND_FAKE_DISCORD_URL`` (e.g. ``http://127.0.0.1:PORT``) is set, Python imports this
 module at start-up (tests/sandbox puts this directory on ``PYTHONPATH``) and redirects discord.py's
-REST base and gateway to that server. Without the variable it does nothing, not even import
-discord. Never set it in production.
+REST base and gateway to that server. ``STABLEHAND_FAKE_TIMING`` and ``STABLEHAND_FAKE_PACING``
+(``field=seconds,...``) shrink the job manager's and the Discord side's intervals. Without the
+variables it does nothing, not even import discord. Never set them in production.
 """
 
 import os
@@ -21,23 +22,49 @@ def _redirect_discord(url: str) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = base.with_scheme(ws_scheme) / "gateway"
 
 
-def _quicken_timing(spec: str) -> None:
-    """Make `field=seconds,...` the defaults of the bot's `Timing`, so a test's bot process polls,
-    renews leases and reconciles on the test's clock rather than production's."""
+def _connect_at_once() -> None:
+    """Drop discord.py's waits for real Discord's pace, which the fake does not keep: 5 s between
+    two shards' IDENTIFYs, and 2 s after the last GUILD_CREATE for more (the fake sends every
+    guild right after READY)."""
+    import discord
+
+    init = discord.Client.__init__
+
+    def __init__(self, *args, **options):
+        options.setdefault("guild_ready_timeout", 0.1)
+        init(self, *args, **options)
+
+    async def before_identify_hook(self, shard_id, *, initial=False):
+        return None
+
+    discord.Client.__init__ = __init__
+    discord.Client.before_identify_hook = before_identify_hook
+
+
+def _quicken(cls: type, spec: str) -> None:
+    """Make `field=seconds,...` the defaults of the dataclass `cls`, so a test's bot process runs
+    on the test's clock rather than production's."""
     import dataclasses
 
-    from bot.polling import Timing
-
-    names = [f.name for f in dataclasses.fields(Timing)]
-    defaults = list(Timing.__init__.__defaults__)
+    names = [f.name for f in dataclasses.fields(cls)]
+    defaults = list(cls.__init__.__defaults__)
     for item in spec.split(","):
         name, value = item.split("=", 1)
         index = names.index(name)
         defaults[index] = type(defaults[index])(float(value))
-    Timing.__init__.__defaults__ = tuple(defaults)
+    cls.__init__.__defaults__ = tuple(defaults)
 
 
 if os.environ.get("STABLEHAND_FAKE_DISCORD_URL"):
     _redirect_discord(os.environ["STABLEHAND_FAKE_DISCORD_URL"])
+    _connect_at_once()
 if os.environ.get("STABLEHAND_FAKE_TIMING"):
-    _quicken_timing(os.environ["STABLEHAND_FAKE_TIMING"])
+    # The job manager's intervals: polls, lease renewals, reconciles.
+    from bot.polling import Timing
+
+    _quicken(Timing, os.environ["STABLEHAND_FAKE_TIMING"])
+if os.environ.get("STABLEHAND_FAKE_PACING"):
+    # The Discord side's: how often a message may be edited, each channel's sending rate.
+    from bot.app import Pacing
+
+    _quicken(Pacing, os.environ["STABLEHAND_FAKE_PACING"])
