@@ -1,5 +1,5 @@
 """Three whole bot processes on one PostgreSQL, each connected to Discord as its own shard, with
-120 /imagine from 30 members across the shards; one process is SIGKILLed mid-run and another is
+200 /imagine from 50 members across the shards; one process is SIGKILLed mid-run and another is
 upgraded (stopped and started again). Every job ends once, nothing is sent to RunPod twice,
 every hold is captured or refunded, and no member waits behind another's batch."""
 
@@ -29,7 +29,7 @@ from tests.fakes.fake_runpod import FakeRunPod
 from tests.fakes.sandbox import ROOT, SITECUSTOMIZE
 
 SHARDS = 3
-MEMBERS = 30
+MEMBERS = 50
 EACH = 4  # jobs per member, sent as one batch
 # One process is killed once a fifth of the jobs are done, another upgraded at nine twentieths: both
 # with jobs in flight, queued behind them, and more members waiting than the in-flight cap serves.
