@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         "--fleet-in-flight", type=int, default=40, help="MAX_JOBS_IN_FLIGHT of the configurations"
     )
     sc.add_argument(
+        "--fleet-members", type=int, default=60, help="members sending them (2 in flight each)"
+    )
+    sc.add_argument(
         "--lease-ttl", type=float, default=Timing.lease_ttl, help="seconds (the default timing)"
     )
     so = sub.add_parser(
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     jobs=args.fleet_jobs,
                     budget=args.budget,
                     in_flight=args.fleet_in_flight,
+                    members=args.fleet_members,
                     lease_ttl=args.lease_ttl,
                 )
             )
