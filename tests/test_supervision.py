@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest_asyncio
 
 from bot import heartbeat
 from bot.app import Stablehand
+from bot.jobs.core import every
 from bot.supervisor import Loop, Supervision, Supervisor
 from tests.conftest import FAST, FAST_PACING, connects_at_once, make_settings, reply_to, run_cli
 from tests.fakes import fake_runpod as fr
@@ -51,6 +53,33 @@ def status(supervisor: Supervisor, name: str):
 def test_restart_backoff_grows_and_is_capped() -> None:
     supervision = Supervision(first_backoff=1.0, growth=2.0, max_backoff=5.0)
     assert [supervision.backoff(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+async def test_a_periodic_job_step_logs_a_refusing_database_as_a_warning_a_bug_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # as SQLite itself sets it
+    outcomes: list[BaseException | None] = [busy, ValueError("a bad row"), None]
+    served = asyncio.Event()
+
+    async def step() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        served.set()
+
+    supervisor = Supervisor(QUICK)
+    loop = supervisor.start("steps", lambda loop: every(loop, lambda: 0.001, step, "stepping"))
+    try:
+        await asyncio.wait_for(served.wait(), 10)
+        assert loop.status().restarts == 0, "neither failure ended the loop"
+        refused, bug = [r for r in caplog.records if r.getMessage().startswith("stepping")]
+        assert refused.levelno == logging.WARNING and refused.exc_info is None
+        assert "the database refused (database is locked)" in refused.getMessage()
+        assert bug.levelno == logging.ERROR and bug.exc_info is not None
+    finally:
+        await supervisor.stop()
 
 
 async def test_a_crash_is_logged_with_the_loops_name_and_the_loop_goes_on(

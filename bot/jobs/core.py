@@ -29,6 +29,7 @@ from bot.jobs.model import (
     UpdateKind,
 )
 from bot.polling import Timing
+from bot.supervisor import Loop
 
 if TYPE_CHECKING:
     from bot.jobs.delivery import Delivery
@@ -39,6 +40,26 @@ if TYPE_CHECKING:
     from bot.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
+
+
+async def every(
+    loop: Loop, interval: Callable[[], float], step: Callable[[], Awaitable[object]], doing: str
+) -> None:
+    """A supervised loop's body: `step` every `interval()` seconds (read each time: tests change
+    the timing). A refusal the database may get over is a warning, anything else a logged bug;
+    either way the loop goes on."""
+    while True:
+        loop.beat()
+        await loop.sleep(interval())
+        try:
+            await step()
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("%s: the database refused (%s); trying next time", doing, exc)
+            else:
+                log.exception("%s failed; trying next time", doing)
+
+
 T = TypeVar("T")
 
 

@@ -10,8 +10,7 @@ import secrets
 import socket
 from collections.abc import Collection, Sequence
 
-from bot.db import is_transient
-from bot.jobs.core import JobCore
+from bot.jobs.core import JobCore, every
 from bot.jobs.model import TERMINAL, Job, JobState
 from bot.ratelimit import TokenBucket
 from bot.store.base import Transaction
@@ -127,30 +126,17 @@ class Leases:
 
     async def renew_loop(self, loop: Loop) -> None:
         """Renew every lease a third of the way to its expiry, so one late renewal loses none."""
-        while True:
-            loop.beat()
-            await loop.sleep(self.core.timing.lease_ttl / 3)
-            try:
-                await self.renew()
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("renewing job leases failed; trying again")
-                else:
-                    log.warning("renewing job leases: the database refused (%s); trying again", exc)
+        await every(loop, lambda: self.core.timing.lease_ttl / 3, self.renew, "renewing job leases")
 
     async def budget_loop(self, loop: Loop) -> None:
         """Recount the processes every `budget_interval`, so a process joining or leaving changes
         every process's share within one interval (the fleet overshoots the budget until then)."""
-        while True:
-            loop.beat()
-            await loop.sleep(self.core.timing.budget_interval)
-            try:
-                await self.share_budgets()
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("counting the bot processes failed; keeping the share")
-                else:
-                    log.warning("counting the bot processes: the database refused (%s)", exc)
+        await every(
+            loop,
+            lambda: self.core.timing.budget_interval,
+            self.share_budgets,
+            "counting the bot processes (the budget share stays)",
+        )
 
     async def share_budgets(self) -> None:
         """Take this process's share of each request budget: the whole over the processes alive."""

@@ -8,7 +8,7 @@ import time
 
 from bot import failures, polling
 from bot.db import Transaction, is_transient
-from bot.jobs.core import JobCore
+from bot.jobs.core import JobCore, every
 from bot.jobs.model import AT_BACKEND, Job, JobState, Settlement
 from bot.supervisor import Loop
 
@@ -33,35 +33,21 @@ class Recovery:
 
     async def reconcile_loop(self, loop: Loop) -> None:
         """Heal whatever a fault left behind, every `reconcile_interval`."""
-        while True:
-            loop.beat()
-            await loop.sleep(self.core.timing.reconcile_interval)
-            try:
-                await self.reconcile()
-            except Exception as exc:
-                if is_transient(exc):
-                    log.warning(
-                        "reconciling jobs: the database refused (%s); trying next time", exc
-                    )
-                else:
-                    log.exception("reconciling jobs failed; trying next time")
+        await every(
+            loop, lambda: self.core.timing.reconcile_interval, self.reconcile, "reconciling jobs"
+        )
 
     async def takeover_loop(self, loop: Loop) -> None:
         """On a shared database, reconcile as soon as another process's leases run out, rather
         than at the next `reconcile_interval`: its jobs are taken over within seconds."""
-        while True:
-            loop.beat()
-            await loop.sleep(self.core.timing.takeover_interval)
-            try:
-                if await self.core.leases.lapsed():
-                    await self.reconcile()
-            except Exception as exc:
-                if not is_transient(exc):
-                    log.exception("taking over jobs failed; trying next time")
-                else:
-                    log.warning(
-                        "taking over jobs: the database refused (%s); trying next time", exc
-                    )
+
+        async def take_over_lapsed() -> None:
+            if await self.core.leases.lapsed():
+                await self.reconcile()
+
+        await every(
+            loop, lambda: self.core.timing.takeover_interval, take_over_lapsed, "taking over jobs"
+        )
 
     async def reconcile(self, *, at_start: bool = False) -> None:
         """Make memory agree with the database, then settle the credits of ended jobs.
