@@ -168,37 +168,42 @@ async def _accept(workers: list[Worker], first: int, jobs: int, members: int) ->
     for job in range(first, first + jobs):
         shares[(job % members) % len(workers)].append(job)
     await asyncio.gather(
-        *(_accept_each(workers[n], numbers, members) for n, numbers in shares.items() if numbers)
+        *(
+            workers[n].ask(" ".join(map(str, ["accept", members, *numbers])))
+            for n, numbers in shares.items()
+            if numbers
+        )
     )
 
 
-async def _accept_each(worker: Worker, numbers: list[int], members: int) -> None:
-    for number in numbers:
-        await worker.ask(f"accept {number} 1 {members}")
-
-
 class SharedDatabase:
-    """Reads the leases of a PostgreSQL database several bench processes share."""
+    """Reads the leases of a PostgreSQL database several bench processes share, over one
+    connection of its own (it is asked every 50 ms while a takeover is timed)."""
 
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, dsn: str) -> AsyncIterator[SharedDatabase]:
+        import asyncpg
+
+        connection = await asyncpg.connect(dsn)
+        try:
+            yield cls(connection)
+        finally:
+            await connection.close()
 
     async def held_by(self, pid: int, *, at_backend: bool) -> dict[int, float]:
         """The undelivered jobs leased to process `pid`, each with its lease's expiry."""
-        import asyncpg
-
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            rows = await conn.fetch(
-                "SELECT l.job_id, l.expires_at FROM job_leases AS l JOIN jobs AS j ON j.id = l.job_id"
-                " WHERE l.owner LIKE $1 AND j.delivered_at IS NULL"
-                " AND ($2 = false OR j.state = ANY($3::text[]))",
-                f"%:{pid}:%",
-                at_backend,
-                [state.value for state in AT_BACKEND],
-            )
-        finally:
-            await conn.close()
+        rows = await self.connection.fetch(
+            "SELECT l.job_id, l.expires_at FROM job_leases AS l JOIN jobs AS j ON j.id = l.job_id"
+            " WHERE l.owner LIKE $1 AND j.delivered_at IS NULL"
+            " AND ($2 = false OR j.state = ANY($3::text[]))",
+            f"%:{pid}:%",
+            at_backend,
+            [state.value for state in AT_BACKEND],
+        )
         return {row["job_id"]: row["expires_at"] for row in rows}
 
 
@@ -282,8 +287,8 @@ async def run_configuration(
                 result = _throughput(configuration, jobs, seconds, reports, state, budget)
                 result["measured_s"] = round(time.monotonic() - started, 1)
                 if configuration.processes > 1:
-                    shared = SharedDatabase(value)
-                    result |= await _takeover(workers, shared, jobs, takeover_jobs, members)
+                    async with SharedDatabase.open(value) as shared:
+                        result |= await _takeover(workers, shared, jobs, takeover_jobs, members)
                     total = jobs + takeover_jobs
                     outcomes = await _ended(workers, total, timeout=lease_ttl * 3 + 300)
                     state = await fake.state()

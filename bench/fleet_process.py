@@ -4,7 +4,7 @@
 
 The NAME=VALUE pairs are the bot's settings. Once its jobs run, the process prints `READY` and
 answers commands read on stdin, one line each:
-    accept FIRST COUNT MEMBERS   accept jobs FIRST.. FIRST+COUNT-1, job n from member n % MEMBERS
+    accept MEMBERS N...          accept jobs numbered N..., job n from member 1 + n % MEMBERS
     processes                    how many processes this one counts (its budget share is 1/that)
     report                       print this process's figures as one JSON line
 Each delivery or notice is appended to the outcomes file as `deliver|notify JOB_ID WALL_TIME`,
@@ -64,8 +64,8 @@ class OutcomeFile:
         self._write("notify", job)
 
 
-async def accept(services: Services, first: int, count: int, members: int) -> None:
-    for n in range(first, first + count):
+async def accept(services: Services, members: int, numbers: Sequence[int]) -> None:
+    for n in numbers:
         new = services.prepare(PROMPT, user_id=1 + n % members, guild_id=1, channel_id=1)
         job = await services.jobs.accept(new)
         await services.jobs.attach_message(job.id, None, None)
@@ -94,8 +94,9 @@ async def serve(services: Services, lag: LoopLag, stats: TimedCallStats) -> None
     while line := await loop.run_in_executor(None, sys.stdin.readline):
         command, *args = line.split()
         if command == "accept":
-            await accept(services, *(int(a) for a in args))
-            answer: Any = {"accepted": int(args[1])}
+            members, *numbers = (int(a) for a in args)
+            await accept(services, members, numbers)
+            answer: Any = {"accepted": len(numbers)}
         elif command == "processes":
             answer = {"processes": services.jobs.leases.processes}
         elif command == "report":
