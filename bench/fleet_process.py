@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.harness import LoopLag, current_rss_mb, peak_rss_mb, percentile, services_on
+from bench.harness import LoopLag, peak_rss_mb, percentile, services_on
+from bot.heartbeat import rss_mb
 from bot.images import ImageFile
 from bot.jobs import Job
 from bot.polling import Timing
@@ -80,7 +81,7 @@ def figures(services: Services, lag: LoopLag, stats: TimedCallStats) -> dict[str
         "loop_lag_p50_ms": round(percentile(lags_ms, 50), 2),
         "loop_lag_p99_ms": round(percentile(lags_ms, 99), 2),
         "loop_lag_max_ms": round(max(lags_ms, default=0.0), 2),
-        "rss_mb": round(current_rss_mb(), 1),
+        "rss_mb": round(rss_mb(), 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "requests": dict(stats.calls),
         "request_times": [round(t, 4) for t in sent],

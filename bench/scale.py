@@ -17,13 +17,13 @@ from bench.harness import (
     CountingDelivery,
     LoopLag,
     bot_services,
-    current_rss_mb,
     fake_runpod_process,
     peak_rss_mb,
     percentile,
     print_result,
     print_table,
 )
+from bot.heartbeat import rss_mb
 from bot.jobs import AT_BACKEND
 
 TARGET_LAG_P99_MS = 50.0
@@ -49,7 +49,7 @@ async def run_scale(
         fake_runpod_process(*fake_args) as fake,
         bot_services(fake, requests_per_second=budget, **env) as services,
     ):
-        rss_start = current_rss_mb()
+        rss_start = rss_mb()
         lag = LoopLag()
         lag.start()
         delivery = CountingDelivery(expected=jobs)
